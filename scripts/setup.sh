@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything the tests of cargo-microimage need on a Debian 12 machine.
+# Idempotent: every step checks first, so a second run takes about a second.
+set -euo pipefail
+
+need_apt=()
+for pair in podman:podman runc:runc skopeo:skopeo umoci:umoci \
+            docker-registry:docker-registry qemu-aarch64-static:qemu-user-static \
+            htpasswd:apache2-utils x86_64-linux-musl-gcc:musl-tools openssl:openssl; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup target list --installed)
+  for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t"
+  done
+fi
+
+# zig, used as the C cross compiler for aarch64 musl (Python's ziglang package).
+if ! command -v zig >/dev/null 2>&1 && ! python3 -c 'import ziglang' >/dev/null 2>&1; then
+  echo "setup: installing ziglang from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check ziglang
+fi
+
+# arm64 binaries and images run through qemu-user (binfmt_misc).
+if [ "$(id -u)" = 0 ]; then
+  mountpoint -q /proc/sys/fs/binfmt_misc 2>/dev/null \
+    || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+  if [ -d /proc/sys/fs/binfmt_misc ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+     && [ -w /proc/sys/fs/binfmt_misc/register ]; then
+    echo ':qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' \
+      > /proc/sys/fs/binfmt_misc/register || true
+  fi
+fi

@@ -1,0 +1,237 @@
+//! The build stage: runs `$CARGO build --target <musl triple>` for the planned binary and
+//! takes the executable's path from cargo's `compiler-artifact` JSON messages (never by
+//! guessing paths under `target/`). cargo's own diagnostics go to the user unchanged.
+//!
+//! What the tool adds to the build it appends, never replaces: `--remap-path-prefix`
+//! flags go wherever the user's rustflags already come from (environment or config), and
+//! symbols are stripped through cargo's `strip` profile setting (`--config`), unless the
+//! user's environment sets it. A missing Rust target is installed with rustup.
+//!
+//! Not for: checking the result (see `crate::verify`).
+
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cargo_metadata::{Message, TargetKind};
+
+use crate::error::{Error, Result};
+use crate::plan::{cargo, CargoOptions, Plan};
+use crate::platform::Platform;
+use crate::shell::Shell;
+
+/// Builds `plan.bin` for `platform` and returns the executable's path.
+pub fn build(plan: &Plan, options: &CargoOptions, platform: &Platform, shell: &Shell) -> Result<PathBuf> {
+    ensure_target(platform.triple, shell)?;
+    let mut cmd = Command::new(cargo());
+    cmd.arg("build")
+        .arg("--message-format=json-render-diagnostics")
+        .args(["--target", platform.triple])
+        .args(["--profile", &options.profile])
+        .arg("--manifest-path")
+        .arg(&plan.manifest_path)
+        .args(["--package", &format!("{}@{}", plan.package_name, plan.version)])
+        .args(["--bin", &plan.bin])
+        .args(options.feature_args())
+        .args(options.lock_args());
+    if options.strip {
+        let env = format!("CARGO_PROFILE_{}_STRIP", env_key(&options.profile));
+        if std::env::var_os(&env).is_none() {
+            cmd.arg("--config")
+                .arg(format!("profile.{}.strip=\"symbols\"", options.profile));
+        }
+    }
+    add_rustflags(&mut cmd, platform.triple, &remap_flags(plan));
+    shell.verbose("Running", format!("{cmd:?}"));
+    run_cargo(cmd, plan, platform)
+}
+
+fn run_cargo(mut cmd: Command, plan: &Plan, platform: &Platform) -> Result<PathBuf> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::new(format!("running `{}` failed: {e}", cargo().display())))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut executable = None;
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        let message = message.map_err(|e| Error::new(format!("reading cargo's output failed: {e}")))?;
+        match message {
+            Message::CompilerArtifact(a)
+                if a.package_id.repr == plan.package_id
+                    && a.target.name == plan.bin
+                    && a.target.kind.contains(&TargetKind::Bin) =>
+            {
+                executable = a.executable.map(|p| p.into_std_path_buf());
+            }
+            Message::TextLine(line) => eprintln!("{line}"),
+            _ => {}
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::new(format!("waiting for cargo failed: {e}")))?;
+    if !status.success() {
+        return Err(Error::new(format!(
+            "`cargo build` of `{}` for {} failed (cargo's messages are above)",
+            plan.bin, platform.triple
+        )));
+    }
+    executable.ok_or_else(|| {
+        Error::new(format!(
+            "cargo built `{}` for {} but reported no executable for it",
+            plan.bin, platform.triple
+        ))
+    })
+}
+
+/// `release` → `RELEASE`, `my-prof` → `MY_PROF` (cargo's environment key spelling).
+fn env_key(s: &str) -> String {
+    s.to_ascii_uppercase().replace(['-', '.'], "_")
+}
+
+/// Installs the Rust standard library for `triple` with rustup if it is missing.
+fn ensure_target(triple: &str, shell: &Shell) -> Result<()> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        return Err(Error::new("running `rustc --print sysroot` failed")
+            .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)"));
+    };
+    if sysroot.join("lib/rustlib").join(triple).join("lib").is_dir() {
+        return Ok(());
+    }
+    let has_rustup = Command::new("rustup")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let command = format!("rustup target add {triple}");
+    if !has_rustup {
+        return Err(Error::new(format!(
+            "the Rust standard library for {triple} is not installed in {}",
+            sysroot.display()
+        ))
+        .with_help(format!("install it, e.g. with `{command}`")));
+    }
+    shell.status("Installing", format!("Rust target {triple} (`{command}`)"));
+    let ok = Command::new("rustup")
+        .args(["target", "add", triple])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(Error::new(format!("`{command}` failed"))
+            .with_help(format!("run `{command}` yourself and look at its error")));
+    }
+    Ok(())
+}
+
+/// `--remap-path-prefix` flags that take the checkout, target dir, `CARGO_HOME` and rustup
+/// paths out of the binary (DESIGN §6). rustc applies the last matching prefix, so the
+/// more specific ones come later.
+fn remap_flags(plan: &Plan) -> Vec<String> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".cargo")));
+    let rustup_home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
+    let mut flags = Vec::new();
+    let mut remap = |from: &Path, to: &str| {
+        flags.push(format!("--remap-path-prefix={}={to}", from.display()));
+    };
+    remap(&plan.workspace_root, "/build");
+    remap(&plan.target_directory, "/build/target");
+    if let Some(p) = &cargo_home {
+        remap(p, "/cargo");
+    }
+    if let Some(p) = &rustup_home {
+        remap(p, "/rustup");
+    }
+    flags
+}
+
+/// Appends `flags` to the rustflags the user already has, wherever they come from. cargo
+/// takes rustflags from exactly one source (`CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`,
+/// `CARGO_TARGET_<T>_RUSTFLAGS`/`target.<t>.rustflags`, `build.rustflags`, in that order),
+/// so adding ours to another source would silently drop the user's.
+fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
+    const SEP: &str = "\x1f";
+    if let Ok(encoded) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        let mut all: Vec<String> = encoded.split(SEP).filter(|s| !s.is_empty()).map(String::from).collect();
+        all.extend_from_slice(flags);
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
+        return;
+    }
+    if let Ok(plain) = std::env::var("RUSTFLAGS") {
+        // Re-encoded so that paths with spaces survive.
+        let mut all: Vec<String> = plain.split_whitespace().map(String::from).collect();
+        all.extend_from_slice(flags);
+        cmd.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
+        return;
+    }
+    let target_env = format!("CARGO_TARGET_{}_RUSTFLAGS", env_key(triple));
+    if let Ok(plain) = std::env::var(&target_env) {
+        cmd.env(&target_env, format!("{plain} {}", flags.join(" ")));
+        return;
+    }
+    let list = flags
+        .iter()
+        .map(|f| toml::Value::String(f.clone()).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    // `--config` arrays are appended to the same key from config files.
+    let key = if config_has_target_rustflags(triple) {
+        format!("target.{triple}.rustflags")
+    } else {
+        "build.rustflags".to_string()
+    };
+    cmd.arg("--config").arg(format!("{key}=[{list}]"));
+}
+
+/// Whether a cargo config file that applies here sets `target.<triple>.rustflags` or a
+/// `target.'cfg(…)'.rustflags` (which take precedence over `build.rustflags`).
+fn config_has_target_rustflags(triple: &str) -> bool {
+    let mut files = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            files.push(dir.join(".cargo/config.toml"));
+            files.push(dir.join(".cargo/config"));
+        }
+    }
+    if let Some(home) = std::env::var_os("CARGO_HOME").map(PathBuf::from) {
+        files.push(home.join("config.toml"));
+        files.push(home.join("config"));
+    }
+    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).any(|text| {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return false;
+        };
+        let Some(targets) = table.get("target").and_then(|t| t.as_table()) else {
+            return false;
+        };
+        targets.iter().any(|(key, value)| {
+            (key == triple || key.starts_with("cfg(")) && value.get("rustflags").is_some()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys() {
+        assert_eq!(env_key("release"), "RELEASE");
+        assert_eq!(env_key("x86_64-unknown-linux-musl"), "X86_64_UNKNOWN_LINUX_MUSL");
+        assert_eq!(env_key("my-prof"), "MY_PROF");
+    }
+}

@@ -1,0 +1,438 @@
+//! The image stage: turns layers and settings into an in-memory [`ImageSet`] — every blob
+//! by digest, one manifest and config per platform, and the index that ties them together
+//! (always an index, even for one platform, so every output has the same shape).
+//!
+//! JSON is built with the `oci-spec` types and written canonically ([`canonical_json`]:
+//! sorted keys, compact), and every digest is taken over exactly those bytes.
+//!
+//! Not for: where the image goes. Sinks in `crate::output` consume an `ImageSet`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+
+use oci_spec::image::{
+    ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageIndexBuilder,
+    ImageManifestBuilder, MediaType, RootFsBuilder,
+};
+use serde::Serialize;
+
+use crate::blob::Blob;
+use crate::error::{Error, Result};
+use crate::layers::{self, base, Content, Entry, Layer};
+use crate::platform::Platform;
+
+/// `NAME[:TAG]`, validated against the OCI distribution grammar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageName {
+    /// Repository, possibly with a registry host (`127.0.0.1:5000/team/app`).
+    pub repository: String,
+    pub tag: String,
+}
+
+impl ImageName {
+    /// Parses `--tag` values; a missing tag part means `latest`.
+    pub fn parse(s: &str) -> Result<ImageName> {
+        let bad = |why: &str| {
+            Error::usage(format!("invalid image name `{s}`: {why}")).with_help(
+                "use NAME[:TAG], e.g. `app:1.2.0` or `registry.example.com/team/app:1.2.0`; names are \
+                 lowercase letters, digits and . _ - separators; tags are up to 128 of [A-Za-z0-9_.-]",
+            )
+        };
+        if s.contains('@') {
+            return Err(bad("a digest cannot be used as a tag"));
+        }
+        let last_slash = s.rfind('/').map_or(0, |i| i + 1);
+        let (repository, tag) = match s[last_slash..].rfind(':') {
+            Some(i) => (&s[..last_slash + i], &s[last_slash + i + 1..]),
+            None => (s, "latest"),
+        };
+        if repository.is_empty() {
+            return Err(bad("the name is empty"));
+        }
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && !tag.starts_with(['.', '-'])
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !tag_ok {
+            return Err(bad(&format!("`{tag}` is not a valid tag")));
+        }
+        let mut components = repository.split('/').peekable();
+        let first = components.peek().copied().unwrap_or("");
+        // A first component with a `.`, a `:` or `localhost` names a registry host.
+        if repository.contains('/') && (first.contains(['.', ':']) || first == "localhost") {
+            components.next();
+        }
+        for c in components {
+            if !valid_component(c) {
+                return Err(bad(&format!(
+                    "`{c}` is not a valid name component (lowercase letters and digits, separated by `.`, `_`, `__` or dashes)"
+                )));
+            }
+        }
+        Ok(ImageName {
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+
+    /// The default name of a binary's image: `<bin>:<version>`, made valid (lowercase,
+    /// and `+` of semver build metadata becomes `_`).
+    pub fn default_for(bin: &str, version: &str) -> Result<ImageName> {
+        let repository: String = bin
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+            .collect();
+        ImageName::parse(&format!("{repository}:{}", version.replace('+', "_")))
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.repository, self.tag)
+    }
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, the OCI distribution path component grammar.
+fn valid_component(c: &str) -> bool {
+    let mut separator = String::new();
+    let mut seen_alnum = false;
+    for ch in c.chars() {
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            let allowed = matches!(separator.as_str(), "" | "." | "_" | "__")
+                || separator.chars().all(|s| s == '-');
+            if !allowed {
+                return false;
+            }
+            separator.clear();
+            seen_alnum = true;
+        } else if "._-".contains(ch) && seen_alnum {
+            separator.push(ch);
+        } else {
+            return false;
+        }
+    }
+    seen_alnum && separator.is_empty()
+}
+
+/// Everything about an image that is not the binaries: the resolved IMAGE options.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub name: ImageName,
+    /// The binary's file name in `/usr/local/bin`.
+    pub bin_name: String,
+    pub user: String,
+    pub workdir: String,
+    /// User environment, in order; a key given twice keeps its last value.
+    pub env: Vec<(String, String)>,
+    /// Normalised ports: `8080/tcp`.
+    pub expose: Vec<String>,
+    pub args: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Annotations for the manifests and the index.
+    pub annotations: BTreeMap<String, String>,
+    pub source_date_epoch: u64,
+    pub base: base::BaseOptions,
+}
+
+impl ImageSpec {
+    /// The defaults of DESIGN §1 for a binary.
+    pub fn new(name: ImageName, bin_name: &str) -> ImageSpec {
+        ImageSpec {
+            name,
+            bin_name: bin_name.to_string(),
+            user: "65532:65532".to_string(),
+            workdir: "/home/nonroot".to_string(),
+            env: Vec::new(),
+            expose: Vec::new(),
+            args: Vec::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            source_date_epoch: 0,
+            base: base::BaseOptions::default(),
+        }
+    }
+
+    /// The image's `Env`: `PATH` and `SSL_CERT_FILE` first, then the user's.
+    pub fn full_env(&self) -> Vec<String> {
+        let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/local/bin".into())];
+        if self.base.ca_certs != base::CaCerts::None {
+            env.push(("SSL_CERT_FILE".into(), base::CA_BUNDLE_PATH.into()));
+        }
+        for (k, v) in &self.env {
+            match env.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// `created`: the source date epoch as RFC 3339.
+    pub fn created(&self) -> Result<String> {
+        rfc3339(self.source_date_epoch)
+    }
+
+    pub fn entrypoint(&self) -> String {
+        format!("/usr/local/bin/{}", self.bin_name)
+    }
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(epoch: u64) -> Result<String> {
+    let ts = i64::try_from(epoch)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .ok_or_else(|| Error::usage(format!("source date epoch {epoch} is out of range")))?;
+    Ok(ts.to_string())
+}
+
+/// A binary for one platform, already verified.
+#[derive(Debug, Clone)]
+pub struct PlatformBinary {
+    pub platform: &'static Platform,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// One platform's image inside an [`ImageSet`].
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub platform: &'static Platform,
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layers: Vec<Layer>,
+    pub binary_size: u64,
+}
+
+impl PlatformImage {
+    /// Config plus compressed layers: what a pull downloads.
+    pub fn compressed_size(&self) -> u64 {
+        self.config.size() + self.layers.iter().map(|l| l.blob.size()).sum::<u64>()
+    }
+
+    pub fn uncompressed_size(&self) -> u64 {
+        self.layers.iter().map(|l| l.uncompressed_size).sum()
+    }
+}
+
+/// A finished image: every blob by digest, the per-platform images and the index.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub name: ImageName,
+    pub index: Blob,
+    pub images: Vec<PlatformImage>,
+    /// Every blob (layers, configs, manifests, index) by digest string, each once.
+    pub blobs: BTreeMap<String, Blob>,
+    pub source_date_epoch: u64,
+}
+
+/// Builds the image set for `binaries` (one per platform).
+pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSet> {
+    if binaries.is_empty() {
+        return Err(Error::new("no binaries to pack"));
+    }
+    let base_layer = layers::write(base::entries(&spec.base)?, spec.source_date_epoch)?;
+    let mut blobs = BTreeMap::new();
+    let mut images = Vec::new();
+    let mut index_entries = Vec::new();
+    let annotations = to_hash_map(&spec.annotations);
+    for bin in binaries {
+        let app_layer = layers::write(app_entries(&spec.bin_name, bin), spec.source_date_epoch)?;
+        let layer_list = vec![base_layer.clone(), app_layer];
+        let config = Blob::new(
+            MediaType::ImageConfig,
+            canonical_json(&config_for(spec, bin.platform, &layer_list)?)?,
+        );
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config.descriptor())
+            .layers(layer_list.iter().map(|l| l.blob.descriptor()).collect::<Vec<_>>())
+            .annotations(annotations.clone())
+            .build()
+            .map_err(spec_err)?;
+        let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
+        let mut entry = manifest.descriptor();
+        entry.set_platform(Some(bin.platform.to_oci()));
+        index_entries.push(entry);
+        for blob in layer_list.iter().map(|l| &l.blob).chain([&config, &manifest]) {
+            blobs.insert(blob.digest.to_string(), blob.clone());
+        }
+        images.push(PlatformImage {
+            platform: bin.platform,
+            manifest,
+            config,
+            layers: layer_list,
+            binary_size: bin.size,
+        });
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(index_entries)
+        .annotations(annotations)
+        .build()
+        .map_err(spec_err)?;
+    let index = Blob::new(MediaType::ImageIndex, canonical_json(&index)?);
+    blobs.insert(index.digest.to_string(), index.clone());
+    Ok(ImageSet {
+        name: spec.name.clone(),
+        index,
+        images,
+        blobs,
+        source_date_epoch: spec.source_date_epoch,
+    })
+}
+
+/// The app layer: `/usr/local/bin/<bin>`, 0755, owned by root.
+fn app_entries(bin_name: &str, bin: &PlatformBinary) -> Vec<Entry> {
+    let target = format!("usr/local/bin/{bin_name}");
+    let mut entries: Vec<Entry> = layers::parents(&target).map(|d| Entry::dir(d, 0o755)).collect();
+    entries.push(Entry::file(&target, 0o755, Content::File(bin.path.clone())));
+    entries
+}
+
+fn config_for(
+    spec: &ImageSpec,
+    platform: &Platform,
+    layer_list: &[Layer],
+) -> Result<oci_spec::image::ImageConfiguration> {
+    let mut config = ConfigBuilder::default()
+        .user(spec.user.clone())
+        .env(spec.full_env())
+        .entrypoint(vec![spec.entrypoint()])
+        .working_dir(spec.workdir.clone());
+    if !spec.args.is_empty() {
+        config = config.cmd(spec.args.clone());
+    }
+    if !spec.expose.is_empty() {
+        config = config.exposed_ports(spec.expose.clone());
+    }
+    if !spec.labels.is_empty() {
+        config = config.labels(to_hash_map(&spec.labels));
+    }
+    let created = spec.created()?;
+    let history = [
+        "cargo-microimage base: ca-certificates, passwd, group, os-release, /home/nonroot, /tmp".to_string(),
+        format!("cargo-microimage app: COPY {} {}", spec.bin_name, spec.entrypoint()),
+    ]
+    .into_iter()
+    .map(|created_by| {
+        HistoryBuilder::default()
+            .created(created.clone())
+            .created_by(created_by)
+            .build()
+            .map_err(spec_err)
+    })
+    .collect::<Result<Vec<_>>>()?;
+    let rootfs = RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(layer_list.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_err)?;
+    let mut image = ImageConfigurationBuilder::default()
+        .created(created)
+        .architecture(oci_spec::image::Arch::from(platform.architecture))
+        .os(oci_spec::image::Os::from(platform.os))
+        .config(config.build().map_err(spec_err)?)
+        .rootfs(rootfs)
+        .history(history);
+    if let Some(variant) = platform.variant {
+        image = image.variant(variant);
+    }
+    image.build().map_err(spec_err)
+}
+
+fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn spec_err(e: oci_spec::OciSpecError) -> Error {
+    Error::new(format!("building the image metadata failed: {e}"))
+}
+
+/// Serialises `value` as canonical JSON: object keys sorted at every level, no whitespace.
+///
+/// `oci-spec` keeps maps in `HashMap`s, whose order changes from run to run; going through
+/// a sorted `serde_json::Value` makes the bytes, and so the digests, reproducible.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let value = serde_json::to_value(value)
+        .map_err(|e| Error::new(format!("serialising image metadata failed: {e}")))?;
+    Ok(serde_json::to_vec(&sorted(value)).expect("a JSON value always serialises"))
+}
+
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// A descriptor with annotations (used for the layout's `index.json` entry).
+pub fn annotated(mut descriptor: Descriptor, annotations: &[(&str, String)]) -> Descriptor {
+    let map: HashMap<String, String> =
+        annotations.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    descriptor.set_annotations(Some(map));
+    descriptor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names() {
+        let n = ImageName::parse("127.0.0.1:5000/team/app:1.2").unwrap();
+        assert_eq!((n.repository.as_str(), n.tag.as_str()), ("127.0.0.1:5000/team/app", "1.2"));
+        let n = ImageName::parse("localhost:5000/app").unwrap();
+        assert_eq!((n.repository.as_str(), n.tag.as_str()), ("localhost:5000/app", "latest"));
+        assert!(ImageName::parse("App:1").unwrap_err().is_usage());
+        assert!(ImageName::parse("app:").is_err());
+        assert!(ImageName::parse("app@sha256:00").is_err());
+        assert!(ImageName::parse("app:a+b").is_err());
+        for ok in ["a", "a.b", "a_b", "a__b", "a---b", "a1-2"] {
+            assert!(valid_component(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a___b", "a._b", "A"] {
+            assert!(!valid_component(bad), "{bad}");
+        }
+        assert_eq!(ImageName::default_for("My_App", "1.0.0+git.5").unwrap().to_string(), "my_app:1.0.0_git.5");
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let mut m = HashMap::new();
+        for k in ["z", "a", "m", "b"] {
+            m.insert(k.to_string(), HashMap::from([("y", 1), ("x", 2)]));
+        }
+        let out = String::from_utf8(canonical_json(&m).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"a":{"x":2,"y":1},"b":{"x":2,"y":1},"m":{"x":2,"y":1},"z":{"x":2,"y":1}}"#
+        );
+    }
+
+    #[test]
+    fn env_puts_defaults_first_and_lets_the_user_override() {
+        let mut spec = ImageSpec::new(ImageName::parse("a:1").unwrap(), "a");
+        spec.env = vec![("RUST_LOG".into(), "info".into()), ("PATH".into(), "/bin".into())];
+        assert_eq!(
+            spec.full_env(),
+            ["PATH=/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "RUST_LOG=info"]
+        );
+    }
+
+    #[test]
+    fn created_is_rfc3339() {
+        assert_eq!(rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000).unwrap(), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,357 @@
+//! `inspect`: reads an image back from an OCI layout directory, an OCI archive or a
+//! docker-archive and reports its tag, platforms, manifest digests, layers (media type,
+//! compressed and uncompressed size, file count) and run configuration. Every blob read is
+//! checked against its digest, so a damaged image is reported, not described.
+//!
+//! Not for: remote images (that needs the registry client).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use serde::Serialize;
+
+use crate::blob;
+use crate::error::{Error, IoContext, Result};
+use crate::shell::human_size;
+
+/// What `inspect` reports about one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub location: String,
+    pub format: &'static str,
+    /// Tags found (`org.opencontainers.image.ref.name`, or docker `RepoTags`).
+    pub tags: Vec<String>,
+    /// Full names (`io.containerd.image.name`, or docker `RepoTags`).
+    pub names: Vec<String>,
+    pub index_digest: Option<String>,
+    pub platforms: Vec<PlatformReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest_digest: Option<String>,
+    pub config_digest: String,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub layers: Vec<LayerReport>,
+    pub config: RunConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub files: usize,
+}
+
+/// The parts of the image config that say how the container runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub env: Vec<String>,
+    pub exposed_ports: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub created: Option<String>,
+}
+
+/// Where image files are read from.
+enum Store {
+    Dir(PathBuf),
+    Archive(HashMap<String, Vec<u8>>),
+}
+
+impl Store {
+    fn open(path: &Path) -> Result<Store> {
+        if path.is_dir() {
+            return Ok(Store::Dir(path.to_path_buf()));
+        }
+        let file = File::open(path).path_context("opening", path)?;
+        let mut files = HashMap::new();
+        let mut archive = tar::Archive::new(file);
+        let bad = |e: std::io::Error| {
+            Error::new(format!("`{}` is not a readable tar archive: {e}", path.display()))
+                .with_help("inspect takes an OCI layout directory, an OCI archive or a docker-archive")
+        };
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            if entry.header().entry_type().is_file() {
+                let name = entry.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").to_string();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(bad)?;
+                files.insert(name, data);
+            }
+        }
+        Ok(Store::Archive(files))
+    }
+
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        match self {
+            Store::Dir(dir) => std::fs::read(dir.join(name)).ok(),
+            Store::Archive(files) => files.get(name).cloned(),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Store::Dir(dir) => dir.join(name).is_file(),
+            Store::Archive(files) => files.contains_key(name),
+        }
+    }
+
+    /// A blob by digest, checked against it.
+    fn blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let data = self
+            .get(&format!("blobs/sha256/{hex}"))
+            .ok_or_else(|| Error::new(format!("the image is incomplete: blob {digest} is missing")))?;
+        self.checked(digest, data)
+    }
+
+    fn checked(&self, digest: &str, data: Vec<u8>) -> Result<Vec<u8>> {
+        let actual = blob::sha256(&data);
+        if actual.to_string() != digest {
+            return Err(Error::new(format!(
+                "the image is damaged: blob {digest} has content with digest {actual}"
+            )));
+        }
+        Ok(data)
+    }
+}
+
+/// Reads the image at `path` (layout directory, OCI archive or docker-archive).
+pub fn inspect(path: &Path) -> Result<Report> {
+    if !path.exists() {
+        return Err(Error::new(format!("`{}` does not exist", path.display()))
+            .with_help("pass an OCI layout directory (e.g. target/microimage/<bin>) or an image archive"));
+    }
+    let store = Store::open(path)?;
+    let location = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    if store.has("oci-layout") {
+        let format = if matches!(store, Store::Dir(_)) { "oci" } else { "oci-archive" };
+        inspect_oci(&store, location, format)
+    } else if store.has("manifest.json") {
+        inspect_docker(&store, location)
+    } else {
+        Err(Error::new(format!(
+            "`{}` is not an OCI layout, an OCI archive or a docker-archive (no oci-layout or manifest.json)",
+            path.display()
+        )))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::new(format!("the image's {what} is not valid: {e}")))
+}
+
+fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<Report> {
+    let top: ImageIndex = parse("index.json", &store.get("index.json").unwrap_or_default())?;
+    let mut report = Report {
+        location,
+        format,
+        tags: Vec::new(),
+        names: Vec::new(),
+        index_digest: None,
+        platforms: Vec::new(),
+    };
+    for entry in top.manifests() {
+        let ann = entry.annotations().clone().unwrap_or_default();
+        report.tags.extend(ann.get("org.opencontainers.image.ref.name").cloned());
+        report.names.extend(ann.get("io.containerd.image.name").cloned());
+        let digest = entry.digest().to_string();
+        match entry.media_type() {
+            MediaType::ImageIndex => {
+                report.index_digest.get_or_insert(digest.clone());
+                let index: ImageIndex = parse("image index", &store.blob(&digest)?)?;
+                for m in index.manifests() {
+                    report.platforms.push(platform_report(store, &m.digest().to_string())?);
+                }
+            }
+            MediaType::ImageManifest => report.platforms.push(platform_report(store, &digest)?),
+            other => {
+                return Err(Error::new(format!("index.json points at an unsupported {other}")));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn platform_report(store: &Store, manifest_digest: &str) -> Result<PlatformReport> {
+    let manifest: ImageManifest = parse("manifest", &store.blob(manifest_digest)?)?;
+    let config_digest = manifest.config().digest().to_string();
+    let config: ImageConfiguration = parse("config", &store.blob(&config_digest)?)?;
+    let mut layers = Vec::new();
+    for l in manifest.layers() {
+        let digest = l.digest().to_string();
+        let data = store.blob(&digest)?;
+        layers.push(layer_report(&digest, l.media_type().to_string(), &data)?);
+    }
+    Ok(summarise(Some(manifest_digest.to_string()), config_digest, manifest.config().size(), &config, layers))
+}
+
+fn inspect_docker(store: &Store, location: String) -> Result<Report> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Vec<String>,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> = parse("manifest.json", &store.get("manifest.json").unwrap_or_default())?;
+    let mut report = Report {
+        location,
+        format: "docker-archive",
+        tags: Vec::new(),
+        names: Vec::new(),
+        index_digest: None,
+        platforms: Vec::new(),
+    };
+    for e in entries {
+        let raw = store
+            .get(&e.config)
+            .ok_or_else(|| Error::new(format!("the docker-archive is missing {}", e.config)))?;
+        let config_digest = blob::sha256(&raw).to_string();
+        let config: ImageConfiguration = parse("config", &raw)?;
+        let mut layers = Vec::new();
+        for name in &e.layers {
+            let data = store
+                .get(name)
+                .ok_or_else(|| Error::new(format!("the docker-archive is missing {name}")))?;
+            let digest = blob::sha256(&data).to_string();
+            layers.push(layer_report(&digest, "application/x-tar".into(), &data)?);
+        }
+        report.tags.extend(e.repo_tags.iter().filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string())));
+        report.names.extend(e.repo_tags);
+        report.platforms.push(summarise(None, config_digest, raw.len() as u64, &config, layers));
+    }
+    Ok(report)
+}
+
+fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerReport> {
+    let bad = |e: std::io::Error| Error::new(format!("layer {digest} cannot be read: {e}"));
+    let tar = if data.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(bad)?;
+        out
+    } else {
+        data.to_vec()
+    };
+    let files = tar::Archive::new(&tar[..]).entries().map_err(bad)?.count();
+    Ok(LayerReport {
+        digest: digest.to_string(),
+        media_type,
+        size: data.len() as u64,
+        uncompressed_size: tar.len() as u64,
+        files,
+    })
+}
+
+fn summarise(
+    manifest_digest: Option<String>,
+    config_digest: String,
+    config_size: u64,
+    config: &ImageConfiguration,
+    layers: Vec<LayerReport>,
+) -> PlatformReport {
+    let mut platform = format!("{}/{}", config.os(), config.architecture());
+    if let Some(v) = config.variant() {
+        platform = format!("{platform}/{v}");
+    }
+    let c = config.config().clone().unwrap_or_default();
+    let mut exposed_ports = c.exposed_ports().clone().unwrap_or_default();
+    exposed_ports.sort();
+    PlatformReport {
+        platform,
+        manifest_digest,
+        config_digest,
+        compressed_size: config_size + layers.iter().map(|l| l.size).sum::<u64>(),
+        uncompressed_size: layers.iter().map(|l| l.uncompressed_size).sum(),
+        layers,
+        config: RunConfig {
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            user: c.user().clone(),
+            working_dir: c.working_dir().clone(),
+            env: c.env().clone().unwrap_or_default(),
+            exposed_ports,
+            labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
+            created: config.created().clone(),
+        },
+    }
+}
+
+/// The human-readable form of a report.
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "Image:    {} ({})", report.location, report.format);
+    if !report.names.is_empty() {
+        let _ = writeln!(s, "Name:     {}", report.names.join(", "));
+    }
+    if !report.tags.is_empty() {
+        let _ = writeln!(s, "Tag:      {}", report.tags.join(", "));
+    }
+    if let Some(d) = &report.index_digest {
+        let _ = writeln!(s, "Index:    {d}");
+    }
+    for p in &report.platforms {
+        let _ = writeln!(s, "\nPlatform: {}", p.platform);
+        if let Some(d) = &p.manifest_digest {
+            let _ = writeln!(s, "Manifest: {d}");
+        }
+        let _ = writeln!(s, "Config:   {}", p.config_digest);
+        let _ = writeln!(
+            s,
+            "Size:     {} compressed, {} uncompressed",
+            human_size(p.compressed_size),
+            human_size(p.uncompressed_size)
+        );
+        let _ = writeln!(
+            s,
+            "  {:<3} {:<20} {:<44} {:>11} {:>13} {:>6}",
+            "#", "DIGEST", "MEDIA TYPE", "COMPRESSED", "UNCOMPRESSED", "FILES"
+        );
+        for (i, l) in p.layers.iter().enumerate() {
+            let short: String = l.digest.chars().take(19).collect();
+            let _ = writeln!(
+                s,
+                "  {:<3} {:<20} {:<44} {:>11} {:>13} {:>6}",
+                i + 1,
+                short,
+                l.media_type,
+                human_size(l.size),
+                human_size(l.uncompressed_size),
+                l.files
+            );
+        }
+        let c = &p.config;
+        let _ = writeln!(s, "  Entrypoint: {}", serde_json::to_string(&c.entrypoint).unwrap_or_default());
+        if !c.cmd.is_empty() {
+            let _ = writeln!(s, "  Cmd:        {}", serde_json::to_string(&c.cmd).unwrap_or_default());
+        }
+        let _ = writeln!(s, "  User:       {}", c.user.as_deref().unwrap_or("(root)"));
+        let _ = writeln!(s, "  WorkingDir: {}", c.working_dir.as_deref().unwrap_or("/"));
+        for e in &c.env {
+            let _ = writeln!(s, "  Env:        {e}");
+        }
+        if !c.exposed_ports.is_empty() {
+            let _ = writeln!(s, "  Ports:      {}", c.exposed_ports.join(", "));
+        }
+        for (k, v) in &c.labels {
+            let _ = writeln!(s, "  Label:      {k}={v}");
+        }
+        if let Some(created) = &c.created {
+            let _ = writeln!(s, "  Created:    {created}");
+        }
+    }
+    s
+}

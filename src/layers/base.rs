@@ -1,0 +1,159 @@
+//! The base layer (DESIGN §3): CA certificates, `/etc/passwd`, `/etc/group`,
+//! `/etc/os-release`, `/home/nonroot` (0700, 65532), `/tmp` (1777).
+//!
+//! It depends only on its options, never on the app or the platform, so it is
+//! byte-identical across platforms and apps and registries store it once.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::layers::{Content, Entry};
+
+/// Where the CA bundle comes from (`--ca-certs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CaCerts {
+    /// The Mozilla roots of the `webpki-root-certs` crate, PEM-encoded (pinned by Cargo.lock).
+    #[default]
+    Bundled,
+    /// The build machine's bundle.
+    Host,
+    /// No bundle.
+    None,
+    /// A PEM file.
+    Path(PathBuf),
+}
+
+impl CaCerts {
+    /// Parses `bundled|host|none|PATH`.
+    pub fn parse(s: &str) -> CaCerts {
+        match s {
+            "bundled" => CaCerts::Bundled,
+            "host" => CaCerts::Host,
+            "none" => CaCerts::None,
+            path => CaCerts::Path(PathBuf::from(path)),
+        }
+    }
+}
+
+/// Where the bundle lives in the image (and what `SSL_CERT_FILE` points to).
+pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Bundle locations of the common distributions, for `--ca-certs host`.
+const HOST_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// What the base layer holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseOptions {
+    pub ca_certs: CaCerts,
+}
+
+/// The entries of the base layer.
+pub fn entries(options: &BaseOptions) -> Result<Vec<Entry>> {
+    let text = |bytes: &'static [u8]| Content::Bytes(bytes.into());
+    let mut entries = vec![
+        Entry::dir("etc", 0o755),
+        Entry::file("etc/passwd", 0o644, text(include_bytes!("../../templates/passwd"))),
+        Entry::file("etc/group", 0o644, text(include_bytes!("../../templates/group"))),
+        Entry::file(
+            "etc/os-release",
+            0o644,
+            text(include_bytes!("../../templates/os-release")),
+        ),
+        Entry::dir("home", 0o755),
+        Entry::dir("home/nonroot", 0o700).owned_by(65532, 65532),
+        Entry::dir("tmp", 0o1777),
+    ];
+    if let Some(bundle) = ca_bundle(&options.ca_certs)? {
+        entries.push(Entry::dir("etc/ssl", 0o755));
+        entries.push(Entry::dir("etc/ssl/certs", 0o755));
+        entries.push(Entry::file(
+            CA_BUNDLE_PATH.trim_start_matches('/'),
+            0o644,
+            Content::Bytes(bundle.into()),
+        ));
+    }
+    Ok(entries)
+}
+
+/// The PEM bundle for `ca_certs`, or `None` for `--ca-certs none`.
+pub fn ca_bundle(ca_certs: &CaCerts) -> Result<Option<Vec<u8>>> {
+    match ca_certs {
+        CaCerts::None => Ok(None),
+        CaCerts::Bundled => Ok(Some(bundled_pem().into_bytes())),
+        CaCerts::Host => {
+            let found = HOST_BUNDLES.iter().map(Path::new).find(|p| p.is_file());
+            let path = found.ok_or_else(|| {
+                Error::new(format!(
+                    "--ca-certs host: no CA bundle found on this machine (looked at {})",
+                    HOST_BUNDLES.join(", ")
+                ))
+                .with_help("install your distribution's ca-certificates package, or use --ca-certs bundled")
+            })?;
+            read_pem_bundle(path).map(Some)
+        }
+        CaCerts::Path(path) => read_pem_bundle(path).map(Some),
+    }
+}
+
+/// The Mozilla roots from `webpki-root-certs`, PEM-encoded with LF line endings.
+pub fn bundled_pem() -> String {
+    let pems: Vec<pem::Pem> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.as_ref()))
+        .collect();
+    pem::encode_many_config(
+        &pems,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// Reads a PEM file and checks that it holds at least one certificate.
+fn read_pem_bundle(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).path_context("reading the CA bundle", path)?;
+    let certs = pem::parse_many(&bytes)
+        .map(|pems| pems.iter().filter(|p| p.tag() == "CERTIFICATE").count())
+        .unwrap_or(0);
+    if certs == 0 {
+        return Err(Error::new(format!(
+            "`{}` holds no PEM certificates (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ))
+        .with_help("pass a PEM bundle to --ca-certs, or use --ca-certs bundled"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_roots_are_pem() {
+        let pem = bundled_pem();
+        let parsed = pem::parse_many(&pem).unwrap();
+        assert!(parsed.len() > 100, "{} roots", parsed.len());
+        assert!(!pem.contains('\r'));
+    }
+
+    #[test]
+    fn none_has_no_bundle() {
+        let e = entries(&BaseOptions { ca_certs: CaCerts::None }).unwrap();
+        assert!(e.iter().all(|e| !e.path.contains("ssl")));
+        let with = entries(&BaseOptions::default()).unwrap();
+        assert!(with.iter().any(|e| e.path == "etc/ssl/certs/ca-certificates.crt"));
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pem");
+        std::fs::write(&p, "not pem").unwrap();
+        let err = ca_bundle(&CaCerts::Path(p)).unwrap_err();
+        assert!(err.message().contains("holds no PEM certificates"));
+    }
+}

@@ -1,0 +1,367 @@
+//! The `cargo-microimage` binary: parses the command line with clap into the library's
+//! option values, runs the pipeline, and prints results on stdout (one line per image, or
+//! JSON lines with `--message-format json`). Status and errors go to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use microimage::layers::base::CaCerts;
+use microimage::options::{parse_key_value, parse_port, ImageOptions, OutputOptions};
+use microimage::output::Format;
+use microimage::pipeline::{self, Outcome};
+use microimage::plan::CargoOptions;
+use microimage::shell::{Shell, Verbosity};
+use microimage::{inspect, platform, verify, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo-microimage",
+    bin_name = "cargo microimage",
+    version,
+    about = "Build tiny, reproducible FROM-scratch OCI images of Rust binaries, without a Docker daemon",
+    after_help = "Without a subcommand, `cargo microimage` runs `build`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Say more about what is done (the cargo command line, for instance)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Print no status lines, only results and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Results as human-readable lines or as JSON lines (each with a `reason`)
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
+    message_format: MessageFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the crate for each platform, verify the binaries are static, write the image
+    Build {
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        output: OutputFlags,
+    },
+    /// Pack prebuilt static binaries (one per platform) into an image
+    Pack {
+        /// Static ELF binaries; each one's platform is read from its header
+        #[arg(required = true, value_name = "BINARY")]
+        binaries: Vec<PathBuf>,
+        /// The binary's name in the image (default: the files' name)
+        #[arg(long, value_name = "NAME")]
+        bin: Option<String>,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        output: OutputFlags,
+    },
+    /// Show an image's platforms, digests, layers and run configuration
+    Inspect {
+        /// An OCI layout directory, an OCI archive or a docker-archive
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Check that binaries are fully static and say which platform they are for
+    Verify {
+        #[arg(required = true, value_name = "BINARY")]
+        binaries: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Build options")]
+struct BuildFlags {
+    /// Package to build (see `cargo help pkgid`)
+    #[arg(short = 'p', long = "package", value_name = "SPEC")]
+    package: Option<String>,
+    /// Binary target to put in the image
+    #[arg(long, value_name = "NAME")]
+    bin: Option<String>,
+    /// Path to Cargo.toml
+    #[arg(long, value_name = "PATH")]
+    manifest_path: Option<PathBuf>,
+    /// Space or comma separated list of features to activate
+    #[arg(short = 'F', long, value_name = "FEATURES")]
+    features: Vec<String>,
+    /// Activate all available features
+    #[arg(long)]
+    all_features: bool,
+    /// Do not activate the `default` feature
+    #[arg(long)]
+    no_default_features: bool,
+    /// Build artifacts with the specified profile
+    #[arg(long, value_name = "PROFILE-NAME", default_value = "release")]
+    profile: String,
+    /// Assert that `Cargo.lock` will remain unchanged
+    #[arg(long)]
+    locked: bool,
+    /// Equivalent to specifying both --locked and --offline
+    #[arg(long)]
+    frozen: bool,
+    /// Run without accessing the network
+    #[arg(long)]
+    offline: bool,
+    /// Image platforms: linux/amd64, linux/arm64, comma-separated or repeated, or `all`
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Vec<String>,
+    /// Rust target triples, as an alternative to --platform
+    #[arg(long, value_name = "TRIPLE")]
+    target: Vec<String>,
+    /// Strip symbols through cargo's `strip` profile setting (the default)
+    #[arg(long, overrides_with = "no_strip")]
+    strip: bool,
+    /// Keep symbols
+    #[arg(long, overrides_with = "strip")]
+    no_strip: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Image options")]
+struct ImageFlags {
+    /// Image name and tag, NAME[:TAG] (default: <bin>:<version>)
+    #[arg(long, value_name = "NAME[:TAG]")]
+    tag: Option<String>,
+    /// Config label (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    label: Vec<(String, String)>,
+    /// Manifest and index annotation (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    annotation: Vec<(String, String)>,
+    /// Environment variable (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// Port to expose (repeatable)
+    #[arg(long, value_name = "PORT[/tcp|/udp]", value_parser = |s: &str| parse_port(s).map_err(|e| e.to_string()))]
+    expose: Vec<String>,
+    /// User to run as (default 65532:65532, "nonroot")
+    #[arg(long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Working directory (default /home/nonroot)
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Default argument for the binary, the image's CMD (repeatable)
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// CA certificates: bundled (Mozilla roots), host, none, or a PEM file
+    #[arg(long, value_name = "bundled|host|none|PATH")]
+    ca_certs: Option<String>,
+    /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
+    #[arg(long, value_name = "SECONDS")]
+    source_date_epoch: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Output options")]
+struct OutputFlags {
+    /// Where to write: a directory gets an OCI layout, a path ending in .tar an archive
+    /// (default target/microimage/<bin>/)
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_name = "oci|oci-archive|docker-archive", value_parser = |s: &str| Format::parse(s).map_err(|e| e.to_string()))]
+    format: Option<Format>,
+}
+
+impl BuildFlags {
+    fn cargo_options(&self) -> CargoOptions {
+        CargoOptions {
+            manifest_path: self.manifest_path.clone(),
+            package: self.package.clone(),
+            bin: self.bin.clone(),
+            features: self
+                .features
+                .iter()
+                .flat_map(|f| f.split([',', ' ']))
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            profile: self.profile.clone(),
+            locked: self.locked,
+            frozen: self.frozen,
+            offline: self.offline,
+            strip: !self.no_strip,
+        }
+    }
+}
+
+impl ImageFlags {
+    fn options(&self) -> ImageOptions {
+        ImageOptions {
+            tag: self.tag.clone(),
+            labels: self.label.clone(),
+            annotations: self.annotation.clone(),
+            env: self.env.clone(),
+            expose: self.expose.clone(),
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            args: self.args.clone(),
+            ca_certs: self.ca_certs.as_deref().map(CaCerts::parse),
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+}
+
+impl OutputFlags {
+    fn options(&self) -> OutputOptions {
+        OutputOptions {
+            output: self.output.clone(),
+            format: self.format,
+        }
+    }
+}
+
+const SUBCOMMANDS: &[&str] = &["build", "pack", "inspect", "verify", "help"];
+
+/// cargo runs `cargo-microimage microimage ARGS`; drop that word, and default to `build`.
+fn normalised_args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "microimage") {
+        args.remove(1);
+    }
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let passes = SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first);
+    if !passes {
+        args.insert(1, "build".into());
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalised_args());
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let shell = Shell::new(verbosity);
+    match run(&cli, &shell) {
+        Ok(code) => code,
+        Err(e) => {
+            shell.error(&e);
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
+    let json = cli.message_format == MessageFormat::Json;
+    match &cli.command {
+        Command::Build { build, image, output } => {
+            let platforms = platform::resolve(&build.platform, &build.target)?;
+            let outcome = pipeline::build(&build.cargo_options(), &platforms, &image.options(), &output.options(), shell)?;
+            print_outcome(&outcome, json);
+        }
+        Command::Pack { binaries, bin, image, output } => {
+            let outcome = pipeline::pack(binaries, bin.as_deref(), &image.options(), &output.options(), shell)?;
+            print_outcome(&outcome, json);
+        }
+        Command::Inspect { path } => {
+            let report = inspect::inspect(path)?;
+            if json {
+                let mut value = serde_json::to_value(&report).expect("reports serialise");
+                value["reason"] = "image-inspected".into();
+                println_stdout(&value.to_string());
+            } else {
+                print_stdout(&inspect::render(&report));
+            }
+        }
+        Command::Verify { binaries } => return verify_binaries(binaries, json, shell),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<ExitCode> {
+    let mut failed = 0;
+    for path in binaries {
+        let verdict = verify::inspect(path)?;
+        let checked = verdict.require_static();
+        if json {
+            let value = serde_json::json!({
+                "reason": "binary-verified",
+                "path": path,
+                "static": verdict.is_static(),
+                "platform": verdict.platform.map(|p| p.short_name()),
+                "machine": verdict.machine,
+                "interpreter": verdict.interpreter,
+                "needed": verdict.needed,
+                "size": verdict.size,
+                "ok": checked.is_ok(),
+            });
+            println_stdout(&value.to_string());
+        } else {
+            let state = match (&checked, verdict.is_static()) {
+                (Ok(p), _) => format!("static, {p} ({})", verdict.machine),
+                (Err(_), true) => format!("static, unsupported machine {}", verdict.machine),
+                (Err(_), false) => format!("NOT static ({})", verdict.machine),
+            };
+            println_stdout(&format!("{}: {state}", path.display()));
+        }
+        if let Err(e) = checked {
+            shell.error(&e);
+            failed += 1;
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_outcome(outcome: &Outcome, json: bool) {
+    let set = &outcome.set;
+    let reference = outcome.destination.reference(set);
+    if json {
+        let platforms: Vec<_> = set
+            .images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "platform": i.platform.oci_name(),
+                    "manifest_digest": i.manifest.digest.to_string(),
+                    "config_digest": i.config.digest.to_string(),
+                    "compressed_size": i.compressed_size(),
+                    "uncompressed_size": i.uncompressed_size(),
+                    "binary_size": i.binary_size,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "reason": "image-written",
+            "name": set.name.to_string(),
+            "tag": set.name.tag,
+            "reference": reference,
+            "path": outcome.destination.path,
+            "format": outcome.destination.format.transport(),
+            "index_digest": set.index.digest.to_string(),
+            "platforms": platforms,
+        });
+        println_stdout(&value.to_string());
+    } else {
+        println_stdout(&format!("{reference} {}", set.index.digest));
+    }
+}
+
+fn println_stdout(line: &str) {
+    print_stdout(&format!("{line}\n"));
+}
+
+/// Writes to stdout, ignoring a closed pipe (`… | head`).
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+

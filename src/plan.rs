@@ -1,0 +1,241 @@
+//! The plan stage: reads the crate through `cargo metadata` (the `cargo_metadata` crate)
+//! and decides what to build — which package, which binary target, where the workspace
+//! and target directory are, and the annotations that describe the image.
+//!
+//! Not for: running the build (see `crate::build`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cargo_metadata::{CargoOpt, Metadata, MetadataCommand, Package, TargetKind};
+
+use crate::error::{Error, Result};
+
+/// The BUILD options, with cargo's names and meanings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CargoOptions {
+    pub manifest_path: Option<PathBuf>,
+    pub package: Option<String>,
+    pub bin: Option<String>,
+    pub features: Vec<String>,
+    pub all_features: bool,
+    pub no_default_features: bool,
+    pub profile: String,
+    pub locked: bool,
+    pub frozen: bool,
+    pub offline: bool,
+    /// Strip symbols through cargo's `strip` profile setting.
+    pub strip: bool,
+}
+
+impl Default for CargoOptions {
+    fn default() -> Self {
+        CargoOptions {
+            manifest_path: None,
+            package: None,
+            bin: None,
+            features: Vec::new(),
+            all_features: false,
+            no_default_features: false,
+            profile: "release".to_string(),
+            locked: false,
+            frozen: false,
+            offline: false,
+            strip: true,
+        }
+    }
+}
+
+impl CargoOptions {
+    /// `--locked`, `--frozen`, `--offline` as cargo arguments.
+    pub fn lock_args(&self) -> Vec<String> {
+        [("--locked", self.locked), ("--frozen", self.frozen), ("--offline", self.offline)]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(flag, _)| flag.to_string())
+            .collect()
+    }
+
+    /// The feature arguments as cargo takes them.
+    pub fn feature_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.features.is_empty() {
+            args.push("--features".to_string());
+            args.push(self.features.join(","));
+        }
+        if self.all_features {
+            args.push("--all-features".to_string());
+        }
+        if self.no_default_features {
+            args.push("--no-default-features".to_string());
+        }
+        args
+    }
+}
+
+/// What to build, resolved from `cargo metadata`.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub workspace_root: PathBuf,
+    pub target_directory: PathBuf,
+    pub manifest_path: PathBuf,
+    pub package_name: String,
+    pub package_id: String,
+    pub version: String,
+    /// The binary target to build.
+    pub bin: String,
+    /// Annotations from Cargo.toml and git (`org.opencontainers.image.*`).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The `cargo` to run: the one that invoked us (`$CARGO`), else `cargo` on PATH.
+pub fn cargo() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// Reads the crate and picks the package and binary.
+pub fn plan(options: &CargoOptions) -> Result<Plan> {
+    let metadata = metadata(options)?;
+    let package = select_package(&metadata, options)?;
+    let bin = select_bin(package, options.bin.as_deref())?;
+    let manifest_path = PathBuf::from(package.manifest_path.as_std_path());
+    let package_dir = manifest_path.parent().unwrap_or(Path::new("."));
+    Ok(Plan {
+        workspace_root: metadata.workspace_root.clone().into_std_path_buf(),
+        target_directory: metadata.target_directory.clone().into_std_path_buf(),
+        annotations: annotations(package, &bin, package_dir),
+        manifest_path,
+        package_name: package.name.to_string(),
+        package_id: package.id.repr.clone(),
+        version: package.version.to_string(),
+        bin,
+    })
+}
+
+fn metadata(options: &CargoOptions) -> Result<Metadata> {
+    let mut cmd = MetadataCommand::new();
+    cmd.cargo_path(cargo());
+    if let Some(path) = &options.manifest_path {
+        if !path.is_file() {
+            return Err(Error::new(format!("manifest path `{}` does not exist", path.display()))
+                .with_help("pass the path of a Cargo.toml with --manifest-path"));
+        }
+        cmd.manifest_path(path);
+    }
+    if options.all_features {
+        cmd.features(CargoOpt::AllFeatures);
+    }
+    if options.no_default_features {
+        cmd.features(CargoOpt::NoDefaultFeatures);
+    }
+    if !options.features.is_empty() {
+        cmd.features(CargoOpt::SomeFeatures(options.features.clone()));
+    }
+    cmd.other_options(options.lock_args());
+    cmd.exec().map_err(|e| match e {
+        cargo_metadata::Error::CargoMetadata { stderr } => {
+            let msg = stderr.trim().trim_start_matches("error: ").trim().to_string();
+            Error::new(format!("reading the crate with `cargo metadata` failed: {msg}")).with_help(
+                "run cargo-microimage inside a cargo project, or point at one with --manifest-path",
+            )
+        }
+        other => Error::new(format!("running `cargo metadata` failed: {other}"))
+            .with_help("check that cargo is installed and on PATH (or set $CARGO)"),
+    })
+}
+
+fn select_package<'m>(metadata: &'m Metadata, options: &CargoOptions) -> Result<&'m Package> {
+    let members = metadata.workspace_packages();
+    let names = || members.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ");
+    if let Some(spec) = &options.package {
+        let (name, version) = spec.split_once('@').unwrap_or((spec, ""));
+        return members
+            .iter()
+            .find(|p| p.name.as_str() == name && (version.is_empty() || p.version.to_string() == version))
+            .copied()
+            .ok_or_else(|| {
+                Error::usage(format!("package `{spec}` is not a member of the workspace"))
+                    .with_help(format!("workspace members: {}", names()))
+            });
+    }
+    if let Some(root) = metadata.root_package() {
+        return Ok(root);
+    }
+    match members.as_slice() {
+        [only] => Ok(only),
+        _ => Err(Error::usage(format!(
+            "`{}` is a virtual workspace manifest: which package should be packed?",
+            metadata.workspace_root.join("Cargo.toml")
+        ))
+        .with_help(format!("pass -p with one of: {}", names()))),
+    }
+}
+
+fn select_bin(package: &Package, wanted: Option<&str>) -> Result<String> {
+    let bins: Vec<&str> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&TargetKind::Bin))
+        .map(|t| t.name.as_str())
+        .collect();
+    let list = bins.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ");
+    match wanted {
+        Some(name) if bins.contains(&name) => Ok(name.to_string()),
+        Some(name) => Err(Error::usage(format!(
+            "no binary target named `{name}` in package `{}`",
+            package.name
+        ))
+        .with_help(if bins.is_empty() {
+            "the package has no binary targets".to_string()
+        } else {
+            format!("available binaries: {list}")
+        })),
+        None => match bins.as_slice() {
+            [] => Err(Error::usage(format!(
+                "package `{}` has no binary target to put in an image",
+                package.name
+            ))
+            .with_help("add a src/main.rs or a [[bin]] target, or pick another package with -p")),
+            [one] => Ok(one.to_string()),
+            _ => match &package.default_run {
+                Some(default) => Ok(default.clone()),
+                None => Err(Error::usage(format!(
+                    "package `{}` has several binaries; which one should be packed?",
+                    package.name
+                ))
+                .with_help(format!("pass --bin with one of: {list}"))),
+            },
+        },
+    }
+}
+
+/// `org.opencontainers.image.*` from Cargo.toml and, in a git checkout, the HEAD commit.
+fn annotations(package: &Package, bin: &str, package_dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
+            out.insert(format!("org.opencontainers.image.{key}"), v);
+        }
+    };
+    put("title", Some(bin.to_string()));
+    put("version", Some(package.version.to_string()));
+    put("description", package.description.clone());
+    put("licenses", package.license.clone());
+    put("authors", Some(package.authors.join(", ")));
+    put("source", package.repository.clone());
+    put("url", package.homepage.clone());
+    put("revision", git_head(package_dir));
+    out
+}
+
+/// The HEAD commit of the git checkout holding `dir`, if there is one.
+fn git_head(dir: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let head = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && head.len() == 40).then_some(head)
+}

@@ -1,0 +1,239 @@
+//! The supported targets, in one table: Rust triple ↔ OCI platform ↔ ELF machine.
+//!
+//! Parsing of triples goes through `target-lexicon`; everything else in the tool asks this
+//! module which platform a triple, a `--platform` string or an ELF header means. Adding a
+//! target (armv7, riscv64) is one entry in [`SUPPORTED`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use target_lexicon::{Aarch64Architecture, Architecture, Environment, OperatingSystem, Triple};
+
+use crate::error::{Error, Result};
+
+/// One supported target: a musl triple and the OCI platform its binaries run on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Platform {
+    /// The Rust target triple, e.g. `x86_64-unknown-linux-musl`.
+    pub triple: &'static str,
+    /// OCI `os`.
+    pub os: &'static str,
+    /// OCI `architecture` (GOARCH spelling).
+    pub architecture: &'static str,
+    /// OCI `variant`, e.g. `v8` for arm64.
+    pub variant: Option<&'static str>,
+    /// ELF `e_machine` of binaries for this target.
+    pub elf_machine: object::elf::Machine,
+    /// ELF class: true for 64-bit.
+    pub elf_64: bool,
+    /// The architecture as target-lexicon names it.
+    arch: Architecture,
+}
+
+/// Every target the tool builds for. Keep sorted by OCI architecture.
+pub static SUPPORTED: &[Platform] = &[
+    Platform {
+        triple: "x86_64-unknown-linux-musl",
+        os: "linux",
+        architecture: "amd64",
+        variant: None,
+        elf_machine: object::elf::EM_X86_64,
+        elf_64: true,
+        arch: Architecture::X86_64,
+    },
+    Platform {
+        triple: "aarch64-unknown-linux-musl",
+        os: "linux",
+        architecture: "arm64",
+        variant: Some("v8"),
+        elf_machine: object::elf::EM_AARCH64,
+        elf_64: true,
+        arch: Architecture::Aarch64(Aarch64Architecture::Aarch64),
+    },
+];
+
+impl Platform {
+    /// `linux/amd64`, `linux/arm64/v8`.
+    pub fn oci_name(&self) -> String {
+        match self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+
+    /// `linux/amd64`, `linux/arm64`: the short form people type.
+    pub fn short_name(&self) -> String {
+        format!("{}/{}", self.os, self.architecture)
+    }
+
+    /// The platform of the machine this runs on.
+    pub fn host() -> Result<&'static Platform> {
+        let host = Triple::host();
+        SUPPORTED
+            .iter()
+            .find(|p| p.arch == host.architecture)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "this machine's architecture ({}) has no supported image platform",
+                    host.architecture
+                ))
+                .with_help(format!("pass --platform; supported: {}", supported_list()))
+            })
+    }
+
+    /// Parses `linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `amd64`, `arm64`.
+    pub fn from_oci(name: &str) -> Result<&'static Platform> {
+        let parts: Vec<&str> = name.trim().split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [arch] => ("linux", *arch, None),
+            [os, arch] => (*os, *arch, None),
+            [os, arch, variant] => (*os, *arch, Some(*variant)),
+            _ => ("", "", None),
+        };
+        SUPPORTED
+            .iter()
+            .find(|p| {
+                p.os == os && p.architecture == arch && (variant.is_none() || variant == p.variant)
+            })
+            .ok_or_else(|| {
+                Error::usage(format!("unsupported platform `{name}`"))
+                    .with_help(format!("supported platforms: {}, or `all`", supported_list()))
+            })
+    }
+
+    /// Parses a Rust target triple; only the musl Linux targets in [`SUPPORTED`] qualify.
+    pub fn from_triple(triple: &str) -> Result<&'static Platform> {
+        let unsupported = |why: &str| {
+            Error::usage(format!("unsupported target `{triple}`: {why}")).with_help(format!(
+                "images are built from static musl binaries; supported targets: {}",
+                SUPPORTED
+                    .iter()
+                    .map(|p| p.triple)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        let parsed = Triple::from_str(triple).map_err(|e| unsupported(&e.to_string()))?;
+        if parsed.operating_system != OperatingSystem::Linux {
+            return Err(unsupported("the operating system must be linux"));
+        }
+        if parsed.environment != Environment::Musl {
+            return Err(unsupported(
+                "only musl targets give fully static binaries for a scratch image",
+            ));
+        }
+        SUPPORTED
+            .iter()
+            .find(|p| p.arch == parsed.architecture)
+            .ok_or_else(|| unsupported("this architecture is not supported yet"))
+    }
+
+    /// The platform of an ELF binary, from its header.
+    pub fn from_elf(machine: object::elf::Machine, is_64: bool) -> Option<&'static Platform> {
+        SUPPORTED
+            .iter()
+            .find(|p| p.elf_machine == machine && p.elf_64 == is_64)
+    }
+
+    /// The OCI platform value for index entries.
+    pub fn to_oci(&self) -> oci_spec::image::Platform {
+        let mut b = oci_spec::image::PlatformBuilder::default()
+            .architecture(oci_spec::image::Arch::from(self.architecture))
+            .os(oci_spec::image::Os::from(self.os));
+        if let Some(v) = self.variant {
+            b = b.variant(v);
+        }
+        b.build().expect("platform fields are all set")
+    }
+}
+
+/// Platforms sort by their place in [`SUPPORTED`], so every output lists them in one order.
+impl Ord for Platform {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let place = |p: &Platform| SUPPORTED.iter().position(|s| s.triple == p.triple);
+        place(self).cmp(&place(other))
+    }
+}
+
+impl PartialOrd for Platform {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short_name())
+    }
+}
+
+/// `linux/amd64, linux/arm64`.
+pub fn supported_list() -> String {
+    SUPPORTED
+        .iter()
+        .map(|p| p.short_name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Resolves `--platform` values (each may be a comma list or `all`) and `--target`
+/// triples into a sorted, duplicate-free list; empty input means the host platform.
+pub fn resolve(platforms: &[String], targets: &[String]) -> Result<Vec<&'static Platform>> {
+    let mut out: Vec<&'static Platform> = Vec::new();
+    for value in platforms {
+        for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if name == "all" {
+                out.extend(SUPPORTED.iter());
+            } else {
+                out.push(Platform::from_oci(name)?);
+            }
+        }
+    }
+    for triple in targets {
+        for t in triple.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            out.push(Platform::from_triple(t)?);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host()?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_names() {
+        assert_eq!(Platform::from_oci("linux/amd64").unwrap().triple, "x86_64-unknown-linux-musl");
+        assert_eq!(Platform::from_oci("linux/arm64/v8").unwrap().architecture, "arm64");
+        assert_eq!(Platform::from_oci("arm64").unwrap().oci_name(), "linux/arm64/v8");
+        let err = Platform::from_oci("linux/s390x").unwrap_err();
+        assert!(err.is_usage());
+        assert!(err.help().unwrap().contains("linux/amd64, linux/arm64"));
+    }
+
+    #[test]
+    fn triples() {
+        assert_eq!(
+            Platform::from_triple("aarch64-unknown-linux-musl").unwrap().architecture,
+            "arm64"
+        );
+        let gnu = Platform::from_triple("x86_64-unknown-linux-gnu").unwrap_err();
+        assert!(gnu.message().contains("only musl targets"), "{gnu}");
+        assert!(Platform::from_triple("x86_64-apple-darwin").is_err());
+        assert!(Platform::from_triple("riscv64gc-unknown-linux-musl").is_err());
+    }
+
+    #[test]
+    fn resolve_lists() {
+        let all = resolve(&["all".into()], &[]).unwrap();
+        assert_eq!(all.len(), SUPPORTED.len());
+        let two = resolve(&["linux/arm64,linux/amd64".into(), "amd64".into()], &[]).unwrap();
+        assert_eq!(two.iter().map(|p| p.architecture).collect::<Vec<_>>(), ["amd64", "arm64"]);
+        assert_eq!(resolve(&[], &[]).unwrap().len(), 1);
+    }
+}
