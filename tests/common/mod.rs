@@ -1,0 +1,221 @@
+//! Helpers shared by the integration tests: run the tool, copy fixtures, build
+//! example-app once per test binary, and run images with podman (runc, see RECIPES).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The target dir shared by every build the tests start (example-app is built once).
+pub fn shared_target() -> PathBuf {
+    std::env::var_os("MICROIMAGE_TEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target").join("tests"))
+}
+
+/// The tool, with a clean environment for assertions on stderr.
+pub fn tool() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-microimage"));
+    cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", shared_target())
+        .env("CARGO_TERM_COLOR", "never");
+    cmd
+}
+
+/// A finished command, with its output as text.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, code: i32, needle: &str) -> Run {
+        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        self
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out: Output = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs an external tool (skopeo, umoci, podman…) and returns its stdout; panics on failure.
+#[track_caller]
+pub fn external(program: &str, args: &[&str]) -> String {
+    run(Command::new(program).args(args)).ok().stdout
+}
+
+/// Copies a crate (Cargo.toml, Cargo.lock, src/, build.rs, .cargo/) into `dest`.
+pub fn copy_crate(src: &Path, dest: &Path) {
+    for entry in walk(src) {
+        let rel = entry.strip_prefix(src).unwrap();
+        if rel.starts_with("target") {
+            continue;
+        }
+        let to = dest.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &to).unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().unwrap() != "target" {
+                out.extend(walk(&p));
+            }
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A temporary directory whose path podman accepts as an image name (no leading dots,
+/// lowercase): `podman run oci:PATH` imports the image as `localhost/PATH`.
+pub fn tmp() -> tempfile::TempDir {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    tempfile::Builder::new()
+        .prefix(&format!("microimage-test-{}-{n}-{nanos}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap()
+}
+
+/// A copy of a fixture crate in a fresh temporary directory.
+pub fn fixture(name: &str) -> tempfile::TempDir {
+    let dir = tmp();
+    copy_crate(&repo().join("tests/fixtures").join(name), dir.path());
+    dir
+}
+
+/// example-app built once (per test binary) into an OCI layout; returns (layout, stdout line).
+pub fn example_layout() -> &'static (PathBuf, String) {
+    static LAYOUT: OnceLock<(PathBuf, String)> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let dir = tmp().keep();
+        let layout = dir.join("example-app");
+        let out = run(tool()
+            .args(["microimage", "build", "--locked", "--manifest-path"])
+            .arg(repo().join("example-app/Cargo.toml"))
+            .arg("-o")
+            .arg(&layout))
+        .ok();
+        (layout, out.stdout)
+    })
+}
+
+/// podman with runc and rlimits that fit this machine (RECIPES).
+pub struct Podman {
+    dir: tempfile::TempDir,
+    imported: std::cell::RefCell<Vec<String>>,
+}
+
+impl Podman {
+    pub fn new() -> Podman {
+        let dir = tmp();
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\nnetns = \"none\"\n\
+             [engine]\nruntime = \"runc\"\n",
+        )
+        .unwrap();
+        Podman { dir, imported: Default::default() }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", self.dir.path().join("containers.conf"));
+        cmd
+    }
+
+    /// `podman run --rm oci:LAYOUT:TAG ARGS`; remembers the imported image for removal.
+    pub fn run_oci(&self, layout: &Path, tag: &str, extra: &[&str], args: &[&str]) -> Run {
+        self.imported.borrow_mut().push(format!("localhost{}:{tag}", layout.display()));
+        let reference = format!("oci:{}:{tag}", layout.display());
+        run(self.command().args(["run", "--rm"]).args(extra).arg(&reference).args(args))
+    }
+
+    /// Remembers an image name to remove when this value is dropped.
+    pub fn forget_later(&self, image: &str) {
+        self.imported.borrow_mut().push(image.to_string());
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for image in self.imported.borrow().iter() {
+            let _ = self.command().args(["rmi", "-f", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET http://127.0.0.1:PORT/PATH, retried until the server answers or `timeout` passes.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut body = String::new();
+                if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The last line of stdout, split into (reference, digest).
+pub fn result_line(stdout: &str) -> (String, String) {
+    let line = stdout.lines().last().expect("a result line on stdout");
+    let (reference, digest) = line.split_once(' ').expect("`REFERENCE DIGEST`");
+    (reference.to_string(), digest.to_string())
+}
+
+/// Builds a fixture crate with plain cargo for the musl target; returns the binary.
+pub fn cargo_build_fixture(dir: &Path, bin: &str) -> PathBuf {
+    run(Command::new("cargo")
+        .args(["build", "--release", "--target", "x86_64-unknown-linux-musl", "--bin", bin])
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .current_dir(dir))
+    .ok();
+    dir.join("target/x86_64-unknown-linux-musl/release").join(bin)
+}
