@@ -22,7 +22,12 @@ use crate::platform::Platform;
 use crate::shell::Shell;
 
 /// Builds `plan.bin` for `platform` and returns the executable's path.
-pub fn build(plan: &Plan, options: &CargoOptions, platform: &Platform, shell: &Shell) -> Result<PathBuf> {
+pub fn build(
+    plan: &Plan,
+    options: &CargoOptions,
+    platform: &Platform,
+    shell: &Shell,
+) -> Result<PathBuf> {
     ensure_target(platform.triple, shell)?;
     let mut cmd = Command::new(cargo());
     cmd.arg("build")
@@ -31,7 +36,10 @@ pub fn build(plan: &Plan, options: &CargoOptions, platform: &Platform, shell: &S
         .args(["--profile", &options.profile])
         .arg("--manifest-path")
         .arg(&plan.manifest_path)
-        .args(["--package", &format!("{}@{}", plan.package_name, plan.version)])
+        .args([
+            "--package",
+            &format!("{}@{}", plan.package_name, plan.version),
+        ])
         .args(["--bin", &plan.bin])
         .args(options.feature_args())
         .args(options.lock_args());
@@ -55,7 +63,8 @@ fn run_cargo(mut cmd: Command, plan: &Plan, platform: &Platform) -> Result<PathB
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut executable = None;
     for message in Message::parse_stream(BufReader::new(stdout)) {
-        let message = message.map_err(|e| Error::new(format!("reading cargo's output failed: {e}")))?;
+        let message =
+            message.map_err(|e| Error::new(format!("reading cargo's output failed: {e}")))?;
         match message {
             Message::CompilerArtifact(a)
                 if a.package_id.repr == plan.package_id
@@ -103,7 +112,12 @@ fn ensure_target(triple: &str, shell: &Shell) -> Result<()> {
         return Err(Error::new("running `rustc --print sysroot` failed")
             .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)"));
     };
-    if sysroot.join("lib/rustlib").join(triple).join("lib").is_dir() {
+    if sysroot
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib")
+        .is_dir()
+    {
         return Ok(());
     }
     let has_rustup = Command::new("rustup")
@@ -166,7 +180,11 @@ fn remap_flags(plan: &Plan) -> Vec<String> {
 fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
     const SEP: &str = "\x1f";
     if let Ok(encoded) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
-        let mut all: Vec<String> = encoded.split(SEP).filter(|s| !s.is_empty()).map(String::from).collect();
+        let mut all: Vec<String> = encoded
+            .split(SEP)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
         all.extend_from_slice(flags);
         cmd.env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
         return;
@@ -175,7 +193,8 @@ fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
         // Re-encoded so that paths with spaces survive.
         let mut all: Vec<String> = plain.split_whitespace().map(String::from).collect();
         all.extend_from_slice(flags);
-        cmd.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
+        cmd.env_remove("RUSTFLAGS")
+            .env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
         return;
     }
     let target_env = format!("CARGO_TARGET_{}_RUSTFLAGS", env_key(triple));
@@ -211,17 +230,20 @@ fn config_has_target_rustflags(triple: &str) -> bool {
         files.push(home.join("config.toml"));
         files.push(home.join("config"));
     }
-    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).any(|text| {
-        let Ok(table) = text.parse::<toml::Table>() else {
-            return false;
-        };
-        let Some(targets) = table.get("target").and_then(|t| t.as_table()) else {
-            return false;
-        };
-        targets.iter().any(|(key, value)| {
-            (key == triple || key.starts_with("cfg(")) && value.get("rustflags").is_some()
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .any(|text| {
+            let Ok(table) = text.parse::<toml::Table>() else {
+                return false;
+            };
+            let Some(targets) = table.get("target").and_then(|t| t.as_table()) else {
+                return false;
+            };
+            targets.iter().any(|(key, value)| {
+                (key == triple || key.starts_with("cfg(")) && value.get("rustflags").is_some()
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -231,7 +253,10 @@ mod tests {
     #[test]
     fn env_keys() {
         assert_eq!(env_key("release"), "RELEASE");
-        assert_eq!(env_key("x86_64-unknown-linux-musl"), "X86_64_UNKNOWN_LINUX_MUSL");
+        assert_eq!(
+            env_key("x86_64-unknown-linux-musl"),
+            "X86_64_UNKNOWN_LINUX_MUSL"
+        );
         assert_eq!(env_key("my-prof"), "MY_PROF");
     }
 }

@@ -53,7 +53,9 @@ impl ImageName {
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
             && !tag.starts_with(['.', '-'])
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !tag_ok {
             return Err(bad(&format!("`{tag}` is not a valid tag")));
         }
@@ -82,7 +84,13 @@ impl ImageName {
         let repository: String = bin
             .to_ascii_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         ImageName::parse(&format!("{repository}:{}", version.replace('+', "_")))
     }
@@ -249,7 +257,12 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(config.descriptor())
-            .layers(layer_list.iter().map(|l| l.blob.descriptor()).collect::<Vec<_>>())
+            .layers(
+                layer_list
+                    .iter()
+                    .map(|l| l.blob.descriptor())
+                    .collect::<Vec<_>>(),
+            )
             .annotations(annotations.clone())
             .build()
             .map_err(spec_err)?;
@@ -257,7 +270,11 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
         let mut entry = manifest.descriptor();
         entry.set_platform(Some(bin.platform.to_oci()));
         index_entries.push(entry);
-        for blob in layer_list.iter().map(|l| &l.blob).chain([&config, &manifest]) {
+        for blob in layer_list
+            .iter()
+            .map(|l| &l.blob)
+            .chain([&config, &manifest])
+        {
             blobs.insert(blob.digest.to_string(), blob.clone());
         }
         images.push(PlatformImage {
@@ -289,7 +306,9 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
 /// The app layer: `/usr/local/bin/<bin>`, 0755, owned by root.
 fn app_entries(bin_name: &str, bin: &PlatformBinary) -> Vec<Entry> {
     let target = format!("usr/local/bin/{bin_name}");
-    let mut entries: Vec<Entry> = layers::parents(&target).map(|d| Entry::dir(d, 0o755)).collect();
+    let mut entries: Vec<Entry> = layers::parents(&target)
+        .map(|d| Entry::dir(d, 0o755))
+        .collect();
     entries.push(Entry::file(&target, 0o755, Content::File(bin.path.clone())));
     entries
 }
@@ -315,8 +334,13 @@ fn config_for(
     }
     let created = spec.created()?;
     let history = [
-        "cargo-microimage base: ca-certificates, passwd, group, os-release, /home/nonroot, /tmp".to_string(),
-        format!("cargo-microimage app: COPY {} {}", spec.bin_name, spec.entrypoint()),
+        "cargo-microimage base: ca-certificates, passwd, group, os-release, /home/nonroot, /tmp"
+            .to_string(),
+        format!(
+            "cargo-microimage app: COPY {} {}",
+            spec.bin_name,
+            spec.entrypoint()
+        ),
     ]
     .into_iter()
     .map(|created_by| {
@@ -329,7 +353,12 @@ fn config_for(
     .collect::<Result<Vec<_>>>()?;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
-        .diff_ids(layer_list.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
+        .diff_ids(
+            layer_list
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
         .build()
         .map_err(spec_err)?;
     let mut image = ImageConfigurationBuilder::default()
@@ -378,8 +407,10 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
 
 /// A descriptor with annotations (used for the layout's `index.json` entry).
 pub fn annotated(mut descriptor: Descriptor, annotations: &[(&str, String)]) -> Descriptor {
-    let map: HashMap<String, String> =
-        annotations.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let map: HashMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     descriptor.set_annotations(Some(map));
     descriptor
 }
@@ -391,9 +422,15 @@ mod tests {
     #[test]
     fn image_names() {
         let n = ImageName::parse("127.0.0.1:5000/team/app:1.2").unwrap();
-        assert_eq!((n.repository.as_str(), n.tag.as_str()), ("127.0.0.1:5000/team/app", "1.2"));
+        assert_eq!(
+            (n.repository.as_str(), n.tag.as_str()),
+            ("127.0.0.1:5000/team/app", "1.2")
+        );
         let n = ImageName::parse("localhost:5000/app").unwrap();
-        assert_eq!((n.repository.as_str(), n.tag.as_str()), ("localhost:5000/app", "latest"));
+        assert_eq!(
+            (n.repository.as_str(), n.tag.as_str()),
+            ("localhost:5000/app", "latest")
+        );
         assert!(ImageName::parse("App:1").unwrap_err().is_usage());
         assert!(ImageName::parse("app:").is_err());
         assert!(ImageName::parse("app@sha256:00").is_err());
@@ -404,7 +441,12 @@ mod tests {
         for bad in ["", "-a", "a-", "a..b", "a___b", "a._b", "A"] {
             assert!(!valid_component(bad), "{bad}");
         }
-        assert_eq!(ImageName::default_for("My_App", "1.0.0+git.5").unwrap().to_string(), "my_app:1.0.0_git.5");
+        assert_eq!(
+            ImageName::default_for("My_App", "1.0.0+git.5")
+                .unwrap()
+                .to_string(),
+            "my_app:1.0.0_git.5"
+        );
     }
 
     #[test]
@@ -423,10 +465,17 @@ mod tests {
     #[test]
     fn env_puts_defaults_first_and_lets_the_user_override() {
         let mut spec = ImageSpec::new(ImageName::parse("a:1").unwrap(), "a");
-        spec.env = vec![("RUST_LOG".into(), "info".into()), ("PATH".into(), "/bin".into())];
+        spec.env = vec![
+            ("RUST_LOG".into(), "info".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
         assert_eq!(
             spec.full_env(),
-            ["PATH=/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "RUST_LOG=info"]
+            [
+                "PATH=/bin",
+                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+                "RUST_LOG=info"
+            ]
         );
     }
 

@@ -78,13 +78,21 @@ impl Store {
         let mut files = HashMap::new();
         let mut archive = tar::Archive::new(file);
         let bad = |e: std::io::Error| {
-            Error::new(format!("`{}` is not a readable tar archive: {e}", path.display()))
-                .with_help("inspect takes an OCI layout directory, an OCI archive or a docker-archive")
+            Error::new(format!(
+                "`{}` is not a readable tar archive: {e}",
+                path.display()
+            ))
+            .with_help("inspect takes an OCI layout directory, an OCI archive or a docker-archive")
         };
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             if entry.header().entry_type().is_file() {
-                let name = entry.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").to_string();
+                let name = entry
+                    .path()
+                    .map_err(bad)?
+                    .to_string_lossy()
+                    .trim_start_matches("./")
+                    .to_string();
                 let mut data = Vec::new();
                 entry.read_to_end(&mut data).map_err(bad)?;
                 files.insert(name, data);
@@ -110,9 +118,9 @@ impl Store {
     /// A blob by digest, checked against it.
     fn blob(&self, digest: &str) -> Result<Vec<u8>> {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        let data = self
-            .get(&format!("blobs/sha256/{hex}"))
-            .ok_or_else(|| Error::new(format!("the image is incomplete: blob {digest} is missing")))?;
+        let data = self.get(&format!("blobs/sha256/{hex}")).ok_or_else(|| {
+            Error::new(format!("the image is incomplete: blob {digest} is missing"))
+        })?;
         self.checked(digest, data)
     }
 
@@ -130,13 +138,23 @@ impl Store {
 /// Reads the image at `path` (layout directory, OCI archive or docker-archive).
 pub fn inspect(path: &Path) -> Result<Report> {
     if !path.exists() {
-        return Err(Error::new(format!("`{}` does not exist", path.display()))
-            .with_help("pass an OCI layout directory (e.g. target/microimage/<bin>) or an image archive"));
+        return Err(
+            Error::new(format!("`{}` does not exist", path.display())).with_help(
+                "pass an OCI layout directory (e.g. target/microimage/<bin>) or an image archive",
+            ),
+        );
     }
     let store = Store::open(path)?;
-    let location = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+    let location = std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
     if store.has("oci-layout") {
-        let format = if matches!(store, Store::Dir(_)) { "oci" } else { "oci-archive" };
+        let format = if matches!(store, Store::Dir(_)) {
+            "oci"
+        } else {
+            "oci-archive"
+        };
         inspect_oci(&store, location, format)
     } else if store.has("manifest.json") {
         inspect_docker(&store, location)
@@ -149,7 +167,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
-    serde_json::from_slice(data).map_err(|e| Error::new(format!("the image's {what} is not valid: {e}")))
+    serde_json::from_slice(data)
+        .map_err(|e| Error::new(format!("the image's {what} is not valid: {e}")))
 }
 
 fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<Report> {
@@ -164,20 +183,28 @@ fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<
     };
     for entry in top.manifests() {
         let ann = entry.annotations().clone().unwrap_or_default();
-        report.tags.extend(ann.get("org.opencontainers.image.ref.name").cloned());
-        report.names.extend(ann.get("io.containerd.image.name").cloned());
+        report
+            .tags
+            .extend(ann.get("org.opencontainers.image.ref.name").cloned());
+        report
+            .names
+            .extend(ann.get("io.containerd.image.name").cloned());
         let digest = entry.digest().to_string();
         match entry.media_type() {
             MediaType::ImageIndex => {
                 report.index_digest.get_or_insert(digest.clone());
                 let index: ImageIndex = parse("image index", &store.blob(&digest)?)?;
                 for m in index.manifests() {
-                    report.platforms.push(platform_report(store, &m.digest().to_string())?);
+                    report
+                        .platforms
+                        .push(platform_report(store, m.digest().as_ref())?);
                 }
             }
             MediaType::ImageManifest => report.platforms.push(platform_report(store, &digest)?),
             other => {
-                return Err(Error::new(format!("index.json points at an unsupported {other}")));
+                return Err(Error::new(format!(
+                    "index.json points at an unsupported {other}"
+                )));
             }
         }
     }
@@ -194,7 +221,13 @@ fn platform_report(store: &Store, manifest_digest: &str) -> Result<PlatformRepor
         let data = store.blob(&digest)?;
         layers.push(layer_report(&digest, l.media_type().to_string(), &data)?);
     }
-    Ok(summarise(Some(manifest_digest.to_string()), config_digest, manifest.config().size(), &config, layers))
+    Ok(summarise(
+        Some(manifest_digest.to_string()),
+        config_digest,
+        manifest.config().size(),
+        &config,
+        layers,
+    ))
 }
 
 fn inspect_docker(store: &Store, location: String) -> Result<Report> {
@@ -206,7 +239,10 @@ fn inspect_docker(store: &Store, location: String) -> Result<Report> {
         repo_tags: Vec<String>,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> = parse("manifest.json", &store.get("manifest.json").unwrap_or_default())?;
+    let entries: Vec<Entry> = parse(
+        "manifest.json",
+        &store.get("manifest.json").unwrap_or_default(),
+    )?;
     let mut report = Report {
         location,
         format: "docker-archive",
@@ -229,9 +265,19 @@ fn inspect_docker(store: &Store, location: String) -> Result<Report> {
             let digest = blob::sha256(&data).to_string();
             layers.push(layer_report(&digest, "application/x-tar".into(), &data)?);
         }
-        report.tags.extend(e.repo_tags.iter().filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string())));
+        report.tags.extend(
+            e.repo_tags
+                .iter()
+                .filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string())),
+        );
         report.names.extend(e.repo_tags);
-        report.platforms.push(summarise(None, config_digest, raw.len() as u64, &config, layers));
+        report.platforms.push(summarise(
+            None,
+            config_digest,
+            raw.len() as u64,
+            &config,
+            layers,
+        ));
     }
     Ok(report)
 }
@@ -240,7 +286,9 @@ fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerRe
     let bad = |e: std::io::Error| Error::new(format!("layer {digest} cannot be read: {e}"));
     let tar = if data.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(bad)?;
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .map_err(bad)?;
         out
     } else {
         data.to_vec()
@@ -334,12 +382,24 @@ pub fn render(report: &Report) -> String {
             );
         }
         let c = &p.config;
-        let _ = writeln!(s, "  Entrypoint: {}", serde_json::to_string(&c.entrypoint).unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "  Entrypoint: {}",
+            serde_json::to_string(&c.entrypoint).unwrap_or_default()
+        );
         if !c.cmd.is_empty() {
-            let _ = writeln!(s, "  Cmd:        {}", serde_json::to_string(&c.cmd).unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "  Cmd:        {}",
+                serde_json::to_string(&c.cmd).unwrap_or_default()
+            );
         }
         let _ = writeln!(s, "  User:       {}", c.user.as_deref().unwrap_or("(root)"));
-        let _ = writeln!(s, "  WorkingDir: {}", c.working_dir.as_deref().unwrap_or("/"));
+        let _ = writeln!(
+            s,
+            "  WorkingDir: {}",
+            c.working_dir.as_deref().unwrap_or("/")
+        );
         for e in &c.env {
             let _ = writeln!(s, "  Env:        {e}");
         }

@@ -233,7 +233,8 @@ fn normalised_args() -> Vec<std::ffi::OsString> {
         args.remove(1);
     }
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let passes = SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first);
+    let passes =
+        SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first);
     if !passes {
         args.insert(1, "build".into());
     }
@@ -262,13 +263,34 @@ fn main() -> ExitCode {
 fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
     let json = cli.message_format == MessageFormat::Json;
     match &cli.command {
-        Command::Build { build, image, output } => {
+        Command::Build {
+            build,
+            image,
+            output,
+        } => {
             let platforms = platform::resolve(&build.platform, &build.target)?;
-            let outcome = pipeline::build(&build.cargo_options(), &platforms, &image.options(), &output.options(), shell)?;
+            let outcome = pipeline::build(
+                &build.cargo_options(),
+                &platforms,
+                &image.options(),
+                &output.options(),
+                shell,
+            )?;
             print_outcome(&outcome, json);
         }
-        Command::Pack { binaries, bin, image, output } => {
-            let outcome = pipeline::pack(binaries, bin.as_deref(), &image.options(), &output.options(), shell)?;
+        Command::Pack {
+            binaries,
+            bin,
+            image,
+            output,
+        } => {
+            let outcome = pipeline::pack(
+                binaries,
+                bin.as_deref(),
+                &image.options(),
+                &output.options(),
+                shell,
+            )?;
             print_outcome(&outcome, json);
         }
         Command::Inspect { path } => {
@@ -317,7 +339,11 @@ fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<Ex
             failed += 1;
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_outcome(outcome: &Outcome, json: bool) {
@@ -364,4 +390,3 @@ fn print_stdout(text: &str) {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }
-

@@ -36,7 +36,9 @@ impl ImageOptions {
         }
         if let Some(workdir) = &self.workdir {
             if !workdir.starts_with('/') {
-                return Err(Error::usage(format!("--workdir `{workdir}` must be an absolute path")));
+                return Err(Error::usage(format!(
+                    "--workdir `{workdir}` must be an absolute path"
+                )));
             }
             spec.workdir = workdir.clone();
         }
@@ -76,7 +78,9 @@ pub fn source_date_epoch_from_env() -> Result<u64> {
             Error::usage(format!(
                 "the SOURCE_DATE_EPOCH environment variable is `{s}`, not a number of seconds"
             ))
-            .with_help("set it to a Unix timestamp, e.g. `SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)`")
+            .with_help(
+                "set it to a Unix timestamp, e.g. `SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)`",
+            )
         }),
         _ => Ok(0),
     }
@@ -85,8 +89,12 @@ pub fn source_date_epoch_from_env() -> Result<u64> {
 /// Parses `KEY=VALUE` (the value may be empty or contain `=`).
 pub fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not KEY=VALUE (a non-empty key without spaces, then `=`)")),
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (a non-empty key without spaces, then `=`)"
+        )),
     }
 }
 
@@ -96,10 +104,16 @@ pub fn parse_port(s: &str) -> Result<String> {
     let proto = proto.to_ascii_lowercase();
     let valid_port = port.parse::<u16>().is_ok_and(|p| p > 0);
     if !valid_port || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(Error::usage(format!("`{s}` is not a port to expose"))
-            .with_help("use PORT or PORT/tcp or PORT/udp, with PORT between 1 and 65535, e.g. 8080/tcp"));
+        return Err(
+            Error::usage(format!("`{s}` is not a port to expose")).with_help(
+                "use PORT or PORT/tcp or PORT/udp, with PORT between 1 and 65535, e.g. 8080/tcp",
+            ),
+        );
     }
-    Ok(format!("{}/{proto}", port.parse::<u16>().expect("checked above")))
+    Ok(format!(
+        "{}/{proto}",
+        port.parse::<u16>().expect("checked above")
+    ))
 }
 
 #[cfg(test)]
@@ -108,7 +122,10 @@ mod tests {
 
     #[test]
     fn key_values() {
-        assert_eq!(parse_key_value("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(
+            parse_key_value("A=b=c").unwrap(),
+            ("A".into(), "b=c".into())
+        );
         assert_eq!(parse_key_value("A=").unwrap(), ("A".into(), "".into()));
         assert!(parse_key_value("A").is_err());
         assert!(parse_key_value("=x").is_err());

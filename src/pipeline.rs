@@ -85,7 +85,10 @@ pub fn pack(
     let mut spec = image.to_spec(ImageName::default_for(&bin, "latest")?, &bin)?;
     let mut annotations = std::collections::BTreeMap::from([
         ("org.opencontainers.image.title".to_string(), bin.clone()),
-        ("org.opencontainers.image.created".to_string(), spec.created()?),
+        (
+            "org.opencontainers.image.created".to_string(),
+            spec.created()?,
+        ),
     ]);
     annotations.extend(std::mem::take(&mut spec.annotations));
     spec.annotations = annotations;
@@ -96,7 +99,11 @@ pub fn pack(
 fn bin_name_of(paths: &[PathBuf]) -> Result<String> {
     let names: Vec<String> = paths
         .iter()
-        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect();
     match names.split_first() {
         Some((first, rest)) if rest.iter().all(|n| n == first) => Ok(first.clone()),
@@ -133,7 +140,10 @@ fn pack_and_write(
     shell: &Shell,
 ) -> Result<Outcome> {
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
-    shell.status("Packing", format!("{} ({})", spec.name, platforms.join(", ")));
+    shell.status(
+        "Packing",
+        format!("{} ({})", spec.name, platforms.join(", ")),
+    );
     let set = image::assemble(spec, binaries)?;
     output::write(&set, &destination)?;
     for img in &set.images {

@@ -50,11 +50,15 @@ impl Default for CargoOptions {
 impl CargoOptions {
     /// `--locked`, `--frozen`, `--offline` as cargo arguments.
     pub fn lock_args(&self) -> Vec<String> {
-        [("--locked", self.locked), ("--frozen", self.frozen), ("--offline", self.offline)]
-            .into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(flag, _)| flag.to_string())
-            .collect()
+        [
+            ("--locked", self.locked),
+            ("--frozen", self.frozen),
+            ("--offline", self.offline),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(flag, _)| flag.to_string())
+        .collect()
     }
 
     /// The feature arguments as cargo takes them.
@@ -118,8 +122,10 @@ fn metadata(options: &CargoOptions) -> Result<Metadata> {
     cmd.cargo_path(cargo());
     if let Some(path) = &options.manifest_path {
         if !path.is_file() {
-            return Err(Error::new(format!("manifest path `{}` does not exist", path.display()))
-                .with_help("pass the path of a Cargo.toml with --manifest-path"));
+            return Err(
+                Error::new(format!("manifest path `{}` does not exist", path.display()))
+                    .with_help("pass the path of a Cargo.toml with --manifest-path"),
+            );
         }
         cmd.manifest_path(path);
     }
@@ -135,8 +141,15 @@ fn metadata(options: &CargoOptions) -> Result<Metadata> {
     cmd.other_options(options.lock_args());
     cmd.exec().map_err(|e| match e {
         cargo_metadata::Error::CargoMetadata { stderr } => {
-            let msg = stderr.trim().trim_start_matches("error: ").trim().to_string();
-            Error::new(format!("reading the crate with `cargo metadata` failed: {msg}")).with_help(
+            let msg = stderr
+                .trim()
+                .trim_start_matches("error: ")
+                .trim()
+                .to_string();
+            Error::new(format!(
+                "reading the crate with `cargo metadata` failed: {msg}"
+            ))
+            .with_help(
                 "run cargo-microimage inside a cargo project, or point at one with --manifest-path",
             )
         }
@@ -147,12 +160,20 @@ fn metadata(options: &CargoOptions) -> Result<Metadata> {
 
 fn select_package<'m>(metadata: &'m Metadata, options: &CargoOptions) -> Result<&'m Package> {
     let members = metadata.workspace_packages();
-    let names = || members.iter().map(|p| p.name.to_string()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        members
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(spec) = &options.package {
         let (name, version) = spec.split_once('@').unwrap_or((spec, ""));
         return members
             .iter()
-            .find(|p| p.name.as_str() == name && (version.is_empty() || p.version.to_string() == version))
+            .find(|p| {
+                p.name.as_str() == name && (version.is_empty() || p.version.to_string() == version)
+            })
             .copied()
             .ok_or_else(|| {
                 Error::usage(format!("package `{spec}` is not a member of the workspace"))
@@ -179,7 +200,11 @@ fn select_bin(package: &Package, wanted: Option<&str>) -> Result<String> {
         .filter(|t| t.kind.contains(&TargetKind::Bin))
         .map(|t| t.name.as_str())
         .collect();
-    let list = bins.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ");
+    let list = bins
+        .iter()
+        .map(|b| format!("`{b}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     match wanted {
         Some(name) if bins.contains(&name) => Ok(name.to_string()),
         Some(name) => Err(Error::usage(format!(

@@ -96,8 +96,10 @@ impl Platform {
                 p.os == os && p.architecture == arch && (variant.is_none() || variant == p.variant)
             })
             .ok_or_else(|| {
-                Error::usage(format!("unsupported platform `{name}`"))
-                    .with_help(format!("supported platforms: {}, or `all`", supported_list()))
+                Error::usage(format!("unsupported platform `{name}`")).with_help(format!(
+                    "supported platforms: {}, or `all`",
+                    supported_list()
+                ))
             })
     }
 
@@ -208,9 +210,18 @@ mod tests {
 
     #[test]
     fn oci_names() {
-        assert_eq!(Platform::from_oci("linux/amd64").unwrap().triple, "x86_64-unknown-linux-musl");
-        assert_eq!(Platform::from_oci("linux/arm64/v8").unwrap().architecture, "arm64");
-        assert_eq!(Platform::from_oci("arm64").unwrap().oci_name(), "linux/arm64/v8");
+        assert_eq!(
+            Platform::from_oci("linux/amd64").unwrap().triple,
+            "x86_64-unknown-linux-musl"
+        );
+        assert_eq!(
+            Platform::from_oci("linux/arm64/v8").unwrap().architecture,
+            "arm64"
+        );
+        assert_eq!(
+            Platform::from_oci("arm64").unwrap().oci_name(),
+            "linux/arm64/v8"
+        );
         let err = Platform::from_oci("linux/s390x").unwrap_err();
         assert!(err.is_usage());
         assert!(err.help().unwrap().contains("linux/amd64, linux/arm64"));
@@ -219,7 +230,9 @@ mod tests {
     #[test]
     fn triples() {
         assert_eq!(
-            Platform::from_triple("aarch64-unknown-linux-musl").unwrap().architecture,
+            Platform::from_triple("aarch64-unknown-linux-musl")
+                .unwrap()
+                .architecture,
             "arm64"
         );
         let gnu = Platform::from_triple("x86_64-unknown-linux-gnu").unwrap_err();
@@ -233,7 +246,10 @@ mod tests {
         let all = resolve(&["all".into()], &[]).unwrap();
         assert_eq!(all.len(), SUPPORTED.len());
         let two = resolve(&["linux/arm64,linux/amd64".into(), "amd64".into()], &[]).unwrap();
-        assert_eq!(two.iter().map(|p| p.architecture).collect::<Vec<_>>(), ["amd64", "arm64"]);
+        assert_eq!(
+            two.iter().map(|p| p.architecture).collect::<Vec<_>>(),
+            ["amd64", "arm64"]
+        );
         assert_eq!(resolve(&[], &[]).unwrap().len(), 1);
     }
 }

@@ -62,7 +62,10 @@ impl Verdict {
                 "`{name}` is a static binary for {}, which no image platform supports",
                 self.machine
             ))
-            .with_help(format!("supported platforms: {}", crate::platform::supported_list()))
+            .with_help(format!(
+                "supported platforms: {}",
+                crate::platform::supported_list()
+            ))
         })
     }
 }

@@ -57,8 +57,16 @@ pub fn entries(options: &BaseOptions) -> Result<Vec<Entry>> {
     let text = |bytes: &'static [u8]| Content::Bytes(bytes.into());
     let mut entries = vec![
         Entry::dir("etc", 0o755),
-        Entry::file("etc/passwd", 0o644, text(include_bytes!("../../templates/passwd"))),
-        Entry::file("etc/group", 0o644, text(include_bytes!("../../templates/group"))),
+        Entry::file(
+            "etc/passwd",
+            0o644,
+            text(include_bytes!("../../templates/passwd")),
+        ),
+        Entry::file(
+            "etc/group",
+            0o644,
+            text(include_bytes!("../../templates/group")),
+        ),
         Entry::file(
             "etc/os-release",
             0o644,
@@ -142,10 +150,15 @@ mod tests {
 
     #[test]
     fn none_has_no_bundle() {
-        let e = entries(&BaseOptions { ca_certs: CaCerts::None }).unwrap();
+        let e = entries(&BaseOptions {
+            ca_certs: CaCerts::None,
+        })
+        .unwrap();
         assert!(e.iter().all(|e| !e.path.contains("ssl")));
         let with = entries(&BaseOptions::default()).unwrap();
-        assert!(with.iter().any(|e| e.path == "etc/ssl/certs/ca-certificates.crt"));
+        assert!(with
+            .iter()
+            .any(|e| e.path == "etc/ssl/certs/ca-certificates.crt"));
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl<W: Write> ParallelGzip<W> {
         let rest = std::mem::take(&mut self.pending);
         let last = deflate(&rest, &self.tail, true)?;
         self.out.write_all(&last)?;
-        self.out.write_all(&self.crc.clone().finalize().to_le_bytes())?;
+        self.out
+            .write_all(&self.crc.clone().finalize().to_le_bytes())?;
         // ISIZE is the input length modulo 2^32 (RFC 1952).
         self.out.write_all(&(self.len as u32).to_le_bytes())?;
         self.out.flush()?;
@@ -97,7 +98,9 @@ impl<W: Write> ParallelGzip<W> {
             }
             let chunk = &data[i * CHUNK..(i + 1) * CHUNK];
             let out = deflate(chunk, dictionary(i), false);
-            *results[i].lock().expect("no worker panics while holding it") = Some(out);
+            *results[i]
+                .lock()
+                .expect("no worker panics while holding it") = Some(out);
         };
         let workers = self.threads.min(whole);
         if workers <= 1 {
@@ -110,7 +113,10 @@ impl<W: Write> ParallelGzip<W> {
             });
         }
         for slot in results {
-            let compressed = slot.into_inner().expect("workers finished").expect("every chunk ran")?;
+            let compressed = slot
+                .into_inner()
+                .expect("workers finished")
+                .expect("every chunk ran")?;
             self.out.write_all(&compressed)?;
         }
         self.tail = data[data.len() - DICTIONARY..].to_vec();
@@ -197,11 +203,21 @@ mod tests {
 
     #[test]
     fn round_trips_through_a_standard_decoder() {
-        for len in [0, 1, 1000, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK * BATCH / 2 + 17] {
+        for len in [
+            0,
+            1,
+            1000,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK * BATCH / 2 + 17,
+        ] {
             let data = sample(len);
             let gz = gzip(&data, 65536);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "length {len}");
         }
     }

@@ -30,7 +30,10 @@ pub enum Content {
     /// Bytes shared with an image set (a blob written into an archive).
     Shared(Arc<[u8]>),
     /// A gzip blob, written decompressed; `size` is the decompressed length.
-    Gunzip { gz: Arc<[u8]>, size: u64 },
+    Gunzip {
+        gz: Arc<[u8]>,
+        size: u64,
+    },
     /// Streamed from disk while the layer is written (never loaded whole).
     File(PathBuf),
 }
@@ -157,7 +160,11 @@ pub fn sort_and_check(entries: &mut [Entry]) -> Result<()> {
 }
 
 fn validate_path(path: &str) -> Result<()> {
-    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if path.is_empty()
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(Error::new(format!(
             "`{path}` is not a valid path inside an image (it must be relative, without `.` or `..`)"
         )));
@@ -241,7 +248,10 @@ mod tests {
 
     #[test]
     fn parents_of_a_path() {
-        assert_eq!(parents("usr/local/bin/x").collect::<Vec<_>>(), ["usr", "usr/local", "usr/local/bin"]);
+        assert_eq!(
+            parents("usr/local/bin/x").collect::<Vec<_>>(),
+            ["usr", "usr/local", "usr/local/bin"]
+        );
         assert_eq!(parents("x").count(), 0);
     }
 

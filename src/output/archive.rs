@@ -18,8 +18,16 @@ pub fn write_oci(set: &ImageSet, file: &mut File) -> Result<()> {
     let mut entries = vec![
         Entry::dir("blobs", 0o755),
         Entry::dir("blobs/sha256", 0o755),
-        Entry::file("oci-layout", 0o644, Content::Bytes(layout::OCI_LAYOUT.into())),
-        Entry::file("index.json", 0o644, Content::Bytes(layout::index_json(set)?.into())),
+        Entry::file(
+            "oci-layout",
+            0o644,
+            Content::Bytes(layout::OCI_LAYOUT.into()),
+        ),
+        Entry::file(
+            "index.json",
+            0o644,
+            Content::Bytes(layout::index_json(set)?.into()),
+        ),
     ];
     for b in set.blobs.values() {
         let path = format!("blobs/sha256/{}", blob::hex(&b.digest));
@@ -37,13 +45,20 @@ pub fn write_docker(set: &ImageSet, file: &mut File) -> Result<()> {
             return Err(Error::usage(format!(
                 "a docker-archive holds one platform, but this image has {} ({})",
                 many.len(),
-                many.iter().map(|i| i.platform.short_name()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|i| i.platform.short_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .with_help("pass one --platform for a docker-archive, or use --format oci-archive"))
         }
     };
     let config_name = format!("{}.json", blob::hex(&image.config.digest));
-    let mut entries = vec![Entry::file(&config_name, 0o644, Content::Shared(image.config.data.clone()))];
+    let mut entries = vec![Entry::file(
+        &config_name,
+        0o644,
+        Content::Shared(image.config.data.clone()),
+    )];
     let mut layer_names = Vec::new();
     for layer in &image.layers {
         let name = format!("{}.tar", blob::hex(&layer.diff_id));
@@ -64,7 +79,11 @@ pub fn write_docker(set: &ImageSet, file: &mut File) -> Result<()> {
         "RepoTags": [set.name.to_string()],
         "Layers": layer_names,
     }]);
-    entries.push(Entry::file("manifest.json", 0o644, Content::Bytes(canonical_json(&manifest)?.into())));
+    entries.push(Entry::file(
+        "manifest.json",
+        0o644,
+        Content::Bytes(canonical_json(&manifest)?.into()),
+    ));
     write_entries(entries, set, file)
 }
 

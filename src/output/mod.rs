@@ -61,7 +61,11 @@ impl Destination {
     /// `-o PATH` and `--format`: a path ending in `.tar` is an archive (OCI unless
     /// `--format docker-archive`), anything else a layout directory; no `-o` means
     /// `default_dir` (a layout, or `default_dir.tar` for an archive format).
-    pub fn resolve(output: Option<&Path>, format: Option<Format>, default_dir: &Path) -> Result<Destination> {
+    pub fn resolve(
+        output: Option<&Path>,
+        format: Option<Format>,
+        default_dir: &Path,
+    ) -> Result<Destination> {
         let is_tar = |p: &Path| p.extension().is_some_and(|e| e == "tar");
         let (path, format) = match (output, format) {
             (Some(p), Some(Format::Oci)) if is_tar(p) => {
@@ -109,7 +113,10 @@ pub fn atomic_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
     if dest.exists() {
         let replaceable = dest.is_dir()
             && (dest.join("oci-layout").is_file()
-                || fs::read_dir(dest).path_context("reading", dest)?.next().is_none());
+                || fs::read_dir(dest)
+                    .path_context("reading", dest)?
+                    .next()
+                    .is_none());
         if !replaceable {
             return Err(Error::new(format!(
                 "refusing to replace `{}`: it exists and is not an OCI image layout",
@@ -144,8 +151,11 @@ pub fn atomic_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
 pub fn atomic_file(dest: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
     let parent = parent_of(dest)?;
     if dest.is_dir() {
-        return Err(Error::new(format!("`{}` is a directory, not a file", dest.display()))
-            .with_help("pass a path ending in .tar for an archive, or drop --format for a layout"));
+        return Err(
+            Error::new(format!("`{}` is a directory, not a file", dest.display())).with_help(
+                "pass a path ending in .tar for an archive, or drop --format for a layout",
+            ),
+        );
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".microimage-")
@@ -154,7 +164,8 @@ pub fn atomic_file(dest: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) 
     fill(tmp.as_file_mut())?;
     tmp.as_file_mut().flush().path_context("writing", dest)?;
     set_mode(tmp.path(), 0o644)?;
-    tmp.persist(dest).map_err(|e| Error::io("creating", dest, e.error))?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io("creating", dest, e.error))?;
     Ok(())
 }
 
@@ -169,7 +180,8 @@ fn parent_of(dest: &Path) -> Result<&Path> {
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).path_context("setting permissions of", path)
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .path_context("setting permissions of", path)
 }
 
 #[cfg(test)]
@@ -181,10 +193,15 @@ mod tests {
         let d = Path::new("/x/target/microimage/app");
         let r = |o: Option<&str>, f| Destination::resolve(o.map(Path::new), f, d);
         assert_eq!(r(None, None).unwrap().format, Format::Oci);
-        assert_eq!(r(Some("/a/app.tar"), None).unwrap().format, Format::OciArchive);
+        assert_eq!(
+            r(Some("/a/app.tar"), None).unwrap().format,
+            Format::OciArchive
+        );
         let da = r(None, Some(Format::DockerArchive)).unwrap();
         assert_eq!(da.path, Path::new("/x/target/microimage/app.tar"));
-        assert!(r(Some("/a/app.tar"), Some(Format::Oci)).unwrap_err().is_usage());
+        assert!(r(Some("/a/app.tar"), Some(Format::Oci))
+            .unwrap_err()
+            .is_usage());
         assert!(r(Some("rel/dir"), None).unwrap().path.is_absolute());
     }
 
@@ -192,14 +209,22 @@ mod tests {
     fn atomic_dir_keeps_the_old_output_when_filling_fails() {
         let t = tempfile::tempdir().unwrap();
         let dest = t.path().join("out");
-        atomic_dir(&dest, |d| Ok(fs::write(d.join("oci-layout"), "1").unwrap())).unwrap();
+        atomic_dir(&dest, |d| {
+            fs::write(d.join("oci-layout"), "1").unwrap();
+            Ok(())
+        })
+        .unwrap();
         let err = atomic_dir(&dest, |d| {
             fs::write(d.join("oci-layout"), "2").unwrap();
             Err(Error::new("boom"))
         });
         assert!(err.is_err());
         assert_eq!(fs::read_to_string(dest.join("oci-layout")).unwrap(), "1");
-        atomic_dir(&dest, |d| Ok(fs::write(d.join("oci-layout"), "3").unwrap())).unwrap();
+        atomic_dir(&dest, |d| {
+            fs::write(d.join("oci-layout"), "3").unwrap();
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(fs::read_to_string(dest.join("oci-layout")).unwrap(), "3");
         // Nothing temporary is left next to it.
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);

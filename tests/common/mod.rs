@@ -42,20 +42,35 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn fails_with(self, code: i32, needle: &str) -> Run {
-        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 }
 
 pub fn run(cmd: &mut Command) -> Run {
-    let out: Output = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out: Output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -102,9 +117,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 pub fn tmp() -> tempfile::TempDir {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     tempfile::Builder::new()
-        .prefix(&format!("microimage-test-{}-{n}-{nanos}", std::process::id()))
+        .prefix(&format!(
+            "microimage-test-{}-{n}-{nanos}",
+            std::process::id()
+        ))
         .rand_bytes(0)
         .tempdir()
         .unwrap()
@@ -148,7 +169,10 @@ impl Podman {
              [engine]\nruntime = \"runc\"\n",
         )
         .unwrap();
-        Podman { dir, imported: Default::default() }
+        Podman {
+            dir,
+            imported: Default::default(),
+        }
     }
 
     pub fn command(&self) -> Command {
@@ -159,9 +183,16 @@ impl Podman {
 
     /// `podman run --rm oci:LAYOUT:TAG ARGS`; remembers the imported image for removal.
     pub fn run_oci(&self, layout: &Path, tag: &str, extra: &[&str], args: &[&str]) -> Run {
-        self.imported.borrow_mut().push(format!("localhost{}:{tag}", layout.display()));
+        self.imported
+            .borrow_mut()
+            .push(format!("localhost{}:{tag}", layout.display()));
         let reference = format!("oci:{}:{tag}", layout.display());
-        run(self.command().args(["run", "--rm"]).args(extra).arg(&reference).args(args))
+        run(self
+            .command()
+            .args(["run", "--rm"])
+            .args(extra)
+            .arg(&reference)
+            .args(args))
     }
 
     /// Remembers an image name to remove when this value is dropped.
@@ -173,14 +204,23 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         for image in self.imported.borrow().iter() {
-            let _ = self.command().args(["rmi", "-f", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self
+                .command()
+                .args(["rmi", "-f", image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// GET http://127.0.0.1:PORT/PATH, retried until the server answers or `timeout` passes.
@@ -189,7 +229,8 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<String> {
     while start.elapsed() < timeout {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             if s.write_all(req.as_bytes()).is_ok() {
                 let mut body = String::new();
                 if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
@@ -212,10 +253,18 @@ pub fn result_line(stdout: &str) -> (String, String) {
 /// Builds a fixture crate with plain cargo for the musl target; returns the binary.
 pub fn cargo_build_fixture(dir: &Path, bin: &str) -> PathBuf {
     run(Command::new("cargo")
-        .args(["build", "--release", "--target", "x86_64-unknown-linux-musl", "--bin", bin])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "--bin",
+            bin,
+        ])
         .env_remove("RUSTFLAGS")
         .env("CARGO_TARGET_DIR", dir.join("target"))
         .current_dir(dir))
     .ok();
-    dir.join("target/x86_64-unknown-linux-musl/release").join(bin)
+    dir.join("target/x86_64-unknown-linux-musl/release")
+        .join(bin)
 }

@@ -1,0 +1,269 @@
+//! `pack` of prebuilt binaries into OCI and docker archives, and the static check
+//! (`verify`, and the refusal to pack or build dynamic binaries).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+
+/// The `hello` fixture built with plain cargo for x86_64 musl (static), once.
+fn static_hello() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = fixture("hello").keep();
+        cargo_build_fixture(&dir, "hello")
+    })
+}
+
+#[test]
+fn pack_writes_an_oci_archive_that_skopeo_reads() {
+    let t = tmp();
+    let archive = t.path().join("hello.tar");
+    let out = run(tool()
+        .args(["microimage", "pack"])
+        .arg(static_hello())
+        .arg("-o")
+        .arg(&archive))
+    .ok();
+    let (reference, digest) = result_line(&out.stdout);
+    assert_eq!(
+        reference,
+        format!("oci-archive:{}:latest", archive.display())
+    );
+    assert!(digest.starts_with("sha256:"));
+    assert!(out.stderr.contains("Verified"), "{}", out.stderr);
+    let inspect: Value =
+        serde_json::from_str(&external("skopeo", &["inspect", &reference])).unwrap();
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
+    let config: Value =
+        serde_json::from_str(&external("skopeo", &["inspect", "--config", &reference])).unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/hello"])
+    );
+}
+
+#[test]
+fn pack_writes_a_docker_archive_that_podman_loads_and_runs() {
+    let t = tmp();
+    let archive = t.path().join("hello-docker.tar");
+    run(tool()
+        .args([
+            "microimage",
+            "pack",
+            "--format",
+            "docker-archive",
+            "--tag",
+            "microimage-test/hello:dock",
+            "--arg",
+            "one",
+        ])
+        .arg(static_hello())
+        .arg("-o")
+        .arg(&archive))
+    .ok();
+    let podman = Podman::new();
+    podman.forget_later("localhost/microimage-test/hello:dock");
+    let load = run(podman.command().args(["load", "-i"]).arg(&archive)).ok();
+    assert!(
+        load.stdout.contains("microimage-test/hello:dock"),
+        "{}",
+        load.stdout
+    );
+    let out = run(podman
+        .command()
+        .args(["run", "--rm", "localhost/microimage-test/hello:dock"]))
+    .ok();
+    assert_eq!(out.stdout.trim(), "hello from hello [\"one\"] (x86_64)");
+    // inspect reads docker archives too.
+    let report = run(tool()
+        .args(["microimage", "inspect", "--message-format", "json"])
+        .arg(&archive))
+    .ok();
+    let report: Value = serde_json::from_str(report.stdout.trim()).unwrap();
+    assert_eq!(report["format"], "docker-archive");
+    assert_eq!(
+        report["platforms"][0]["config"]["cmd"],
+        serde_json::json!(["one"])
+    );
+}
+
+#[test]
+fn pack_uses_the_image_flags() {
+    let t = tmp();
+    let layout = t.path().join("flags");
+    run(tool()
+        .args([
+            "microimage",
+            "pack",
+            "--tag",
+            "registry.example.com/team/hello:2.0",
+            "--label",
+            "team=core",
+            "--annotation",
+            "org.example.note=hi",
+            "--env",
+            "RUST_LOG=debug",
+            "--expose",
+            "8080",
+            "--expose",
+            "53/udp",
+            "--user",
+            "1000:1000",
+            "--workdir",
+            "/srv",
+            "--arg",
+            "--flag",
+            "--source-date-epoch",
+            "1700000000",
+            "--ca-certs",
+            "none",
+        ])
+        .arg(static_hello())
+        .arg("-o")
+        .arg(&layout))
+    .ok();
+    let reference = format!("oci:{}:2.0", layout.display());
+    let config: Value =
+        serde_json::from_str(&external("skopeo", &["inspect", "--config", &reference])).unwrap();
+    let c = &config["config"];
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["PATH=/usr/local/bin", "RUST_LOG=debug"])
+    );
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "8080/tcp": {}})
+    );
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["Cmd"], serde_json::json!(["--flag"]));
+    assert_eq!(c["Labels"], serde_json::json!({"team": "core"}));
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    let raw: Value =
+        serde_json::from_str(&external("skopeo", &["inspect", "--raw", &reference])).unwrap();
+    assert_eq!(raw["annotations"]["org.example.note"], "hi");
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "registry.example.com/team/hello:2.0"
+    );
+    // --ca-certs none: no bundle in the base layer.
+    let report = run(tool()
+        .args(["microimage", "inspect", "--message-format", "json"])
+        .arg(&layout))
+    .ok();
+    let report: Value = serde_json::from_str(report.stdout.trim()).unwrap();
+    assert_eq!(report["platforms"][0]["layers"][0]["files"], 7);
+}
+
+#[test]
+fn verify_reports_static_binaries_and_their_platform() {
+    let out = run(tool().args(["microimage", "verify"]).arg(static_hello())).ok();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{}: static, linux/amd64 (x86_64)", static_hello().display())
+    );
+    let json = run(tool()
+        .args(["microimage", "verify", "--message-format", "json"])
+        .arg(static_hello()))
+    .ok();
+    let v: Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    assert_eq!(
+        (v["static"].clone(), v["platform"].clone()),
+        (Value::Bool(true), Value::from("linux/amd64"))
+    );
+}
+
+#[test]
+fn verify_rejects_a_dynamic_binary_naming_its_libraries() {
+    let out = run(tool()
+        .args(["microimage", "verify", "/bin/ls"])
+        .arg(static_hello()))
+    .fails_with(1, "libc.so.6");
+    assert!(
+        out.stdout.contains("/bin/ls: NOT static (x86_64)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(": static, linux/amd64"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("/lib64/ld-linux-x86-64.so.2"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("musl target"), "{}", out.stderr);
+}
+
+#[test]
+fn pack_refuses_a_dynamic_binary_and_writes_nothing() {
+    let t = tmp();
+    let out_path = t.path().join("ls.tar");
+    run(tool()
+        .args(["microimage", "pack", "/bin/ls", "-o"])
+        .arg(&out_path))
+    .fails_with(
+        1,
+        "`/bin/ls` is dynamically linked: it needs the shared libraries",
+    );
+    assert_no_output(t.path());
+}
+
+#[test]
+fn pack_refuses_what_is_not_an_executable() {
+    let t = tmp();
+    let text = t.path().join("notes.txt");
+    std::fs::write(&text, "not a binary").unwrap();
+    run(tool()
+        .args(["microimage", "pack"])
+        .arg(&text)
+        .arg("-o")
+        .arg(t.path().join("x")))
+    .fails_with(1, "is not a Linux executable");
+    run(tool()
+        .args(["microimage", "pack"])
+        .arg(t.path().join("missing")))
+    .fails_with(1, "missing");
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn build_refuses_a_deliberately_dynamic_musl_build_and_writes_nothing() {
+    let crate_dir = fixture("dynamic");
+    let target = tmp();
+    let out = run(tool()
+        .current_dir(crate_dir.path())
+        .env("CARGO_TARGET_DIR", target.path())
+        .args(["microimage", "build"]))
+    .fails_with(1, "is dynamically linked");
+    assert!(
+        out.stderr.contains("/lib/ld-musl-x86_64.so.1"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("-crt-static"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(!target.path().join("microimage").exists());
+}
+
+/// Nothing but what the test made itself: no archive, no temporary files.
+fn assert_no_output(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
