@@ -19,7 +19,7 @@ TOOL=$PWD/target/release/cargo-microimage
 
 # A ~20 MB static binary: example-app for x86_64 musl, with debug info and no stripping.
 BENCH_TARGET=$PWD/target/bench
-CARGO_TARGET_DIR=$BENCH_TARGET CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=none \
+CARGO_TARGET_DIR=$BENCH_TARGET CARGO_PROFILE_RELEASE_DEBUG=limited CARGO_PROFILE_RELEASE_STRIP=none \
   cargo build -q --release --locked --target x86_64-unknown-linux-musl \
   --manifest-path example-app/Cargo.toml
 BIN=$W/app
@@ -72,7 +72,7 @@ MEM_PACK=$(peak_kib "$TOOL" pack -q "$BIN" --bin app -o "$W/out-mem")
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-echo "binary: example-app x86_64 musl with debug info, $SIZE bytes; best of $RUNS runs"
+echo "binary: example-app x86_64 musl with limited debug info, $SIZE bytes; best of $RUNS runs"
 printf '%-34s %8s s\n' "floor (sha256sum + gzip -6)" "$T_FLOOR"
 printf '%-34s %8s s  (%sx floor)\n' "umoci init+new+insert" "$T_UMOCI" "$(ratio "$T_UMOCI" "$T_FLOOR")"
 printf '%-34s %8s s  (%sx floor, %sx umoci)\n' "cargo microimage pack" "$T_PACK" "$(ratio "$T_PACK" "$T_FLOOR")" "$(ratio "$T_PACK" "$T_UMOCI")"

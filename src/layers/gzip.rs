@@ -35,6 +35,7 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// A `Write` that gzips into `W`, compressing batches of chunks on all cores.
 pub struct ParallelGzip<W: Write> {
     out: W,
+    level: u32,
     /// Buffered input: whole chunks not yet compressed, plus a partial one.
     pending: Vec<u8>,
     /// The last [`DICTIONARY`] bytes of input already compressed.
@@ -45,11 +46,19 @@ pub struct ParallelGzip<W: Write> {
 }
 
 impl<W: Write> ParallelGzip<W> {
-    pub fn new(mut out: W) -> io::Result<Self> {
+    pub fn new(out: W) -> io::Result<Self> {
+        Self::with_level(out, LEVEL)
+    }
+
+    /// Like [`ParallelGzip::new`] with another level: only for measuring (`benches/`);
+    /// images always use [`LEVEL`].
+    #[doc(hidden)]
+    pub fn with_level(mut out: W, level: u32) -> io::Result<Self> {
         out.write_all(&HEADER)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(ParallelGzip {
             out,
+            level,
             pending: Vec::with_capacity(CHUNK * BATCH),
             tail: Vec::new(),
             crc: crc32fast::Hasher::new(),
@@ -63,7 +72,7 @@ impl<W: Write> ParallelGzip<W> {
         // Chunk boundaries stay at multiples of CHUNK, however the input was written.
         self.compress_whole_chunks()?;
         let rest = std::mem::take(&mut self.pending);
-        let last = deflate(&rest, &self.tail, true)?;
+        let last = deflate(&rest, &self.tail, true, self.level)?;
         self.out.write_all(&last)?;
         self.out
             .write_all(&self.crc.clone().finalize().to_le_bytes())?;
@@ -81,6 +90,7 @@ impl<W: Write> ParallelGzip<W> {
         }
         let data = &self.pending[..whole * CHUNK];
         let tail = &self.tail;
+        let level = self.level;
         let dictionary = |i: usize| -> &[u8] {
             if i == 0 {
                 tail
@@ -97,7 +107,7 @@ impl<W: Write> ParallelGzip<W> {
                 break;
             }
             let chunk = &data[i * CHUNK..(i + 1) * CHUNK];
-            let out = deflate(chunk, dictionary(i), false);
+            let out = deflate(chunk, dictionary(i), false, level);
             *results[i]
                 .lock()
                 .expect("no worker panics while holding it") = Some(out);
@@ -143,8 +153,8 @@ impl<W: Write> Write for ParallelGzip<W> {
 }
 
 /// Raw-deflates one chunk, primed with `dictionary`; `last` ends the stream.
-fn deflate(input: &[u8], dictionary: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Compression::new(LEVEL), false);
+fn deflate(input: &[u8], dictionary: &[u8], last: bool, level: u32) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(Compression::new(level), false);
     if !dictionary.is_empty() {
         c.set_dictionary(dictionary).map_err(io::Error::other)?;
     }
