@@ -55,7 +55,7 @@ T_PACK=$(best pack)
 T_UMOCI=$(best umoci_pack)
 
 # Sizes: our app layer vs gzip -6 of exactly the same tar.
-pack
+pack >/dev/null
 APP_LAYER=$(python3 - "$W/out" <<'PY'
 import json, sys, os
 d = sys.argv[1]
