@@ -1,0 +1,66 @@
+//! How `build` drives cargo: symbols stripped through the profile (or kept with
+//! `--no-strip`), and the user's RUSTFLAGS kept when the tool appends its own flags.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn build(
+    crate_dir: &Path,
+    target: &Path,
+    extra: &[&str],
+    rustflags: Option<&str>,
+) -> std::path::PathBuf {
+    let mut cmd = tool();
+    cmd.current_dir(crate_dir)
+        .env("CARGO_TARGET_DIR", target)
+        .args(["microimage", "build", "--bin", "hello", "-o"])
+        .arg(target.join("image"))
+        .args(extra);
+    if let Some(flags) = rustflags {
+        cmd.env("RUSTFLAGS", flags);
+    }
+    run(&mut cmd).ok();
+    target.join("x86_64-unknown-linux-musl/release/hello")
+}
+
+fn has_symtab(bin: &Path) -> bool {
+    let sections = run(Command::new("readelf").arg("-S").arg(bin)).ok().stdout;
+    sections.contains(".symtab")
+}
+
+#[test]
+fn symbols_are_stripped_by_default_and_kept_with_no_strip() {
+    let c = fixture("hello");
+    let t = tmp();
+    let stripped = build(c.path(), &t.path().join("a"), &[], None);
+    assert!(
+        !has_symtab(&stripped),
+        "the default build kept its symbol table"
+    );
+    let kept = build(c.path(), &t.path().join("b"), &["--no-strip"], None);
+    assert!(has_symtab(&kept), "--no-strip lost the symbol table");
+}
+
+#[test]
+fn the_users_rustflags_are_kept() {
+    let c = fixture("hello");
+    let t = tmp();
+    let bin = build(c.path(), t.path(), &[], Some("--cfg microimage_probe"));
+    let out = run(&mut Command::new(&bin)).ok();
+    assert!(
+        out.stdout.contains("built with the user's RUSTFLAGS"),
+        "{}",
+        out.stdout
+    );
+    // And the checkout path does not end up in the binary.
+    let bytes = std::fs::read(&bin).unwrap();
+    let checkout = c.path().to_str().unwrap().as_bytes();
+    assert!(
+        !bytes.windows(checkout.len()).any(|w| w == checkout),
+        "the checkout path is in the binary"
+    );
+}
