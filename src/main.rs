@@ -62,6 +62,12 @@ enum Command {
         /// The binary's name in the image (default: the files' name)
         #[arg(long, value_name = "NAME")]
         bin: Option<String>,
+        /// Platforms the binaries must be for, exactly (default: whatever their ELF headers say)
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Vec<String>,
+        /// The cargo project whose defaults (tag, annotations) apply (default: the current one)
+        #[arg(long, value_name = "PATH")]
+        manifest_path: Option<PathBuf>,
         #[command(flatten)]
         image: ImageFlags,
         #[command(flatten)]
@@ -78,6 +84,9 @@ enum Command {
         #[arg(required = true, value_name = "BINARY")]
         binaries: Vec<PathBuf>,
     },
+    /// Internal: the `zig cc`/`zig ar` wrapper that cargo-zigbuild's scripts call back into
+    #[command(hide = true, subcommand)]
+    Zig(cargo_zigbuild::Zig),
 }
 
 #[derive(Args, Debug)]
@@ -224,7 +233,7 @@ impl OutputFlags {
     }
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "pack", "inspect", "verify", "help"];
+const SUBCOMMANDS: &[&str] = &["build", "pack", "inspect", "verify", "zig", "help"];
 
 /// cargo runs `cargo-microimage microimage ARGS`; drop that word, and default to `build`.
 fn normalised_args() -> Vec<std::ffi::OsString> {
@@ -242,7 +251,22 @@ fn normalised_args() -> Vec<std::ffi::OsString> {
 }
 
 fn main() -> ExitCode {
+    // cargo-zigbuild's wrapper directory holds an `ar` symlink to this binary.
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    if argv0
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .is_some_and(|n| n == "ar")
+    {
+        let zig = cargo_zigbuild::Zig::Ar {
+            args: std::env::args().skip(1).collect(),
+        };
+        return run_zig(&zig);
+    }
     let cli = Cli::parse_from(normalised_args());
+    if let Command::Zig(zig) = &cli.command {
+        return run_zig(zig);
+    }
     let verbosity = if cli.quiet {
         Verbosity::Quiet
     } else if cli.verbose {
@@ -256,6 +280,17 @@ fn main() -> ExitCode {
         Err(e) => {
             shell.error(&e);
             ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// Runs zig for the build of a C dependency (called by cargo, through cc-rs or rustc).
+fn run_zig(zig: &cargo_zigbuild::Zig) -> ExitCode {
+    match zig.execute() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: zig failed: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -281,16 +316,23 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
         Command::Pack {
             binaries,
             bin,
+            platform,
+            manifest_path,
             image,
             output,
         } => {
-            let outcome = pipeline::pack(
-                binaries,
-                bin.as_deref(),
-                &image.options(),
-                &output.options(),
-                shell,
-            )?;
+            let platforms = if platform.is_empty() {
+                Vec::new()
+            } else {
+                platform::resolve(platform, &[])?
+            };
+            let request = pipeline::PackRequest {
+                binaries: binaries.clone(),
+                bin_name: bin.clone(),
+                platforms,
+                manifest_path: manifest_path.clone(),
+            };
+            let outcome = pipeline::pack(&request, &image.options(), &output.options(), shell)?;
             print_outcome(&outcome, json);
         }
         Command::Inspect { path } => {
@@ -304,6 +346,7 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             }
         }
         Command::Verify { binaries } => return verify_binaries(binaries, json, shell),
+        Command::Zig(_) => unreachable!("handled in main"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -46,18 +46,45 @@ pub fn build(
     pack_and_write(&spec, &binaries, destination, shell)
 }
 
+/// What `pack` takes besides the image and output options.
+#[derive(Debug, Clone, Default)]
+pub struct PackRequest {
+    pub binaries: Vec<PathBuf>,
+    /// The binary's name in the image (default: the files' common name).
+    pub bin_name: Option<String>,
+    /// If not empty, the platforms the binaries must be for, exactly.
+    pub platforms: Vec<&'static Platform>,
+    /// The cargo project whose defaults apply (default: the one around the current directory).
+    pub manifest_path: Option<PathBuf>,
+}
+
 /// `cargo microimage pack`: prebuilt static binaries (one per platform) → image.
+///
+/// Inside a cargo project with a binary target of the same name, the defaults are those of
+/// `build` (tag `<bin>:<version>`, annotations, output under the target dir), so packing
+/// the binaries `build` made gives the same image.
 pub fn pack(
-    paths: &[PathBuf],
-    bin_name: Option<&str>,
+    request: &PackRequest,
     image: &ImageOptions,
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Outcome> {
     let mut binaries: Vec<PlatformBinary> = Vec::new();
-    for path in paths {
+    for path in &request.binaries {
         let verdict = verify::inspect(path)?;
         let platform = verdict.require_static()?;
+        if !request.platforms.is_empty() && !request.platforms.contains(&platform) {
+            return Err(Error::new(format!(
+                "`{}` is a binary for {platform} ({}), but --platform asks for {}",
+                path.display(),
+                verdict.machine,
+                list(&request.platforms)
+            ))
+            .with_help(format!(
+                "pass a binary built for {}",
+                list(&request.platforms)
+            )));
+        }
         if let Some(other) = binaries.iter().find(|b| b.platform == platform) {
             return Err(Error::usage(format!(
                 "`{}` and `{}` are both binaries for {platform}; an image has one binary per platform",
@@ -72,27 +99,57 @@ pub fn pack(
             size: verdict.size,
         });
     }
+    if let Some(missing) = request
+        .platforms
+        .iter()
+        .find(|p| !binaries.iter().any(|b| b.platform == **p))
+    {
+        return Err(Error::usage(format!(
+            "--platform asks for {missing}, but no binary is for it"
+        ))
+        .with_help(format!("pass a binary built for {}", missing.triple)));
+    }
     binaries.sort_by_key(|b| b.platform);
-    let bin = match bin_name {
-        Some(name) => name.to_string(),
-        None => bin_name_of(paths)?,
+    let bin = match &request.bin_name {
+        Some(name) => name.clone(),
+        None => bin_name_of(&request.binaries)?,
     };
     if bin.is_empty() || bin.contains('/') || bin == "." || bin == ".." {
         return Err(Error::usage(format!("`{bin}` is not a valid binary name")));
     }
-    let default_dir = Path::new("target").join("microimage").join(&bin);
-    let destination = Destination::resolve(output.output.as_deref(), output.format, &default_dir)?;
-    let mut spec = image.to_spec(ImageName::default_for(&bin, "latest")?, &bin)?;
-    let mut annotations = std::collections::BTreeMap::from([
-        ("org.opencontainers.image.title".to_string(), bin.clone()),
-        (
-            "org.opencontainers.image.created".to_string(),
-            spec.created()?,
+    let project = plan::plan_for_binary(request.manifest_path.as_deref(), &bin)?;
+    let (default_name, default_dir, mut annotations) = match &project {
+        Some(plan) => (
+            ImageName::default_for(&bin, &plan.version)?,
+            plan.target_directory.join("microimage").join(&bin),
+            plan.annotations.clone(),
         ),
-    ]);
+        None => (
+            ImageName::default_for(&bin, "latest")?,
+            Path::new("target").join("microimage").join(&bin),
+            std::collections::BTreeMap::from([(
+                "org.opencontainers.image.title".to_string(),
+                bin.clone(),
+            )]),
+        ),
+    };
+    let destination = Destination::resolve(output.output.as_deref(), output.format, &default_dir)?;
+    let mut spec = image.to_spec(default_name, &bin)?;
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        spec.created()?,
+    );
     annotations.extend(std::mem::take(&mut spec.annotations));
     spec.annotations = annotations;
     pack_and_write(&spec, &binaries, destination, shell)
+}
+
+fn list(platforms: &[&Platform]) -> String {
+    platforms
+        .iter()
+        .map(|p| p.short_name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The name of the binary in the image for `pack`: the common file name of the inputs.

@@ -103,18 +103,53 @@ pub fn plan(options: &CargoOptions) -> Result<Plan> {
     let metadata = metadata(options)?;
     let package = select_package(&metadata, options)?;
     let bin = select_bin(package, options.bin.as_deref())?;
+    Ok(plan_from(&metadata, package, bin))
+}
+
+/// For `pack`: the workspace member with a binary target named `bin`, if the current
+/// directory (or `manifest_path`) is in a cargo project that has one. Then `pack` uses the
+/// same defaults as `build` (tag, annotations, output directory).
+///
+/// Outside a cargo project this is `Ok(None)`; with an explicit `manifest_path`, failing
+/// to read it is an error.
+pub fn plan_for_binary(manifest_path: Option<&Path>, bin: &str) -> Result<Option<Plan>> {
+    let options = CargoOptions {
+        manifest_path: manifest_path.map(Path::to_path_buf),
+        ..CargoOptions::default()
+    };
+    let metadata = match metadata(&options) {
+        Ok(m) => m,
+        Err(e) if manifest_path.is_some() => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let owners: Vec<&Package> = metadata
+        .workspace_packages()
+        .into_iter()
+        .filter(|p| {
+            p.targets
+                .iter()
+                .any(|t| t.kind.contains(&TargetKind::Bin) && t.name == bin)
+        })
+        .collect();
+    match owners.as_slice() {
+        [one] => Ok(Some(plan_from(&metadata, one, bin.to_string()))),
+        _ => Ok(None),
+    }
+}
+
+fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Plan {
     let manifest_path = PathBuf::from(package.manifest_path.as_std_path());
     let package_dir = manifest_path.parent().unwrap_or(Path::new("."));
-    Ok(Plan {
+    Plan {
         workspace_root: metadata.workspace_root.clone().into_std_path_buf(),
         target_directory: metadata.target_directory.clone().into_std_path_buf(),
         annotations: annotations(package, &bin, package_dir),
-        manifest_path,
+        manifest_path: manifest_path.clone(),
         package_name: package.name.to_string(),
         package_id: package.id.repr.clone(),
         version: package.version.to_string(),
         bin,
-    })
+    }
 }
 
 fn metadata(options: &CargoOptions) -> Result<Metadata> {

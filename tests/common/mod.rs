@@ -29,6 +29,10 @@ pub fn tool() -> Command {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("CARGO_TARGET_DIR", shared_target())
         .env("CARGO_TERM_COLOR", "never");
+    // zig builds its libc once per target; keep that cache with the shared target dir.
+    if std::env::var_os("ZIG_GLOBAL_CACHE_DIR").is_none() {
+        cmd.env("ZIG_GLOBAL_CACHE_DIR", shared_target().join("zig-cache"));
+    }
     cmd
 }
 

@@ -7,7 +7,11 @@
 //! symbols are stripped through cargo's `strip` profile setting (`--config`), unless the
 //! user's environment sets it. A missing Rust target is installed with rustup.
 //!
+//! C code and cross-linking are set up by [`toolchain`].
+//!
 //! Not for: checking the result (see `crate::verify`).
+
+pub mod toolchain;
 
 use std::ffi::OsString;
 use std::io::BufReader;
@@ -29,6 +33,13 @@ pub fn build(
     shell: &Shell,
 ) -> Result<PathBuf> {
     ensure_target(platform.triple, shell)?;
+    let c_crates = toolchain::c_crates(plan, options, platform)?;
+    if !c_crates.is_empty() {
+        shell.verbose(
+            "C code",
+            format!("for {}: {}", platform.triple, c_crates.join(", ")),
+        );
+    }
     let mut cmd = Command::new(cargo());
     cmd.arg("build")
         .arg("--message-format=json-render-diagnostics")
@@ -51,6 +62,11 @@ pub fn build(
         }
     }
     add_rustflags(&mut cmd, platform.triple, &remap_flags(plan));
+    toolchain::configure(&mut cmd, platform, &c_crates, shell)?;
+    shell.status(
+        "Building",
+        format!("{} for {platform} ({})", plan.bin, platform.triple),
+    );
     shell.verbose("Running", format!("{cmd:?}"));
     run_cargo(cmd, plan, platform)
 }
@@ -208,7 +224,7 @@ fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
         .collect::<Vec<_>>()
         .join(",");
     // `--config` arrays are appended to the same key from config files.
-    let key = if config_has_target_rustflags(triple) {
+    let key = if config_has_target_key(triple, "rustflags") {
         format!("target.{triple}.rustflags")
     } else {
         "build.rustflags".to_string()
@@ -216,9 +232,9 @@ fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
     cmd.arg("--config").arg(format!("{key}=[{list}]"));
 }
 
-/// Whether a cargo config file that applies here sets `target.<triple>.rustflags` or a
-/// `target.'cfg(…)'.rustflags` (which take precedence over `build.rustflags`).
-fn config_has_target_rustflags(triple: &str) -> bool {
+/// Whether a cargo config file that applies here sets `target.<triple>.<key>` or a
+/// `target.'cfg(…)'.<key>` (for rustflags, these take precedence over `build.rustflags`).
+fn config_has_target_key(triple: &str, key: &str) -> bool {
     let mut files = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         for dir in cwd.ancestors() {
@@ -240,8 +256,8 @@ fn config_has_target_rustflags(triple: &str) -> bool {
             let Some(targets) = table.get("target").and_then(|t| t.as_table()) else {
                 return false;
             };
-            targets.iter().any(|(key, value)| {
-                (key == triple || key.starts_with("cfg(")) && value.get("rustflags").is_some()
+            targets.iter().any(|(name, value)| {
+                (name == triple || name.starts_with("cfg(")) && value.get(key).is_some()
             })
         })
 }

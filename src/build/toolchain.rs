@@ -1,0 +1,184 @@
+//! C toolchains for the musl targets (DESIGN §5): which crates in the graph compile C, and
+//! how the build gets a C compiler and a linker for the target.
+//!
+//! - Pure Rust, native target: nothing to do (the host `cc` links with rustc's
+//!   self-contained musl CRT).
+//! - Pure Rust, foreign target: the toolchain's own `rust-lld`.
+//! - C code: `x86_64-linux-musl-gcc` (musl-tools) for the native x86_64 target when it is
+//!   installed; otherwise zig as C compiler, archiver and linker, set up through
+//!   `cargo-zigbuild`'s library (its wrapper scripts exec this binary as
+//!   `cargo-microimage zig cc …`, see `main.rs`).
+//!
+//! Everything is set only where the user has not: `CC_<target>`, `CXX_<target>`,
+//! `AR_<target>`, `CARGO_TARGET_<TRIPLE>_LINKER` in the environment and
+//! `target.<triple>.linker` in cargo config win.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use cargo_metadata::{DependencyKind, MetadataCommand, PackageId};
+
+use crate::error::{Error, Result};
+use crate::plan::{cargo, CargoOptions, Plan};
+use crate::platform::Platform;
+use crate::shell::Shell;
+
+/// The crates linked into `plan.bin` for `platform` whose build scripts compile C (they
+/// have a `cc` or `cmake` build-dependency), as `name version`, sorted.
+pub fn c_crates(plan: &Plan, options: &CargoOptions, platform: &Platform) -> Result<Vec<String>> {
+    let mut cmd = MetadataCommand::new();
+    cmd.cargo_path(cargo()).manifest_path(&plan.manifest_path);
+    let mut extra = vec!["--filter-platform".to_string(), platform.triple.to_string()];
+    extra.extend(options.lock_args());
+    extra.extend(options.feature_args());
+    cmd.other_options(extra);
+    let metadata = cmd.exec().map_err(|e| {
+        Error::new(format!(
+            "reading the dependency graph for {} failed: {e}",
+            platform.triple
+        ))
+    })?;
+    let Some(resolve) = &metadata.resolve else {
+        return Ok(Vec::new());
+    };
+    let packages: std::collections::HashMap<&PackageId, &cargo_metadata::Package> =
+        metadata.packages.iter().map(|p| (&p.id, p)).collect();
+    let nodes: std::collections::HashMap<&PackageId, &cargo_metadata::Node> =
+        resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    let root = metadata
+        .packages
+        .iter()
+        .find(|p| p.id.repr == plan.package_id)
+        .map(|p| &p.id);
+    let mut seen: BTreeSet<&PackageId> = BTreeSet::new();
+    let mut stack: Vec<&PackageId> = root.into_iter().collect();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(node) = nodes.get(id) {
+            for dep in &node.deps {
+                // Build-dependencies run on the host; only what is linked into the binary counts.
+                if dep
+                    .dep_kinds
+                    .iter()
+                    .any(|k| k.kind == DependencyKind::Normal)
+                {
+                    stack.push(&dep.pkg);
+                }
+            }
+        }
+    }
+    let mut out: Vec<String> = seen
+        .into_iter()
+        .filter_map(|id| packages.get(id))
+        .filter(|p| {
+            p.dependencies.iter().any(|d| {
+                d.kind == DependencyKind::Build && matches!(d.name.as_str(), "cc" | "cmake")
+            })
+        })
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// `aarch64-unknown-linux-musl` → `aarch64_unknown_linux_musl`.
+fn under(triple: &str) -> String {
+    triple.replace('-', "_")
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(program)))
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Sets up the C compiler and linker for `platform` on the cargo command `cmd`.
+pub fn configure(
+    cmd: &mut Command,
+    platform: &Platform,
+    c_crates: &[String],
+    shell: &Shell,
+) -> Result<()> {
+    let triple = platform.triple;
+    let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
+    let user_linker = env_set(&linker_env) || super::config_has_target_key(triple, "linker");
+    let user_cc = env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}"));
+    let native = Platform::host().is_ok_and(|h| h == platform);
+
+    if c_crates.is_empty() {
+        if !native && !user_linker {
+            cmd.env(&linker_env, "rust-lld");
+            shell.verbose(
+                "Linking",
+                format!("{triple} with rust-lld (no C code in the graph)"),
+            );
+        }
+        return Ok(());
+    }
+    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
+    if user_cc && (user_linker || native) || native && on_path(&musl_gcc) {
+        return Ok(());
+    }
+    let crates = c_crates.join(", ");
+    let zig = cargo_zigbuild::Zig::find_zig().map_err(|_| {
+        Error::new(format!(
+            "building for {triple} needs a C compiler for that target: these crates compile C: {crates}"
+        ))
+        .with_help(format!(
+            "install zig, which cargo-microimage uses as C compiler and linker for musl targets: \
+             `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{} and {linker_env} \
+             at a C toolchain for {triple}",
+            if native { ", or install musl-tools for x86_64-linux-musl-gcc" } else { "" },
+            under(triple)
+        ))
+    })?;
+    let config = cargo_config2::Config::load()
+        .map_err(|e| Error::new(format!("reading cargo's configuration failed: {e}")))?;
+    let wrapper = cargo_zigbuild::zig::prepare_zig_linker(triple, &config).map_err(|e| {
+        Error::new(format!(
+            "preparing zig ({}) for {triple} failed: {e:#}",
+            zig.0.display()
+        ))
+    })?;
+    shell.status(
+        "Using",
+        format!("zig as C compiler and linker for {triple} (C code in {crates})"),
+    );
+    let mut set = |name: String, value: &Path| {
+        if !env_set(&name) {
+            cmd.env(name, value);
+        }
+    };
+    set(format!("CC_{}", under(triple)), &wrapper.cc);
+    set(format!("CXX_{}", under(triple)), &wrapper.cxx);
+    set(format!("AR_{}", under(triple)), &wrapper.ar);
+    set(format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
+    if !user_linker {
+        cmd.env(&linker_env, &wrapper.cc);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn underscores() {
+        assert_eq!(
+            super::under("aarch64-unknown-linux-musl"),
+            "aarch64_unknown_linux_musl"
+        );
+    }
+}
