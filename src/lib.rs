@@ -9,6 +9,7 @@
 
 pub mod blob;
 pub mod build;
+pub mod config;
 pub mod error;
 pub mod image;
 pub mod inspect;

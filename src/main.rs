@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use microimage::config::IncludeBase;
 use microimage::layers::base::CaCerts;
 use microimage::options::{parse_key_value, parse_port, ImageOptions, OutputOptions};
+use microimage::output::load::Engine;
 use microimage::output::Format;
 use microimage::pipeline::{self, Outcome};
 use microimage::plan::CargoOptions;
@@ -84,6 +86,11 @@ enum Command {
         #[arg(required = true, value_name = "BINARY")]
         binaries: Vec<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Internal: the `zig cc`/`zig ar` wrapper that cargo-zigbuild's scripts call back into
     #[command(hide = true, subcommand)]
     Zig(cargo_zigbuild::Zig),
@@ -95,6 +102,12 @@ struct BuildFlags {
     /// Package to build (see `cargo help pkgid`)
     #[arg(short = 'p', long = "package", value_name = "SPEC")]
     package: Option<String>,
+    /// One image per binary target of every workspace member
+    #[arg(long, conflicts_with_all = ["package", "bin"])]
+    workspace: bool,
+    /// Leave a member out of --workspace (repeatable)
+    #[arg(long, value_name = "SPEC", requires = "workspace")]
+    exclude: Vec<String>,
     /// Binary target to put in the image
     #[arg(long, value_name = "NAME")]
     bin: Option<String>,
@@ -166,6 +179,12 @@ struct ImageFlags {
     /// CA certificates: bundled (Mozilla roots), host, none, or a PEM file
     #[arg(long, value_name = "bundled|host|none|PATH")]
     ca_certs: Option<String>,
+    /// Copy files or directories into the image (repeatable; SRC relative to the current directory)
+    #[arg(long, value_name = "SRC[:DEST]")]
+    include: Vec<String>,
+    /// Add /usr/share/zoneinfo from the embedded tz database
+    #[arg(long)]
+    tzdata: bool,
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
     #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
@@ -181,6 +200,10 @@ struct OutputFlags {
     /// Output format
     #[arg(long, value_name = "oci|oci-archive|docker-archive", value_parser = |s: &str| Format::parse(s).map_err(|e| e.to_string()))]
     format: Option<Format>,
+    /// Also load the image into the local podman or docker (this machine's platform)
+    #[arg(long, value_name = "podman|docker", num_args = 0..=1, require_equals = true, default_missing_value = "auto",
+          value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
+    load: Option<Engine>,
 }
 
 impl BuildFlags {
@@ -219,6 +242,12 @@ impl ImageFlags {
             workdir: self.workdir.clone(),
             args: self.args.clone(),
             ca_certs: self.ca_certs.as_deref().map(CaCerts::parse),
+            include: self
+                .include
+                .iter()
+                .map(|i| (i.clone(), IncludeBase::CurrentDir))
+                .collect(),
+            tzdata: self.tzdata.then_some(true),
             source_date_epoch: self.source_date_epoch,
         }
     }
@@ -229,11 +258,20 @@ impl OutputFlags {
         OutputOptions {
             output: self.output.clone(),
             format: self.format,
+            load: self.load,
         }
     }
 }
 
-const SUBCOMMANDS: &[&str] = &["build", "pack", "inspect", "verify", "zig", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "build",
+    "pack",
+    "inspect",
+    "verify",
+    "completions",
+    "zig",
+    "help",
+];
 
 /// cargo runs `cargo-microimage microimage ARGS`; drop that word, and default to `build`.
 fn normalised_args() -> Vec<std::ffi::OsString> {
@@ -303,15 +341,19 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             image,
             output,
         } => {
-            let platforms = platform::resolve(&build.platform, &build.target)?;
-            let outcome = pipeline::build(
-                &build.cargo_options(),
-                &platforms,
-                &image.options(),
-                &output.options(),
-                shell,
-            )?;
-            print_outcome(&outcome, json);
+            let request = pipeline::BuildRequest {
+                cargo: build.cargo_options(),
+                platforms: if build.platform.is_empty() && build.target.is_empty() {
+                    Vec::new()
+                } else {
+                    platform::resolve(&build.platform, &build.target)?
+                },
+                workspace: build.workspace,
+                exclude: build.exclude.clone(),
+            };
+            for outcome in pipeline::build(&request, &image.options(), &output.options(), shell)? {
+                print_outcome(&outcome, json);
+            }
         }
         Command::Pack {
             binaries,
@@ -346,6 +388,15 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             }
         }
         Command::Verify { binaries } => return verify_binaries(binaries, json, shell),
+        Command::Completions { shell: target } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *target,
+                &mut Cli::command(),
+                "cargo-microimage",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Zig(_) => unreachable!("handled in main"),
     }
     Ok(ExitCode::SUCCESS)

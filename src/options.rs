@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
+use crate::config::IncludeBase;
 use crate::error::{Error, Result};
 use crate::image::{ImageName, ImageSpec};
 use crate::layers::base::CaCerts;
+use crate::layers::include::Include;
 use crate::output::Format;
 
 /// IMAGE options from the command line; `None`/empty means "not given".
@@ -20,12 +22,21 @@ pub struct ImageOptions {
     pub workdir: Option<String>,
     pub args: Vec<String>,
     pub ca_certs: Option<CaCerts>,
+    /// `SRC[:DEST]` specs and what relative sources are relative to.
+    pub include: Vec<(String, IncludeBase)>,
+    pub tzdata: Option<bool>,
     pub source_date_epoch: Option<u64>,
 }
 
 impl ImageOptions {
-    /// Applies these options on top of the defaults for `bin`.
-    pub fn to_spec(&self, default_name: ImageName, bin: &str) -> Result<ImageSpec> {
+    /// Applies these options on top of the defaults for `bin`; relative `include` paths
+    /// from Cargo.toml are taken from `package_root` (else the current directory).
+    pub fn to_spec(
+        &self,
+        default_name: ImageName,
+        bin: &str,
+        package_root: Option<&std::path::Path>,
+    ) -> Result<ImageSpec> {
         let name = match &self.tag {
             Some(tag) => ImageName::parse(tag)?,
             None => default_name,
@@ -56,6 +67,20 @@ impl ImageOptions {
         if let Some(ca) = &self.ca_certs {
             spec.base.ca_certs = ca.clone();
         }
+        spec.base.tzdata = self.tzdata.unwrap_or(false);
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::new(format!("reading the current directory failed: {e}")))?;
+        spec.include = self
+            .include
+            .iter()
+            .map(|(text, base)| {
+                let root = match base {
+                    IncludeBase::Package => package_root.unwrap_or(&cwd),
+                    IncludeBase::CurrentDir => &cwd,
+                };
+                Include::parse(text, root)
+            })
+            .collect::<Result<Vec<_>>>()?;
         spec.source_date_epoch = match self.source_date_epoch {
             Some(n) => n,
             None => source_date_epoch_from_env()?,
@@ -69,6 +94,8 @@ impl ImageOptions {
 pub struct OutputOptions {
     pub output: Option<PathBuf>,
     pub format: Option<Format>,
+    /// `--load`: also hand the image to a local engine.
+    pub load: Option<crate::output::load::Engine>,
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, else 0.

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::image::{self, ImageName, ImageSet, PlatformBinary};
 use crate::options::{ImageOptions, OutputOptions};
 use crate::output::{self, Destination};
-use crate::plan::{self, CargoOptions};
-use crate::platform::Platform;
+use crate::plan::{self, CargoOptions, Plan};
+use crate::platform::{self, Platform};
 use crate::shell::{human_size, Shell};
 use crate::verify;
 
@@ -21,29 +21,118 @@ pub struct Outcome {
     pub destination: Destination,
 }
 
-/// `cargo microimage build`: builds the crate for each platform, verifies, packs, writes.
+/// What `build` takes besides the image and output options.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub cargo: CargoOptions,
+    /// `--platform`/`--target`; empty means: from Cargo.toml, else this machine's.
+    pub platforms: Vec<&'static Platform>,
+    /// `--workspace`: one image per binary target of every member.
+    pub workspace: bool,
+    /// `--exclude`: members left out of `--workspace`.
+    pub exclude: Vec<String>,
+}
+
+/// One image to make: a binary, its settings and where it goes.
+struct Job {
+    plan: Plan,
+    spec: image::ImageSpec,
+    platforms: Vec<&'static Platform>,
+    destination: Destination,
+}
+
+/// `cargo microimage build`: builds each selected binary for its platforms (one cargo
+/// invocation per target triple), verifies, packs and writes one image per binary.
 pub fn build(
-    cargo: &CargoOptions,
-    platforms: &[&'static Platform],
+    request: &BuildRequest,
     image: &ImageOptions,
     output: &OutputOptions,
     shell: &Shell,
-) -> Result<Outcome> {
-    let plan = plan::plan(cargo)?;
-    let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
-    let destination = Destination::resolve(output.output.as_deref(), output.format, &default_dir)?;
-    let mut spec = image.to_spec(ImageName::default_for(&plan.bin, &plan.version)?, &plan.bin)?;
-    let mut annotations = plan.annotations.clone();
-    annotations.insert("org.opencontainers.image.created".into(), spec.created()?);
-    annotations.extend(std::mem::take(&mut spec.annotations));
-    spec.annotations = annotations;
-
-    let mut binaries = Vec::new();
-    for &platform in platforms {
-        let path = build::build(&plan, cargo, platform, shell)?;
-        binaries.push(verified(&path, platform, shell)?);
+) -> Result<Vec<Outcome>> {
+    let plans = if request.workspace {
+        plan::plan_workspace(&request.cargo, &request.exclude)?
+    } else {
+        if !request.exclude.is_empty() {
+            return Err(Error::usage(
+                "--exclude can only be used together with --workspace",
+            ));
+        }
+        vec![plan::plan(&request.cargo)?]
+    };
+    if plans.len() > 1 {
+        if let Some(o) = &output.output {
+            if o.extension().is_some_and(|e| e == "tar") {
+                return Err(Error::usage(format!(
+                    "-o `{}` names one archive, but {} images are built",
+                    o.display(),
+                    plans.len()
+                ))
+                .with_help(
+                    "with several images, -o names a directory; each image goes to DIR/<bin>",
+                ));
+            }
+        }
     }
-    pack_and_write(&spec, &binaries, destination, shell)
+    // Resolve every image's settings before compiling anything, so bad settings fail fast.
+    let mut jobs = Vec::new();
+    for plan in plans {
+        let settings = plan.levels.merged();
+        let platforms = if !request.platforms.is_empty() {
+            request.platforms.clone()
+        } else if let Some(from_config) = &settings.platforms {
+            platform::resolve(from_config, &[])?
+        } else {
+            platform::resolve(&[], &[])?
+        };
+        let options = settings.with_command_line(image);
+        let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
+        let destination = match (&output.output, jobs.len() + 1 < 2 && !request.workspace) {
+            (Some(o), false) => Destination::resolve(None, output.format, &o.join(&plan.bin))?,
+            (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir)?,
+        };
+        let mut spec = options.to_spec(
+            ImageName::default_for(&plan.bin, &plan.version)?,
+            &plan.bin,
+            Some(plan.package_root()),
+        )?;
+        let mut annotations = plan.annotations.clone();
+        annotations.insert("org.opencontainers.image.created".into(), spec.created()?);
+        annotations.extend(std::mem::take(&mut spec.annotations));
+        spec.annotations = annotations;
+        jobs.push(Job {
+            plan,
+            spec,
+            platforms,
+            destination,
+        });
+    }
+
+    let mut all_platforms: Vec<&'static Platform> =
+        jobs.iter().flat_map(|j| j.platforms.clone()).collect();
+    all_platforms.sort();
+    all_platforms.dedup();
+    let mut built: Vec<Vec<PlatformBinary>> = vec![Vec::new(); jobs.len()];
+    for platform in all_platforms {
+        let wanted: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].platforms.contains(&platform))
+            .collect();
+        let plans: Vec<&Plan> = wanted.iter().map(|&i| &jobs[i].plan).collect();
+        let paths = build::build(&plans, &request.cargo, platform, shell)?;
+        for (&i, path) in wanted.iter().zip(paths) {
+            built[i].push(verified(&path, platform, shell)?);
+        }
+    }
+    let mut outcomes = Vec::new();
+    for (job, binaries) in jobs.into_iter().zip(built) {
+        outcomes.push(pack_and_write(
+            &job.spec,
+            &binaries,
+            job.destination,
+            output,
+            shell,
+        )?);
+    }
+    Ok(outcomes)
 }
 
 /// What `pack` takes besides the image and output options.
@@ -134,14 +223,18 @@ pub fn pack(
         ),
     };
     let destination = Destination::resolve(output.output.as_deref(), output.format, &default_dir)?;
-    let mut spec = image.to_spec(default_name, &bin)?;
+    let mut spec = image.to_spec(
+        default_name,
+        &bin,
+        project.as_ref().map(|p| p.package_root()),
+    )?;
     annotations.insert(
         "org.opencontainers.image.created".to_string(),
         spec.created()?,
     );
     annotations.extend(std::mem::take(&mut spec.annotations));
     spec.annotations = annotations;
-    pack_and_write(&spec, &binaries, destination, shell)
+    pack_and_write(&spec, &binaries, destination, output, shell)
 }
 
 fn list(platforms: &[&Platform]) -> String {
@@ -194,6 +287,7 @@ fn pack_and_write(
     spec: &image::ImageSpec,
     binaries: &[PlatformBinary],
     destination: Destination,
+    output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Outcome> {
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
@@ -215,6 +309,9 @@ fn pack_and_write(
                 img.manifest.digest
             ),
         );
+    }
+    if let Some(engine) = output.load {
+        output::load::load(&set, engine, shell)?;
     }
     Ok(Outcome { set, destination })
 }

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use cargo_metadata::{CargoOpt, Metadata, MetadataCommand, Package, TargetKind};
 
+use crate::config::{self, Levels};
 use crate::error::{Error, Result};
 
 /// The BUILD options, with cargo's names and meanings.
@@ -91,6 +92,15 @@ pub struct Plan {
     pub bin: String,
     /// Annotations from Cargo.toml and git (`org.opencontainers.image.*`).
     pub annotations: BTreeMap<String, String>,
+    /// The image settings from Cargo.toml that apply to this binary.
+    pub levels: Levels,
+}
+
+impl Plan {
+    /// The directory of the package's Cargo.toml.
+    pub fn package_root(&self) -> &Path {
+        self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
 }
 
 /// The `cargo` to run: the one that invoked us (`$CARGO`), else `cargo` on PATH.
@@ -103,7 +113,76 @@ pub fn plan(options: &CargoOptions) -> Result<Plan> {
     let metadata = metadata(options)?;
     let package = select_package(&metadata, options)?;
     let bin = select_bin(package, options.bin.as_deref())?;
-    Ok(plan_from(&metadata, package, bin))
+    plan_from(&metadata, package, bin)
+}
+
+/// `--workspace`: every binary target of every member not in `exclude` (binaries whose
+/// `required-features` are not enabled are skipped, as `cargo build --bins` does).
+pub fn plan_workspace(options: &CargoOptions, exclude: &[String]) -> Result<Vec<Plan>> {
+    let metadata = metadata(options)?;
+    let members = metadata.workspace_packages();
+    if let Some(unknown) = exclude
+        .iter()
+        .find(|e| !members.iter().any(|p| p.name.as_str() == e.as_str()))
+    {
+        return Err(Error::usage(format!(
+            "--exclude `{unknown}` is not a member of the workspace"
+        ))
+        .with_help(format!(
+            "workspace members: {}",
+            members
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let enabled = |package: &Package| -> Vec<String> {
+        metadata
+            .resolve
+            .as_ref()
+            .and_then(|r| r.nodes.iter().find(|n| n.id == package.id))
+            .map(|n| n.features.iter().map(|f| f.to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut plans = Vec::new();
+    for package in members
+        .iter()
+        .filter(|p| !exclude.iter().any(|e| e.as_str() == p.name.as_str()))
+    {
+        let features = enabled(package);
+        for target in package
+            .targets
+            .iter()
+            .filter(|t| t.kind.contains(&TargetKind::Bin))
+        {
+            if target
+                .required_features
+                .iter()
+                .all(|f| features.contains(f))
+            {
+                plans.push(plan_from(&metadata, package, target.name.clone())?);
+            }
+        }
+    }
+    if plans.is_empty() {
+        return Err(
+            Error::usage("no binary targets in the selected workspace members")
+                .with_help("add a binary target, or check --exclude"),
+        );
+    }
+    let mut names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::usage(format!(
+            "two workspace members have a binary named `{}`: their images would have the same name",
+            w[0]
+        ))
+        .with_help(
+            "build them one at a time with -p and --bin, giving each its own --tag and -o",
+        ));
+    }
+    Ok(plans)
 }
 
 /// For `pack`: the workspace member with a binary target named `bin`, if the current
@@ -132,16 +211,25 @@ pub fn plan_for_binary(manifest_path: Option<&Path>, bin: &str) -> Result<Option
         })
         .collect();
     match owners.as_slice() {
-        [one] => Ok(Some(plan_from(&metadata, one, bin.to_string()))),
+        [one] => plan_from(&metadata, one, bin.to_string()).map(Some),
         _ => Ok(None),
     }
 }
 
-fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Plan {
+fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Result<Plan> {
     let manifest_path = PathBuf::from(package.manifest_path.as_std_path());
     let package_dir = manifest_path.parent().unwrap_or(Path::new("."));
-    Plan {
-        workspace_root: metadata.workspace_root.clone().into_std_path_buf(),
+    let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
+    let levels = config::levels(
+        &metadata.workspace_metadata,
+        &workspace_root,
+        &package.metadata,
+        &manifest_path,
+        &bin,
+    )?;
+    Ok(Plan {
+        levels,
+        workspace_root,
         target_directory: metadata.target_directory.clone().into_std_path_buf(),
         annotations: annotations(package, &bin, package_dir),
         manifest_path: manifest_path.clone(),
@@ -149,7 +237,7 @@ fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Plan {
         package_id: package.id.repr.clone(),
         version: package.version.to_string(),
         bin,
-    }
+    })
 }
 
 fn metadata(options: &CargoOptions) -> Result<Metadata> {
@@ -285,8 +373,23 @@ fn annotations(package: &Package, bin: &str, package_dir: &Path) -> BTreeMap<Str
     put("authors", Some(package.authors.join(", ")));
     put("source", package.repository.clone());
     put("url", package.homepage.clone());
-    put("revision", git_head(package_dir));
+    let head = git_head(package_dir);
+    let dirty = head.is_some() && git_dirty(package_dir);
+    put("revision", head);
+    if dirty {
+        // The revision alone does not describe the source: say so, separately.
+        out.insert("rs.microimage.source.dirty".to_string(), "true".to_string());
+    }
     out
+}
+
+/// Whether tracked files in the checkout holding `dir` have uncommitted changes.
+fn git_dirty(dir: &Path) -> bool {
+    Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(dir)
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
 
 /// The HEAD commit of the git checkout holding `dir`, if there is one.

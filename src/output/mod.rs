@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod layout;
+pub mod load;
 
 use std::fs;
 use std::io::Write;

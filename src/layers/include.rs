@@ -1,0 +1,283 @@
+//! The include layer (`--include SRC[:DEST]`, `include = [...]`): files and directories
+//! copied into the image, deterministically — sorted by the layer writer, owned by root,
+//! files 0644 or 0755 (only the executable bit is kept), directories 0755, mtime = the
+//! source date epoch. Symlinks inside are kept as symlinks; anything that escapes its root
+//! (`..` in a path, a symlink pointing outside, an absolute symlink target) is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::layers::{parents, Content, Entry, Kind};
+
+/// One `SRC[:DEST]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    /// As written, for messages.
+    pub spec: String,
+    /// Absolute source path.
+    pub src: PathBuf,
+    /// The root the source must stay inside (package root or current directory).
+    pub root: PathBuf,
+    /// Destination in the image, relative (`srv/static`).
+    pub dest: String,
+}
+
+impl Include {
+    /// Parses `SRC[:DEST]` relative to `root`. Without DEST, the file goes to `/<SRC>`.
+    pub fn parse(spec: &str, root: &Path) -> Result<Include> {
+        let (src, dest) = match spec.split_once(':') {
+            Some((s, d)) => (s, Some(d)),
+            None => (spec, None),
+        };
+        let bad = |why: &str| {
+            Error::new(format!("include `{spec}`: {why}"))
+                .with_help("use SRC[:DEST]: SRC relative to the package (or, on the command line, the current directory), DEST an absolute path in the image")
+        };
+        let src_path = Path::new(src);
+        if src.is_empty()
+            || src_path.is_absolute()
+            || src_path
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err(bad(&format!(
+                "`{src}` must be a relative path inside `{}`, without `..`",
+                root.display()
+            )));
+        }
+        let dest = match dest {
+            Some(d) if !d.starts_with('/') => {
+                return Err(bad(&format!("the destination `{d}` must be absolute")))
+            }
+            Some(d) => d.trim_matches('/').to_string(),
+            None => normalise(src_path),
+        };
+        if dest.split('/').any(|c| c == ".." || c == ".") {
+            return Err(bad("the destination must not contain `.` or `..`"));
+        }
+        Ok(Include {
+            spec: spec.to_string(),
+            src: root.join(src_path),
+            root: root.to_path_buf(),
+            dest,
+        })
+    }
+}
+
+fn normalise(p: &Path) -> String {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The entries for all `includes`, with the directories leading to each destination.
+pub fn entries(includes: &[Include]) -> Result<Vec<Entry>> {
+    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+    for inc in includes {
+        let root = inc.root.canonicalize().path_context("reading", &inc.root)?;
+        let meta = std::fs::symlink_metadata(&inc.src).map_err(|e| {
+            Error::io("reading included", &inc.src, e)
+                .with_help(format!("check the include `{}`", inc.spec))
+        })?;
+        let real = inc.src.canonicalize().path_context("reading", &inc.src)?;
+        if !real.starts_with(&root) {
+            return Err(escape(inc, &inc.src));
+        }
+        if inc.dest.is_empty() && !meta.is_dir() {
+            return Err(Error::new(format!(
+                "include `{}`: a file needs a destination path, not `/`",
+                inc.spec
+            )));
+        }
+        for dir in parents(&inc.dest) {
+            add(&mut out, Entry::dir(dir, 0o755))?;
+        }
+        add_path(&mut out, inc, &root, &inc.src, &inc.dest)?;
+    }
+    Ok(out.into_values().collect())
+}
+
+fn add_path(
+    out: &mut BTreeMap<String, Entry>,
+    inc: &Include,
+    root: &Path,
+    path: &Path,
+    dest: &str,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).path_context("reading", path)?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(path).path_context("reading the symlink", path)?;
+        let resolved = path.parent().unwrap_or(root).join(&target);
+        if target.is_absolute() || !lexically_inside(&resolved, root) {
+            return Err(escape(inc, path));
+        }
+        add(out, Entry::symlink(dest, &target.to_string_lossy()))
+    } else if ft.is_dir() {
+        if !dest.is_empty() {
+            add(out, Entry::dir(dest, 0o755))?;
+        }
+        let mut children: Vec<PathBuf> = std::fs::read_dir(path)
+            .path_context("reading", path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()
+            .path_context("reading", path)?;
+        children.sort();
+        for child in children {
+            let name = child
+                .file_name()
+                .expect("a directory entry has a name")
+                .to_string_lossy()
+                .into_owned();
+            let child_dest = if dest.is_empty() {
+                name
+            } else {
+                format!("{dest}/{name}")
+            };
+            add_path(out, inc, root, &child, &child_dest)?;
+        }
+        Ok(())
+    } else if ft.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        add(
+            out,
+            Entry::file(dest, mode, Content::File(path.to_path_buf())),
+        )
+    } else {
+        Err(Error::new(format!(
+            "include `{}`: `{}` is not a regular file, directory or symlink",
+            inc.spec,
+            path.display()
+        )))
+    }
+}
+
+/// Whether `path`, with `..` resolved lexically (symlinks in `root` are already resolved),
+/// stays inside `root`.
+fn lexically_inside(path: &Path, root: &Path) -> bool {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let real = out.canonicalize().unwrap_or(out);
+    real.starts_with(root)
+}
+
+fn escape(inc: &Include, path: &Path) -> Error {
+    Error::new(format!(
+        "include `{}`: `{}` leads outside `{}`",
+        inc.spec,
+        path.display(),
+        inc.root.display()
+    ))
+    .with_help("only files inside the package can be included; symlinks must be relative and stay inside it")
+}
+
+fn add(out: &mut BTreeMap<String, Entry>, entry: Entry) -> Result<()> {
+    match out.get(&entry.path) {
+        Some(existing) if matches!((&existing.kind, &entry.kind), (Kind::Dir, Kind::Dir)) => Ok(()),
+        Some(_) => Err(Error::new(format!(
+            "two included files would be written to `/{}`",
+            entry.path
+        ))
+        .with_help("give each include its own destination")),
+        None => {
+            out.insert(entry.path.clone(), entry);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("static/css")).unwrap();
+        std::fs::write(p.join("static/index.html"), "<html>").unwrap();
+        std::fs::write(p.join("static/css/site.css"), "body{}").unwrap();
+        std::fs::write(p.join("run.sh"), "#!/bin/sh").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.join("run.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink("index.html", p.join("static/home.html")).unwrap();
+        t
+    }
+
+    #[test]
+    fn directories_files_modes_and_symlinks() {
+        let t = tree();
+        let incs = [
+            Include::parse("static:/srv/static", t.path()).unwrap(),
+            Include::parse("run.sh", t.path()).unwrap(),
+        ];
+        let e = entries(&incs).unwrap();
+        let summary: Vec<(String, u32, &str)> = e
+            .iter()
+            .map(|e| {
+                let kind = match e.kind {
+                    Kind::Dir => "dir",
+                    Kind::File(_) => "file",
+                    Kind::Symlink(_) => "link",
+                };
+                (e.path.clone(), e.mode, kind)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("run.sh".to_string(), 0o755, "file"),
+                ("srv".into(), 0o755, "dir"),
+                ("srv/static".into(), 0o755, "dir"),
+                ("srv/static/css".into(), 0o755, "dir"),
+                ("srv/static/css/site.css".into(), 0o644, "file"),
+                ("srv/static/home.html".into(), 0o777, "link"),
+                ("srv/static/index.html".into(), 0o644, "file"),
+            ]
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let t = tree();
+        let err = Include::parse("../etc/passwd", t.path()).unwrap_err();
+        assert!(err.message().contains("without `..`"), "{err}");
+        assert!(Include::parse("/etc/passwd", t.path()).is_err());
+        assert!(Include::parse("static:relative", t.path()).is_err());
+        std::os::unix::fs::symlink("/etc/passwd", t.path().join("static/abs")).unwrap();
+        let err = entries(&[Include::parse("static:/s", t.path()).unwrap()]).unwrap_err();
+        assert!(err.message().contains("leads outside"), "{err}");
+        std::fs::remove_file(t.path().join("static/abs")).unwrap();
+        std::os::unix::fs::symlink("../../x", t.path().join("static/up")).unwrap();
+        assert!(entries(&[Include::parse("static:/s", t.path()).unwrap()]).is_err());
+    }
+
+    #[test]
+    fn two_files_for_one_destination_are_refused() {
+        let t = tree();
+        let incs = [
+            Include::parse("run.sh:/x", t.path()).unwrap(),
+            Include::parse("static/index.html:/x", t.path()).unwrap(),
+        ];
+        assert!(entries(&incs).unwrap_err().message().contains("/x"));
+    }
+}
