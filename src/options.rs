@@ -73,12 +73,14 @@ impl ImageOptions {
         spec.include = self
             .include
             .iter()
-            .map(|(text, base)| {
-                let root = match base {
-                    IncludeBase::Package => package_root.unwrap_or(&cwd),
-                    IncludeBase::CurrentDir => &cwd,
-                };
-                Include::parse(text, root)
+            .map(|(text, base)| match (base, package_root) {
+                (IncludeBase::Package, Some(root)) => Include::parse(text, root).map_err(|e| {
+                    e.context(format!(
+                        "invalid image settings in `{}`, key `include`",
+                        root.join("Cargo.toml").display()
+                    ))
+                }),
+                _ => Include::parse(text, &cwd),
             })
             .collect::<Result<Vec<_>>>()?;
         spec.source_date_epoch = match self.source_date_epoch {

@@ -47,9 +47,16 @@ impl Report {
         let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let offset = utc_offset_seconds();
+        let utc_offset = format!(
+            "{}{:02}:{:02}",
+            if offset < 0 { '-' } else { '+' },
+            offset.abs() / 3600,
+            offset.abs() % 3600 / 60
+        );
         format!(
             "{{\"app\":\"example-app\",\"version\":\"{}\",\"greeting\":\"{greeting}\",\"arch\":\"{}\",\
-             \"uid\":{uid},\"gid\":{gid},\"ca_roots\":{},\"tls_ready\":{},\"tmp_writable\":{},\"cwd\":{:?}}}",
+             \"uid\":{uid},\"gid\":{gid},\"ca_roots\":{},\"tls_ready\":{},\"tmp_writable\":{},\"cwd\":{:?},\"utc_offset\":\"{utc_offset}\"}}",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::ARCH,
             self.ca_roots,
@@ -57,6 +64,20 @@ impl Report {
             tmp_writable(),
             cwd,
         )
+    }
+}
+
+/// The local time's offset from UTC, as the C library sees it (`TZ` and
+/// `/usr/share/zoneinfo`).
+fn utc_offset_seconds() -> i64 {
+    // SAFETY: time(NULL) has no preconditions; localtime_r writes only into `tm`.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
     }
 }
 

@@ -97,7 +97,11 @@ pub fn copy_crate(src: &Path, dest: &Path) {
         }
         let to = dest.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(&entry, &to).unwrap();
+        if entry.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&entry).unwrap(), &to).unwrap();
+        } else {
+            std::fs::copy(&entry, &to).unwrap();
+        }
     }
 }
 
@@ -105,7 +109,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() {
+        if p.is_dir() && !p.is_symlink() {
             if p.file_name().unwrap() != "target" {
                 out.extend(walk(&p));
             }
