@@ -19,6 +19,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
+pub mod push;
 pub mod shell;
 pub mod verify;
 

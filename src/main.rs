@@ -56,6 +56,18 @@ enum Command {
         #[command(flatten)]
         output: OutputFlags,
     },
+    /// Build like `build`, then push the image to a registry
+    Push {
+        /// Where to: registry/repository:tag (default: $MICROIMAGE_REPO/<bin>:<version>)
+        #[arg(value_name = "REFERENCE")]
+        reference: Option<String>,
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        registry: RegistryFlags,
+    },
     /// Pack prebuilt static binaries (one per platform) into an image
     Pack {
         /// Static ELF binaries; each one's platform is read from its header
@@ -70,6 +82,11 @@ enum Command {
         /// The cargo project whose defaults (tag, annotations) apply (default: the current one)
         #[arg(long, value_name = "PATH")]
         manifest_path: Option<PathBuf>,
+        /// Push to this registry/repository:tag instead of writing to disk
+        #[arg(long, value_name = "REFERENCE")]
+        push: Option<String>,
+        #[command(flatten)]
+        registry: RegistryFlags,
         #[command(flatten)]
         image: ImageFlags,
         #[command(flatten)]
@@ -152,9 +169,9 @@ struct BuildFlags {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Image options")]
 struct ImageFlags {
-    /// Image name and tag, NAME[:TAG] (default: <bin>:<version>)
-    #[arg(long, value_name = "NAME[:TAG]")]
-    tag: Option<String>,
+    /// Image name and tag, NAME[:TAG] (default: <bin>:<version>); with push, a tag to add (repeatable)
+    #[arg(long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
     /// Config label (repeatable)
     #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
     label: Vec<(String, String)>,
@@ -188,6 +205,26 @@ struct ImageFlags {
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
     #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Registry options")]
+struct RegistryFlags {
+    /// Allow plain HTTP to any registry (loopback registries may always use it)
+    #[arg(long)]
+    insecure: bool,
+    /// Trust the CA certificates in this PEM file, too
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+}
+
+impl RegistryFlags {
+    fn options(&self) -> microimage::push::PushOptions {
+        microimage::push::PushOptions {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -231,9 +268,21 @@ impl BuildFlags {
 }
 
 impl ImageFlags {
+    /// For local output: at most one --tag, the image's name.
+    fn single_tag(&self) -> Result<()> {
+        if self.tags.len() > 1 {
+            return Err(microimage::Error::usage(format!(
+                "--tag given {} times, but an image written to disk has one name",
+                self.tags.len()
+            ))
+            .with_help("pass one --tag NAME[:TAG]; several tags are for `push`"));
+        }
+        Ok(())
+    }
+
     fn options(&self) -> ImageOptions {
         ImageOptions {
-            tag: self.tag.clone(),
+            tag: self.tags.first().cloned(),
             labels: self.label.clone(),
             annotations: self.annotation.clone(),
             env: self.env.clone(),
@@ -265,6 +314,7 @@ impl OutputFlags {
 
 const SUBCOMMANDS: &[&str] = &[
     "build",
+    "push",
     "pack",
     "inspect",
     "verify",
@@ -341,6 +391,7 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             image,
             output,
         } => {
+            image.single_tag()?;
             let request = pipeline::BuildRequest {
                 cargo: build.cargo_options(),
                 platforms: if build.platform.is_empty() && build.target.is_empty() {
@@ -350,8 +401,40 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
                 },
                 workspace: build.workspace,
                 exclude: build.exclude.clone(),
+                push: None,
             };
             for outcome in pipeline::build(&request, &image.options(), &output.options(), shell)? {
+                print_outcome(&outcome, json);
+            }
+        }
+        Command::Push {
+            reference,
+            build,
+            image,
+            registry,
+        } => {
+            // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
+            let mut image_options = image.options();
+            image_options.tag = None;
+            let tags = image.tags.clone();
+            let request = pipeline::BuildRequest {
+                cargo: build.cargo_options(),
+                platforms: if build.platform.is_empty() && build.target.is_empty() {
+                    Vec::new()
+                } else {
+                    platform::resolve(&build.platform, &build.target)?
+                },
+                workspace: build.workspace,
+                exclude: build.exclude.clone(),
+                push: Some(pipeline::PushRequest {
+                    reference: reference.clone(),
+                    tags,
+                    options: registry.options(),
+                }),
+            };
+            for outcome in
+                pipeline::build(&request, &image_options, &OutputOptions::default(), shell)?
+            {
                 print_outcome(&outcome, json);
             }
         }
@@ -360,9 +443,17 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             bin,
             platform,
             manifest_path,
+            push,
+            registry,
             image,
             output,
         } => {
+            let mut image_options = image.options();
+            if push.is_some() {
+                image_options.tag = None;
+            } else {
+                image.single_tag()?;
+            }
             let platforms = if platform.is_empty() {
                 Vec::new()
             } else {
@@ -373,8 +464,13 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
                 bin_name: bin.clone(),
                 platforms,
                 manifest_path: manifest_path.clone(),
+                push: push.as_ref().map(|reference| pipeline::PushRequest {
+                    reference: Some(reference.clone()),
+                    tags: image.tags.clone(),
+                    options: registry.options(),
+                }),
             };
-            let outcome = pipeline::pack(&request, &image.options(), &output.options(), shell)?;
+            let outcome = pipeline::pack(&request, &image_options, &output.options(), shell)?;
             print_outcome(&outcome, json);
         }
         Command::Inspect { path } => {
@@ -442,29 +538,37 @@ fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<Ex
 
 fn print_outcome(outcome: &Outcome, json: bool) {
     let set = &outcome.set;
-    let reference = outcome.destination.reference(set);
+    if let Some(pushed) = &outcome.pushed {
+        let line = format!("{}@{}", pushed.reference, set.index.digest);
+        if json {
+            let value = serde_json::json!({
+                "reason": "image-pushed",
+                "reference": pushed.reference,
+                "tags": pushed.tags,
+                "index_digest": set.index.digest.to_string(),
+                "pinned": line,
+                "blobs": {"uploaded": pushed.uploaded, "mounted": pushed.mounted, "present": pushed.present},
+                "platforms": platform_json(set),
+            });
+            println_stdout(&value.to_string());
+        } else {
+            println_stdout(&line);
+        }
+        return;
+    }
+    let Some(destination) = &outcome.destination else {
+        return;
+    };
+    let reference = destination.reference(set);
     if json {
-        let platforms: Vec<_> = set
-            .images
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "platform": i.platform.oci_name(),
-                    "manifest_digest": i.manifest.digest.to_string(),
-                    "config_digest": i.config.digest.to_string(),
-                    "compressed_size": i.compressed_size(),
-                    "uncompressed_size": i.uncompressed_size(),
-                    "binary_size": i.binary_size,
-                })
-            })
-            .collect();
+        let platforms = platform_json(set);
         let value = serde_json::json!({
             "reason": "image-written",
             "name": set.name.to_string(),
             "tag": set.name.tag,
             "reference": reference,
-            "path": outcome.destination.path,
-            "format": outcome.destination.format.transport(),
+            "path": destination.path,
+            "format": destination.format.transport(),
             "index_digest": set.index.digest.to_string(),
             "platforms": platforms,
         });
@@ -472,6 +576,22 @@ fn print_outcome(outcome: &Outcome, json: bool) {
     } else {
         println_stdout(&format!("{reference} {}", set.index.digest));
     }
+}
+
+fn platform_json(set: &microimage::image::ImageSet) -> Vec<serde_json::Value> {
+    set.images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "platform": i.platform.oci_name(),
+                "manifest_digest": i.manifest.digest.to_string(),
+                "config_digest": i.config.digest.to_string(),
+                "compressed_size": i.compressed_size(),
+                "uncompressed_size": i.uncompressed_size(),
+                "binary_size": i.binary_size,
+            })
+        })
+        .collect()
 }
 
 fn println_stdout(line: &str) {

@@ -11,14 +11,69 @@ use crate::options::{ImageOptions, OutputOptions};
 use crate::output::{self, Destination};
 use crate::plan::{self, CargoOptions, Plan};
 use crate::platform::{self, Platform};
+use crate::push;
 use crate::shell::{human_size, Shell};
 use crate::verify;
 
-/// A finished image and where it was written.
+/// A finished image and where it went.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub set: ImageSet,
-    pub destination: Destination,
+    /// Where it was written on disk, if it was.
+    pub destination: Option<Destination>,
+    /// Where it was pushed, if it was.
+    pub pushed: Option<push::Pushed>,
+}
+
+/// Where an image goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Disk(Destination),
+    Registry {
+        reference: oci_client::Reference,
+        tags: Vec<String>,
+        options: push::PushOptions,
+    },
+}
+
+/// `push`: where to, and how to connect.
+#[derive(Debug, Clone, Default)]
+pub struct PushRequest {
+    /// `registry/repository:tag`; default `$MICROIMAGE_REPO/<bin>:<version>`.
+    pub reference: Option<String>,
+    /// Extra tags for the same repository.
+    pub tags: Vec<String>,
+    pub options: push::PushOptions,
+}
+
+impl PushRequest {
+    /// The sink for an image of `bin` whose default tag is `tag`.
+    fn sink(&self, bin: &str, tag: &str, images: usize) -> Result<Sink> {
+        let reference = match (&self.reference, std::env::var("MICROIMAGE_REPO")) {
+            (Some(_), _) if images > 1 => {
+                return Err(Error::usage(format!("one REFERENCE given, but {images} images are built"))
+                    .with_help("leave REFERENCE out and set MICROIMAGE_REPO: each image goes to $MICROIMAGE_REPO/<bin>:<version>"))
+            }
+            (Some(r), _) => r.clone(),
+            (None, Ok(repo)) if !repo.trim().is_empty() => format!("{}/{bin}:{tag}", repo.trim().trim_end_matches('/')),
+            (None, _) => {
+                return Err(Error::usage("push needs a destination: a REFERENCE or $MICROIMAGE_REPO")
+                    .with_help("e.g. `cargo microimage push ghcr.io/you/app:1.0`, or `MICROIMAGE_REPO=ghcr.io/you cargo microimage push`"))
+            }
+        };
+        for t in &self.tags {
+            if t.contains([':', '/', '@'])
+                || crate::image::ImageName::parse(&format!("x:{t}")).is_err()
+            {
+                return Err(Error::usage(format!("--tag `{t}`: with push, --tag adds a tag (like `latest`) to the pushed repository")));
+            }
+        }
+        Ok(Sink::Registry {
+            reference: push::parse_reference(&reference)?,
+            tags: self.tags.clone(),
+            options: self.options.clone(),
+        })
+    }
 }
 
 /// What `build` takes besides the image and output options.
@@ -31,6 +86,8 @@ pub struct BuildRequest {
     pub workspace: bool,
     /// `--exclude`: members left out of `--workspace`.
     pub exclude: Vec<String>,
+    /// `push`: send the images to a registry instead of writing them to disk.
+    pub push: Option<PushRequest>,
 }
 
 /// One image to make: a binary, its settings and where it goes.
@@ -38,7 +95,7 @@ struct Job {
     plan: Plan,
     spec: image::ImageSpec,
     platforms: Vec<&'static Platform>,
-    destination: Destination,
+    sink: Sink,
 }
 
 /// `cargo microimage build`: builds each selected binary for its platforms (one cargo
@@ -86,10 +143,7 @@ pub fn build(
         };
         let options = settings.with_command_line(image);
         let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
-        let destination = match (&output.output, jobs.len() + 1 < 2 && !request.workspace) {
-            (Some(o), false) => Destination::resolve(None, output.format, &o.join(&plan.bin))?,
-            (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir)?,
-        };
+        let several = request.workspace;
         let mut spec = options.to_spec(
             ImageName::default_for(&plan.bin, &plan.version)?,
             &plan.bin,
@@ -99,11 +153,18 @@ pub fn build(
         annotations.insert("org.opencontainers.image.created".into(), spec.created()?);
         annotations.extend(std::mem::take(&mut spec.annotations));
         spec.annotations = annotations;
+        let sink = match &request.push {
+            Some(push) => push.sink(&plan.bin, &spec.name.tag, if several { 2 } else { 1 })?,
+            None => Sink::Disk(match (&output.output, several) {
+                (Some(o), true) => Destination::resolve(None, output.format, &o.join(&plan.bin))?,
+                (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir)?,
+            }),
+        };
         jobs.push(Job {
             plan,
             spec,
             platforms,
-            destination,
+            sink,
         });
     }
 
@@ -125,11 +186,7 @@ pub fn build(
     let mut outcomes = Vec::new();
     for (job, binaries) in jobs.into_iter().zip(built) {
         outcomes.push(pack_and_write(
-            &job.spec,
-            &binaries,
-            job.destination,
-            output,
-            shell,
+            &job.spec, &binaries, job.sink, output, shell,
         )?);
     }
     Ok(outcomes)
@@ -145,6 +202,8 @@ pub struct PackRequest {
     pub platforms: Vec<&'static Platform>,
     /// The cargo project whose defaults apply (default: the one around the current directory).
     pub manifest_path: Option<PathBuf>,
+    /// `--push REFERENCE`: push instead of writing to disk.
+    pub push: Option<PushRequest>,
 }
 
 /// `cargo microimage pack`: prebuilt static binaries (one per platform) → image.
@@ -222,7 +281,6 @@ pub fn pack(
             )]),
         ),
     };
-    let destination = Destination::resolve(output.output.as_deref(), output.format, &default_dir)?;
     let mut spec = image.to_spec(
         default_name,
         &bin,
@@ -234,7 +292,15 @@ pub fn pack(
     );
     annotations.extend(std::mem::take(&mut spec.annotations));
     spec.annotations = annotations;
-    pack_and_write(&spec, &binaries, destination, output, shell)
+    let sink = match &request.push {
+        Some(push) => push.sink(&bin, &spec.name.tag, 1)?,
+        None => Sink::Disk(Destination::resolve(
+            output.output.as_deref(),
+            output.format,
+            &default_dir,
+        )?),
+    };
+    pack_and_write(&spec, &binaries, sink, output, shell)
 }
 
 fn list(platforms: &[&Platform]) -> String {
@@ -286,7 +352,7 @@ fn describe(path: &Path, platform: &Platform, size: u64) -> String {
 fn pack_and_write(
     spec: &image::ImageSpec,
     binaries: &[PlatformBinary],
-    destination: Destination,
+    sink: Sink,
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Outcome> {
@@ -296,7 +362,20 @@ fn pack_and_write(
         format!("{} ({})", spec.name, platforms.join(", ")),
     );
     let set = image::assemble(spec, binaries)?;
-    output::write(&set, &destination)?;
+    let (destination, pushed) = match sink {
+        Sink::Disk(destination) => {
+            output::write(&set, &destination)?;
+            (Some(destination), None)
+        }
+        Sink::Registry {
+            reference,
+            tags,
+            options,
+        } => (
+            None,
+            Some(push::push(&set, &reference, &tags, &options, shell)?),
+        ),
+    };
     for img in &set.images {
         shell.status(
             "Finished",
@@ -313,5 +392,9 @@ fn pack_and_write(
     if let Some(engine) = output.load {
         output::load::load(&set, engine, shell)?;
     }
-    Ok(Outcome { set, destination })
+    Ok(Outcome {
+        set,
+        destination,
+        pushed,
+    })
 }

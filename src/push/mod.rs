@@ -1,0 +1,521 @@
+//! The registry sink: pushes an [`ImageSet`] with the `oci-client` crate (OCI distribution
+//! spec), so the registry stores exactly the bytes — and digests — that were built.
+//!
+//! Order (DESIGN §7): every blob first — a HEAD says whether the registry has it; if not,
+//! a cross-repository mount is tried from repositories of the same registry this machine
+//! pushed it to before (a small blob-location cache, as containers/image keeps), else it is
+//! uploaded — then each platform manifest by digest, then the index by tag, then every
+//! extra tag. No tag ever points at an image whose blobs are not all there, and a re-run
+//! uploads only what is missing.
+//!
+//! Transient failures (connection errors, timeouts, 429, 5xx) are retried with exponential
+//! backoff and jitter; authentication failures stop at once.
+
+pub mod credentials;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use crate::blob::Blob;
+use crate::error::{Error, IoContext, Result};
+use crate::image::ImageSet;
+use crate::shell::{human_size, Shell};
+
+/// Registry connection options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    /// Allow plain HTTP for any registry (otherwise only for loopback hosts).
+    pub insecure: bool,
+    /// A PEM file of CA certificates to trust in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where an image was pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// `registry/repository:tag` as given.
+    pub reference: String,
+    /// Extra tags pushed after it.
+    pub tags: Vec<String>,
+    /// Blobs uploaded, mounted, and already present.
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub present: usize,
+}
+
+/// Parses a push destination, `registry/repository:tag`.
+pub fn parse_reference(s: &str) -> Result<Reference> {
+    let image = crate::image::ImageName::parse(s)?;
+    if !s.contains(':') || s.contains('@') {
+        // A missing tag would silently mean `latest`; a push names its tag.
+        return Err(Error::usage(format!("`{s}` names no tag"))
+            .with_help(format!("push to `{s}:TAG`, e.g. `{s}:1.0.0`")));
+    }
+    let has_registry = image
+        .repository
+        .split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost");
+    if !has_registry {
+        return Err(
+            Error::usage(format!("`{s}` names no registry")).with_help(format!(
+                "push to a full reference such as `ghcr.io/you/{}` or `127.0.0.1:5000/{}`",
+                image, image
+            )),
+        );
+    }
+    s.parse::<Reference>()
+        .map_err(|e| Error::usage(format!("`{s}` is not an image reference: {e}")))
+}
+
+/// Pushes `set` to `target` (and then each of `tags` in the same repository).
+pub fn push(
+    set: &ImageSet,
+    target: &Reference,
+    tags: &[String],
+    options: &PushOptions,
+    shell: &Shell,
+) -> Result<Pushed> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(format!("starting the async runtime failed: {e}")))?;
+    runtime.block_on(push_async(set, target, tags, options, shell))
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| registry.rsplit_once(':').map_or(registry, |(h, _)| h));
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn client(registry: &str, http: bool, options: &PushOptions) -> Result<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut extra_root_certificates = Vec::new();
+    if let Some(path) = &options.ca_file {
+        let data = std::fs::read(path).path_context("reading --ca-file", path)?;
+        extra_root_certificates.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    Ok(Client::new(ClientConfig {
+        protocol: if http {
+            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        } else {
+            ClientProtocol::Https
+        },
+        extra_root_certificates,
+        connect_timeout: Some(Duration::from_secs(20)),
+        read_timeout: Some(Duration::from_secs(60)),
+        ..ClientConfig::default()
+    }))
+}
+
+const ATTEMPTS: u32 = 5;
+
+/// The error and all its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Whether an error is worth retrying: connection trouble, timeouts, 429 and 5xx — but not
+/// a certificate that does not verify, which no retry fixes.
+fn transient(e: &OciDistributionError) -> bool {
+    if chain(e).to_ascii_lowercase().contains("certificate") {
+        return false;
+    }
+    match e {
+        OciDistributionError::RequestError(r) => {
+            r.is_connect()
+                || r.is_timeout()
+                || r.is_body()
+                || r.is_request()
+                || r.status()
+                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+        }
+        OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::Toomanyrequests)),
+        OciDistributionError::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64 << attempt.min(6);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()) % (base / 2 + 1));
+    Duration::from_millis(base + jitter)
+}
+
+/// Runs `op` until it succeeds, fails for good, or runs out of attempts.
+async fn retry<T, F, Fut>(
+    what: &str,
+    shell: &Shell,
+    mut op: F,
+) -> std::result::Result<T, OciDistributionError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && attempt + 1 < ATTEMPTS => {
+                let wait = backoff(attempt);
+                shell.status(
+                    "Retrying",
+                    format!("{what} in {:.1} s ({e})", wait.as_secs_f64()),
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turns a client error into the one message a user sees.
+fn explain(
+    e: OciDistributionError,
+    registry: &str,
+    credential: &credentials::Found,
+    options: &PushOptions,
+) -> Error {
+    let chain = chain(&e);
+    let denied = matches!(
+        e,
+        OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_)
+    ) || matches!(&e, OciDistributionError::RegistryError { envelope, .. } if envelope.errors.iter().any(|x| matches!(x.code, oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied)))
+        || chain.contains("401")
+        || chain.contains("403");
+    if denied {
+        return Error::new(format!(
+            "the registry {registry} refused the push: not authorized (credentials: {})",
+            credential.source
+        ))
+        .with_help(format!(
+            "log in (`podman login {registry}` or `docker login {registry}`) or fix the credentials; looked in {}",
+            credentials::places()
+        ));
+    }
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("invalidcertificate")
+    {
+        let help = if options.ca_file.is_some() {
+            "check that --ca-file holds the CA that signed the registry's certificate".to_string()
+        } else {
+            "if the registry uses a private CA, pass it with --ca-file PATH".to_string()
+        };
+        return Error::new(format!("the TLS connection to {registry} failed: {chain}"))
+            .with_help(help);
+    }
+    if let OciDistributionError::RequestError(r) = &e {
+        if r.is_connect() || r.is_timeout() {
+            return Error::new(format!("cannot reach the registry {registry}: {chain}"))
+                .with_help("check that the registry is running and the address is right, then run the same command again");
+        }
+    }
+    if lower.contains("name_invalid") || lower.contains("name invalid") {
+        return Error::new(format!(
+            "the registry {registry} rejected the repository name: {chain}"
+        ))
+        .with_help("use a repository name the registry accepts (lowercase, no spaces)");
+    }
+    Error::new(format!("pushing to {registry} failed: {chain}"))
+        .with_help("run the same command again: blobs already pushed are not uploaded twice")
+}
+
+async fn push_async(
+    set: &ImageSet,
+    target: &Reference,
+    tags: &[String],
+    options: &PushOptions,
+    shell: &Shell,
+) -> Result<Pushed> {
+    let registry = target.resolve_registry().to_string();
+    if !is_loopback(&registry) && options.insecure {
+        shell.warn(format!("--insecure: plain HTTP is allowed for {registry}"));
+    }
+    let credential = credentials::lookup(&registry)?;
+    let auth = credential.credential.to_auth();
+    let fail = |e: OciDistributionError| explain(e, &registry, &credential, options);
+
+    // HTTPS first; plain HTTP only for loopback hosts or with --insecure, when HTTPS fails.
+    let mut client = client(&registry, false, options)?;
+    let probe = client.auth(target, &auth, RegistryOperation::Push).await;
+    if let Err(e) = &probe {
+        let may_downgrade = is_loopback(&registry) || options.insecure;
+        let tls_trouble =
+            matches!(e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_request());
+        if may_downgrade && tls_trouble {
+            let http = self::client(&registry, true, options)?;
+            if http
+                .auth(target, &auth, RegistryOperation::Push)
+                .await
+                .is_ok()
+            {
+                shell.verbose("Using", format!("plain HTTP for {registry}"));
+                client = http;
+            }
+        }
+    }
+    retry("authenticating", shell, || {
+        client.auth(target, &auth, RegistryOperation::Push)
+    })
+    .await
+    .map_err(fail)?;
+    retry("authenticating", shell, || {
+        client.auth(target, &auth, RegistryOperation::Pull)
+    })
+    .await
+    .map_err(fail)?;
+
+    // Every layer and config, each once.
+    let mut blobs: BTreeMap<String, &Blob> = BTreeMap::new();
+    for image in &set.images {
+        blobs.insert(image.config.digest.to_string(), &image.config);
+        for l in &image.layers {
+            blobs.insert(l.blob.digest.to_string(), &l.blob);
+        }
+    }
+    let total: u64 = blobs.values().map(|b| b.size()).sum();
+    shell.status(
+        "Pushing",
+        format!(
+            "{} ({} blobs, {}) to {registry}",
+            target,
+            blobs.len(),
+            human_size(total)
+        ),
+    );
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut cache = BlobCache::load();
+    let repository = target.repository().to_string();
+    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
+    for (digest, blob) in &blobs {
+        let exists = retry("checking a blob", shell, || {
+            client.blob_exists(target, digest)
+        })
+        .await
+        .map_err(fail)?;
+        if exists {
+            present += 1;
+        } else {
+            let mut done = false;
+            for source in cache.sources(&registry, digest, &repository) {
+                let from = Reference::with_tag(registry.clone(), source.clone(), "latest".into());
+                if client.mount_blob(target, &from, digest).await.is_ok() {
+                    shell.verbose("Mounted", format!("{digest} from {source}"));
+                    mounted += 1;
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                retry("uploading a blob", shell, || {
+                    client.push_blob(target, blob.data.to_vec(), digest)
+                })
+                .await
+                .map_err(fail)?;
+                uploaded += 1;
+            }
+        }
+        cache.record(&registry, digest, &repository);
+        progress.inc(blob.size());
+    }
+    progress.finish_and_clear();
+    cache.save();
+
+    for image in &set.images {
+        let by_digest = Reference::with_digest(
+            registry.clone(),
+            repository.clone(),
+            image.manifest.digest.to_string(),
+        );
+        let media = header(&image.manifest);
+        retry("pushing a manifest", shell, || {
+            client.push_manifest_raw(&by_digest, image.manifest.data.to_vec(), media.clone())
+        })
+        .await
+        .map_err(fail)?;
+    }
+    let mut references = vec![target.clone()];
+    for tag in tags {
+        references.push(Reference::with_tag(
+            registry.clone(),
+            repository.clone(),
+            tag.clone(),
+        ));
+    }
+    let media = header(&set.index);
+    for reference in &references {
+        retry("pushing the index", shell, || {
+            client.push_manifest_raw(reference, set.index.data.to_vec(), media.clone())
+        })
+        .await
+        .map_err(fail)?;
+    }
+    shell.status(
+        "Pushed",
+        format!(
+            "{target}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there)",
+            set.index.digest
+        ),
+    );
+    Ok(Pushed {
+        reference: target.whole(),
+        tags: tags.to_vec(),
+        uploaded,
+        mounted,
+        present,
+    })
+}
+
+fn header(blob: &Blob) -> http::HeaderValue {
+    http::HeaderValue::from_str(blob.media_type.as_ref())
+        .expect("media types are valid header values")
+}
+
+/// Where this machine has pushed blobs before: registry → digest → repositories. Used to
+/// pick cross-repository mount sources; best effort (a missing or broken file is empty).
+struct BlobCache {
+    path: Option<PathBuf>,
+    map: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl BlobCache {
+    fn file() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        Some(base.join("cargo-microimage").join("blob-locations.json"))
+    }
+
+    fn load() -> BlobCache {
+        let path = Self::file();
+        let map = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        BlobCache { path, map }
+    }
+
+    fn sources(&self, registry: &str, digest: &str, except: &str) -> Vec<String> {
+        self.map
+            .get(registry)
+            .and_then(|d| d.get(digest))
+            .map(|repos| {
+                repos
+                    .iter()
+                    .filter(|r| r.as_str() != except)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, registry: &str, digest: &str, repository: &str) {
+        self.map
+            .entry(registry.to_string())
+            .or_default()
+            .entry(digest.to_string())
+            .or_default()
+            .insert(repository.to_string());
+    }
+
+    fn save(&self) {
+        if let Some(path) = &self.path {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Ok(data) = serde_json::to_vec(&self.map) {
+                let tmp = path.with_extension("json.tmp");
+                if std::fs::write(&tmp, data).is_ok() {
+                    let _ = std::fs::rename(&tmp, path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for yes in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.example.com:443",
+            "[2001:db8::1]:5000",
+        ] {
+            assert!(!is_loopback(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(
+            parse_reference("127.0.0.1:5000/app:1.0").unwrap().whole(),
+            "127.0.0.1:5000/app:1.0"
+        );
+        assert!(parse_reference("127.0.0.1:5000/app")
+            .unwrap_err()
+            .message()
+            .contains("names no tag"));
+        assert!(parse_reference("app:1.0")
+            .unwrap_err()
+            .message()
+            .contains("names no registry"));
+        assert!(parse_reference("ghcr.io/Acme/app:1").is_err());
+    }
+
+    #[test]
+    fn backoff_grows() {
+        assert!(backoff(0) < Duration::from_millis(400));
+        assert!(backoff(3) >= Duration::from_millis(2000));
+    }
+}
