@@ -160,6 +160,18 @@ fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
+/// Whether the server answered with an HTTP status (so the protocol itself works).
+fn answered(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(r) => r.status().is_some(),
+        OciDistributionError::ServerError { .. }
+        | OciDistributionError::RegistryError { .. }
+        | OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => true,
+        _ => false,
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let base = 250u64 << attempt.min(6);
     let jitter = std::time::SystemTime::now()
@@ -265,25 +277,36 @@ async fn push_async(
     let auth = credential.credential.to_auth();
     let fail = |e: OciDistributionError| explain(e, &registry, &credential, options);
 
-    // HTTPS first; plain HTTP only for loopback hosts or with --insecure, when HTTPS fails.
+    // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
+    // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
+    // certificate did not verify — and HTTP then does answer.
+    let probe_digest = set.index.digest.to_string();
     let mut client = client(&registry, false, options)?;
-    let probe = client.auth(target, &auth, RegistryOperation::Push).await;
-    if let Err(e) = &probe {
+    if let Err(e) = client.blob_exists(target, &probe_digest).await {
         let may_downgrade = is_loopback(&registry) || options.insecure;
-        let tls_trouble =
-            matches!(e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_request());
-        if may_downgrade && tls_trouble {
+        let certificate = chain(&e).to_ascii_lowercase().contains("certificate");
+        if may_downgrade && !answered(&e) && !certificate {
             let http = self::client(&registry, true, options)?;
-            if http
-                .auth(target, &auth, RegistryOperation::Push)
-                .await
-                .is_ok()
-            {
+            let works = match http.blob_exists(target, &probe_digest).await {
+                Ok(_) => true,
+                Err(e) => answered(&e),
+            };
+            if works {
                 shell.verbose("Using", format!("plain HTTP for {registry}"));
                 client = http;
             }
         }
     }
+    // oci-client's auth takes a 503 on `/v2/` for "no auth needed", so first wait, with
+    // retries, until the registry gives a real answer.
+    retry("contacting the registry", shell, || async {
+        match client.blob_exists(target, &probe_digest).await {
+            Err(e) if !answered(&e) || transient(&e) => Err(e),
+            _ => Ok(()),
+        }
+    })
+    .await
+    .map_err(fail)?;
     retry("authenticating", shell, || {
         client.auth(target, &auth, RegistryOperation::Push)
     })

@@ -1,0 +1,701 @@
+//! Push against a real registry: Debian's docker-registry (distribution v2) started here
+//! on a free 127.0.0.1 port — without auth, with htpasswd (bcrypt) basic auth, with TLS
+//! from a self-signed CA — and a fault proxy in front of it. Results are pulled back with
+//! skopeo and run with podman.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    tls: bool,
+}
+
+#[derive(Default)]
+struct Setup {
+    user: Option<(&'static str, &'static str)>,
+    tls: bool,
+}
+
+impl Registry {
+    fn start(setup: Setup) -> Registry {
+        let dir = tmp();
+        let port = free_port();
+        let d = dir.path();
+        let mut config = format!(
+            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n",
+            d.join("data").display()
+        );
+        let mut http = format!("http: {{addr: \"127.0.0.1:{port}\", secret: test-only");
+        if setup.tls {
+            // A CA, and a server certificate for 127.0.0.1 signed by it.
+            let openssl = |args: &[&str]| {
+                let ok = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "openssl {args:?}");
+            };
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=microimage-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ]);
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "server.csr",
+            ]);
+            std::fs::write(
+                d.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "cert.pem",
+            ]);
+            http.push_str(&format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                d.join("cert.pem").display(),
+                d.join("key.pem").display()
+            ));
+        }
+        config.push_str(&http);
+        config.push_str("}\n");
+        if let Some((user, pass)) = setup.user {
+            let out = external("htpasswd", &["-Bbn", user, pass]);
+            std::fs::write(d.join("htpasswd"), out).unwrap();
+            config.push_str(&format!(
+                "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
+                d.join("htpasswd").display()
+            ));
+        }
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let registry = Registry {
+            dir,
+            port,
+            child,
+            tls: setup.tls,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the registry did not start: {}", self.log());
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Blob uploads started (POSTs to /blobs/uploads/ that are not mounts).
+    fn uploads(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.contains("\"POST /v2/") && l.contains("/blobs/uploads/") && !l.contains("mount=")
+            })
+            .count()
+    }
+
+    fn mounts(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"POST /v2/") && l.contains("mount="))
+            .count()
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// skopeo flags to reach it.
+    fn skopeo_tls(&self) -> Vec<String> {
+        if self.tls {
+            vec![format!("--cert-dir={}", self.certs_dir().display())]
+        } else {
+            vec!["--tls-verify=false".into()]
+        }
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        let d = self.dir.path().join("certs.d");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(self.ca(), d.join("ca.crt")).unwrap();
+        d
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tool with a private blob-location cache and docker/podman auth files of the test.
+fn pusher(home: &Path) -> Command {
+    let mut cmd = tool();
+    cmd.env("XDG_CACHE_HOME", home.join("cache"))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
+        .env_remove("MICROIMAGE_REPO");
+    cmd
+}
+
+fn push_example(home: &Path, reference: &str, extra: &[&str]) -> Run {
+    run(pusher(home)
+        .args([
+            "microimage",
+            "push",
+            reference,
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(repo().join("example-app/Cargo.toml"))
+        .args(extra))
+}
+
+fn digest_of_raw(registry: &Registry, reference: &str) -> String {
+    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
+    args.extend(registry.skopeo_tls());
+    args.push(format!("docker://{reference}"));
+    let raw = run(Command::new("skopeo").args(&args)).ok().stdout;
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(raw.as_bytes());
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+#[test]
+fn push_prints_reference_at_digest_and_skopeo_pulls_the_same_blobs() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let reference = format!("{}/example-app:1.0", registry.host());
+    let out = push_example(home.path(), &reference, &["--tag", "latest"]).ok();
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    let line = out.stdout.trim();
+    let (pushed, digest) = line.split_once('@').unwrap();
+    assert_eq!(pushed, reference);
+    assert_eq!(digest_of_raw(&registry, &reference), digest);
+    assert_eq!(
+        digest_of_raw(
+            &registry,
+            &format!("{}/example-app:latest", registry.host())
+        ),
+        digest
+    );
+
+    // Pulled back into an OCI layout: exactly the blobs of the local build.
+    let t = tmp();
+    let pulled = t.path().join("pulled");
+    external(
+        "skopeo",
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{reference}"),
+            &format!("oci:{}:1.0", pulled.display()),
+        ],
+    );
+    let blobs = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (local, local_out) = example_layout();
+    assert_eq!(blobs(&pulled), blobs(local));
+    let (_, local_digest) = result_line(local_out);
+    assert_eq!(
+        local_digest, digest,
+        "pushed and written images are the same image"
+    );
+
+    // podman pulls it by digest and runs it.
+    let podman = Podman::new();
+    podman.forget_later(line);
+    let run_out =
+        run(podman
+            .command()
+            .args(["run", "--rm", "--tls-verify=false", line, "--check"]))
+        .ok();
+    let report: Value = serde_json::from_str(run_out.stdout.trim()).unwrap();
+    assert_eq!(report["uid"], 65532);
+}
+
+#[test]
+fn multi_arch_push_runs_on_both_platforms() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let reference = format!("{}/multi:1.0", registry.host());
+    let out = push_example(home.path(), &reference, &["--platform", "all"]).ok();
+    let line = out.stdout.trim().to_string();
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]))
+    .ok()
+    .stdout;
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let podman = Podman::new();
+    podman.forget_later(&line);
+    let arm = run(podman.command().args([
+        "run",
+        "--rm",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &line,
+        "--check",
+    ]))
+    .ok();
+    let report: Value = serde_json::from_str(arm.stdout.trim()).unwrap();
+    assert_eq!(report["arch"], "aarch64");
+}
+
+#[test]
+fn re_push_uploads_nothing_and_another_repository_mounts() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    push_example(home.path(), &format!("{}/first:1", registry.host()), &[]).ok();
+    let uploads = registry.uploads();
+    assert_eq!(
+        uploads,
+        3,
+        "base, app and config layers: {}",
+        registry.log()
+    );
+    let again = push_example(home.path(), &format!("{}/first:1", registry.host()), &[]).ok();
+    assert_eq!(registry.uploads(), uploads, "a re-push started uploads");
+    assert!(
+        again
+            .stderr
+            .contains("0 uploaded, 0 mounted, 3 already there"),
+        "{}",
+        again.stderr
+    );
+    let other = push_example(home.path(), &format!("{}/second:1", registry.host()), &[]).ok();
+    assert_eq!(
+        registry.uploads(),
+        uploads,
+        "the second repository uploaded instead of mounting"
+    );
+    assert_eq!(registry.mounts(), 3);
+    assert!(
+        other.stderr.contains("0 uploaded, 3 mounted"),
+        "{}",
+        other.stderr
+    );
+}
+
+fn docker_config(home: &Path, config: &Value) {
+    std::fs::create_dir_all(home.join("docker")).unwrap();
+    std::fs::write(home.join("docker/config.json"), config.to_string()).unwrap();
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+}
+
+#[test]
+fn basic_auth_from_the_docker_config() {
+    let registry = Registry::start(Setup {
+        user: Some(("ci", "s3cret-pass")),
+        ..Default::default()
+    });
+    let home = tmp();
+    let reference = format!("{}/authed:1", registry.host());
+    // Anonymous: refused, with where credentials were looked for.
+    let out = push_example(home.path(), &reference, &[])
+        .fails_with(1, "refused the push: not authorized");
+    assert!(out.stderr.contains("config.json"), "{}", out.stderr);
+    docker_config(
+        home.path(),
+        &serde_json::json!({"auths": {registry.host(): {"auth": basic("ci", "s3cret-pass")}}}),
+    );
+    let ok = push_example(home.path(), &reference, &[]).ok();
+    let digest = ok.stdout.trim().split_once('@').unwrap().1.to_string();
+    let check = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "ci:s3cret-pass",
+        &format!("docker://{reference}"),
+    ]))
+    .ok();
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(check.stdout.as_bytes());
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        digest
+    );
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_that_never_shows_the_password() {
+    let registry = Registry::start(Setup {
+        user: Some(("ci", "right-pass")),
+        ..Default::default()
+    });
+    let home = tmp();
+    docker_config(
+        home.path(),
+        &serde_json::json!({"auths": {registry.host(): {"auth": basic("ci", "Wr0ng-Pa55word")}}}),
+    );
+    let out = push_example(home.path(), &format!("{}/x:1", registry.host()), &["-v"]).fails_with(
+        1,
+        &format!(
+            "the registry {} refused the push: not authorized",
+            registry.host()
+        ),
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !text.contains("Wr0ng-Pa55word"),
+            "the password leaked: {text}"
+        );
+        assert!(
+            !text.contains(&basic("ci", "Wr0ng-Pa55word")),
+            "the encoded credential leaked: {text}"
+        );
+    }
+    assert!(out.stderr.contains("the docker config"), "{}", out.stderr);
+}
+
+#[test]
+fn credentials_from_a_credential_helper() {
+    let registry = Registry::start(Setup {
+        user: Some(("helper-user", "helper-pass")),
+        ..Default::default()
+    });
+    let home = tmp();
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-microtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\n\
+             echo '{{\"ServerURL\":\"'\"$server\"'\",\"Username\":\"helper-user\",\"Secret\":\"helper-pass\"}}'\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    docker_config(
+        home.path(),
+        &serde_json::json!({"credHelpers": {registry.host(): "microtest"}}),
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    run(pusher(home.path())
+        .env("PATH", path)
+        .args([
+            "microimage",
+            "push",
+            &format!("{}/helped:1", registry.host()),
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(repo().join("example-app/Cargo.toml")))
+    .ok();
+}
+
+#[test]
+fn podman_auth_file_is_used_when_docker_has_nothing() {
+    let registry = Registry::start(Setup {
+        user: Some(("pod", "man-pass")),
+        ..Default::default()
+    });
+    let home = tmp();
+    std::fs::write(
+        home.path().join("auth.json"),
+        serde_json::json!({"auths": {registry.host(): {"auth": basic("pod", "man-pass")}}})
+            .to_string(),
+    )
+    .unwrap();
+    push_example(home.path(), &format!("{}/podauth:1", registry.host()), &[]).ok();
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    let registry = Registry::start(Setup {
+        tls: true,
+        ..Default::default()
+    });
+    let home = tmp();
+    let reference = format!("{}/secure:1", registry.host());
+    let out = push_example(home.path(), &reference, &[]).fails_with(1, "TLS connection");
+    assert!(out.stderr.contains("--ca-file"), "{}", out.stderr);
+    let ca = registry.ca();
+    let ok = push_example(
+        home.path(),
+        &reference,
+        &["--ca-file", ca.to_str().unwrap()],
+    )
+    .ok();
+    let digest = ok.stdout.trim().split_once('@').unwrap().1.to_string();
+    assert_eq!(digest_of_raw(&registry, &reference), digest);
+}
+
+#[test]
+fn a_stopped_registry_is_a_clear_error() {
+    let port = free_port();
+    let home = tmp();
+    let out = push_example(home.path(), &format!("127.0.0.1:{port}/gone:1"), &[])
+        .fails_with(1, &format!("cannot reach the registry 127.0.0.1:{port}"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn default_destination_comes_from_microimage_repo() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let out = run(pusher(home.path())
+        .env("MICROIMAGE_REPO", format!("{}/team", registry.host()))
+        .args(["microimage", "push", "--locked", "--manifest-path"])
+        .arg(repo().join("example-app/Cargo.toml")))
+    .ok();
+    assert!(
+        out.stdout.starts_with(&format!(
+            "{}/team/example-app:0.1.0@sha256:",
+            registry.host()
+        )),
+        "{}",
+        out.stdout
+    );
+    run(pusher(home.path())
+        .args(["microimage", "push", "--manifest-path"])
+        .arg(repo().join("example-app/Cargo.toml")))
+    .fails_with(2, "push needs a destination");
+}
+
+#[test]
+fn pack_pushes_prebuilt_binaries() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let dir = fixture("hello");
+    let bin = cargo_build_fixture(dir.path(), "hello");
+    let out = run(pusher(home.path())
+        .args(["microimage", "pack"])
+        .arg(&bin)
+        .args([
+            "--push",
+            &format!("{}/packed:2", registry.host()),
+            "--tag",
+            "edge",
+        ]))
+    .ok();
+    assert!(
+        out.stdout
+            .starts_with(&format!("{}/packed:2@sha256:", registry.host())),
+        "{}",
+        out.stdout
+    );
+    digest_of_raw(&registry, &format!("{}/packed:edge", registry.host()));
+}
+
+/// A TCP proxy in front of the registry that injects faults, then passes traffic through.
+struct Proxy {
+    port: u16,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Answer the first N connections with `503 Service Unavailable`.
+    Unavailable(usize),
+    /// Cut the first connection that sends more than N bytes upstream, mid-request.
+    DropAfter(usize),
+}
+
+impl Proxy {
+    fn start(upstream: u16, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { break };
+                let connections = connections.clone();
+                let dropped = dropped.clone();
+                std::thread::spawn(move || {
+                    // A TLS hello (0x16) is passed through: only HTTP requests get faults.
+                    let mut first = [0u8; 1];
+                    let tls = client
+                        .peek(&mut first)
+                        .is_ok_and(|n| n == 1 && first[0] == 0x16);
+                    if let (Fault::Unavailable(k), false) = (fault, tls) {
+                        if connections.fetch_add(1, Ordering::SeqCst) < k {
+                            let mut buf = [0u8; 4096];
+                            let _ = client.read(&mut buf);
+                            let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            return;
+                        }
+                    }
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        return;
+                    };
+                    let mut client_r = client.try_clone().unwrap();
+                    let mut server_w = server.try_clone().unwrap();
+                    let limit = match fault {
+                        Fault::DropAfter(limit) if dropped.load(Ordering::SeqCst) == 0 => {
+                            Some(limit)
+                        }
+                        _ => None,
+                    };
+                    let up = std::thread::spawn(move || {
+                        let mut sent = 0usize;
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let Ok(n) = client_r.read(&mut buf) else {
+                                break;
+                            };
+                            if n == 0 {
+                                break;
+                            }
+                            if let Some(limit) = limit {
+                                if sent + n > limit && dropped.fetch_add(1, Ordering::SeqCst) == 0 {
+                                    let _ = server_w.shutdown(std::net::Shutdown::Both);
+                                    let _ = client_r.shutdown(std::net::Shutdown::Both);
+                                    break;
+                                }
+                            }
+                            sent += n;
+                            if server_w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = server_w.shutdown(std::net::Shutdown::Write);
+                    });
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = up.join();
+                });
+            }
+        });
+        Proxy { port }
+    }
+}
+
+#[test]
+fn transient_503s_are_retried() {
+    let registry = Registry::start(Setup::default());
+    let proxy = Proxy::start(registry.port, Fault::Unavailable(2));
+    let home = tmp();
+    let reference = format!("127.0.0.1:{}/flaky:1", proxy.port);
+    let out = push_example(home.path(), &reference, &["-v"]).ok();
+    assert!(out.stderr.contains("Retrying"), "{}", out.stderr);
+    assert!(out.stdout.starts_with(&reference), "{}", out.stdout);
+}
+
+#[test]
+fn a_connection_dropped_mid_upload_is_recovered() {
+    let registry = Registry::start(Setup::default());
+    // The app layer is ~1 MB: cut the connection 300 KB into the first big upload.
+    let proxy = Proxy::start(registry.port, Fault::DropAfter(300_000));
+    let home = tmp();
+    let reference = format!("127.0.0.1:{}/dropped:1", proxy.port);
+    let first = push_example(home.path(), &reference, &[]);
+    // Either the retry finished it, or it failed clearly and a re-run completes it.
+    let done = if first.code == 0 {
+        first
+    } else {
+        assert!(
+            first.stderr.contains("run the same command again")
+                || first.stderr.contains("cannot reach"),
+            "{}",
+            first.stderr
+        );
+        push_example(home.path(), &reference, &[]).ok()
+    };
+    let digest = done.stdout.trim().split_once('@').unwrap().1.to_string();
+    let (_, local) = example_layout();
+    assert_eq!(
+        digest,
+        result_line(local).1,
+        "the pushed image differs from the built one"
+    );
+    let direct = format!("{}/dropped:1", registry.host());
+    assert_eq!(digest_of_raw(&registry, &direct), digest);
+}
