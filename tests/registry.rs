@@ -627,10 +627,7 @@ impl Proxy {
                     let up = std::thread::spawn(move || {
                         let mut sent = 0usize;
                         let mut buf = [0u8; 16384];
-                        loop {
-                            let Ok(n) = client_r.read(&mut buf) else {
-                                break;
-                            };
+                        while let Ok(n) = client_r.read(&mut buf) {
                             if n == 0 {
                                 break;
                             }
