@@ -21,12 +21,15 @@ struct Registry {
     port: u16,
     child: Child,
     tls: bool,
+    token_server: Option<Child>,
 }
 
 #[derive(Default)]
 struct Setup {
     user: Option<(&'static str, &'static str)>,
     tls: bool,
+    /// Bearer tokens from tests/support/token_server.py instead of htpasswd.
+    token: Option<(&'static str, &'static str)>,
 }
 
 impl Registry {
@@ -116,6 +119,52 @@ impl Registry {
                 d.join("htpasswd").display()
             ));
         }
+        let mut token_server = None;
+        if let Some((user, pass)) = setup.token {
+            let ok = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=microimage-token",
+                ])
+                .args(["-keyout", "tok.key", "-out", "tok.crt"])
+                .current_dir(d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let token_port = free_port();
+            token_server = Some(
+                Command::new("python3")
+                    .arg(repo().join("tests/support/token_server.py"))
+                    .args([
+                        &token_port.to_string(),
+                        user,
+                        pass,
+                        "tok.key",
+                        "tok.crt",
+                        "microimage-test-issuer",
+                    ])
+                    .current_dir(d)
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(d.join("token.log")).unwrap())
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_port(token_port);
+            config.push_str(&format!(
+                "auth: {{token: {{realm: \"http://127.0.0.1:{token_port}/token\", service: microimage-test, \
+                 issuer: microimage-test-issuer, rootcertbundle: {}}}}}\n",
+                d.join("tok.crt").display()
+            ));
+        }
         std::fs::write(d.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(d.join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
@@ -130,6 +179,7 @@ impl Registry {
             port,
             child,
             tls: setup.tls,
+            token_server,
         };
         registry.wait_ready();
         registry
@@ -194,9 +244,22 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.token_server.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {port}");
 }
 
 /// The tool with a private blob-location cache and docker/podman auth files of the test.
@@ -408,6 +471,45 @@ fn basic_auth_from_the_docker_config() {
             hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
         ),
         digest
+    );
+}
+
+#[test]
+fn bearer_token_auth() {
+    let registry = Registry::start(Setup {
+        token: Some(("tok-user", "tok-pass")),
+        ..Default::default()
+    });
+    let home = tmp();
+    let reference = format!("{}/tokened:1", registry.host());
+    push_example(home.path(), &reference, &[]).fails_with(1, "not authorized");
+    docker_config(
+        home.path(),
+        &serde_json::json!({"auths": {registry.host(): {"auth": basic("tok-user", "tok-pass")}}}),
+    );
+    let ok = push_example(home.path(), &reference, &[]).ok();
+    assert!(
+        ok.stdout.starts_with(&format!("{reference}@sha256:")),
+        "{}",
+        ok.stdout
+    );
+    let token_log = std::fs::read_to_string(registry.dir.path().join("token.log")).unwrap();
+    assert!(
+        token_log.contains("GET /token?"),
+        "no token was requested: {token_log}"
+    );
+    let check = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "tok-user:tok-pass",
+        &format!("docker://{reference}"),
+    ]))
+    .ok();
+    assert!(
+        check.stdout.contains("\"Architecture\": \"amd64\""),
+        "{}",
+        check.stdout
     );
 }
 
