@@ -3,7 +3,8 @@
 //! compressed and uncompressed size, file count) and run configuration. Every blob read is
 //! checked against its digest, so a damaged image is reported, not described.
 //!
-//! Not for: remote images (that needs the registry client).
+//! Remote images (`registry/repository:tag`) are read through the push stage's connection
+//! (`crate::push::connect`): same credentials, same transport rules.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -36,7 +37,8 @@ pub struct PlatformReport {
     pub manifest_digest: Option<String>,
     pub config_digest: String,
     pub compressed_size: u64,
-    pub uncompressed_size: u64,
+    /// Unknown for remote images (their layers are not downloaded).
+    pub uncompressed_size: Option<u64>,
     pub layers: Vec<LayerReport>,
     pub config: RunConfig,
 }
@@ -46,8 +48,10 @@ pub struct LayerReport {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
-    pub uncompressed_size: u64,
-    pub files: usize,
+    /// Unknown for remote images.
+    pub uncompressed_size: Option<u64>,
+    /// Unknown for remote images.
+    pub files: Option<usize>,
 }
 
 /// The parts of the image config that say how the container runs.
@@ -298,8 +302,8 @@ fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerRe
         digest: digest.to_string(),
         media_type,
         size: data.len() as u64,
-        uncompressed_size: tar.len() as u64,
-        files,
+        uncompressed_size: Some(tar.len() as u64),
+        files: Some(files),
     })
 }
 
@@ -337,6 +341,107 @@ fn summarise(
     }
 }
 
+/// Reads an image from a registry: `registry/repository:tag` or `…@sha256:…`. Manifests
+/// and configs are fetched and checked against their digests; layers are described from
+/// their descriptors, not downloaded.
+pub fn inspect_remote(
+    reference: &str,
+    options: &crate::push::PushOptions,
+    shell: &crate::shell::Shell,
+) -> Result<Report> {
+    let target: oci_client::Reference = reference.parse().map_err(|e| {
+        Error::usage(format!(
+            "`{reference}` is neither a local path nor an image reference: {e}"
+        ))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(format!("starting the async runtime failed: {e}")))?;
+    runtime.block_on(async {
+        let conn =
+            crate::push::connect(&target, options, shell, oci_client::RegistryOperation::Pull)
+                .await?;
+        const ACCEPT: &[&str] = &[
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ];
+        let (top, top_digest) = conn
+            .client
+            .pull_manifest_raw(&target, &conn.auth, ACCEPT)
+            .await
+            .map_err(|e| conn.fail(e))?;
+        let value: serde_json::Value = parse("manifest", &top)?;
+        let mut report = Report {
+            location: reference.to_string(),
+            format: "registry",
+            tags: target
+                .tag()
+                .map(|t| vec![t.to_string()])
+                .unwrap_or_default(),
+            names: vec![target.whole()],
+            index_digest: None,
+            platforms: Vec::new(),
+        };
+        let mut manifests = Vec::new();
+        if value.get("manifests").is_some() {
+            report.index_digest = Some(top_digest.clone());
+            let index: ImageIndex = parse("image index", &top)?;
+            for m in index.manifests() {
+                let by_digest = oci_client::Reference::with_digest(
+                    target.registry().to_string(),
+                    target.repository().to_string(),
+                    m.digest().to_string(),
+                );
+                let (raw, digest) = conn
+                    .client
+                    .pull_manifest_raw(&by_digest, &conn.auth, ACCEPT)
+                    .await
+                    .map_err(|e| conn.fail(e))?;
+                manifests.push((digest, raw));
+            }
+        } else {
+            manifests.push((top_digest, top));
+        }
+        for (digest, raw) in manifests {
+            let manifest: ImageManifest = parse("manifest", &raw)?;
+            let config_digest = manifest.config().digest().to_string();
+            let mut config_raw: Vec<u8> = Vec::new();
+            conn.client
+                .pull_blob(&target, config_digest.as_str(), &mut config_raw)
+                .await
+                .map_err(|e| conn.fail(e))?;
+            if blob::sha256(&config_raw).to_string() != config_digest {
+                return Err(Error::new(format!(
+                    "the registry sent a config that does not match {config_digest}"
+                )));
+            }
+            let config: ImageConfiguration = parse("config", &config_raw)?;
+            let layers = manifest
+                .layers()
+                .iter()
+                .map(|l| LayerReport {
+                    digest: l.digest().to_string(),
+                    media_type: l.media_type().to_string(),
+                    size: l.size(),
+                    uncompressed_size: None,
+                    files: None,
+                })
+                .collect();
+            report.platforms.push(summarise(
+                Some(digest),
+                config_digest,
+                manifest.config().size(),
+                &config,
+                layers,
+            ));
+        }
+        Ok(report)
+    })
+}
+
 /// The human-readable form of a report.
 pub fn render(report: &Report) -> String {
     use std::fmt::Write;
@@ -361,7 +466,7 @@ pub fn render(report: &Report) -> String {
             s,
             "Size:     {} compressed, {} uncompressed",
             human_size(p.compressed_size),
-            human_size(p.uncompressed_size)
+            p.uncompressed_size.map_or("?".to_string(), human_size)
         );
         let _ = writeln!(
             s,
@@ -377,8 +482,8 @@ pub fn render(report: &Report) -> String {
                 short,
                 l.media_type,
                 human_size(l.size),
-                human_size(l.uncompressed_size),
-                l.files
+                l.uncompressed_size.map_or("?".to_string(), human_size),
+                l.files.map_or("?".to_string(), |f| f.to_string())
             );
         }
         let c = &p.config;

@@ -94,9 +94,11 @@ enum Command {
     },
     /// Show an image's platforms, digests, layers and run configuration
     Inspect {
-        /// An OCI layout directory, an OCI archive or a docker-archive
-        #[arg(value_name = "PATH")]
+        /// An OCI layout directory, an OCI archive, a docker-archive, or a registry reference
+        #[arg(value_name = "PATH|REFERENCE")]
         path: PathBuf,
+        #[command(flatten)]
+        registry: RegistryFlags,
     },
     /// Check that binaries are fully static and say which platform they are for
     Verify {
@@ -473,8 +475,14 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             let outcome = pipeline::pack(&request, &image_options, &output.options(), shell)?;
             print_outcome(&outcome, json);
         }
-        Command::Inspect { path } => {
-            let report = inspect::inspect(path)?;
+        Command::Inspect { path, registry } => {
+            let text = path.to_string_lossy();
+            let remote = !path.exists() && text.contains('/') && !text.starts_with(['/', '.']);
+            let report = if remote {
+                inspect::inspect_remote(&text, &registry.options(), shell)?
+            } else {
+                inspect::inspect(path)?
+            };
             if json {
                 let mut value = serde_json::to_value(&report).expect("reports serialise");
                 value["reason"] = "image-inspected".into();

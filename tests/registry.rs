@@ -375,6 +375,30 @@ fn multi_arch_push_runs_on_both_platforms() {
     .stdout;
     let index: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    // inspect reads it back from the registry.
+    let inspected = run(pusher(home.path()).args([
+        "microimage",
+        "inspect",
+        "--message-format",
+        "json",
+        &reference,
+    ]))
+    .ok();
+    let report: Value = serde_json::from_str(inspected.stdout.trim()).unwrap();
+    assert_eq!(report["format"], "registry");
+    assert_eq!(report["index_digest"], line.split_once('@').unwrap().1);
+    let platforms: Vec<&str> = report["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+    assert_eq!(
+        report["platforms"][1]["manifest_digest"],
+        index["manifests"][1]["digest"]
+    );
+    assert!(report["platforms"][0]["layers"][1]["files"].is_null());
     let podman = Podman::new();
     podman.forget_later(&line);
     let arm = run(podman.command().args([

@@ -262,25 +262,46 @@ fn explain(
         .with_help("run the same command again: blobs already pushed are not uploaded twice")
 }
 
-async fn push_async(
-    set: &ImageSet,
+/// sha256 of nothing: a digest to probe with.
+const EMPTY_DIGEST: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// An authenticated client for one registry.
+pub(crate) struct Connection {
+    pub client: Client,
+    pub auth: oci_client::secrets::RegistryAuth,
+    pub registry: String,
+    credential: credentials::Found,
+    options: PushOptions,
+}
+
+impl Connection {
+    /// The one message a user sees for a client error.
+    pub fn fail(&self, e: OciDistributionError) -> Error {
+        explain(e, &self.registry, &self.credential, &self.options)
+    }
+}
+
+/// Finds the protocol (HTTPS, or HTTP where allowed), waits for the registry to answer,
+/// and authenticates for `operation`.
+pub(crate) async fn connect(
     target: &Reference,
-    tags: &[String],
     options: &PushOptions,
     shell: &Shell,
-) -> Result<Pushed> {
+    operation: RegistryOperation,
+) -> Result<Connection> {
     let registry = target.resolve_registry().to_string();
     if !is_loopback(&registry) && options.insecure {
         shell.warn(format!("--insecure: plain HTTP is allowed for {registry}"));
     }
     let credential = credentials::lookup(&registry)?;
     let auth = credential.credential.to_auth();
-    let fail = |e: OciDistributionError| explain(e, &registry, &credential, options);
 
     // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
     // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
     // certificate did not verify — and HTTP then does answer.
-    let probe_digest = set.index.digest.to_string();
+    // Any digest will do: the question is only whether and how the registry answers.
+    let probe_digest = EMPTY_DIGEST.to_string();
     let mut client = client(&registry, false, options)?;
     if let Err(e) = client.blob_exists(target, &probe_digest).await {
         let may_downgrade = is_loopback(&registry) || options.insecure;
@@ -306,17 +327,36 @@ async fn push_async(
         }
     })
     .await
-    .map_err(fail)?;
-    retry("authenticating", shell, || {
-        client.auth(target, &auth, RegistryOperation::Push)
+    .map_err(|e| explain(e, &registry, &credential, options))?;
+    let operations: &[RegistryOperation] = match operation {
+        RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+        RegistryOperation::Pull => &[RegistryOperation::Pull],
+    };
+    for op in operations {
+        retry("authenticating", shell, || client.auth(target, &auth, *op))
+            .await
+            .map_err(|e| explain(e, &registry, &credential, options))?;
+    }
+
+    Ok(Connection {
+        client,
+        auth,
+        registry,
+        credential,
+        options: options.clone(),
     })
-    .await
-    .map_err(fail)?;
-    retry("authenticating", shell, || {
-        client.auth(target, &auth, RegistryOperation::Pull)
-    })
-    .await
-    .map_err(fail)?;
+}
+
+async fn push_async(
+    set: &ImageSet,
+    target: &Reference,
+    tags: &[String],
+    options: &PushOptions,
+    shell: &Shell,
+) -> Result<Pushed> {
+    let conn = connect(target, options, shell, RegistryOperation::Push).await?;
+    let (client, registry) = (&conn.client, conn.registry.clone());
+    let fail = |e: OciDistributionError| conn.fail(e);
 
     // Every layer and config, each once.
     let mut blobs: BTreeMap<String, &Blob> = BTreeMap::new();
