@@ -196,7 +196,8 @@ pub fn plan_for_binary(manifest_path: Option<&Path>, bin: &str) -> Result<Option
         manifest_path: manifest_path.map(Path::to_path_buf),
         ..CargoOptions::default()
     };
-    let metadata = match metadata(&options) {
+    // Only the workspace's own packages matter here: skip resolving dependencies.
+    let metadata = match metadata_with(&options, true) {
         Ok(m) => m,
         Err(e) if manifest_path.is_some() => return Err(e),
         Err(_) => return Ok(None),
@@ -241,8 +242,15 @@ fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Result<Plan
 }
 
 fn metadata(options: &CargoOptions) -> Result<Metadata> {
+    metadata_with(options, false)
+}
+
+fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
     let mut cmd = MetadataCommand::new();
     cmd.cargo_path(cargo());
+    if no_deps {
+        cmd.no_deps();
+    }
     if let Some(path) = &options.manifest_path {
         if !path.is_file() {
             return Err(

@@ -122,6 +122,8 @@ fn client(registry: &str, http: bool, options: &PushOptions) -> Result<Client> {
 }
 
 const ATTEMPTS: u32 = 5;
+/// Blobs transferred at once.
+const CONCURRENT_BLOBS: usize = 4;
 
 /// The error and all its sources, as one line.
 fn chain(e: &dyn std::error::Error) -> String {
@@ -354,6 +356,7 @@ async fn push_async(
     options: &PushOptions,
     shell: &Shell,
 ) -> Result<Pushed> {
+    let started = std::time::Instant::now();
     let conn = connect(target, options, shell, RegistryOperation::Push).await?;
     let (client, registry) = (&conn.client, conn.registry.clone());
     let fail = |e: OciDistributionError| conn.fail(e);
@@ -386,53 +389,83 @@ async fn push_async(
     );
     let mut cache = BlobCache::load();
     let repository = target.repository().to_string();
-    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
-    for (digest, blob) in &blobs {
-        let exists = retry("checking a blob", shell, || {
-            client.blob_exists(target, digest)
-        })
-        .await
-        .map_err(fail)?;
-        if exists {
-            present += 1;
-        } else {
-            let mut done = false;
-            for source in cache.sources(&registry, digest, &repository) {
-                let from = Reference::with_tag(registry.clone(), source.clone(), "latest".into());
-                if client.mount_blob(target, &from, digest).await.is_ok() {
-                    shell.verbose("Mounted", format!("{digest} from {source}"));
-                    mounted += 1;
-                    done = true;
-                    break;
+    /// What happened to one blob.
+    enum Sent {
+        Present,
+        Mounted,
+        Uploaded,
+    }
+    // Blobs go up concurrently (bounded), like skopeo's copies; each is HEAD-checked, then
+    // mounted from a known repository, then uploaded.
+    let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
+        let (client, registry, progress) = (client, registry.clone(), progress.clone());
+        let (digest, size, data) = (digest.clone(), blob.size(), blob.data.clone());
+        async move {
+            let exists = retry("checking a blob", shell, || {
+                client.blob_exists(target, &digest)
+            })
+            .await?;
+            let mut sent = Sent::Present;
+            if !exists {
+                sent = Sent::Uploaded;
+                for source in sources {
+                    let from =
+                        Reference::with_tag(registry.clone(), source.clone(), "latest".into());
+                    if client.mount_blob(target, &from, &digest).await.is_ok() {
+                        shell.verbose("Mounted", format!("{digest} from {source}"));
+                        sent = Sent::Mounted;
+                        break;
+                    }
+                }
+                if matches!(sent, Sent::Uploaded) {
+                    retry("uploading a blob", shell, || {
+                        client.push_blob(target, data.to_vec(), &digest)
+                    })
+                    .await?;
                 }
             }
-            if !done {
-                retry("uploading a blob", shell, || {
-                    client.push_blob(target, blob.data.to_vec(), digest)
-                })
-                .await
-                .map_err(fail)?;
-                uploaded += 1;
-            }
+            progress.inc(size);
+            Ok::<_, OciDistributionError>((digest, sent))
         }
-        cache.record(&registry, digest, &repository);
-        progress.inc(blob.size());
+    };
+    use futures_util::stream::{self, StreamExt};
+    let jobs: Vec<_> = blobs
+        .iter()
+        .map(|(digest, blob)| send(digest, blob, cache.sources(&registry, digest, &repository)))
+        .collect();
+    let results: Vec<_> = stream::iter(jobs)
+        .buffer_unordered(CONCURRENT_BLOBS)
+        .collect()
+        .await;
+    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
+    for result in results {
+        let (digest, sent) = result.map_err(fail)?;
+        match sent {
+            Sent::Present => present += 1,
+            Sent::Mounted => mounted += 1,
+            Sent::Uploaded => uploaded += 1,
+        }
+        cache.record(&registry, &digest, &repository);
     }
     progress.finish_and_clear();
     cache.save();
 
-    for image in &set.images {
+    let manifests = set.images.iter().map(|image| {
         let by_digest = Reference::with_digest(
             registry.clone(),
             repository.clone(),
             image.manifest.digest.to_string(),
         );
         let media = header(&image.manifest);
-        retry("pushing a manifest", shell, || {
-            client.push_manifest_raw(&by_digest, image.manifest.data.to_vec(), media.clone())
-        })
-        .await
-        .map_err(fail)?;
+        async move {
+            retry("pushing a manifest", shell, || {
+                client.push_manifest_raw(&by_digest, image.manifest.data.to_vec(), media.clone())
+            })
+            .await
+        }
+    });
+    for result in futures_util::future::join_all(manifests).await {
+        result.map_err(fail)?;
     }
     let mut references = vec![target.clone()];
     for tag in tags {
@@ -453,8 +486,9 @@ async fn push_async(
     shell.status(
         "Pushed",
         format!(
-            "{target}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there)",
-            set.index.digest
+            "{target}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there) in {:.2} s",
+            set.index.digest,
+            started.elapsed().as_secs_f64()
         ),
     );
     Ok(Pushed {
