@@ -477,7 +477,12 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
         }
         Command::Inspect { path, registry } => {
             let text = path.to_string_lossy();
-            let remote = !path.exists() && text.contains('/') && !text.starts_with(['/', '.']);
+            // A registry reference names its host first (`ghcr.io/…`, `127.0.0.1:5000/…`);
+            // anything else that does not exist is a mistyped path, not Docker Hub.
+            let names_registry = text.split_once('/').is_some_and(|(first, _)| {
+                first.contains(['.', ':']) && first != "." && first != ".." || first == "localhost"
+            });
+            let remote = !path.exists() && names_registry;
             let report = if remote {
                 inspect::inspect_remote(&text, &registry.options(), shell)?
             } else {

@@ -155,6 +155,11 @@ fn inspect_of_something_that_is_not_an_image() {
         .args(["microimage", "inspect"])
         .arg(t.path().join("gone")))
     .fails_with(1, "does not exist");
+    // A relative path that does not exist is a path, not a Docker Hub image.
+    run(tool()
+        .current_dir(t.path())
+        .args(["microimage", "inspect", "target/microimage/app"]))
+    .fails_with(1, "`target/microimage/app` does not exist");
 }
 
 #[test]

@@ -51,7 +51,8 @@ pub struct Pushed {
 /// Parses a push destination, `registry/repository:tag`.
 pub fn parse_reference(s: &str) -> Result<Reference> {
     let image = crate::image::ImageName::parse(s)?;
-    if !s.contains(':') || s.contains('@') {
+    let last = s.rsplit('/').next().unwrap_or(s);
+    if !last.contains(':') || s.contains('@') {
         // A missing tag would silently mean `latest`; a push names its tag.
         return Err(Error::usage(format!("`{s}` names no tag"))
             .with_help(format!("push to `{s}:TAG`, e.g. `{s}:1.0.0`")));
