@@ -354,11 +354,7 @@ pub fn inspect_remote(
             "`{reference}` is neither a local path nor an image reference: {e}"
         ))
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::new(format!("starting the async runtime failed: {e}")))?;
-    runtime.block_on(async {
+    crate::push::block_on(async {
         let conn =
             crate::push::connect(&target, options, shell, oci_client::RegistryOperation::Pull)
                 .await?;

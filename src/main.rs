@@ -246,6 +246,21 @@ struct OutputFlags {
 }
 
 impl BuildFlags {
+    /// The library's build request for these flags (`push` for `cargo microimage push`).
+    fn request(&self, push: Option<pipeline::PushRequest>) -> Result<pipeline::BuildRequest> {
+        Ok(pipeline::BuildRequest {
+            cargo: self.cargo_options(),
+            platforms: if self.platform.is_empty() && self.target.is_empty() {
+                Vec::new()
+            } else {
+                platform::resolve(&self.platform, &self.target)?
+            },
+            workspace: self.workspace,
+            exclude: self.exclude.clone(),
+            push,
+        })
+    }
+
     fn cargo_options(&self) -> CargoOptions {
         CargoOptions {
             manifest_path: self.manifest_path.clone(),
@@ -394,17 +409,7 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             output,
         } => {
             image.single_tag()?;
-            let request = pipeline::BuildRequest {
-                cargo: build.cargo_options(),
-                platforms: if build.platform.is_empty() && build.target.is_empty() {
-                    Vec::new()
-                } else {
-                    platform::resolve(&build.platform, &build.target)?
-                },
-                workspace: build.workspace,
-                exclude: build.exclude.clone(),
-                push: None,
-            };
+            let request = build.request(None)?;
             for outcome in pipeline::build(&request, &image.options(), &output.options(), shell)? {
                 print_outcome(&outcome, json);
             }
@@ -419,21 +424,11 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             let mut image_options = image.options();
             image_options.tag = None;
             let tags = image.tags.clone();
-            let request = pipeline::BuildRequest {
-                cargo: build.cargo_options(),
-                platforms: if build.platform.is_empty() && build.target.is_empty() {
-                    Vec::new()
-                } else {
-                    platform::resolve(&build.platform, &build.target)?
-                },
-                workspace: build.workspace,
-                exclude: build.exclude.clone(),
-                push: Some(pipeline::PushRequest {
-                    reference: reference.clone(),
-                    tags,
-                    options: registry.options(),
-                }),
-            };
+            let request = build.request(Some(pipeline::PushRequest {
+                reference: reference.clone(),
+                tags,
+                options: registry.options(),
+            }))?;
             for outcome in
                 pipeline::build(&request, &image_options, &OutputOptions::default(), shell)?
             {

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use common::*;
 use serde_json::Value;
 
@@ -176,30 +173,7 @@ fn podman_runs_it_as_nonroot_with_ca_roots_and_a_writable_tmp() {
 #[test]
 fn podman_runs_it_as_an_http_service() {
     let (layout, _) = example_layout();
-    let podman = Podman::new();
-    let port = free_port();
-    let name = format!("microimage-test-{}-{port}", std::process::id());
-    podman.forget_later(&format!("localhost{}:{TAG}", layout.display()));
-    let mut child = podman
-        .command()
-        .args(["run", "--rm", "--name", &name, "--network", "host"])
-        .arg(format!("oci:{}:{TAG}", layout.display()))
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let answer = http_get(port, "/", Duration::from_secs(60));
-    let _ = podman
-        .command()
-        .args(["rm", "-f", "-t", "0", &name])
-        .output();
-    let _ = child.kill();
-    let _ = child.wait();
-    let answer = answer.expect("the container answered HTTP");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let body = answer.split("\r\n\r\n").nth(1).unwrap();
-    let report: Value = serde_json::from_str(body.trim()).unwrap();
+    let report = Podman::new().serve_example(layout, TAG, None);
     assert_eq!(report["uid"], 65532);
     assert!(report["ca_roots"].as_u64().unwrap() > 100);
 }

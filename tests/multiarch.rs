@@ -5,9 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -120,46 +118,12 @@ fn skopeo_picks_each_architecture() {
     }
 }
 
-fn serve(podman: &Podman, layout: &std::path::Path, platform: &str) -> Value {
-    let port = free_port();
-    let name = format!("microimage-test-{}-{port}", std::process::id());
-    let mut child = podman
-        .command()
-        .args([
-            "run",
-            "--rm",
-            "--name",
-            &name,
-            "--network",
-            "host",
-            "--platform",
-            platform,
-        ])
-        .arg(format!("oci:{}:{TAG}", layout.display()))
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let answer = http_get(port, "/", Duration::from_secs(90));
-    let _ = podman
-        .command()
-        .args(["rm", "-f", "-t", "0", &name])
-        .output();
-    let _ = child.kill();
-    let _ = child.wait();
-    let answer = answer.unwrap_or_else(|| panic!("{platform}: no HTTP answer"));
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap()
-}
-
 #[test]
 fn both_platforms_run_under_podman_and_answer_alike() {
     let (layout, _) = multi();
     let podman = Podman::new();
-    podman.forget_later(&format!("localhost{}:{TAG}", layout.display()));
-    let mut amd = serve(&podman, layout, "linux/amd64");
-    let mut arm = serve(&podman, layout, "linux/arm64");
+    let mut amd = podman.serve_example(layout, TAG, Some("linux/amd64"));
+    let mut arm = podman.serve_example(layout, TAG, Some("linux/arm64"));
     assert_eq!(amd["arch"], "x86_64");
     assert_eq!(arm["arch"], "aarch64");
     assert_eq!(arm["tls_ready"], true, "ring works on arm64");

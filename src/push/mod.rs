@@ -81,11 +81,17 @@ pub fn push(
     options: &PushOptions,
     shell: &Shell,
 ) -> Result<Pushed> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    block_on(push_async(set, target, tags, options, shell))
+}
+
+/// Runs registry work to completion on a single-threaded runtime (oci-client is async; the
+/// rest of the tool is not).
+pub(crate) fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::new(format!("starting the async runtime failed: {e}")))?;
-    runtime.block_on(push_async(set, target, tags, options, shell))
+        .map_err(|e| Error::new(format!("starting the async runtime failed: {e}")))?
+        .block_on(work)
 }
 
 fn is_loopback(registry: &str) -> bool {

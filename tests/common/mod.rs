@@ -203,6 +203,38 @@ impl Podman {
             .args(args))
     }
 
+    /// Runs example-app from `oci:LAYOUT:TAG` as a service on the host network (with
+    /// `--platform` if given), GETs `/`, stops it, and returns the JSON it answered.
+    pub fn serve_example(
+        &self,
+        layout: &Path,
+        tag: &str,
+        platform: Option<&str>,
+    ) -> serde_json::Value {
+        self.forget_later(&format!("localhost{}:{tag}", layout.display()));
+        let port = free_port();
+        let name = format!("microimage-test-{}-{port}", std::process::id());
+        let mut cmd = self.command();
+        cmd.args(["run", "--rm", "--name", &name, "--network", "host"]);
+        if let Some(p) = platform {
+            cmd.args(["--platform", p]);
+        }
+        let mut child = cmd
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let answer = http_get(port, "/", Duration::from_secs(90));
+        let _ = self.command().args(["rm", "-f", "-t", "0", &name]).output();
+        let _ = child.kill();
+        let _ = child.wait();
+        let answer = answer.unwrap_or_else(|| panic!("{platform:?}: no HTTP answer"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim()).unwrap()
+    }
+
     /// Remembers an image name to remove when this value is dropped.
     pub fn forget_later(&self, image: &str) {
         self.imported.borrow_mut().push(image.to_string());
