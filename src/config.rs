@@ -99,10 +99,7 @@ impl ImageConfig {
         let merge = |config: Option<BTreeMap<String, String>>, flags: &[(String, String)]| {
             let mut out: Vec<(String, String)> = config.unwrap_or_default().into_iter().collect();
             for (k, v) in flags {
-                match out.iter_mut().find(|(key, _)| key == k) {
-                    Some(slot) => slot.1 = v.clone(),
-                    None => out.push((k.clone(), v.clone())),
-                }
+                crate::options::set_key(&mut out, k, v);
             }
             out
         };

@@ -194,10 +194,7 @@ impl ImageSpec {
             env.push(("SSL_CERT_FILE".into(), base::CA_BUNDLE_PATH.into()));
         }
         for (k, v) in &self.env {
-            match env.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => env.push((k.clone(), v.clone())),
-            }
+            crate::options::set_key(&mut env, k, v);
         }
         env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }

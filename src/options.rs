@@ -100,6 +100,15 @@ pub struct OutputOptions {
     pub load: Option<crate::output::load::Engine>,
 }
 
+/// Sets `key` to `value` in an ordered key/value list: replaced in place if present,
+/// appended otherwise (how `--env`, `--label` and `--annotation` override).
+pub fn set_key(list: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => list.push((key.to_string(), value.to_string())),
+    }
+}
+
 /// `SOURCE_DATE_EPOCH` from the environment, else 0.
 pub fn source_date_epoch_from_env() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {

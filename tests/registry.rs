@@ -44,65 +44,64 @@ impl Registry {
         let mut http = format!("http: {{addr: \"127.0.0.1:{port}\", secret: test-only");
         if setup.tls {
             // A CA, and a server certificate for 127.0.0.1 signed by it.
-            let openssl = |args: &[&str]| {
-                let ok = Command::new("openssl")
-                    .args(args)
-                    .current_dir(d)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .unwrap();
-                assert!(ok.success(), "openssl {args:?}");
-            };
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=microimage-test-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ]);
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "server.csr",
-            ]);
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=microimage-test-ca",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "server.csr",
+                ],
+            );
             std::fs::write(
                 d.join("ext.cnf"),
                 "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
             )
             .unwrap();
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-                "-out",
-                "cert.pem",
-            ]);
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ext.cnf",
+                    "-out",
+                    "cert.pem",
+                ],
+            );
             http.push_str(&format!(
                 ", tls: {{certificate: {}, key: {}}}",
                 d.join("cert.pem").display(),
@@ -121,8 +120,9 @@ impl Registry {
         }
         let mut token_server = None;
         if let Some((user, pass)) = setup.token {
-            let ok = Command::new("openssl")
-                .args([
+            openssl(
+                d,
+                &[
                     "req",
                     "-x509",
                     "-newkey",
@@ -132,14 +132,12 @@ impl Registry {
                     "2",
                     "-subj",
                     "/CN=microimage-token",
-                ])
-                .args(["-keyout", "tok.key", "-out", "tok.crt"])
-                .current_dir(d)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(ok.success());
+                    "-keyout",
+                    "tok.key",
+                    "-out",
+                    "tok.crt",
+                ],
+            );
             let token_port = free_port();
             token_server = Some(
                 Command::new("python3")
@@ -249,6 +247,18 @@ impl Drop for Registry {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `openssl ARGS` in `dir`; panics if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl {args:?}");
 }
 
 fn wait_port(port: u16) {

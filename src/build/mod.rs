@@ -35,12 +35,7 @@ pub fn build(
 ) -> Result<Vec<PathBuf>> {
     let first = plans.first().expect("at least one binary to build");
     ensure_target(platform.triple, shell)?;
-    let mut c_crates = Vec::new();
-    for plan in plans {
-        c_crates.extend(toolchain::c_crates(plan, options, platform)?);
-    }
-    c_crates.sort();
-    c_crates.dedup();
+    let c_crates = toolchain::c_crates(plans, options, platform)?;
     if !c_crates.is_empty() {
         shell.verbose(
             "C code",

@@ -24,11 +24,19 @@ use crate::plan::{cargo, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::shell::Shell;
 
-/// The crates linked into `plan.bin` for `platform` whose build scripts compile C (they
-/// have a `cc` or `cmake` build-dependency), as `name version`, sorted.
-pub fn c_crates(plan: &Plan, options: &CargoOptions, platform: &Platform) -> Result<Vec<String>> {
+/// The crates linked into the binaries of `plans` (one workspace) for `platform` whose
+/// build scripts compile C (they have a `cc` or `cmake` build-dependency), as
+/// `name version`, sorted. One `cargo metadata` call serves all of them.
+pub fn c_crates(
+    plans: &[&Plan],
+    options: &CargoOptions,
+    platform: &Platform,
+) -> Result<Vec<String>> {
+    let Some(first) = plans.first() else {
+        return Ok(Vec::new());
+    };
     let mut cmd = MetadataCommand::new();
-    cmd.cargo_path(cargo()).manifest_path(&plan.manifest_path);
+    cmd.cargo_path(cargo()).manifest_path(&first.manifest_path);
     let mut extra = vec!["--filter-platform".to_string(), platform.triple.to_string()];
     extra.extend(options.lock_args());
     extra.extend(options.feature_args());
@@ -46,13 +54,13 @@ pub fn c_crates(plan: &Plan, options: &CargoOptions, platform: &Platform) -> Res
         metadata.packages.iter().map(|p| (&p.id, p)).collect();
     let nodes: std::collections::HashMap<&PackageId, &cargo_metadata::Node> =
         resolve.nodes.iter().map(|n| (&n.id, n)).collect();
-    let root = metadata
+    let mut seen: BTreeSet<&PackageId> = BTreeSet::new();
+    let mut stack: Vec<&PackageId> = metadata
         .packages
         .iter()
-        .find(|p| p.id.repr == plan.package_id)
-        .map(|p| &p.id);
-    let mut seen: BTreeSet<&PackageId> = BTreeSet::new();
-    let mut stack: Vec<&PackageId> = root.into_iter().collect();
+        .filter(|p| plans.iter().any(|plan| p.id.repr == plan.package_id))
+        .map(|p| &p.id)
+        .collect();
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
             continue;
