@@ -37,6 +37,45 @@ struct Cli {
     /// Results as human-readable lines or as JSON lines (each with a `reason`)
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
+    /// Coloring of status lines and the progress bar [default: $CARGO_TERM_COLOR, else auto]
+    #[arg(long, global = true, value_enum, value_name = "WHEN")]
+    color: Option<Color>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Applies `--color` (or cargo's `CARGO_TERM_COLOR`) to this process and to the cargo it runs.
+fn set_color(flag: Option<Color>) -> Result<(), microimage::Error> {
+    let choice = match flag {
+        Some(c) => c,
+        None => match std::env::var("CARGO_TERM_COLOR").ok().as_deref() {
+            None | Some("") | Some("auto") => Color::Auto,
+            Some("always") => Color::Always,
+            Some("never") => Color::Never,
+            Some(other) => {
+                return Err(microimage::Error::usage(format!(
+                    "CARGO_TERM_COLOR is `{other}`; expected `auto`, `always` or `never`"
+                )))
+            }
+        },
+    };
+    let (name, stream) = match choice {
+        Color::Auto => ("auto", anstream::ColorChoice::Auto),
+        Color::Always => ("always", anstream::ColorChoice::Always),
+        Color::Never => ("never", anstream::ColorChoice::Never),
+    };
+    stream.write_global();
+    if choice != Color::Auto {
+        console::set_colors_enabled_stderr(choice == Color::Always);
+        // Read by the cargo builds this process starts (still single-threaded here).
+        std::env::set_var("CARGO_TERM_COLOR", name);
+    }
+    Ok(())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,15 +381,33 @@ const SUBCOMMANDS: &[&str] = &[
 
 /// cargo runs `cargo-microimage microimage ARGS`; drop that word, and default to `build`.
 fn normalised_args() -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    normalise(std::env::args_os().collect())
+}
+
+/// Drops the `microimage` cargo passes, and puts `build` where no subcommand is named —
+/// after any global flags (`cargo microimage -v --color never` is `build`, like cargo).
+fn normalise(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     if args.get(1).is_some_and(|a| a == "microimage") {
         args.remove(1);
     }
-    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let mut at = 1;
+    while let Some(arg) = args.get(at).and_then(|a| a.to_str()) {
+        if ["-v", "--verbose", "-q", "--quiet"].contains(&arg)
+            || arg.starts_with("--color=")
+            || arg.starts_with("--message-format=")
+        {
+            at += 1;
+        } else if arg == "--color" || arg == "--message-format" {
+            at += 2;
+        } else {
+            break;
+        }
+    }
+    let first = args.get(at).and_then(|a| a.to_str()).unwrap_or("");
     let passes =
         SUBCOMMANDS.contains(&first) || ["-h", "--help", "-V", "--version"].contains(&first);
     if !passes {
-        args.insert(1, "build".into());
+        args.insert(at.min(args.len()), "build".into());
     }
     args
 }
@@ -380,6 +437,10 @@ fn main() -> ExitCode {
         Verbosity::Normal
     };
     let shell = Shell::new(verbosity);
+    if let Err(e) = set_color(cli.color) {
+        shell.error(&e);
+        return ExitCode::from(e.exit_code() as u8);
+    }
     match run(&cli, &shell) {
         Ok(code) => code,
         Err(e) => {
@@ -611,4 +672,42 @@ fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalise(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn build_is_the_default_subcommand_after_global_flags() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["c", "microimage"], &["c", "build"]),
+            (&["c", "microimage", "push", "x"], &["c", "push", "x"]),
+            (
+                &["c", "microimage", "--bin", "a"],
+                &["c", "build", "--bin", "a"],
+            ),
+            (&["c", "microimage", "-v", "push"], &["c", "-v", "push"]),
+            (&["c", "microimage", "-q"], &["c", "-q", "build"]),
+            (
+                &["c", "microimage", "--color", "never", "-p", "a"],
+                &["c", "--color", "never", "build", "-p", "a"],
+            ),
+            (
+                &["c", "--message-format=json", "inspect", "x"],
+                &["c", "--message-format=json", "inspect", "x"],
+            ),
+            (&["c", "microimage", "--help"], &["c", "--help"]),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(norm(given), *expected, "{given:?}");
+        }
+    }
 }

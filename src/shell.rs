@@ -5,6 +5,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use anstyle::{AnsiColor, Style};
 
@@ -28,11 +29,93 @@ pub enum Verbosity {
 #[derive(Debug, Clone, Default)]
 pub struct Shell {
     verbosity: Verbosity,
+    /// The progress bar on screen, if any: status lines are printed above it.
+    bar: Arc<Mutex<Option<indicatif::ProgressBar>>>,
+}
+
+/// A byte-count progress bar on stderr (see [`Shell::progress`]); cleared when dropped.
+#[derive(Debug)]
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    shell: Shell,
+}
+
+impl Progress {
+    /// Counts `bytes` more as done.
+    pub fn inc(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    /// Takes back `bytes` counted by an attempt that failed and will be retried.
+    pub fn dec(&self, bytes: u64) {
+        self.bar.dec(bytes);
+    }
+
+    /// A handle that counts into the same bar from another task.
+    pub(crate) fn handle(&self) -> indicatif::ProgressBar {
+        self.bar.clone()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+        if let Ok(mut active) = self.shell.bar.lock() {
+            *active = None;
+        }
+    }
 }
 
 impl Shell {
     pub fn new(verbosity: Verbosity) -> Self {
-        Shell { verbosity }
+        Shell {
+            verbosity,
+            bar: Arc::default(),
+        }
+    }
+
+    /// A progress bar for `total` bytes, drawn only when stderr is a terminal (indicatif
+    /// hides it otherwise) and not with `-q`. Status lines printed while it is shown go
+    /// above it.
+    pub fn progress(&self, total: u64) -> Progress {
+        let target = if self.verbosity == Verbosity::Quiet {
+            indicatif::ProgressDrawTarget::hidden()
+        } else {
+            indicatif::ProgressDrawTarget::stderr()
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total), target);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12.cyan.bold} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix("Uploading");
+        if !bar.is_hidden() {
+            // Redraw (rate, ETA) even while a slow link accepts nothing new.
+            bar.enable_steady_tick(std::time::Duration::from_millis(250));
+        }
+        if let Ok(mut active) = self.bar.lock() {
+            *active = Some(bar.clone());
+        }
+        Progress {
+            bar,
+            shell: self.clone(),
+        }
+    }
+
+    /// Writes one line to stderr, above the progress bar if one is shown.
+    fn line(&self, text: std::fmt::Arguments) {
+        let write = || {
+            let mut err = anstream::stderr().lock();
+            let _ = err.write_fmt(text);
+            let _ = writeln!(err);
+        };
+        match self.bar.lock().ok().and_then(|b| b.clone()) {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
 
     pub fn verbosity(&self) -> Verbosity {
@@ -42,8 +125,7 @@ impl Shell {
     /// `{verb:>12} {message}`, the verb bold green, like cargo's `   Compiling foo`.
     pub fn status(&self, verb: &str, message: impl Display) {
         if self.verbosity != Verbosity::Quiet {
-            let mut err = anstream::stderr().lock();
-            let _ = writeln!(err, "{STATUS}{verb:>12}{STATUS:#} {message}");
+            self.line(format_args!("{STATUS}{verb:>12}{STATUS:#} {message}"));
         }
     }
 
@@ -56,8 +138,7 @@ impl Shell {
 
     pub fn warn(&self, message: impl Display) {
         if self.verbosity != Verbosity::Quiet {
-            let mut err = anstream::stderr().lock();
-            let _ = writeln!(err, "{WARN}warning{WARN:#}: {message}");
+            self.line(format_args!("{WARN}warning{WARN:#}: {message}"));
         }
     }
 

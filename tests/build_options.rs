@@ -1,5 +1,6 @@
 //! How `build` drives cargo: symbols stripped through the profile (or kept with
-//! `--no-strip`), and the user's RUSTFLAGS kept when the tool appends its own flags.
+//! `--no-strip`), the user's RUSTFLAGS kept when the tool appends its own flags, and the
+//! global flags (`-q`, `--color`) reaching cargo.
 
 mod common;
 
@@ -62,5 +63,60 @@ fn the_users_rustflags_are_kept() {
     assert!(
         !bytes.windows(checkout.len()).any(|w| w == checkout),
         "the checkout path is in the binary"
+    );
+}
+
+#[test]
+fn global_flags_go_before_the_implied_build_and_quiet_silences_cargo_too() {
+    // `cargo microimage -q --color never` is `build`, quiet: cargo's own `Compiling` and
+    // `Finished` lines are gone too, and stdout still has the one result line.
+    let c = fixture("hello");
+    let t = tmp();
+    let out = run(tool()
+        .current_dir(c.path())
+        .env("CARGO_TARGET_DIR", t.path())
+        .args([
+            "microimage",
+            "-q",
+            "--color",
+            "never",
+            "--bin",
+            "hello",
+            "-o",
+        ])
+        .arg(t.path().join("image")))
+    .ok();
+    assert_eq!(out.stderr, "", "-q printed on stderr");
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    assert!(t.path().join("image/index.json").is_file());
+}
+
+#[test]
+fn color_always_colours_status_lines() {
+    let c = fixture("hello");
+    let t = tmp();
+    let out = run(tool()
+        .current_dir(c.path())
+        .env("CARGO_TARGET_DIR", t.path())
+        .args([
+            "microimage",
+            "build",
+            "--color=always",
+            "--bin",
+            "hello",
+            "-o",
+        ])
+        .arg(t.path().join("image")))
+    .ok();
+    // Both this tool's `Verified` and cargo's `Finished` are coloured, though stderr is a pipe.
+    assert!(
+        out.stderr.contains("\x1b[1m\x1b[32m    Verified"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("\x1b[1m\x1b[32m    Finished"),
+        "{}",
+        out.stderr
     );
 }

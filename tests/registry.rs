@@ -722,6 +722,8 @@ enum Fault {
     Unavailable(usize),
     /// Cut the first connection that sends more than N bytes upstream, mid-request.
     DropAfter(usize),
+    /// Pass requests upstream at no more than N bytes a second: a slow uplink.
+    Throttle(u64),
 }
 
 impl Proxy {
@@ -775,6 +777,9 @@ impl Proxy {
                                 }
                             }
                             sent += n;
+                            if let Fault::Throttle(rate) = fault {
+                                std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+                            }
                             if server_w.write_all(&buf[..n]).is_err() {
                                 break;
                             }
@@ -831,4 +836,61 @@ fn a_connection_dropped_mid_upload_is_recovered() {
     );
     let direct = format!("{}/dropped:1", registry.host());
     assert_eq!(digest_of_raw(&registry, &direct), digest);
+}
+
+#[test]
+fn a_slow_push_on_a_terminal_draws_a_progress_bar() {
+    let registry = Registry::start(Setup::default());
+    let proxy = Proxy::start(registry.port, Fault::Throttle(400_000));
+    let home = tmp();
+    let reference = format!("127.0.0.1:{}/progress:1", proxy.port);
+    // `script` gives the tool a terminal for stderr; stdout goes to a file, as in
+    // `podman run $(cargo microimage push …)`.
+    let stdout = home.path().join("stdout");
+    let mut cmd = pusher(home.path());
+    cmd.args([
+        "microimage",
+        "push",
+        &reference,
+        "--locked",
+        "--manifest-path",
+    ])
+    .arg(repo().join("example-app/Cargo.toml"));
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', "'\\''"));
+    let mut line = quote(cmd.get_program());
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line.push_str(&format!(" > {}", quote(stdout.as_os_str())));
+    let mut script = Command::new("script");
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    script
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let terminal = run(&mut script).ok().stdout;
+    assert!(
+        terminal.contains("Uploading ["),
+        "no progress bar drawn:\n{terminal}"
+    );
+    assert!(
+        terminal.contains("=>") || terminal.contains("=]"),
+        "{terminal}"
+    );
+    assert!(terminal.contains("Pushed"), "{terminal}");
+    let printed = std::fs::read_to_string(&stdout).unwrap();
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    assert!(
+        printed.starts_with(&format!("{reference}@sha256:")),
+        "{printed}"
+    );
+
+    // Without a terminal (every other test), nothing of the bar is written.
+    let plain = push_example(home.path(), &reference, &[]).ok();
+    assert!(!plain.stderr.contains("Uploading"), "{}", plain.stderr);
 }

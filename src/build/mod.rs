@@ -61,6 +61,10 @@ pub fn build(
         cmd.args(["--bin", &plan.bin]);
     }
     cmd.args(options.feature_args()).args(options.lock_args());
+    if shell.verbosity() == crate::shell::Verbosity::Quiet {
+        // `-q` quiets cargo's own lines too (errors still show).
+        cmd.arg("--quiet");
+    }
     if options.strip {
         let env = format!("CARGO_PROFILE_{}_STRIP", env_key(&options.profile));
         if std::env::var_os(&env).is_none() {

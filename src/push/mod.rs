@@ -122,6 +122,8 @@ fn client(registry: &str, http: bool, options: &PushOptions) -> Result<Client> {
             ClientProtocol::Https
         },
         extra_root_certificates,
+        // One POST and one streamed PUT per blob (the chunked default adds a PATCH per 4 MiB).
+        use_monolithic_push: true,
         connect_timeout: Some(Duration::from_secs(20)),
         read_timeout: Some(Duration::from_secs(60)),
         ..ClientConfig::default()
@@ -386,14 +388,7 @@ async fn push_async(
             human_size(total)
         ),
     );
-    let progress = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = shell.progress(total);
     let mut cache = BlobCache::load();
     let repository = target.repository().to_string();
     /// What happened to one blob.
@@ -405,8 +400,9 @@ async fn push_async(
     // Blobs go up concurrently (bounded), like skopeo's copies; each is HEAD-checked, then
     // mounted from a known repository, then uploaded.
     let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
-        let (client, registry, progress) = (client, registry.clone(), progress.clone());
-        let (digest, size, data) = (digest.clone(), blob.size(), blob.data.clone());
+        let (client, registry, progress) = (client, registry.clone(), &progress);
+        let (digest, size) = (digest.clone(), blob.size());
+        let data = bytes::Bytes::from_owner(blob.data.clone());
         async move {
             let exists = retry("checking a blob", shell, || {
                 client.blob_exists(target, &digest)
@@ -425,10 +421,17 @@ async fn push_async(
                     }
                 }
                 if matches!(sent, Sent::Uploaded) {
+                    // Counted as the HTTP body is read; an attempt that fails takes its
+                    // count back before the next one starts.
+                    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
                     retry("uploading a blob", shell, || {
-                        client.push_blob(target, data.to_vec(), &digest)
+                        progress.dec(counted.swap(0, std::sync::atomic::Ordering::Relaxed));
+                        let body = upload_body(data.clone(), progress, counted.clone());
+                        client.push_blob_stream(target, body, &digest, Some(size))
                     })
                     .await?;
+                    progress.inc(size - counted.load(std::sync::atomic::Ordering::Relaxed));
+                    return Ok::<_, OciDistributionError>((digest, sent));
                 }
             }
             progress.inc(size);
@@ -454,7 +457,7 @@ async fn push_async(
         }
         cache.record(&registry, &digest, &repository);
     }
-    progress.finish_and_clear();
+    drop(progress);
     cache.save();
 
     let manifests = set.images.iter().map(|image| {
@@ -504,6 +507,32 @@ async fn push_async(
         uploaded,
         mounted,
         present,
+    })
+}
+
+/// Bytes sent per step of an upload body (and of the progress bar).
+const UPLOAD_STEP: usize = 256 * 1024;
+
+/// A blob as an HTTP body stream that counts what has been read into `progress` (and
+/// `counted`, so a failed attempt can take it back).
+fn upload_body(
+    data: bytes::Bytes,
+    progress: &crate::shell::Progress,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>>
+       + Send
+       + 'static {
+    let bar = progress.handle();
+    let steps: Vec<bytes::Bytes> = (0..data.len())
+        .step_by(UPLOAD_STEP)
+        .map(|at| data.slice(at..(at + UPLOAD_STEP).min(data.len())))
+        .collect();
+    use futures_util::StreamExt;
+    futures_util::stream::iter(steps).map(move |step| {
+        let n = step.len() as u64;
+        counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        bar.inc(n);
+        Ok(step)
     })
 }
 
