@@ -479,8 +479,10 @@ fn basic_auth_from_the_docker_config() {
     let home = tmp();
     let reference = format!("{}/authed:1", registry.host());
     // Anonymous: refused, with where credentials were looked for.
-    let out = push_example(home.path(), &reference, &[])
-        .fails_with(1, "refused the push: not authorized");
+    let out = push_example(home.path(), &reference, &[]).fails_with(
+        1,
+        "refused to let anonymous access push to `authed`: not authorized",
+    );
     assert!(out.stderr.contains("config.json"), "{}", out.stderr);
     docker_config(
         home.path(),
@@ -532,6 +534,22 @@ fn bearer_token_auth() {
         token_log.contains("GET /token?"),
         "no token was requested: {token_log}"
     );
+    // The token server grants only `pull` under `others/`, as a registry does for a
+    // namespace the user does not own: the push is refused, naming the repository.
+    let theirs = format!("{}/others/app:1", registry.host());
+    let out = push_example(home.path(), &theirs, &[])
+        .fails_with(1, "refused to let the credentials from the docker config");
+    assert!(
+        out.stderr.contains("push to `others/app`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("your own user or organisation"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
     let check = run(Command::new("skopeo").args([
         "inspect",
         "--tls-verify=false",
@@ -561,7 +579,7 @@ fn wrong_password_is_a_clear_error_that_never_shows_the_password() {
     let out = push_example(home.path(), &format!("{}/x:1", registry.host()), &["-v"]).fails_with(
         1,
         &format!(
-            "the registry {} refused the push: not authorized",
+            "the registry {} refused to let the credentials from the docker config",
             registry.host()
         ),
     );
@@ -724,6 +742,9 @@ enum Fault {
     DropAfter(usize),
     /// Pass requests upstream at no more than N bytes a second: a slow uplink.
     Throttle(u64),
+    /// Answer every blob-upload `POST` with this status line and JSON body, as a registry
+    /// with its own repository rules does (each request gets its own connection).
+    RefuseUploads(&'static str, &'static str),
 }
 
 impl Proxy {
@@ -754,6 +775,16 @@ impl Proxy {
                     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                         return;
                     };
+                    if let Fault::RefuseUploads(status, body) = fault {
+                        let head = read_head(&mut client);
+                        if head.starts_with("POST ") && head.contains("/blobs/uploads/") {
+                            let _ = write!(client, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                            return;
+                        }
+                        // One request per connection, so every request is looked at.
+                        let (line, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+                        let _ = write!(server, "{line}\r\nConnection: close\r\n{rest}");
+                    }
                     let mut client_r = client.try_clone().unwrap();
                     let mut server_w = server.try_clone().unwrap();
                     let limit = match fault {
@@ -794,6 +825,52 @@ impl Proxy {
         });
         Proxy { port }
     }
+}
+
+/// Reads an HTTP request head (through the blank line) from `stream`, byte by byte so
+/// nothing of the body is consumed.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn repository_names_the_registry_refuses_are_clear_errors() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let cases = [
+        (
+            "400 Bad Request",
+            r#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name: must be under an organization"}]}"#,
+            "rejected the repository name `team/app`: invalid repository name: must be under an organization",
+        ),
+        (
+            "404 Not Found",
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository team/app does not exist"}]}"#,
+            "has no repository `team/app`: repository team/app does not exist",
+        ),
+    ];
+    for (status, body, says) in cases {
+        let proxy = Proxy::start(registry.port, Fault::RefuseUploads(status, body));
+        let reference = format!("127.0.0.1:{}/team/app:1", proxy.port);
+        let out = push_example(home.path(), &reference, &[]).fails_with(1, says);
+        assert_eq!(out.stdout, "", "a refused push printed a result");
+        assert_eq!(
+            out.stderr.matches("error:").count(),
+            1,
+            "not one message: {}",
+            out.stderr
+        );
+    }
+    // Nothing was tagged.
+    let mut args = vec!["inspect".to_string(), "--raw".to_string()];
+    args.extend(registry.skopeo_tls());
+    args.push(format!("docker://{}/team/app:1", registry.host()));
+    assert_ne!(run(Command::new("skopeo").args(&args)).code, 0);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::{Client, Reference, RegistryOperation};
 
 use crate::blob::Blob;
@@ -165,7 +165,7 @@ fn transient(e: &OciDistributionError) -> bool {
         OciDistributionError::RegistryError { envelope, .. } => envelope
             .errors
             .iter()
-            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::Toomanyrequests)),
+            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
         OciDistributionError::IoError(_) => true,
         _ => false,
     }
@@ -219,36 +219,96 @@ where
     }
 }
 
+/// What the registry answered, when it did: the HTTP status (if known) and the errors of
+/// its JSON error envelope (code as on the wire, e.g. `NAME_INVALID`, and message).
+fn answer(e: &OciDistributionError) -> (Option<u16>, Vec<(String, String)>) {
+    let codes = |envelope: &OciEnvelope| {
+        envelope
+            .errors
+            .iter()
+            .map(|x| {
+                let code = serde_json::to_value(&x.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                (code, x.message.clone())
+            })
+            .collect()
+    };
+    match e {
+        OciDistributionError::RequestError(r) => (r.status().map(|s| s.as_u16()), Vec::new()),
+        OciDistributionError::ServerError { code, message, .. } => (
+            Some(*code),
+            serde_json::from_str::<OciEnvelope>(message)
+                .map(|env| codes(&env))
+                .unwrap_or_default(),
+        ),
+        OciDistributionError::RegistryError { envelope, .. } => (None, codes(envelope)),
+        OciDistributionError::UnauthorizedError { .. } => (Some(401), Vec::new()),
+        _ => (None, Vec::new()),
+    }
+}
+
+/// What a connection was opened for, to say what was refused.
+#[derive(Debug, Clone)]
+struct Purpose {
+    repository: String,
+    operation: RegistryOperation,
+}
+
 /// Turns a client error into the one message a user sees.
 fn explain(
     e: OciDistributionError,
     registry: &str,
     credential: &credentials::Found,
     options: &PushOptions,
+    purpose: &Purpose,
 ) -> Error {
     let chain = chain(&e);
-    let denied = matches!(
-        e,
-        OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_)
-    ) || matches!(&e, OciDistributionError::RegistryError { envelope, .. } if envelope.errors.iter().any(|x| matches!(x.code, oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied)))
-        || chain.contains("401")
-        || chain.contains("403");
+    let (status, codes) = answer(&e);
+    let has = |wanted: &[&str]| codes.iter().any(|(c, _)| wanted.contains(&c.as_str()));
+    let said = codes
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let repository = &purpose.repository;
+    let doing = match purpose.operation {
+        RegistryOperation::Push => format!("push to `{repository}`"),
+        RegistryOperation::Pull => format!("read `{repository}`"),
+    };
+    let denied = matches!(e, OciDistributionError::AuthenticationFailure(_))
+        || matches!(status, Some(401 | 403))
+        || has(&["UNAUTHORIZED", "DENIED"]);
     if denied {
+        let who = match credential.credential {
+            credentials::Credential::Anonymous => "anonymous access".to_string(),
+            _ => format!("the credentials from {}", credential.source),
+        };
         return Error::new(format!(
-            "the registry {registry} refused the push: not authorized (credentials: {})",
-            credential.source
+            "the registry {registry} refused to let {who} {doing}: not authorized"
         ))
         .with_help(format!(
-            "log in (`podman login {registry}` or `docker login {registry}`) or fix the credentials; looked in {}",
+            "log in (`podman login {registry}` or `docker login {registry}`) or fix the credentials (looked in {}); \
+             if they are right, check that they may {doing}: registries usually allow pushes only under your own user or organisation",
             credentials::places()
         ));
     }
+    if has(&["NAME_INVALID"]) {
+        return Error::new(format!(
+            "the registry {registry} rejected the repository name `{repository}`: {said}"
+        ))
+        .with_help("push to a name this registry accepts (its rules may be stricter than the OCI grammar: lowercase, a namespace you own, a length limit)");
+    }
+    if has(&["NAME_UNKNOWN"]) {
+        return Error::new(format!(
+            "the registry {registry} has no repository `{repository}`: {said}"
+        ))
+        .with_help("create the repository first (some registries, such as ECR or a Harbor project, do not create one on push), or push to one that exists");
+    }
     let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("invalidcertificate")
-    {
+    if status.is_none() && (lower.contains("certificate") || lower.contains("tls")) {
         let help = if options.ca_file.is_some() {
             "check that --ca-file holds the CA that signed the registry's certificate".to_string()
         } else {
@@ -263,13 +323,12 @@ fn explain(
                 .with_help("check that the registry is running and the address is right, then run the same command again");
         }
     }
-    if lower.contains("name_invalid") || lower.contains("name invalid") {
-        return Error::new(format!(
-            "the registry {registry} rejected the repository name: {chain}"
-        ))
-        .with_help("use a repository name the registry accepts (lowercase, no spaces)");
-    }
-    Error::new(format!("pushing to {registry} failed: {chain}"))
+    let verb = match purpose.operation {
+        RegistryOperation::Push => "pushing to",
+        RegistryOperation::Pull => "reading from",
+    };
+    let what = if said.is_empty() { chain } else { said };
+    Error::new(format!("{verb} {registry} failed: {what}"))
         .with_help("run the same command again: blobs already pushed are not uploaded twice")
 }
 
@@ -284,12 +343,19 @@ pub(crate) struct Connection {
     pub registry: String,
     credential: credentials::Found,
     options: PushOptions,
+    purpose: Purpose,
 }
 
 impl Connection {
     /// The one message a user sees for a client error.
     pub fn fail(&self, e: OciDistributionError) -> Error {
-        explain(e, &self.registry, &self.credential, &self.options)
+        explain(
+            e,
+            &self.registry,
+            &self.credential,
+            &self.options,
+            &self.purpose,
+        )
     }
 }
 
@@ -307,6 +373,10 @@ pub(crate) async fn connect(
     }
     let credential = credentials::lookup(&registry)?;
     let auth = credential.credential.to_auth();
+    let purpose = Purpose {
+        repository: target.repository().to_string(),
+        operation,
+    };
 
     // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
     // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
@@ -338,7 +408,7 @@ pub(crate) async fn connect(
         }
     })
     .await
-    .map_err(|e| explain(e, &registry, &credential, options))?;
+    .map_err(|e| explain(e, &registry, &credential, options, &purpose))?;
     let operations: &[RegistryOperation] = match operation {
         RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
         RegistryOperation::Pull => &[RegistryOperation::Pull],
@@ -346,7 +416,7 @@ pub(crate) async fn connect(
     for op in operations {
         retry("authenticating", shell, || client.auth(target, &auth, *op))
             .await
-            .map_err(|e| explain(e, &registry, &credential, options))?;
+            .map_err(|e| explain(e, &registry, &credential, options, &purpose))?;
     }
 
     Ok(Connection {
@@ -355,6 +425,7 @@ pub(crate) async fn connect(
         registry,
         credential,
         options: options.clone(),
+        purpose,
     })
 }
 

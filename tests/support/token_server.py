@@ -2,7 +2,8 @@
 """A token server for registry tests (distribution's token auth).
 
 Answers GET /token?service=S&scope=repository:NAME:ACTIONS with {"token": JWT} after
-checking HTTP Basic credentials. The JWT is RS256, signed with the `openssl` CLI, and
+checking HTTP Basic credentials. Repositories under `others/` get `pull` only, as a
+namespace the user does not own. The JWT is RS256, signed with the `openssl` CLI, and
 carries the signing certificate in its `x5c` header (the registry's rootcertbundle).
 
 Usage: token_server.py PORT USER PASSWORD KEY.pem CERT.pem ISSUER
@@ -29,7 +30,11 @@ class Handler(BaseHTTPRequestHandler):
         access = []
         for scope in query.get("scope", []):
             kind, name, actions = scope.split(":", 2)
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+            actions = actions.split(",")
+            if name.startswith("others/"):
+                # Someone else's namespace: readable, not writable.
+                actions = [a for a in actions if a == "pull"]
+            access.append({"type": kind, "name": name, "actions": actions})
         now = int(time.time())
         header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
         claims = {"iss": issuer, "sub": user, "aud": query.get("service", [""])[0], "exp": now + 600,
