@@ -734,17 +734,17 @@ struct Proxy {
     port: u16,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fault {
-    /// Answer the first N connections with `503 Service Unavailable`.
-    Unavailable(usize),
+    /// Answer the first N connections with this whole HTTP response (a 503, a 429 …).
+    Answer(usize, String),
     /// Cut the first connection that sends more than N bytes upstream, mid-request.
     DropAfter(usize),
     /// Pass requests upstream at no more than N bytes a second: a slow uplink.
     Throttle(u64),
-    /// Answer every blob-upload `POST` with this status line and JSON body, as a registry
-    /// with its own repository rules does (each request gets its own connection).
-    RefuseUploads(&'static str, &'static str),
+    /// Answer the first N blob-upload `POST`s with this whole HTTP response (each request
+    /// gets a connection of its own, so every one is looked at).
+    Uploads(usize, String),
 }
 
 impl Proxy {
@@ -758,27 +758,30 @@ impl Proxy {
                 let Ok(mut client) = client else { break };
                 let connections = connections.clone();
                 let dropped = dropped.clone();
+                let fault = fault.clone();
                 std::thread::spawn(move || {
                     // A TLS hello (0x16) is passed through: only HTTP requests get faults.
                     let mut first = [0u8; 1];
                     let tls = client
                         .peek(&mut first)
                         .is_ok_and(|n| n == 1 && first[0] == 0x16);
-                    if let (Fault::Unavailable(k), false) = (fault, tls) {
-                        if connections.fetch_add(1, Ordering::SeqCst) < k {
-                            let mut buf = [0u8; 4096];
-                            let _ = client.read(&mut buf);
-                            let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    if let (Fault::Answer(k, response), false) = (&fault, tls) {
+                        if connections.fetch_add(1, Ordering::SeqCst) < *k {
+                            read_head(&mut client);
+                            let _ = client.write_all(response.as_bytes());
                             return;
                         }
                     }
                     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                         return;
                     };
-                    if let Fault::RefuseUploads(status, body) = fault {
+                    if let (Fault::Uploads(k, response), false) = (&fault, tls) {
                         let head = read_head(&mut client);
-                        if head.starts_with("POST ") && head.contains("/blobs/uploads/") {
-                            let _ = write!(client, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                        if head.starts_with("POST ")
+                            && head.contains("/blobs/uploads/")
+                            && connections.fetch_add(1, Ordering::SeqCst) < *k
+                        {
+                            let _ = client.write_all(response.as_bytes());
                             return;
                         }
                         // One request per connection, so every request is looked at.
@@ -791,6 +794,10 @@ impl Proxy {
                         Fault::DropAfter(limit) if dropped.load(Ordering::SeqCst) == 0 => {
                             Some(limit)
                         }
+                        _ => None,
+                    };
+                    let rate = match fault {
+                        Fault::Throttle(rate) => Some(rate),
                         _ => None,
                     };
                     let up = std::thread::spawn(move || {
@@ -808,7 +815,7 @@ impl Proxy {
                                 }
                             }
                             sent += n;
-                            if let Fault::Throttle(rate) = fault {
+                            if let Some(rate) = rate {
                                 std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
                             }
                             if server_w.write_all(&buf[..n]).is_err() {
@@ -855,7 +862,10 @@ fn repository_names_the_registry_refuses_are_clear_errors() {
         ),
     ];
     for (status, body, says) in cases {
-        let proxy = Proxy::start(registry.port, Fault::RefuseUploads(status, body));
+        let proxy = Proxy::start(
+            registry.port,
+            Fault::Uploads(usize::MAX, answer(status, body)),
+        );
         let reference = format!("127.0.0.1:{}/team/app:1", proxy.port);
         let out = push_example(home.path(), &reference, &[]).fails_with(1, says);
         assert_eq!(out.stdout, "", "a refused push printed a result");
@@ -876,12 +886,81 @@ fn repository_names_the_registry_refuses_are_clear_errors() {
 #[test]
 fn transient_503s_are_retried() {
     let registry = Registry::start(Setup::default());
-    let proxy = Proxy::start(registry.port, Fault::Unavailable(2));
+    let unavailable =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let proxy = Proxy::start(registry.port, Fault::Answer(2, unavailable.into()));
     let home = tmp();
     let reference = format!("127.0.0.1:{}/flaky:1", proxy.port);
     let out = push_example(home.path(), &reference, &["-v"]).ok();
     assert!(out.stderr.contains("Retrying"), "{}", out.stderr);
     assert!(out.stdout.starts_with(&reference), "{}", out.stdout);
+}
+
+/// An HTTP response with a JSON body, closing the connection.
+fn answer(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A `429 Too Many Requests` as distribution sends it, with a `Retry-After` header.
+fn too_many_requests(retry_after: &str) -> String {
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests"}]}"#;
+    answer(
+        &format!("429 Too Many Requests\r\nRetry-After: {retry_after}"),
+        body,
+    )
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    // Asked to wait 2 s (delta-seconds): the push waits that long, then completes.
+    let proxy = Proxy::start(registry.port, Fault::Uploads(1, too_many_requests("2")));
+    let reference = format!("127.0.0.1:{}/limited:1", proxy.port);
+    let out = push_example(home.path(), &reference, &[]).ok();
+    let retrying = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("Retrying"))
+        .unwrap_or_else(|| panic!("no retry: {}", out.stderr));
+    assert!(
+        retrying.contains(" in 2.") && retrying.contains("retry after 2 s"),
+        "{retrying}"
+    );
+    assert!(out.stdout.starts_with(&reference), "{}", out.stdout);
+
+    // Asked to come back in an hour (an HTTP-date): no waiting that out; one clear message.
+    let registry = Registry::start(Setup::default());
+    let later = httpdate(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let proxy = Proxy::start(
+        registry.port,
+        Fault::Uploads(usize::MAX, too_many_requests(&later)),
+    );
+    let reference = format!("127.0.0.1:{}/limited:2", proxy.port);
+    let out =
+        push_example(home.path(), &reference, &[]).fails_with(1, "is rate-limiting this client");
+    assert!(
+        out.stderr.contains("wait 59 min") || out.stderr.contains("wait 60 min"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+}
+
+/// An HTTP-date (RFC 9110), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate(at: std::time::SystemTime) -> String {
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let out = run(Command::new("date").env("LC_ALL", "C").args([
+        "-u",
+        "-d",
+        &format!("@{secs}"),
+        "+%a, %d %b %Y %H:%M:%S GMT",
+    ]))
+    .ok();
+    out.stdout.trim().to_string()
 }
 
 #[test]

@@ -153,6 +153,7 @@ fn transient(e: &OciDistributionError) -> bool {
         return false;
     }
     match e {
+        OciDistributionError::RetryAfter { error, .. } => transient(error),
         OciDistributionError::RequestError(r) => {
             r.is_connect()
                 || r.is_timeout()
@@ -174,6 +175,7 @@ fn transient(e: &OciDistributionError) -> bool {
 /// Whether the server answered with an HTTP status (so the protocol itself works).
 fn answered(e: &OciDistributionError) -> bool {
     match e {
+        OciDistributionError::RetryAfter { .. } => true,
         OciDistributionError::RequestError(r) => r.status().is_some(),
         OciDistributionError::ServerError { .. }
         | OciDistributionError::RegistryError { .. }
@@ -184,11 +186,30 @@ fn answered(e: &OciDistributionError) -> bool {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let base = 250u64 << attempt.min(6);
-    let jitter = std::time::SystemTime::now()
+    let base = Duration::from_millis(250u64 << attempt.min(6));
+    base + jitter(base / 2)
+}
+
+/// A pseudo-random wait in `0..=most` (the clock's nanoseconds are random enough here).
+fn jitter(most: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()) % (base / 2 + 1));
-    Duration::from_millis(base + jitter)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let most = u64::try_from(most.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(nanos % (most + 1))
+}
+
+/// The longest `Retry-After` waited for; a registry asking for more is reported instead.
+const LONGEST_WAIT: Duration = Duration::from_secs(300);
+
+/// How long to wait before attempt `attempt + 1` after `e`: what the registry asked for in
+/// `Retry-After` (plus up to 10% jitter, so parallel uploads do not return at once), else
+/// exponential backoff with jitter.
+fn wait_after(e: &OciDistributionError, attempt: u32) -> Duration {
+    match e {
+        OciDistributionError::RetryAfter { after, .. } => *after + jitter(*after / 10),
+        _ => backoff(attempt),
+    }
 }
 
 /// Runs `op` until it succeeds, fails for good, or runs out of attempts.
@@ -206,7 +227,10 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) && attempt + 1 < ATTEMPTS => {
-                let wait = backoff(attempt);
+                let wait = wait_after(&e, attempt);
+                if wait > LONGEST_WAIT {
+                    return Err(e);
+                }
                 shell.status(
                     "Retrying",
                     format!("{what} in {:.1} s ({e})", wait.as_secs_f64()),
@@ -236,6 +260,7 @@ fn answer(e: &OciDistributionError) -> (Option<u16>, Vec<(String, String)>) {
             .collect()
     };
     match e {
+        OciDistributionError::RetryAfter { error, .. } => answer(error),
         OciDistributionError::RequestError(r) => (r.status().map(|s| s.as_u16()), Vec::new()),
         OciDistributionError::ServerError { code, message, .. } => (
             Some(*code),
@@ -265,6 +290,15 @@ fn explain(
     purpose: &Purpose,
 ) -> Error {
     let chain = chain(&e);
+    if let OciDistributionError::RetryAfter { after, .. } = &e {
+        if *after > LONGEST_WAIT {
+            let minutes = after.as_secs() / 60;
+            return Error::new(format!(
+                "the registry {registry} is rate-limiting this client: it asks to wait {minutes} min before trying again"
+            ))
+            .with_help("run the same command again later: blobs already pushed are not uploaded twice");
+        }
+    }
     let (status, codes) = answer(&e);
     let has = |wanted: &[&str]| codes.iter().any(|(c, _)| wanted.contains(&c.as_str()));
     let said = codes
@@ -715,6 +749,29 @@ mod tests {
             .message()
             .contains("names no registry"));
         assert!(parse_reference("ghcr.io/Acme/app:1").is_err());
+    }
+
+    #[test]
+    fn retry_after_sets_the_wait() {
+        let busy = || OciDistributionError::ServerError {
+            code: 429,
+            url: "https://r.example/v2/a/blobs/uploads/".into(),
+            message: String::new(),
+        };
+        let asked = busy().with_retry_after(Some(Duration::from_secs(2)));
+        assert!(transient(&asked));
+        for attempt in 0..4 {
+            let wait = wait_after(&asked, attempt);
+            assert!(
+                wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2200),
+                "{wait:?}"
+            );
+        }
+        assert!(wait_after(&busy(), 0) < Duration::from_millis(400));
+        // A 401 stays a refusal whatever the header says.
+        let denied = OciDistributionError::UnauthorizedError { url: "u".into() }
+            .with_retry_after(Some(Duration::from_secs(1)));
+        assert!(!transient(&denied));
     }
 
     #[test]
