@@ -106,6 +106,7 @@ pub fn build(
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Vec<Outcome>> {
+    let zig = build::toolchain::warm_up_early(&request.platforms);
     let plans = if request.workspace {
         plan::plan_workspace(&request.cargo, &request.exclude)?
     } else {
@@ -173,13 +174,22 @@ pub fn build(
     all_platforms.sort();
     all_platforms.dedup();
     let mut built: Vec<Vec<PlatformBinary>> = vec![Vec::new(); jobs.len()];
-    for platform in all_platforms {
-        let wanted: Vec<usize> = (0..jobs.len())
+    let wanted = |platform: &Platform| -> Vec<usize> {
+        (0..jobs.len())
             .filter(|&i| jobs[i].platforms.contains(&platform))
-            .collect();
-        let plans: Vec<&Plan> = wanted.iter().map(|&i| &jobs[i].plan).collect();
-        let paths = build::build(&plans, &request.cargo, platform, shell)?;
-        for (&i, path) in wanted.iter().zip(paths) {
+            .collect()
+    };
+    let targets: Vec<(&Platform, Vec<&Plan>)> = all_platforms
+        .iter()
+        .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
+        .collect();
+    if let Some(zig) = zig {
+        let _ = zig.join();
+    }
+    let prepared = build::prepare(&targets, &request.cargo, shell)?;
+    for ((platform, plans), prepared) in targets.iter().zip(&prepared) {
+        let paths = build::build(plans, &request.cargo, platform, prepared, shell)?;
+        for (i, path) in wanted(platform).into_iter().zip(paths) {
             built[i].push(verified(&path, platform, shell)?);
         }
     }

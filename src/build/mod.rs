@@ -25,17 +25,57 @@ use crate::plan::{cargo, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::shell::Shell;
 
+/// What a target's build needs to know before cargo runs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The crates in the graph that compile C (see [`toolchain::c_crates`]).
+    pub c_crates: Vec<String>,
+}
+
+/// Gets every target ready before the first build: installs missing Rust targets (one
+/// sysroot probe for all), then, for all targets at once, reads which crates compile C and
+/// locates zig where it will be needed. Returns one [`Prepared`] per entry of `targets`.
+///
+/// The parallelism is only for speed: these are separate `cargo metadata` and
+/// `python -m ziglang` runs, ~0.1-0.3 s each, that a no-op build would otherwise wait on
+/// one after another.
+pub fn prepare(
+    targets: &[(&Platform, Vec<&Plan>)],
+    options: &CargoOptions,
+    shell: &Shell,
+) -> Result<Vec<Prepared>> {
+    let sysroot = sysroot()?;
+    for (platform, _) in targets {
+        ensure_target(&sysroot, platform.triple, shell)?;
+    }
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = targets
+            .iter()
+            .map(|(platform, plans)| {
+                scope.spawn(move || {
+                    let c_crates = toolchain::c_crates(plans, options, platform)?;
+                    toolchain::warm_up(platform, &c_crates);
+                    Ok(Prepared { c_crates })
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Builds the binaries of `plans` for `platform` in one cargo invocation and returns their
 /// executables, in the order of `plans`.
 pub fn build(
     plans: &[&Plan],
     options: &CargoOptions,
     platform: &Platform,
+    prepared: &Prepared,
     shell: &Shell,
 ) -> Result<Vec<PathBuf>> {
     let first = plans.first().expect("at least one binary to build");
-    ensure_target(platform.triple, shell)?;
-    let c_crates = toolchain::c_crates(plans, options, platform)?;
+    let c_crates = &prepared.c_crates;
     if !c_crates.is_empty() {
         shell.verbose(
             "C code",
@@ -73,7 +113,7 @@ pub fn build(
         }
     }
     add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
-    toolchain::configure(&mut cmd, platform, &c_crates, shell)?;
+    toolchain::configure(&mut cmd, platform, c_crates, shell)?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",
@@ -136,19 +176,23 @@ fn env_key(s: &str) -> String {
     s.to_ascii_uppercase().replace(['-', '.'], "_")
 }
 
-/// Installs the Rust standard library for `triple` with rustup if it is missing.
-fn ensure_target(triple: &str, shell: &Shell) -> Result<()> {
+/// The sysroot of the `rustc` cargo will use.
+fn sysroot() -> Result<PathBuf> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    let sysroot = Command::new(&rustc)
+    Command::new(&rustc)
         .args(["--print", "sysroot"])
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let Some(sysroot) = sysroot else {
-        return Err(Error::new("running `rustc --print sysroot` failed")
-            .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)"));
-    };
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .ok_or_else(|| {
+            Error::new("running `rustc --print sysroot` failed")
+                .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)")
+        })
+}
+
+/// Installs the Rust standard library for `triple` with rustup if `sysroot` lacks it.
+fn ensure_target(sysroot: &Path, triple: &str, shell: &Shell) -> Result<()> {
     if sysroot
         .join("lib/rustlib")
         .join(triple)

@@ -113,6 +113,47 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Whether `configure` will use zig for `platform`, given the crates that compile C.
+fn needs_zig(platform: &Platform, c_crates: &[String]) -> bool {
+    let triple = platform.triple;
+    let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
+    let user_linker = env_set(&linker_env) || super::config_has_target_key(triple, "linker");
+    let user_cc = env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}"));
+    let native = Platform::host().is_ok_and(|h| h == platform);
+    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
+    !c_crates.is_empty() && !(user_cc && (user_linker || native) || native && on_path(&musl_gcc))
+}
+
+/// Locates zig and writes its wrappers ahead of [`configure`] when it will be needed, so
+/// that this (a `python -m ziglang` probe or two) can run alongside other targets' work;
+/// cargo-zigbuild caches what it found for the rest of the process. Errors are left for
+/// `configure` to report.
+pub fn warm_up(platform: &Platform, c_crates: &[String]) {
+    if needs_zig(platform, c_crates) && cargo_zigbuild::Zig::find_zig().is_ok() {
+        if let Ok(config) = cargo_config2::Config::load() {
+            let _ = cargo_zigbuild::zig::prepare_zig_linker(platform.triple, &config);
+        }
+    }
+}
+
+/// Starts locating zig (and writing its wrappers) in the background when `platforms` has a
+/// foreign target, before it is known whether C code needs it: on a no-op build the probes
+/// take longer than reading the workspace, which they overlap. Join the handle before
+/// [`configure`] runs, so the probes are not repeated.
+pub fn warm_up_early(platforms: &[&'static Platform]) -> Option<std::thread::JoinHandle<()>> {
+    let foreign = platforms
+        .iter()
+        .copied()
+        .find(|p| Platform::host().is_ok_and(|h| h != *p))?;
+    Some(std::thread::spawn(move || {
+        if cargo_zigbuild::Zig::find_zig().is_ok() {
+            if let Ok(config) = cargo_config2::Config::load() {
+                let _ = cargo_zigbuild::zig::prepare_zig_linker(foreign.triple, &config);
+            }
+        }
+    }))
+}
+
 /// Sets up the C compiler and linker for `platform` on the cargo command `cmd`.
 pub fn configure(
     cmd: &mut Command,
@@ -123,7 +164,6 @@ pub fn configure(
     let triple = platform.triple;
     let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
     let user_linker = env_set(&linker_env) || super::config_has_target_key(triple, "linker");
-    let user_cc = env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}"));
     let native = Platform::host().is_ok_and(|h| h == platform);
 
     if c_crates.is_empty() {
@@ -136,8 +176,7 @@ pub fn configure(
         }
         return Ok(());
     }
-    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
-    if user_cc && (user_linker || native) || native && on_path(&musl_gcc) {
+    if !needs_zig(platform, c_crates) {
         return Ok(());
     }
     let crates = c_crates.join(", ");
