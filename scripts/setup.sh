@@ -7,7 +7,7 @@ need_apt=()
 for pair in podman:podman runc:runc skopeo:skopeo umoci:umoci \
             docker-registry:docker-registry qemu-aarch64-static:qemu-user-static \
             htpasswd:apache2-utils x86_64-linux-musl-gcc:musl-tools openssl:openssl \
-            bc:bc /usr/bin/time:time; do
+            bc:bc /usr/bin/time:time zstd:zstd script:bsdutils; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

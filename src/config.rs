@@ -32,7 +32,7 @@ pub struct ImageConfig {
     pub include: Option<Vec<String>>,
     pub ca_certs: Option<String>,
     pub tzdata: Option<bool>,
-    pub compression: Option<String>,
+    pub compression: Option<crate::layers::Compression>,
 }
 
 /// `expose = ["8080/tcp", 9090]`: a string or a bare port number.
@@ -136,6 +136,7 @@ impl ImageConfig {
                 .map(|s| crate::layers::base::CaCerts::parse(&s))),
             tzdata: cli.tzdata.or(self.tzdata),
             source_date_epoch: cli.source_date_epoch,
+            compression: cli.compression.or(self.compression),
         }
     }
 }
@@ -235,15 +236,6 @@ fn validate(config: &ImageConfig, source: &Source) -> Result<()> {
     if let Some(workdir) = &config.workdir {
         if !workdir.starts_with('/') {
             return Err(config_error(source, "workdir", "must be an absolute path"));
-        }
-    }
-    if let Some(c) = &config.compression {
-        if c != "gzip" {
-            return Err(config_error(
-                source,
-                "compression",
-                &format!("`{c}` is not supported: layers are gzip-compressed (zstd is not implemented yet)"),
-            ));
         }
     }
     Ok(())
@@ -442,6 +434,25 @@ mod tests {
                 cli: ImageOptions::default(),
                 check: |o| o.tzdata == Some(false),
             },
+            Row {
+                what: "compression: workspace zstd, the command line's gzip wins",
+                workspace: json!({"compression": "zstd"}),
+                package: json!({}),
+                bin: json!({}),
+                cli: ImageOptions {
+                    compression: Some(crate::layers::Compression::Gzip),
+                    ..ImageOptions::default()
+                },
+                check: |o| o.compression == Some(crate::layers::Compression::Gzip),
+            },
+            Row {
+                what: "compression: from the workspace when nothing else says",
+                workspace: json!({"compression": "zstd"}),
+                package: json!({}),
+                bin: json!({}),
+                cli: ImageOptions::default(),
+                check: |o| o.compression == Some(crate::layers::Compression::Zstd),
+            },
         ];
         for row in rows {
             let levels = Levels {
@@ -481,9 +492,9 @@ mod tests {
                 "unsupported platform",
             ),
             (
-                json!({"compression": "zstd"}),
+                json!({"compression": "xz"}),
                 "key `compression`",
-                "zstd is not implemented",
+                "expected `gzip` or `zstd`",
             ),
             (json!({"workdir": "rel"}), "key `workdir`", "absolute"),
             (

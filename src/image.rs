@@ -144,6 +144,8 @@ pub struct ImageSpec {
     pub base: base::BaseOptions,
     /// Files copied into a third layer.
     pub include: Vec<Include>,
+    /// How every layer is compressed.
+    pub compression: layers::Compression,
 }
 
 impl ImageSpec {
@@ -162,6 +164,7 @@ impl ImageSpec {
             source_date_epoch: 0,
             base: base::BaseOptions::default(),
             include: Vec::new(),
+            compression: layers::Compression::default(),
         }
     }
 
@@ -263,13 +266,19 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
     if binaries.is_empty() {
         return Err(Error::new("no binaries to pack"));
     }
-    let base_layer = layers::write(base::entries(&spec.base)?, spec.source_date_epoch)?;
+    let compression = spec.compression;
+    let base_layer = layers::write(
+        base::entries(&spec.base)?,
+        spec.source_date_epoch,
+        compression,
+    )?;
     let include_layer = if spec.include.is_empty() {
         None
     } else {
         Some(layers::write(
             layers::include::entries(&spec.include)?,
             spec.source_date_epoch,
+            compression,
         )?)
     };
     let mut blobs = BTreeMap::new();
@@ -279,7 +288,11 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
     all_annotations.extend(spec.annotations.clone());
     let annotations = to_hash_map(&all_annotations);
     for bin in binaries {
-        let app_layer = layers::write(app_entries(&spec.bin_name, bin), spec.source_date_epoch)?;
+        let app_layer = layers::write(
+            app_entries(&spec.bin_name, bin),
+            spec.source_date_epoch,
+            compression,
+        )?;
         let mut layer_list = vec![base_layer.clone(), app_layer];
         layer_list.extend(include_layer.clone());
         let config = Blob::new(

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::blob;
 use crate::error::{Error, IoContext, Result};
+use crate::layers::Compression;
 use crate::shell::human_size;
 
 /// What `inspect` reports about one image.
@@ -288,14 +289,23 @@ fn inspect_docker(store: &Store, location: String) -> Result<Report> {
 
 fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerReport> {
     let bad = |e: std::io::Error| Error::new(format!("layer {digest} cannot be read: {e}"));
-    let tar = if data.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data)
-            .read_to_end(&mut out)
-            .map_err(bad)?;
-        out
+    // By content, not media type: docker-archives hold plain tars whatever they say.
+    let compression = if data.starts_with(&[0x1f, 0x8b]) {
+        Some(Compression::Gzip)
+    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Compression::Zstd)
     } else {
-        data.to_vec()
+        None
+    };
+    let tar = match compression {
+        Some(c) => {
+            let mut out = Vec::new();
+            c.decoder(data)
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .map_err(bad)?;
+            out
+        }
+        None => data.to_vec(),
     };
     let files = tar::Archive::new(&tar[..]).entries().map_err(bad)?.count();
     Ok(LayerReport {

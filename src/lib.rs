@@ -3,7 +3,7 @@
 //!
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! [`plan`] (cargo metadata) → [`build`] (cargo build for a musl target) → [`verify`]
-//! (ELF static check) → [`layers`] (deterministic tar+gzip) → [`image`] (config, manifests,
+//! (ELF static check) → [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests,
 //! index) → [`output`] (OCI layout, OCI archive, docker-archive). [`pipeline`] runs them in
 //! order; [`inspect`] reads images back.
 

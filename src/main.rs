@@ -246,6 +246,9 @@ struct ImageFlags {
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
     #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+    /// Layer compression: gzip (level 6, read everywhere) or zstd (level 19: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
+    #[arg(long, value_name = "gzip|zstd")]
+    compression: Option<microimage::layers::Compression>,
 }
 
 #[derive(Args, Debug)]
@@ -354,6 +357,7 @@ impl ImageFlags {
                 .collect(),
             tzdata: self.tzdata.then_some(true),
             source_date_epoch: self.source_date_epoch,
+            compression: self.compression,
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::image::{ImageName, ImageSpec};
 use crate::layers::base::CaCerts;
 use crate::layers::include::Include;
+use crate::layers::Compression;
 use crate::output::Format;
 
 /// IMAGE options from the command line; `None`/empty means "not given".
@@ -26,6 +27,7 @@ pub struct ImageOptions {
     pub include: Vec<(String, IncludeBase)>,
     pub tzdata: Option<bool>,
     pub source_date_epoch: Option<u64>,
+    pub compression: Option<Compression>,
 }
 
 impl ImageOptions {
@@ -68,6 +70,7 @@ impl ImageOptions {
             spec.base.ca_certs = ca.clone();
         }
         spec.base.tzdata = self.tzdata.unwrap_or(false);
+        spec.compression = self.compression.unwrap_or_default();
         let cwd = std::env::current_dir()
             .map_err(|e| Error::new(format!("reading the current directory failed: {e}")))?;
         spec.include = self

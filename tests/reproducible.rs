@@ -7,16 +7,19 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use microimage::layers::{self, base, Content, Entry};
+use microimage::layers::{self, base, Compression, Content, Entry};
 use proptest::prelude::*;
 
-fn build_copy(name: &str, umask: &str) -> (String, String) {
+fn build_copy(name: &str, umask: &str, extra: &[&str]) -> (String, String) {
     let parent = tmp().keep();
     let crate_dir = parent.join(name);
     copy_crate(&repo().join("tests/fixtures/hello"), &crate_dir);
     let target = parent.join(format!("target-{umask}"));
     let out_dir = parent.join("out");
-    let script = format!("umask {umask} && exec \"$0\" microimage build --bin hello -o \"$1\"",);
+    let script = format!(
+        "umask {umask} && exec \"$0\" microimage build --bin hello -o \"$1\" {}",
+        extra.join(" ")
+    );
     let out = run(Command::new("sh")
         .args(["-c", &script, env!("CARGO_BIN_EXE_cargo-microimage")])
         .arg(&out_dir)
@@ -35,10 +38,19 @@ fn build_copy(name: &str, umask: &str) -> (String, String) {
 
 #[test]
 fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
-    let (a, blobs_a) = build_copy("hello", "022");
-    let (b, blobs_b) = build_copy("hello-elsewhere", "077");
+    let (a, blobs_a) = build_copy("hello", "022", &[]);
+    let (b, blobs_b) = build_copy("hello-elsewhere", "077", &[]);
     assert_eq!(a, b, "index digests differ between checkouts");
     assert_eq!(blobs_a, blobs_b);
+}
+
+#[test]
+fn zstd_images_are_reproducible_too() {
+    let (a, _) = build_copy("hello", "022", &["--compression", "zstd"]);
+    let (b, _) = build_copy("hello-zstd", "077", &["--compression", "zstd"]);
+    assert_eq!(a, b, "zstd index digests differ between checkouts");
+    let (gzip, _) = build_copy("hello-gzip", "022", &[]);
+    assert_ne!(a, gzip, "--compression zstd changed nothing");
 }
 
 /// The base layer with default settings. Changing the compressor, its level, the
@@ -47,10 +59,20 @@ fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
 const GOLDEN_BASE_LAYER: &str =
     "sha256:f34653e1fdf7aee682794cc5fddeb3cb061640d639d74ee6a1f126fca9b40771";
 
+/// The same for zstd (libzstd's version and the level are in it).
+const GOLDEN_BASE_LAYER_ZSTD: &str =
+    "sha256:9ec7be609b5b7083fb333e124efc825135ed8bcdac8bb6180b33295a0966dde6";
+
 #[test]
 fn golden_base_layer_digest() {
-    let layer = layers::write(base::entries(&base::BaseOptions::default()).unwrap(), 0).unwrap();
-    assert_eq!(layer.blob.digest.to_string(), GOLDEN_BASE_LAYER);
+    for (compression, golden) in [
+        (Compression::Gzip, GOLDEN_BASE_LAYER),
+        (Compression::Zstd, GOLDEN_BASE_LAYER_ZSTD),
+    ] {
+        let entries = base::entries(&base::BaseOptions::default()).unwrap();
+        let layer = layers::write(entries, 0, compression).unwrap();
+        assert_eq!(layer.blob.digest.to_string(), golden, "{compression}");
+    }
 }
 
 fn entries() -> Vec<Entry> {
@@ -76,9 +98,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn layer_digest_does_not_depend_on_input_order(order in Just(entries()).prop_shuffle(), epoch in 0u64..2_000_000_000) {
-        let reference = layers::write(entries(), epoch).unwrap();
-        let shuffled = layers::write(order, epoch).unwrap();
+    fn layer_digest_does_not_depend_on_input_order(
+        order in Just(entries()).prop_shuffle(),
+        epoch in 0u64..2_000_000_000,
+        compression in prop_oneof![Just(Compression::Gzip), Just(Compression::Zstd)],
+    ) {
+        let reference = layers::write(entries(), epoch, compression).unwrap();
+        let shuffled = layers::write(order, epoch, compression).unwrap();
         prop_assert_eq!(reference.blob.digest, shuffled.blob.digest);
         prop_assert_eq!(reference.diff_id, shuffled.diff_id);
     }

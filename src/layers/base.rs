@@ -208,7 +208,7 @@ mod tests {
         }
         assert!(e.iter().any(|e| e.path == "usr/share/zoneinfo/Asia"));
         // The layer writer accepts them: no duplicates, valid paths.
-        crate::layers::write(e, 0).unwrap();
+        crate::layers::write(e, 0, crate::layers::Compression::Gzip).unwrap();
     }
 
     #[test]

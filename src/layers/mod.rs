@@ -1,10 +1,12 @@
-//! Layers: deterministic tar archives, gzip-compressed, with both digests (the blob's and
-//! the uncompressed `diff_id`) computed in the one streaming pass that writes them.
+//! Layers: deterministic tar archives, gzip- or zstd-compressed, with both digests (the
+//! blob's and the uncompressed `diff_id`) computed in the one streaming pass that writes
+//! them.
 //!
 //! Determinism (DESIGN §6): entries are sorted by path components whatever order they were
 //! given in, every mtime is the source date epoch, owners are numeric with no user or
-//! group names, modes are fixed by the caller, and the gzip stream is a pure function of
-//! the tar bytes ([`gzip`]).
+//! group names, modes are fixed by the caller, and the compressed stream is a pure function
+//! of the tar bytes: [`gzip`] for gzip; for zstd, libzstd (version pinned) at a fixed level
+//! in its multithreaded mode, whose output does not depend on the number of threads.
 //!
 //! Not for: deciding *what* goes into a layer — see [`base`] for the base layer and
 //! `crate::image` for the app layer.
@@ -30,9 +32,10 @@ pub enum Content {
     Bytes(Cow<'static, [u8]>),
     /// Bytes shared with an image set (a blob written into an archive).
     Shared(Arc<[u8]>),
-    /// A gzip blob, written decompressed; `size` is the decompressed length.
-    Gunzip {
-        gz: Arc<[u8]>,
+    /// A compressed layer blob, written decompressed; `size` is the decompressed length.
+    Decompressed {
+        blob: Arc<[u8]>,
+        compression: Compression,
         size: u64,
     },
     /// Streamed from disk while the layer is written (never loaded whole).
@@ -93,10 +96,75 @@ impl Entry {
     }
 }
 
+/// How layers are compressed (`--compression`, config key `compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip at level 6 (what every runtime reads).
+    #[default]
+    Gzip,
+    /// zstd at level 19: smaller layers that unpack faster; needs containerd 1.5+,
+    /// podman/CRI-O with containers/image 5.x, docker 23+.
+    Zstd,
+}
+
+/// The zstd level: the strongest standard level (btultra2). Part of every zstd digest.
+pub const ZSTD_LEVEL: i32 = 19;
+
+impl Compression {
+    pub fn media_type(self) -> MediaType {
+        match self {
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
+        }
+    }
+
+    /// The compression a layer media type names, if it is one this tool reads.
+    pub fn of(media_type: &MediaType) -> Option<Compression> {
+        match media_type {
+            MediaType::ImageLayerGzip => Some(Compression::Gzip),
+            MediaType::ImageLayerZstd => Some(Compression::Zstd),
+            MediaType::Other(s) if s == "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Some(Compression::Gzip)
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads `data`, compressed this way, as the tar it holds.
+    pub fn decoder<'a>(self, data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(data)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Compression> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(Error::usage("expected `gzip` or `zstd`")),
+        }
+    }
+}
+
 /// A finished, compressed layer.
 #[derive(Debug, Clone)]
 pub struct Layer {
-    /// The gzip blob as stored and pushed.
+    /// The compressed blob as stored and pushed.
     pub blob: Blob,
     /// The sha256 of the uncompressed tar (`rootfs.diff_ids`).
     pub diff_id: Digest,
@@ -110,18 +178,27 @@ pub fn parents(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-/// Writes `entries` (in any order) as a gzip-compressed tar with every mtime = `mtime`.
-pub fn write(mut entries: Vec<Entry>, mtime: u64) -> Result<Layer> {
+/// Writes `entries` (in any order) as a compressed tar with every mtime = `mtime`.
+pub fn write(mut entries: Vec<Entry>, mtime: u64, compression: Compression) -> Result<Layer> {
     sort_and_check(&mut entries)?;
     let sink = HashingWriter::new(Vec::new());
-    let gz = gzip::ParallelGzip::new(sink).map_err(write_err)?;
-    let uncompressed = write_tar(&entries, mtime, HashingWriter::new(gz))?;
-    let (gz, diff_id, uncompressed_size) = uncompressed.finish();
-    let sink = gz.finish().map_err(write_err)?;
+    let (sink, diff_id, uncompressed_size) = match compression {
+        Compression::Gzip => {
+            let gz = gzip::ParallelGzip::new(sink).map_err(write_err)?;
+            let (gz, diff_id, size) = write_tar(&entries, mtime, HashingWriter::new(gz))?.finish();
+            (gz.finish().map_err(write_err)?, diff_id, size)
+        }
+        Compression::Zstd => {
+            let zst = zstd_encoder(sink).map_err(write_err)?;
+            let (zst, diff_id, size) =
+                write_tar(&entries, mtime, HashingWriter::new(zst))?.finish();
+            (zst.finish().map_err(write_err)?, diff_id, size)
+        }
+    };
     let (data, digest, _) = sink.finish();
     Ok(Layer {
         blob: Blob {
-            media_type: MediaType::ImageLayerGzip,
+            media_type: compression.media_type(),
             digest,
             data: data.into(),
         },
@@ -129,6 +206,26 @@ pub fn write(mut entries: Vec<Entry>, mtime: u64) -> Result<Layer> {
         uncompressed_size,
         entries: entries.len(),
     })
+}
+
+/// A zstd stream at [`ZSTD_LEVEL`] with a content checksum, in multithreaded mode. libzstd
+/// documents that output of that mode depends on the parameters, not on the number of
+/// worker threads (`tests::zstd_output_ignores_the_thread_count` checks it), so it may
+/// use every core and still be reproducible. (At level 19 a job is 32 MiB of input, so
+/// only binaries larger than that are compressed in parallel.)
+fn zstd_encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    zstd_encoder_at(out, ZSTD_LEVEL)
+}
+
+fn zstd_encoder_at<W: Write>(
+    out: W,
+    level: i32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    encoder.multithread(u32::try_from(threads).unwrap_or(1).max(1))?;
+    Ok(encoder)
 }
 
 /// Writes already sorted, validated `entries` as a tar stream into `out` and returns it.
@@ -200,10 +297,16 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, mtime: u64) -> Result<
             h.set_size(bytes.len() as u64);
             tar.append_data(&mut h, &e.path, &bytes[..])
         }
-        Kind::File(Content::Gunzip { gz, size }) => {
+        Kind::File(Content::Decompressed {
+            blob,
+            compression,
+            size,
+        }) => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(*size);
-            tar.append_data(&mut h, &e.path, flate2::read::GzDecoder::new(&gz[..]))
+            compression
+                .decoder(blob)
+                .and_then(|tar_data| tar.append_data(&mut h, &e.path, tar_data))
         }
         Kind::File(Content::File(src)) => {
             h.set_entry_type(tar::EntryType::Regular);
@@ -258,45 +361,79 @@ mod tests {
 
     #[test]
     fn rejects_escapes_and_duplicates() {
-        let bad = write(vec![Entry::dir("a/../b", 0o755)], 0).unwrap_err();
+        let bad = write(vec![Entry::dir("a/../b", 0o755)], 0, Compression::Gzip).unwrap_err();
         assert!(bad.message().contains("a/../b"));
-        let dup = write(vec![Entry::dir("a", 0o755), Entry::dir("a/", 0o755)], 0).unwrap_err();
+        let dup = write(
+            vec![Entry::dir("a", 0o755), Entry::dir("a/", 0o755)],
+            0,
+            Compression::Gzip,
+        )
+        .unwrap_err();
         assert!(dup.message().contains("/a"), "{dup}");
     }
 
     #[test]
     fn tar_is_readable_with_fixed_metadata() {
-        let layer = write(
-            vec![
-                Entry::file("etc/x", 0o644, Content::Bytes(b"hello".as_slice().into())),
-                Entry::dir("etc", 0o755),
-                Entry::dir("tmp", 0o1777),
-                Entry::symlink("etc/y", "x"),
-            ],
-            1_700_000_000,
-        )
-        .unwrap();
-        let tar = flate2::read::GzDecoder::new(&layer.blob.data[..]);
-        let mut archive = tar::Archive::new(tar);
-        let mut seen = Vec::new();
-        for entry in archive.entries().unwrap() {
-            let entry = entry.unwrap();
-            let h = entry.header();
-            assert_eq!(h.mtime().unwrap(), 1_700_000_000);
-            assert_eq!(h.username().unwrap(), Some(""));
-            let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
-            seen.push((path, h.mode().unwrap()));
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let layer = write(
+                vec![
+                    Entry::file("etc/x", 0o644, Content::Bytes(b"hello".as_slice().into())),
+                    Entry::dir("etc", 0o755),
+                    Entry::dir("tmp", 0o1777),
+                    Entry::symlink("etc/y", "x"),
+                ],
+                1_700_000_000,
+                compression,
+            )
+            .unwrap();
+            assert_eq!(layer.blob.media_type, compression.media_type());
+            let tar = compression.decoder(&layer.blob.data).unwrap();
+            let mut archive = tar::Archive::new(tar);
+            let mut seen = Vec::new();
+            for entry in archive.entries().unwrap() {
+                let entry = entry.unwrap();
+                let h = entry.header();
+                assert_eq!(h.mtime().unwrap(), 1_700_000_000);
+                assert_eq!(h.username().unwrap(), Some(""));
+                let path = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+                seen.push((path, h.mode().unwrap()));
+            }
+            assert_eq!(
+                seen,
+                [
+                    ("etc/".to_string(), 0o755),
+                    ("etc/x".to_string(), 0o644),
+                    ("etc/y".to_string(), 0o777),
+                    ("tmp/".to_string(), 0o1777)
+                ]
+            );
+            assert_eq!(layer.entries, 4);
+            assert_eq!(layer.blob.digest, crate::blob::sha256(&layer.blob.data));
         }
-        assert_eq!(
-            seen,
-            [
-                ("etc/".to_string(), 0o755),
-                ("etc/x".to_string(), 0o644),
-                ("etc/y".to_string(), 0o777),
-                ("tmp/".to_string(), 0o1777)
-            ]
-        );
-        assert_eq!(layer.entries, 4);
-        assert_eq!(layer.blob.digest, crate::blob::sha256(&layer.blob.data));
+    }
+
+    #[test]
+    fn zstd_output_ignores_the_thread_count() {
+        // The property is libzstd's, for any level; level 3 splits 24 MB into several jobs
+        // quickly (level 19 would need 32 MB per job). The worker count is what varies.
+        let mut data = Vec::with_capacity(24 << 20);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while data.len() < 24 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 == 0 {
+                data.extend_from_slice(b"static binary ");
+            } else {
+                data.extend_from_slice(&x.to_le_bytes()[..3]);
+            }
+        }
+        let compress = |threads: u32| {
+            let mut encoder = zstd_encoder_at(Vec::new(), 3).unwrap();
+            encoder.multithread(threads).unwrap();
+            encoder.write_all(&data).unwrap();
+            crate::blob::sha256(&encoder.finish().unwrap())
+        };
+        assert_eq!(compress(1), compress(4));
     }
 }

@@ -66,8 +66,10 @@ pub fn write_docker(set: &ImageSet, file: &mut File) -> Result<()> {
             entries.push(Entry::file(
                 &name,
                 0o644,
-                Content::Gunzip {
-                    gz: layer.blob.data.clone(),
+                Content::Decompressed {
+                    blob: layer.blob.data.clone(),
+                    compression: layers::Compression::of(&layer.blob.media_type)
+                        .expect("the tool's own layers are gzip or zstd"),
                     size: layer.uncompressed_size,
                 },
             ));
