@@ -41,6 +41,7 @@ peak_kib() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 
 floor() { sha256sum "$BIN" >/dev/null; gzip -6 -c "$BIN" >/dev/null; }
 pack() { rm -rf "$W/out"; "$TOOL" pack -q "$BIN" --bin app -o "$W/out"; }
+pack_zstd() { rm -rf "$W/out-zstd"; "$TOOL" pack -q "$BIN" --bin app --compression zstd -o "$W/out-zstd"; }
 umoci_pack() {
   rm -rf "$W/umoci" "$W/rootfs"
   mkdir -p "$W/rootfs/usr/local/bin"
@@ -53,10 +54,13 @@ umoci_pack() {
 T_FLOOR=$(best floor)
 T_PACK=$(best pack)
 T_UMOCI=$(best umoci_pack)
+T_ZSTD=$(best pack_zstd)
 
 # Sizes: our app layer vs gzip -6 of exactly the same tar.
 pack >/dev/null
-APP_LAYER=$(python3 - "$W/out" <<'PY'
+pack_zstd >/dev/null
+app_layer() {
+python3 - "$1" <<'PY'
 import json, sys, os
 d = sys.argv[1]
 idx = json.load(open(os.path.join(d, "index.json")))["manifests"][0]["digest"].split(":")[1]
@@ -65,7 +69,9 @@ m = index["manifests"][0]["digest"].split(":")[1]
 man = json.load(open(os.path.join(d, "blobs/sha256", m)))
 print(man["layers"][-1]["digest"].split(":")[1])
 PY
-)
+}
+APP_LAYER=$(app_layer "$W/out")
+ZSTD_SIZE=$(stat -c %s "$W/out-zstd/blobs/sha256/$(app_layer "$W/out-zstd")")
 OURS=$(stat -c %s "$W/out/blobs/sha256/$APP_LAYER")
 GZIP6=$(gzip -dc "$W/out/blobs/sha256/$APP_LAYER" | gzip -6 -c | wc -c)
 MEM_PACK=$(peak_kib "$TOOL" pack -q "$BIN" --bin app -o "$W/out-mem")
@@ -79,3 +85,5 @@ printf '%-34s %8s s  (%sx floor, %sx umoci)\n' "cargo microimage pack" "$T_PACK"
 printf '%-34s %8s bytes\n' "app layer, cargo microimage" "$OURS"
 printf '%-34s %8s bytes  (ours/gzip: %s)\n' "same tar through gzip -6" "$GZIP6" "$(ratio "$OURS" "$GZIP6")"
 printf '%-34s %8s KiB\n' "pack peak RSS" "$MEM_PACK"
+printf '%-34s %8s s  (%sx gzip pack)\n' "cargo microimage pack, zstd" "$T_ZSTD" "$(ratio "$T_ZSTD" "$T_PACK")"
+printf '%-34s %8s bytes  (zstd/gzip -6: %s)\n' "app layer, zstd level 19" "$ZSTD_SIZE" "$(ratio "$ZSTD_SIZE" "$GZIP6")"

@@ -11,13 +11,19 @@ use microimage::layers::{self, base, Compression, Content, Entry};
 use proptest::prelude::*;
 
 fn build_copy(name: &str, umask: &str, extra: &[&str]) -> (String, String) {
+    build_fixture_copy("hello", name, umask, extra)
+}
+
+/// Builds a copy of fixture `fixture` in a new directory `name`, under `umask`, into its
+/// own target dir; returns the index digest and the number of blobs.
+fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) -> (String, String) {
     let parent = tmp().keep();
     let crate_dir = parent.join(name);
-    copy_crate(&repo().join("tests/fixtures/hello"), &crate_dir);
+    copy_crate(&repo().join("tests/fixtures").join(fixture), &crate_dir);
     let target = parent.join(format!("target-{umask}"));
     let out_dir = parent.join("out");
     let script = format!(
-        "umask {umask} && exec \"$0\" microimage build --bin hello -o \"$1\" {}",
+        "umask {umask} && exec \"$0\" microimage build --bin {fixture} -o \"$1\" {}",
         extra.join(" ")
     );
     let out = run(Command::new("sh")
@@ -42,6 +48,14 @@ fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
     let (b, blobs_b) = build_copy("hello-elsewhere", "077", &[]);
     assert_eq!(a, b, "index digests differ between checkouts");
     assert_eq!(blobs_a, blobs_b);
+}
+
+#[test]
+fn c_code_from_two_checkouts_gives_one_digest() {
+    // The fixture's C code returns its own __FILE__; the checkout path must not get in.
+    let (a, _) = build_fixture_copy("cfile", "cfile-one", "022", &[]);
+    let (b, _) = build_fixture_copy("cfile", "cfile-other-place", "022", &[]);
+    assert_eq!(a, b, "C code made the digests differ between checkouts");
 }
 
 #[test]

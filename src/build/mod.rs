@@ -3,8 +3,8 @@
 //! guessing paths under `target/`). cargo's own diagnostics go to the user unchanged.
 //!
 //! What the tool adds to the build it appends, never replaces: `--remap-path-prefix`
-//! flags go wherever the user's rustflags already come from (environment or config), and
-//! symbols are stripped through cargo's `strip` profile setting (`--config`), unless the
+//! flags go wherever the user's rustflags already come from (environment or config), the
+//! matching `-ffile-prefix-map` flags wherever cc-rs will read C flags from, and symbols are stripped through cargo's `strip` profile setting (`--config`), unless the
 //! user's environment sets it. A missing Rust target is installed with rustup.
 //!
 //! C code and cross-linking are set up by [`toolchain`].
@@ -113,6 +113,7 @@ pub fn build(
         }
     }
     add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
+    add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
     toolchain::configure(&mut cmd, platform, c_crates, shell)?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
@@ -228,10 +229,10 @@ fn ensure_target(sysroot: &Path, triple: &str, shell: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// `--remap-path-prefix` flags that take the checkout, target dir, `CARGO_HOME` and rustup
-/// paths out of the binary (DESIGN §6). rustc applies the last matching prefix, so the
-/// more specific ones come later.
-fn remap_flags(plan: &Plan) -> Vec<String> {
+/// The path prefixes taken out of what the build embeds, and what they become: the
+/// checkout, the target dir, `CARGO_HOME` and rustup's home (DESIGN §6). rustc applies
+/// the last matching prefix, so the more specific ones come later.
+fn remaps(plan: &Plan) -> Vec<(PathBuf, &'static str)> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -239,19 +240,55 @@ fn remap_flags(plan: &Plan) -> Vec<String> {
     let rustup_home = std::env::var_os("RUSTUP_HOME")
         .map(PathBuf::from)
         .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
-    let mut flags = Vec::new();
-    let mut remap = |from: &Path, to: &str| {
-        flags.push(format!("--remap-path-prefix={}={to}", from.display()));
-    };
-    remap(&plan.workspace_root, "/build");
-    remap(&plan.target_directory, "/build/target");
-    if let Some(p) = &cargo_home {
-        remap(p, "/cargo");
+    let mut out = vec![
+        (plan.workspace_root.clone(), "/build"),
+        (plan.target_directory.clone(), "/build/target"),
+    ];
+    out.extend(cargo_home.map(|p| (p, "/cargo")));
+    out.extend(rustup_home.map(|p| (p, "/rustup")));
+    out
+}
+
+/// `--remap-path-prefix` flags for rustc.
+fn remap_flags(plan: &Plan) -> Vec<String> {
+    remaps(plan)
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .collect()
+}
+
+/// The same for C and C++ compiled by build scripts through cc-rs: `-ffile-prefix-map`
+/// (gcc 8+, clang 10+, zig cc), so `__FILE__` (assertions) and debug info do not carry this
+/// machine's paths. cc-rs splits these variables at whitespace, so a path containing
+/// whitespace is left out rather than broken in two.
+fn c_remap_flags(plan: &Plan) -> Vec<String> {
+    remaps(plan)
+        .iter()
+        .map(|(from, to)| format!("-ffile-prefix-map={}={to}", from.display()))
+        .filter(|flag| !flag.contains(char::is_whitespace))
+        .collect()
+}
+
+/// Appends `flags` to the C and C++ flags cc-rs reads for `triple`. cc-rs takes the first
+/// that is set of `CFLAGS_<triple>`, `CFLAGS_<triple_with_underscores>`, `TARGET_CFLAGS`
+/// and `CFLAGS` (likewise for `CXXFLAGS`), so they go to that one — else to
+/// `CFLAGS_<triple_with_underscores>`, which only the target's C code reads.
+fn add_cflags(cmd: &mut Command, triple: &str, flags: &[String]) {
+    for var in ["CFLAGS", "CXXFLAGS"] {
+        let names = [
+            format!("{var}_{triple}"),
+            format!("{var}_{}", triple.replace('-', "_")),
+            format!("TARGET_{var}"),
+            var.to_string(),
+        ];
+        let user = names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().map(|v| (n, v)));
+        match user {
+            Some((name, value)) => cmd.env(name, format!("{value} {}", flags.join(" "))),
+            None => cmd.env(&names[1], flags.join(" ")),
+        };
     }
-    if let Some(p) = &rustup_home {
-        remap(p, "/rustup");
-    }
-    flags
 }
 
 /// Appends `flags` to the rustflags the user already has, wherever they come from. cargo
