@@ -75,7 +75,7 @@ const GOLDEN_BASE_LAYER: &str =
 
 /// The same for zstd (libzstd's version and the level are in it).
 const GOLDEN_BASE_LAYER_ZSTD: &str =
-    "sha256:9ec7be609b5b7083fb333e124efc825135ed8bcdac8bb6180b33295a0966dde6";
+    "sha256:f81d5c96aed6d29fbca80c4ae7e45a703f312c1be90472eb02b486cf22092705";
 
 #[test]
 fn golden_base_layer_digest() {
