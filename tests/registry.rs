@@ -705,7 +705,7 @@ fn default_destination_comes_from_microimage_repo() {
 }
 
 #[test]
-fn pack_pushes_prebuilt_binaries() {
+fn pack_pushes_prebuilt_binaries_with_gzip_or_zstd_layers() {
     let registry = Registry::start(Setup::default());
     let home = tmp();
     let dir = fixture("hello");
@@ -727,6 +727,37 @@ fn pack_pushes_prebuilt_binaries() {
         out.stdout
     );
     digest_of_raw(&registry, &format!("{}/packed:edge", registry.host()));
+
+    // zstd layers go up and come back as they are.
+    let zstd = format!("{}/packed:zstd", registry.host());
+    run(pusher(home.path())
+        .args(["microimage", "pack", "--compression", "zstd"])
+        .arg(&bin)
+        .args(["--push", &zstd]))
+    .ok();
+    let copy = tmp();
+    let dest = copy.path().join("pulled");
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{zstd}"))
+        .arg(format!("dir:{}", dest.display())))
+    .ok();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dest.join("manifest.json")).unwrap())
+            .unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{manifest}"
+        );
+        let blob = dest.join(
+            layer["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:"),
+        );
+        run(Command::new("tar").args(["--zstd", "-tf"]).arg(&blob)).ok();
+    }
 }
 
 /// A TCP proxy in front of the registry that injects faults, then passes traffic through.
