@@ -192,6 +192,13 @@ pub fn plan_workspace(options: &CargoOptions, exclude: &[String]) -> Result<Vec<
 /// Outside a cargo project this is `Ok(None)`; with an explicit `manifest_path`, failing
 /// to read it is an error.
 pub fn plan_for_binary(manifest_path: Option<&Path>, bin: &str) -> Result<Option<Plan>> {
+    // Outside any cargo project (no Cargo.toml here or above, which is where cargo would
+    // look), do not spend a `cargo metadata` run on finding that out.
+    let in_project = std::env::current_dir()
+        .is_ok_and(|d| d.ancestors().any(|a| a.join("Cargo.toml").is_file()));
+    if manifest_path.is_none() && !in_project {
+        return Ok(None);
+    }
     let options = CargoOptions {
         manifest_path: manifest_path.map(Path::to_path_buf),
         ..CargoOptions::default()
