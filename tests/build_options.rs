@@ -66,26 +66,26 @@ fn the_users_rustflags_are_kept() {
     );
 }
 
-#[test]
-fn global_flags_go_before_the_implied_build_and_quiet_silences_cargo_too() {
-    // `cargo microimage -q --color never` is `build`, quiet: cargo's own `Compiling` and
-    // `Finished` lines are gone too, and stdout still has the one result line.
+/// `cargo microimage ARGS --bin hello -o <target>/image` in a copy of the hello fixture.
+fn hello_with(args: &[&str]) -> (Run, tempfile::TempDir) {
     let c = fixture("hello");
     let t = tmp();
     let out = run(tool()
         .current_dir(c.path())
         .env("CARGO_TARGET_DIR", t.path())
-        .args([
-            "microimage",
-            "-q",
-            "--color",
-            "never",
-            "--bin",
-            "hello",
-            "-o",
-        ])
+        .arg("microimage")
+        .args(args)
+        .args(["--bin", "hello", "-o"])
         .arg(t.path().join("image")))
     .ok();
+    (out, t)
+}
+
+#[test]
+fn global_flags_go_before_the_implied_build_and_quiet_silences_cargo_too() {
+    // `cargo microimage -q --color never` is `build`, quiet: cargo's own `Compiling` and
+    // `Finished` lines are gone too, and stdout still has the one result line.
+    let (out, t) = hello_with(&["-q", "--color", "never"]);
     assert_eq!(out.stderr, "", "-q printed on stderr");
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
     assert!(t.path().join("image/index.json").is_file());
@@ -93,21 +93,7 @@ fn global_flags_go_before_the_implied_build_and_quiet_silences_cargo_too() {
 
 #[test]
 fn color_always_colours_status_lines() {
-    let c = fixture("hello");
-    let t = tmp();
-    let out = run(tool()
-        .current_dir(c.path())
-        .env("CARGO_TARGET_DIR", t.path())
-        .args([
-            "microimage",
-            "build",
-            "--color=always",
-            "--bin",
-            "hello",
-            "-o",
-        ])
-        .arg(t.path().join("image")))
-    .ok();
+    let (out, _t) = hello_with(&["build", "--color=always"]);
     // Both this tool's `Verified` and cargo's `Finished` are coloured, though stderr is a pipe.
     assert!(
         out.stderr.contains("\x1b[1m\x1b[32m    Verified"),
