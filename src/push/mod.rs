@@ -357,13 +357,18 @@ fn explain(
                 .with_help("check that the registry is running and the address is right, then run the same command again");
         }
     }
-    let verb = match purpose.operation {
-        RegistryOperation::Push => "pushing to",
-        RegistryOperation::Pull => "reading from",
+    let (verb, help) = match purpose.operation {
+        RegistryOperation::Push => (
+            "pushing to",
+            "run the same command again: blobs already pushed are not uploaded twice",
+        ),
+        RegistryOperation::Pull => (
+            "reading from",
+            "check the reference, then run the same command again",
+        ),
     };
     let what = if said.is_empty() { chain } else { said };
-    Error::new(format!("{verb} {registry} failed: {what}"))
-        .with_help("run the same command again: blobs already pushed are not uploaded twice")
+    Error::new(format!("{verb} {registry} failed: {what}")).with_help(help)
 }
 
 /// sha256 of nothing: a digest to probe with.
