@@ -24,8 +24,14 @@ export XDG_CACHE_HOME=$W/cache
 "$TOOL" build -q --locked --platform all --manifest-path example-app/Cargo.toml -o "$W/layout" >/dev/null
 BINS=("$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/example-app" "$CARGO_TARGET_DIR/aarch64-unknown-linux-musl/release/example-app")
 
+# Each measurement runs in a $( ) subshell, so it stops its own last registry: the EXIT
+# trap of this shell never sees those PIDs.
+stop_registry() {
+  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null || true; fi
+  REG_PID=
+}
 start_registry() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
+  stop_registry
   rm -rf "$W/data" "$W/cache"
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: "127.0.0.1:%s", secret: bench}\n' "$W/data" "$PORT" > "$W/config.yml"
@@ -42,6 +48,7 @@ best() {
     d=$(echo "$t1 - $t0" | bc -l)
     if (( $(echo "$d < $best" | bc -l) )); then best=$d; fi
   done
+  stop_registry
   printf '%.3f' "$best"
 }
 skopeo_copy() { skopeo copy -q --all --dest-tls-verify=false "oci:$W/layout:0.1.0" "docker://127.0.0.1:$PORT/app:1"; }
@@ -60,6 +67,7 @@ phase() {
         | sed -n 's/.*Pushed .* in \([0-9.]*\) s$/\1/p')
     if (( $(echo "$d < $best" | bc -l) )); then best=$d; fi
   done
+  stop_registry
   printf '%.3f' "$best"
 }
 T_PHASE=$(phase)
