@@ -106,7 +106,7 @@ pub fn build(
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Vec<Outcome>> {
-    let zig = build::toolchain::warm_up_early(&request.platforms);
+    build::toolchain::warm_up_early(&request.platforms);
     let plans = if request.workspace {
         plan::plan_workspace(&request.cargo, &request.exclude)?
     } else {
@@ -179,13 +179,10 @@ pub fn build(
             .filter(|&i| jobs[i].platforms.contains(&platform))
             .collect()
     };
-    let targets: Vec<(&Platform, Vec<&Plan>)> = all_platforms
+    let targets: Vec<(&'static Platform, Vec<&Plan>)> = all_platforms
         .iter()
         .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
         .collect();
-    if let Some(zig) = zig {
-        let _ = zig.join();
-    }
     let prepared = build::prepare(&targets, &request.cargo, shell)?;
     for ((platform, plans), prepared) in targets.iter().zip(&prepared) {
         let paths = build::build(plans, &request.cargo, platform, prepared, shell)?;

@@ -30,6 +30,8 @@ use crate::shell::Shell;
 pub struct Prepared {
     /// The crates in the graph that compile C (see [`toolchain::c_crates`]).
     pub c_crates: Vec<String>,
+    /// The user's C toolchain settings for the target.
+    pub toolchain: toolchain::Toolchain,
 }
 
 /// Gets every target ready before the first build: installs missing Rust targets (one
@@ -40,7 +42,7 @@ pub struct Prepared {
 /// `python -m ziglang` runs, ~0.1-0.3 s each, that a no-op build would otherwise wait on
 /// one after another.
 pub fn prepare(
-    targets: &[(&Platform, Vec<&Plan>)],
+    targets: &[(&'static Platform, Vec<&Plan>)],
     options: &CargoOptions,
     shell: &Shell,
 ) -> Result<Vec<Prepared>> {
@@ -54,8 +56,12 @@ pub fn prepare(
             .map(|(platform, plans)| {
                 scope.spawn(move || {
                     let c_crates = toolchain::c_crates(plans, options, platform)?;
-                    toolchain::warm_up(platform, &c_crates);
-                    Ok(Prepared { c_crates })
+                    let toolchain = toolchain::Toolchain::of(platform);
+                    toolchain::warm_up(&toolchain, &c_crates);
+                    Ok(Prepared {
+                        c_crates,
+                        toolchain,
+                    })
                 })
             })
             .collect();
@@ -114,7 +120,7 @@ pub fn build(
     }
     add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
-    toolchain::configure(&mut cmd, platform, c_crates, shell)?;
+    toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",

@@ -13,11 +13,13 @@
 //! `AR_<target>`, `CARGO_TARGET_<TRIPLE>_LINKER` in the environment and
 //! `target.<triple>.linker` in cargo config win.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 use cargo_metadata::{DependencyKind, MetadataCommand, PackageId};
+use cargo_zigbuild::zig::ZigWrapper;
 
 use crate::error::{Error, Result};
 use crate::plan::{cargo, CargoOptions, Plan};
@@ -113,62 +115,114 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Whether `configure` will use zig for `platform`, given the crates that compile C.
-fn needs_zig(platform: &Platform, c_crates: &[String]) -> bool {
-    let triple = platform.triple;
-    let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
-    let user_linker = env_set(&linker_env) || super::config_has_target_key(triple, "linker");
-    let user_cc = env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}"));
-    let native = Platform::host().is_ok_and(|h| h == platform);
-    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
-    !c_crates.is_empty() && !(user_cc && (user_linker || native) || native && on_path(&musl_gcc))
+/// What decides a target's C toolchain, read once per target: the user's own settings
+/// and whether the target is the host's.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    platform: &'static Platform,
+    /// `CARGO_TARGET_<TRIPLE>_LINKER`.
+    linker_env: String,
+    /// The user set a linker (environment or cargo config).
+    user_linker: bool,
+    /// The user set `CC_<target>`.
+    user_cc: bool,
+    native: bool,
 }
 
-/// Locates zig and writes its wrappers ahead of [`configure`] when it will be needed, so
-/// that this (a `python -m ziglang` probe or two) can run alongside other targets' work;
-/// cargo-zigbuild caches what it found for the rest of the process. Errors are left for
-/// `configure` to report.
-pub fn warm_up(platform: &Platform, c_crates: &[String]) {
-    if needs_zig(platform, c_crates) && cargo_zigbuild::Zig::find_zig().is_ok() {
-        if let Ok(config) = cargo_config2::Config::load() {
-            let _ = cargo_zigbuild::zig::prepare_zig_linker(platform.triple, &config);
+impl Toolchain {
+    pub fn of(platform: &'static Platform) -> Toolchain {
+        let triple = platform.triple;
+        let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
+        Toolchain {
+            platform,
+            user_linker: env_set(&linker_env) || super::config_has_target_key(triple, "linker"),
+            linker_env,
+            user_cc: env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}")),
+            native: Platform::host().is_ok_and(|h| h == platform),
         }
+    }
+
+    /// Whether [`configure`] will use zig, given the crates that compile C.
+    fn needs_zig(&self, c_crates: &[String]) -> bool {
+        let triple = self.platform.triple;
+        let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
+        !c_crates.is_empty()
+            && !(self.user_cc && (self.user_linker || self.native)
+                || self.native && on_path(&musl_gcc))
     }
 }
 
-/// Starts locating zig (and writing its wrappers) in the background when `platforms` has a
-/// foreign target, before it is known whether C code needs it: on a no-op build the probes
-/// take longer than reading the workspace, which they overlap. Join the handle before
-/// [`configure`] runs, so the probes are not repeated.
-pub fn warm_up_early(platforms: &[&'static Platform]) -> Option<std::thread::JoinHandle<()>> {
-    let foreign = platforms
-        .iter()
-        .copied()
-        .find(|p| Platform::host().is_ok_and(|h| h != *p))?;
-    Some(std::thread::spawn(move || {
-        if cargo_zigbuild::Zig::find_zig().is_ok() {
-            if let Ok(config) = cargo_config2::Config::load() {
-                let _ = cargo_zigbuild::zig::prepare_zig_linker(foreign.triple, &config);
-            }
-        }
-    }))
+/// Why zig could not be set up for a target.
+#[derive(Debug, Clone)]
+enum ZigProblem {
+    /// Neither `python3 -m ziglang` nor `zig` on PATH.
+    Missing,
+    /// zig is there (this command), but its wrappers could not be prepared.
+    Prepare { zig: String, error: String },
 }
 
-/// Sets up the C compiler and linker for `platform` on the cargo command `cmd`.
+/// zig located and its wrappers for `triple` written — a `python -m ziglang` probe or two
+/// and `rustc -vV` — once per process, by whoever asks first: a background warm-up or
+/// [`configure`]. The lock is held while it runs, so a later caller waits for the result
+/// instead of probing again.
+fn zig_for(triple: &'static str) -> std::result::Result<ZigWrapper, ZigProblem> {
+    static DONE: OnceLock<
+        Mutex<HashMap<&'static str, std::result::Result<ZigWrapper, ZigProblem>>>,
+    > = OnceLock::new();
+    let mut done = DONE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    done.entry(triple)
+        .or_insert_with(|| {
+            let zig = cargo_zigbuild::Zig::find_zig().map_err(|_| ZigProblem::Missing)?;
+            let prepare = |error: String| ZigProblem::Prepare {
+                zig: zig.0.display().to_string(),
+                error,
+            };
+            let config = cargo_config2::Config::load()
+                .map_err(|e| prepare(format!("reading cargo's configuration failed: {e}")))?;
+            cargo_zigbuild::zig::prepare_zig_linker(triple, &config)
+                .map_err(|e| prepare(format!("{e:#}")))
+        })
+        .clone()
+}
+
+/// Sets zig up ahead of [`configure`] when it will be needed, so that this can run
+/// alongside other targets' work. Errors are left for `configure` to report.
+pub fn warm_up(toolchain: &Toolchain, c_crates: &[String]) {
+    if toolchain.needs_zig(c_crates) {
+        let _ = zig_for(toolchain.platform.triple);
+    }
+}
+
+/// Starts setting zig up in the background when `platforms` has a foreign target, before
+/// it is known whether C code needs it: on a no-op build the probes take longer than
+/// reading the workspace, which they overlap. Whoever needs zig later waits for this
+/// result through [`zig_for`].
+pub fn warm_up_early(platforms: &[&'static Platform]) {
+    if let Some(&foreign) = platforms
+        .iter()
+        .find(|p| Platform::host().is_ok_and(|h| h != **p))
+    {
+        std::thread::spawn(move || {
+            let _ = zig_for(foreign.triple);
+        });
+    }
+}
+
+/// Sets up the C compiler and linker for the target on the cargo command `cmd`.
 pub fn configure(
     cmd: &mut Command,
-    platform: &Platform,
+    toolchain: &Toolchain,
     c_crates: &[String],
     shell: &Shell,
 ) -> Result<()> {
-    let triple = platform.triple;
-    let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
-    let user_linker = env_set(&linker_env) || super::config_has_target_key(triple, "linker");
-    let native = Platform::host().is_ok_and(|h| h == platform);
-
+    let triple = toolchain.platform.triple;
+    let linker_env = &toolchain.linker_env;
     if c_crates.is_empty() {
-        if !native && !user_linker {
-            cmd.env(&linker_env, "rust-lld");
+        if !toolchain.native && !toolchain.user_linker {
+            cmd.env(linker_env, "rust-lld");
             shell.verbose(
                 "Linking",
                 format!("{triple} with rust-lld (no C code in the graph)"),
@@ -176,29 +230,24 @@ pub fn configure(
         }
         return Ok(());
     }
-    if !needs_zig(platform, c_crates) {
+    if !toolchain.needs_zig(c_crates) {
         return Ok(());
     }
     let crates = c_crates.join(", ");
-    let zig = cargo_zigbuild::Zig::find_zig().map_err(|_| {
-        Error::new(format!(
+    let wrapper = zig_for(triple).map_err(|problem| match problem {
+        ZigProblem::Missing => Error::new(format!(
             "building for {triple} needs a C compiler for that target: these crates compile C: {crates}"
         ))
         .with_help(format!(
             "install zig, which cargo-microimage uses as C compiler and linker for musl targets: \
              `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{} and {linker_env} \
              at a C toolchain for {triple}",
-            if native { ", or install musl-tools for x86_64-linux-musl-gcc" } else { "" },
+            if toolchain.native { ", or install musl-tools for x86_64-linux-musl-gcc" } else { "" },
             under(triple)
-        ))
-    })?;
-    let config = cargo_config2::Config::load()
-        .map_err(|e| Error::new(format!("reading cargo's configuration failed: {e}")))?;
-    let wrapper = cargo_zigbuild::zig::prepare_zig_linker(triple, &config).map_err(|e| {
-        Error::new(format!(
-            "preparing zig ({}) for {triple} failed: {e:#}",
-            zig.0.display()
-        ))
+        )),
+        ZigProblem::Prepare { zig, error } => {
+            Error::new(format!("preparing zig ({zig}) for {triple} failed: {error}"))
+        }
     })?;
     shell.status(
         "Using",
@@ -213,8 +262,8 @@ pub fn configure(
     set(format!("CXX_{}", under(triple)), &wrapper.cxx);
     set(format!("AR_{}", under(triple)), &wrapper.ar);
     set(format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
-    if !user_linker {
-        cmd.env(&linker_env, &wrapper.cc);
+    if !toolchain.user_linker {
+        cmd.env(linker_env, &wrapper.cc);
     }
     Ok(())
 }
