@@ -44,24 +44,7 @@ impl Registry {
         let mut http = format!("http: {{addr: \"127.0.0.1:{port}\", secret: test-only");
         if setup.tls {
             // A CA, and a server certificate for 127.0.0.1 signed by it.
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=microimage-test-ca",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                ],
-            );
+            self_signed(d, "microimage-test-ca", "ca.key", "ca.pem");
             openssl(
                 d,
                 &[
@@ -120,24 +103,7 @@ impl Registry {
         }
         let mut token_server = None;
         if let Some((user, pass)) = setup.token {
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=microimage-token",
-                    "-keyout",
-                    "tok.key",
-                    "-out",
-                    "tok.crt",
-                ],
-            );
+            self_signed(d, "microimage-token", "tok.key", "tok.crt");
             let token_port = free_port();
             token_server = Some(
                 Command::new("python3")
@@ -259,6 +225,18 @@ fn openssl(dir: &Path, args: &[&str]) {
         .status()
         .unwrap();
     assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A new RSA key `key` and a self-signed certificate `cert` for it (CN `cn`), in `dir`.
+fn self_signed(dir: &Path, cn: &str, key: &str, cert: &str) {
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+            "-keyout", key, "-out", cert,
+        ],
+    );
 }
 
 fn wait_port(port: u16) {
