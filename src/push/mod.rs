@@ -416,6 +416,7 @@ pub(crate) async fn connect(
         repository: target.repository().to_string(),
         operation,
     };
+    let fail = |e| explain(e, &registry, &credential, options, &purpose);
 
     // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
     // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
@@ -447,7 +448,7 @@ pub(crate) async fn connect(
         }
     })
     .await
-    .map_err(|e| explain(e, &registry, &credential, options, &purpose))?;
+    .map_err(fail)?;
     let operations: &[RegistryOperation] = match operation {
         RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
         RegistryOperation::Pull => &[RegistryOperation::Pull],
@@ -455,7 +456,7 @@ pub(crate) async fn connect(
     for op in operations {
         retry("authenticating", shell, || client.auth(target, &auth, *op))
             .await
-            .map_err(|e| explain(e, &registry, &credential, options, &purpose))?;
+            .map_err(fail)?;
     }
 
     Ok(Connection {
