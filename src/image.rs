@@ -236,6 +236,8 @@ pub struct PlatformImage {
     pub manifest: Blob,
     pub config: Blob,
     pub layers: Vec<Layer>,
+    /// The binary packed into the app layer, as given.
+    pub binary: PathBuf,
     pub binary_size: u64,
 }
 
@@ -328,6 +330,7 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
             manifest,
             config,
             layers: layer_list,
+            binary: bin.path.clone(),
             binary_size: bin.size,
         });
     }

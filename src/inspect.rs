@@ -140,8 +140,87 @@ impl Store {
     }
 }
 
+/// What `inspect` is asked to read: a path (bare, or with the transport prefix the tool
+/// prints: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME]`), or a
+/// registry reference (`registry/repository:tag`, also as `docker://…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Local {
+        path: PathBuf,
+        /// The tag (OCI) or name (docker-archive) of one image among several.
+        tag: Option<String>,
+    },
+    Remote(String),
+}
+
+impl Source {
+    pub fn parse(arg: &std::ffi::OsStr) -> Result<Source> {
+        let path = Path::new(arg);
+        let Some(text) = arg.to_str().filter(|_| !path.exists()) else {
+            return Ok(Source::Local {
+                path: path.to_path_buf(),
+                tag: None,
+            });
+        };
+        if let Some(reference) = text.strip_prefix("docker://") {
+            return Ok(Source::Remote(reference.to_string()));
+        }
+        let prefixed = ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p));
+        if let Some(rest) = prefixed {
+            // The path may itself hold a `:`; the tag is what follows the last one.
+            if Path::new(rest).exists() {
+                return Ok(Source::Local {
+                    path: rest.into(),
+                    tag: None,
+                });
+            }
+            if let Some((p, tag)) = rest.rsplit_once(':') {
+                if Path::new(p).exists() && !tag.is_empty() {
+                    return Ok(Source::Local {
+                        path: p.into(),
+                        tag: Some(tag.to_string()),
+                    });
+                }
+            }
+            let shown = rest.rsplit_once(':').map_or(rest, |(p, _)| p);
+            return Err(Error::new(format!("`{shown}` does not exist")).with_help(
+                "pass an OCI layout directory or an image archive, as `cargo microimage build` printed it",
+            ));
+        }
+        // A registry reference names its host first (`ghcr.io/…`, `127.0.0.1:5000/…`);
+        // anything else that does not exist is a mistyped path, not Docker Hub.
+        let names_registry = text.split_once('/').is_some_and(|(first, _)| {
+            first.contains(['.', ':']) && first != "." && first != ".." || first == "localhost"
+        });
+        Ok(if names_registry {
+            Source::Remote(text.to_string())
+        } else {
+            Source::Local {
+                path: path.to_path_buf(),
+                tag: None,
+            }
+        })
+    }
+}
+
+/// Reads a local [`Source`].
+pub fn inspect_source(source: &Source) -> Result<Report> {
+    match source {
+        Source::Local { path, tag } => inspect_tagged(path, tag.as_deref()),
+        Source::Remote(r) => Err(Error::new(format!("`{r}` is a registry reference"))),
+    }
+}
+
 /// Reads the image at `path` (layout directory, OCI archive or docker-archive).
 pub fn inspect(path: &Path) -> Result<Report> {
+    inspect_tagged(path, None)
+}
+
+/// Reads the image at `path`; with `tag`, only the image of that tag (OCI
+/// `org.opencontainers.image.ref.name`, or a docker-archive's `RepoTags` name or tag).
+pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
     if !path.exists() {
         return Err(
             Error::new(format!("`{}` does not exist", path.display())).with_help(
@@ -160,9 +239,9 @@ pub fn inspect(path: &Path) -> Result<Report> {
         } else {
             "oci-archive"
         };
-        inspect_oci(&store, location, format)
+        inspect_oci(&store, location, format, tag)
     } else if store.has("manifest.json") {
-        inspect_docker(&store, location)
+        inspect_docker(&store, location, tag)
     } else {
         Err(Error::new(format!(
             "`{}` is not an OCI layout, an OCI archive or a docker-archive (no oci-layout or manifest.json)",
@@ -176,8 +255,33 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
         .map_err(|e| Error::new(format!("the image's {what} is not valid: {e}")))
 }
 
-fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<Report> {
+/// Whether an index.json entry (or docker-archive name) is the one `wanted` asks for.
+fn selected(wanted: Option<&str>, tags: &[String]) -> bool {
+    wanted.is_none_or(|w| {
+        tags.iter()
+            .any(|t| t == w || t.rsplit_once(':').is_some_and(|(_, tag)| tag == w))
+    })
+}
+
+/// The error for a tag that no image in the file has.
+fn no_such_tag(location: &str, wanted: &str, tags: &[String]) -> Error {
+    Error::new(format!("`{location}` has no image tagged `{wanted}`")).with_help(
+        if tags.is_empty() {
+            "its images have no tags: inspect it without one".to_string()
+        } else {
+            format!("its tags: {}", tags.join(", "))
+        },
+    )
+}
+
+fn inspect_oci(
+    store: &Store,
+    location: String,
+    format: &'static str,
+    wanted: Option<&str>,
+) -> Result<Report> {
     let top: ImageIndex = parse("index.json", &store.get("index.json").unwrap_or_default())?;
+    let mut all_tags = Vec::new();
     let mut report = Report {
         location,
         format,
@@ -188,6 +292,16 @@ fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<
     };
     for entry in top.manifests() {
         let ann = entry.annotations().clone().unwrap_or_default();
+        let tags: Vec<String> = ann
+            .get("org.opencontainers.image.ref.name")
+            .into_iter()
+            .chain(ann.get("io.containerd.image.name"))
+            .cloned()
+            .collect();
+        all_tags.extend(ann.get("org.opencontainers.image.ref.name").cloned());
+        if !selected(wanted, &tags) {
+            continue;
+        }
         report
             .tags
             .extend(ann.get("org.opencontainers.image.ref.name").cloned());
@@ -213,6 +327,9 @@ fn inspect_oci(store: &Store, location: String, format: &'static str) -> Result<
             }
         }
     }
+    if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
+        return Err(no_such_tag(&report.location, w, &all_tags));
+    }
     Ok(report)
 }
 
@@ -235,7 +352,7 @@ fn platform_report(store: &Store, manifest_digest: &str) -> Result<PlatformRepor
     ))
 }
 
-fn inspect_docker(store: &Store, location: String) -> Result<Report> {
+fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Result<Report> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
@@ -256,7 +373,11 @@ fn inspect_docker(store: &Store, location: String) -> Result<Report> {
         index_digest: None,
         platforms: Vec::new(),
     };
-    for e in entries {
+    let all_tags: Vec<String> = entries.iter().flat_map(|e| e.repo_tags.clone()).collect();
+    for e in entries
+        .into_iter()
+        .filter(|e| selected(wanted, &e.repo_tags))
+    {
         let raw = store
             .get(&e.config)
             .ok_or_else(|| Error::new(format!("the docker-archive is missing {}", e.config)))?;
@@ -283,6 +404,9 @@ fn inspect_docker(store: &Store, location: String) -> Result<Report> {
             &config,
             layers,
         ));
+    }
+    if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
+        return Err(no_such_tag(&report.location, w, &all_tags));
     }
     Ok(report)
 }

@@ -28,6 +28,18 @@ pub struct CargoOptions {
     pub offline: bool,
     /// Strip symbols through cargo's `strip` profile setting.
     pub strip: bool,
+    /// `-j/--jobs` (a number, or `default`).
+    pub jobs: Option<String>,
+    /// `--keep-going`.
+    pub keep_going: bool,
+    /// `--ignore-rust-version`.
+    pub ignore_rust_version: bool,
+    /// `--target-dir`: wins over `CARGO_TARGET_DIR` and cargo config, as in cargo.
+    pub target_dir: Option<PathBuf>,
+    /// `--config KEY=VALUE|PATH`, given to every cargo command the tool runs.
+    pub config: Vec<String>,
+    /// `-v` count, passed on to cargo (`-vv`: very verbose).
+    pub verbose: u8,
 }
 
 impl Default for CargoOptions {
@@ -44,6 +56,12 @@ impl Default for CargoOptions {
             frozen: false,
             offline: false,
             strip: true,
+            jobs: None,
+            keep_going: false,
+            ignore_rust_version: false,
+            target_dir: None,
+            config: Vec::new(),
+            verbose: 0,
         }
     }
 }
@@ -60,6 +78,51 @@ impl CargoOptions {
         .filter(|(_, on)| *on)
         .map(|(flag, _)| flag.to_string())
         .collect()
+    }
+
+    /// What every cargo command the tool runs gets: `--config` values, and `--target-dir`
+    /// as `CARGO_TARGET_DIR` (the flag wins over the variable, so it replaces it; an
+    /// absolute path, so that it means the same from any directory).
+    pub fn common_args(&self) -> Result<(Vec<String>, Option<PathBuf>)> {
+        let mut args = Vec::new();
+        for c in &self.config {
+            args.push("--config".to_string());
+            args.push(c.clone());
+        }
+        let target_dir = match &self.target_dir {
+            Some(dir) => Some(
+                std::path::absolute(dir)
+                    .map_err(|e| Error::io("resolving --target-dir", dir, e))?,
+            ),
+            None => None,
+        };
+        Ok((args, target_dir))
+    }
+
+    /// A `cargo metadata` command with these options (manifest, features, lock flags,
+    /// `--config`, `--target-dir`).
+    pub fn metadata_command(&self) -> Result<MetadataCommand> {
+        let mut cmd = MetadataCommand::new();
+        cmd.cargo_path(cargo());
+        if let Some(path) = &self.manifest_path {
+            cmd.manifest_path(path);
+        }
+        if self.all_features {
+            cmd.features(CargoOpt::AllFeatures);
+        }
+        if self.no_default_features {
+            cmd.features(CargoOpt::NoDefaultFeatures);
+        }
+        if !self.features.is_empty() {
+            cmd.features(CargoOpt::SomeFeatures(self.features.clone()));
+        }
+        let (mut extra, target_dir) = self.common_args()?;
+        extra.extend(self.lock_args());
+        cmd.other_options(extra);
+        if let Some(dir) = target_dir {
+            cmd.env("CARGO_TARGET_DIR", dir);
+        }
+        Ok(cmd)
     }
 
     /// The feature arguments as cargo takes them.
@@ -112,7 +175,11 @@ pub fn cargo() -> PathBuf {
 pub fn plan(options: &CargoOptions) -> Result<Plan> {
     let metadata = metadata(options)?;
     let package = select_package(&metadata, options)?;
-    let bin = select_bin(package, options.bin.as_deref())?;
+    let bin = select_bin(
+        package,
+        &enabled_features(&metadata, package),
+        options.bin.as_deref(),
+    )?;
     plan_from(&metadata, package, bin)
 }
 
@@ -137,32 +204,13 @@ pub fn plan_workspace(options: &CargoOptions, exclude: &[String]) -> Result<Vec<
                 .join(", ")
         )));
     }
-    let enabled = |package: &Package| -> Vec<String> {
-        metadata
-            .resolve
-            .as_ref()
-            .and_then(|r| r.nodes.iter().find(|n| n.id == package.id))
-            .map(|n| n.features.iter().map(|f| f.to_string()).collect())
-            .unwrap_or_default()
-    };
     let mut plans = Vec::new();
     for package in members
         .iter()
         .filter(|p| !exclude.iter().any(|e| e.as_str() == p.name.as_str()))
     {
-        let features = enabled(package);
-        for target in package
-            .targets
-            .iter()
-            .filter(|t| t.kind.contains(&TargetKind::Bin))
-        {
-            if target
-                .required_features
-                .iter()
-                .all(|f| features.contains(f))
-            {
-                plans.push(plan_from(&metadata, package, target.name.clone())?);
-            }
+        for bin in buildable_bins(package, &enabled_features(&metadata, package)) {
+            plans.push(plan_from(&metadata, package, bin.to_string())?);
         }
     }
     if plans.is_empty() {
@@ -253,11 +301,6 @@ fn metadata(options: &CargoOptions) -> Result<Metadata> {
 }
 
 fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
-    let mut cmd = MetadataCommand::new();
-    cmd.cargo_path(cargo());
-    if no_deps {
-        cmd.no_deps();
-    }
     if let Some(path) = &options.manifest_path {
         if !path.is_file() {
             return Err(
@@ -265,18 +308,11 @@ fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
                     .with_help("pass the path of a Cargo.toml with --manifest-path"),
             );
         }
-        cmd.manifest_path(path);
     }
-    if options.all_features {
-        cmd.features(CargoOpt::AllFeatures);
+    let mut cmd = options.metadata_command()?;
+    if no_deps {
+        cmd.no_deps();
     }
-    if options.no_default_features {
-        cmd.features(CargoOpt::NoDefaultFeatures);
-    }
-    if !options.features.is_empty() {
-        cmd.features(CargoOpt::SomeFeatures(options.features.clone()));
-    }
-    cmd.other_options(options.lock_args());
     cmd.exec().map_err(|e| match e {
         cargo_metadata::Error::CargoMetadata { stderr } => {
             let msg = stderr
@@ -331,13 +367,49 @@ fn select_package<'m>(metadata: &'m Metadata, options: &CargoOptions) -> Result<
     }
 }
 
-fn select_bin(package: &Package, wanted: Option<&str>) -> Result<String> {
-    let bins: Vec<&str> = package
+/// The features enabled for `package` in this resolve (from the feature flags given).
+fn enabled_features(metadata: &Metadata, package: &Package) -> Vec<String> {
+    metadata
+        .resolve
+        .as_ref()
+        .and_then(|r| r.nodes.iter().find(|n| n.id == package.id))
+        .map(|n| n.features.iter().map(|f| f.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The binary targets cargo would build with these features: those whose
+/// `required-features` are all enabled (as `cargo build` and `cargo run` choose).
+fn buildable_bins<'p>(package: &'p Package, features: &[String]) -> Vec<&'p str> {
+    package
         .targets
         .iter()
         .filter(|t| t.kind.contains(&TargetKind::Bin))
+        .filter(|t| t.required_features.iter().all(|f| features.contains(f)))
         .map(|t| t.name.as_str())
+        .collect()
+}
+
+/// Picks the binary: `--bin`, else the only buildable one, else `default-run`.
+fn select_bin(package: &Package, features: &[String], wanted: Option<&str>) -> Result<String> {
+    let bins = buildable_bins(package, features);
+    let gated: Vec<(&str, &Vec<String>)> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&TargetKind::Bin) && !bins.contains(&t.name.as_str()))
+        .map(|t| (t.name.as_str(), &t.required_features))
         .collect();
+    if let Some((name, required)) = wanted.and_then(|w| gated.iter().find(|(n, _)| *n == w)) {
+        return Err(Error::usage(format!(
+            "binary target `{name}` of package `{}` requires the features {}",
+            package.name,
+            required
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_help(format!("pass `--features {}`", required.join(","))));
+    }
     let list = bins
         .iter()
         .map(|b| format!("`{b}`"))
@@ -355,6 +427,18 @@ fn select_bin(package: &Package, wanted: Option<&str>) -> Result<String> {
             format!("available binaries: {list}")
         })),
         None => match bins.as_slice() {
+            [] if !gated.is_empty() => Err(Error::usage(format!(
+                "package `{}` has no binary target that builds with the enabled features",
+                package.name
+            ))
+            .with_help(format!(
+                "enable the features a binary requires: {}",
+                gated
+                    .iter()
+                    .map(|(n, f)| format!("`{n}` needs --features {}", f.join(",")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
             [] => Err(Error::usage(format!(
                 "package `{}` has no binary target to put in an image",
                 package.name

@@ -107,6 +107,23 @@ pub fn build(
         cmd.args(["--bin", &plan.bin]);
     }
     cmd.args(options.feature_args()).args(options.lock_args());
+    let (common, target_dir) = options.common_args()?;
+    cmd.args(common);
+    if let Some(dir) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    if let Some(jobs) = &options.jobs {
+        cmd.args(["--jobs", jobs]);
+    }
+    if options.keep_going {
+        cmd.arg("--keep-going");
+    }
+    if options.ignore_rust_version {
+        cmd.arg("--ignore-rust-version");
+    }
+    if options.verbose > 0 {
+        cmd.arg(format!("-{}", "v".repeat(options.verbose.into())));
+    }
     if shell.verbosity() == crate::shell::Verbosity::Quiet {
         // `-q` quiets cargo's own lines too (errors still show).
         cmd.arg("--quiet");

@@ -18,11 +18,11 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use cargo_metadata::{DependencyKind, MetadataCommand, PackageId};
+use cargo_metadata::{DependencyKind, PackageId};
 use cargo_zigbuild::zig::ZigWrapper;
 
 use crate::error::{Error, Result};
-use crate::plan::{cargo, CargoOptions, Plan};
+use crate::plan::{CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::shell::Shell;
 
@@ -37,11 +37,14 @@ pub fn c_crates(
     let Some(first) = plans.first() else {
         return Ok(Vec::new());
     };
-    let mut cmd = MetadataCommand::new();
-    cmd.cargo_path(cargo()).manifest_path(&first.manifest_path);
-    let mut extra = vec!["--filter-platform".to_string(), platform.triple.to_string()];
+    let mut cmd = CargoOptions {
+        manifest_path: Some(first.manifest_path.clone()),
+        ..options.clone()
+    }
+    .metadata_command()?;
+    let (mut extra, _) = options.common_args()?;
     extra.extend(options.lock_args());
-    extra.extend(options.feature_args());
+    extra.extend(["--filter-platform".to_string(), platform.triple.to_string()]);
     cmd.other_options(extra);
     let metadata = cmd.exec().map_err(|e| {
         Error::new(format!(

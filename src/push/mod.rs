@@ -8,8 +8,10 @@
 //! extra tag. No tag ever points at an image whose blobs are not all there, and a re-run
 //! uploads only what is missing.
 //!
-//! Transient failures (connection errors, timeouts, 429, 5xx) are retried with exponential
-//! backoff and jitter; authentication failures stop at once.
+//! Transient failures (connection errors, timeouts, 429, 5xx) are retried with capped
+//! exponential backoff and jitter; authentication failures stop at once. A registry's
+//! `Retry-After` header is not seen: oci-client (0.18, the newest release) keeps the status
+//! and body of an error response but not its headers, so the backoff is ours alone.
 
 pub mod credentials;
 
@@ -153,7 +155,6 @@ fn transient(e: &OciDistributionError) -> bool {
         return false;
     }
     match e {
-        OciDistributionError::RetryAfter { error, .. } => transient(error),
         OciDistributionError::RequestError(r) => {
             r.is_connect()
                 || r.is_timeout()
@@ -175,7 +176,6 @@ fn transient(e: &OciDistributionError) -> bool {
 /// Whether the server answered with an HTTP status (so the protocol itself works).
 fn answered(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RetryAfter { .. } => true,
         OciDistributionError::RequestError(r) => r.status().is_some(),
         OciDistributionError::ServerError { .. }
         | OciDistributionError::RegistryError { .. }
@@ -185,10 +185,16 @@ fn answered(e: &OciDistributionError) -> bool {
     }
 }
 
+/// The wait before attempt `attempt + 1`: 250 ms doubling per attempt, capped at
+/// [`LONGEST_BACKOFF`], plus up to half of that again as jitter (so parallel uploads that
+/// failed together do not return together).
 fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(250u64 << attempt.min(6));
+    let base = Duration::from_millis(250u64 << attempt.min(8)).min(LONGEST_BACKOFF);
     base + jitter(base / 2)
 }
+
+/// The cap of one backoff step (before jitter).
+const LONGEST_BACKOFF: Duration = Duration::from_secs(8);
 
 /// A pseudo-random wait in `0..=most` (the clock's nanoseconds are random enough here).
 fn jitter(most: Duration) -> Duration {
@@ -197,19 +203,6 @@ fn jitter(most: Duration) -> Duration {
         .map_or(0, |d| u64::from(d.subsec_nanos()));
     let most = u64::try_from(most.as_micros()).unwrap_or(u64::MAX);
     Duration::from_micros(nanos % (most + 1))
-}
-
-/// The longest `Retry-After` waited for; a registry asking for more is reported instead.
-const LONGEST_WAIT: Duration = Duration::from_secs(300);
-
-/// How long to wait before attempt `attempt + 1` after `e`: what the registry asked for in
-/// `Retry-After` (plus up to 10% jitter, so parallel uploads do not return at once), else
-/// exponential backoff with jitter.
-fn wait_after(e: &OciDistributionError, attempt: u32) -> Duration {
-    match e {
-        OciDistributionError::RetryAfter { after, .. } => *after + jitter(*after / 10),
-        _ => backoff(attempt),
-    }
 }
 
 /// Runs `op` until it succeeds, fails for good, or runs out of attempts.
@@ -227,10 +220,7 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if transient(&e) && attempt + 1 < ATTEMPTS => {
-                let wait = wait_after(&e, attempt);
-                if wait > LONGEST_WAIT {
-                    return Err(e);
-                }
+                let wait = backoff(attempt);
                 shell.status(
                     "Retrying",
                     format!("{what} in {:.1} s ({e})", wait.as_secs_f64()),
@@ -260,7 +250,6 @@ fn answer(e: &OciDistributionError) -> (Option<u16>, Vec<(String, String)>) {
             .collect()
     };
     match e {
-        OciDistributionError::RetryAfter { error, .. } => answer(error),
         OciDistributionError::RequestError(r) => (r.status().map(|s| s.as_u16()), Vec::new()),
         OciDistributionError::ServerError { code, message, .. } => (
             Some(*code),
@@ -290,17 +279,15 @@ fn explain(
     purpose: &Purpose,
 ) -> Error {
     let chain = chain(&e);
-    if let OciDistributionError::RetryAfter { after, .. } = &e {
-        if *after > LONGEST_WAIT {
-            let minutes = after.as_secs() / 60;
-            return Error::new(format!(
-                "the registry {registry} is rate-limiting this client: it asks to wait {minutes} min before trying again"
-            ))
-            .with_help("run the same command again later: blobs already pushed are not uploaded twice");
-        }
-    }
     let (status, codes) = answer(&e);
     let has = |wanted: &[&str]| codes.iter().any(|(c, _)| wanted.contains(&c.as_str()));
+    if status == Some(429) || has(&["TOOMANYREQUESTS"]) {
+        // Only reached once the retries are used up (429 is transient).
+        return Error::new(format!(
+            "the registry {registry} is rate-limiting this client: it still answered 429 Too Many Requests after {ATTEMPTS} attempts"
+        ))
+        .with_help("wait, then run the same command again: blobs already pushed are not uploaded twice");
+    }
     let said = codes
         .iter()
         .map(|(_, m)| m.as_str())
@@ -758,31 +745,37 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_sets_the_wait() {
-        let busy = || OciDistributionError::ServerError {
+    fn rate_limits_are_retried_then_reported() {
+        let busy = OciDistributionError::ServerError {
             code: 429,
             url: "https://r.example/v2/a/blobs/uploads/".into(),
-            message: String::new(),
+            message: r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.into(),
         };
-        let asked = busy().with_retry_after(Some(Duration::from_secs(2)));
-        assert!(transient(&asked));
-        for attempt in 0..4 {
-            let wait = wait_after(&asked, attempt);
-            assert!(
-                wait >= Duration::from_secs(2) && wait <= Duration::from_millis(2200),
-                "{wait:?}"
-            );
-        }
-        assert!(wait_after(&busy(), 0) < Duration::from_millis(400));
-        // A 401 stays a refusal whatever the header says.
-        let denied = OciDistributionError::UnauthorizedError { url: "u".into() }
-            .with_retry_after(Some(Duration::from_secs(1)));
+        assert!(transient(&busy));
+        let found = credentials::Found {
+            credential: credentials::Credential::Anonymous,
+            source: "nowhere".into(),
+        };
+        let purpose = Purpose {
+            repository: "a".into(),
+            operation: RegistryOperation::Push,
+        };
+        let e = explain(busy, "r.example", &found, &PushOptions::default(), &purpose);
+        assert!(e.message().contains("is rate-limiting this client"), "{e}");
+        let denied = OciDistributionError::UnauthorizedError { url: "u".into() };
         assert!(!transient(&denied));
     }
 
     #[test]
-    fn backoff_grows() {
+    fn backoff_grows_and_is_capped() {
         assert!(backoff(0) < Duration::from_millis(400));
         assert!(backoff(3) >= Duration::from_millis(2000));
+        for attempt in [6, 10, 40] {
+            let wait = backoff(attempt);
+            assert!(
+                wait >= LONGEST_BACKOFF && wait <= LONGEST_BACKOFF * 3 / 2,
+                "{wait:?}"
+            );
+        }
     }
 }

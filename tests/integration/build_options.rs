@@ -2,12 +2,10 @@
 //! `--no-strip`), the user's RUSTFLAGS kept when the tool appends its own flags, and the
 //! global flags (`-q`, `--color`) reaching cargo.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn build(
     crate_dir: &Path,

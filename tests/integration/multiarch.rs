@@ -2,12 +2,10 @@
 //! command — aarch64 C code and linking through zig — one index, the base layer shared,
 //! both platforms run under podman (arm64 through qemu-user binfmt) and answer alike.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TAG: &str = "0.1.0";

@@ -1,12 +1,10 @@
 //! `pack` of prebuilt binaries into OCI and docker archives, and the static check
 //! (`verify`, and the refusal to pack or build dynamic binaries).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The `hello` fixture built with plain cargo for x86_64 musl (static), once.

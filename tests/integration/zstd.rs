@@ -2,11 +2,9 @@
 //! tar with the zstd CLI, run by podman, converted to a docker-archive, and identical
 //! between `build` and `pack`.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TAG: &str = "0.1.0";

@@ -2,9 +2,7 @@
 //! the subject and the next step, the right exit status (1 failure, 2 usage), nothing
 //! written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn build_in(dir: &std::path::Path) -> std::process::Command {
     let mut cmd = tool();

@@ -3,12 +3,10 @@
 //! with a `rustc` wrapper whose `--print sysroot` points at an empty sysroot; everything
 //! else goes to the real compiler.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();

@@ -1,9 +1,7 @@
 //! End to end: `cargo microimage build` of example-app (rustls + ring, so C code), read by
 //! tools nobody here wrote (skopeo, umoci) and run by podman with runc.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TAG: &str = "0.1.0";

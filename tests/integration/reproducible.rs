@@ -2,11 +2,9 @@
 //! target dirs under different umasks, gives the same digests; the base layer's digest is
 //! pinned (catches compressor or bundle drift); layers do not depend on input order.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use microimage::layers::{self, base, Compression, Content, Entry};
 use proptest::prelude::*;
 

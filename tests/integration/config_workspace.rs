@@ -3,13 +3,11 @@
 //! `--workspace`, checked with skopeo, umoci and podman; `--features`, `include`, `tzdata`,
 //! `--load`, completions, and configuration errors naming key and file.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// The fixture built with `--workspace` once: (crate copy, output dir, stdout).

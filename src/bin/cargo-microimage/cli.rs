@@ -1,0 +1,545 @@
+//! The command line: clap definitions, grouped the way `cargo build --help` groups its
+//! options, and their conversion into the library's plain option values. No I/O happens
+//! here beyond reading the environment variables clap is asked to read.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use microimage::config::IncludeBase;
+use microimage::layers::base::CaCerts;
+use microimage::options::{parse_key_value, parse_port, ImageOptions, OutputOptions};
+use microimage::output::load::Engine;
+use microimage::output::Format;
+use microimage::pipeline;
+use microimage::plan::CargoOptions;
+use microimage::{platform, Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo-microimage",
+    version,
+    about = "Build tiny, reproducible FROM-scratch OCI images of Rust binaries, without a Docker daemon",
+    after_help = "Without a subcommand, `cargo microimage` runs `build`.\n\
+                  See 'cargo microimage help <command>' for more information on a command."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Use verbose output (-vv very verbose: cargo's build script output too)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Do not print status lines, only results and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Results as human-readable lines or as JSON lines (each with a `reason`)
+    #[arg(long, global = true, value_enum, value_name = "FMT", default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+    /// Coloring of status lines and the progress bar [default: $CARGO_TERM_COLOR, else auto]
+    #[arg(long, global = true, value_enum, value_name = "WHEN")]
+    pub color: Option<Color>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build the crate for each platform, verify the binaries are static, write the image
+    Build {
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        output: OutputFlags,
+        #[command(flatten)]
+        refs: RefsFlag,
+    },
+    /// Build like `build`, then push the image to a registry
+    Push {
+        /// Where to: registry/repository:tag (default: $MICROIMAGE_REPO/<bin>:<version>)
+        #[arg(value_name = "REFERENCE")]
+        reference: Option<String>,
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[command(flatten)]
+        refs: RefsFlag,
+    },
+    /// Pack prebuilt static binaries (one per platform) into an image
+    Pack {
+        /// Static ELF binaries; each one's platform is read from its header
+        #[arg(required = true, value_name = "BINARY")]
+        binaries: Vec<PathBuf>,
+        /// The binary's name in the image (default: the files' name)
+        #[arg(long, value_name = "NAME")]
+        bin: Option<String>,
+        /// Platforms the binaries must be for, exactly (default: whatever their ELF headers say)
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Vec<String>,
+        /// The cargo project whose defaults (tag, annotations) apply (default: the current one)
+        #[arg(long, value_name = "PATH")]
+        manifest_path: Option<PathBuf>,
+        /// Push to this registry/repository:tag instead of writing to disk
+        #[arg(long, value_name = "REFERENCE", help_heading = "Registry Options")]
+        push: Option<String>,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        output: OutputFlags,
+        #[command(flatten)]
+        refs: RefsFlag,
+    },
+    /// Show an image's platforms, digests, layers and run configuration
+    Inspect {
+        /// An OCI layout directory, an OCI archive or a docker-archive (a bare path, or
+        /// oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE as the tool prints
+        /// them), or a registry reference
+        #[arg(value_name = "PATH|REFERENCE")]
+        image: OsString,
+        #[command(flatten)]
+        registry: RegistryFlags,
+    },
+    /// Check that binaries are fully static and say which platform they are for
+    Verify {
+        #[arg(required = true, value_name = "BINARY")]
+        binaries: Vec<PathBuf>,
+    },
+    /// Print a shell completion script for `cargo microimage` (bash, zsh, fish)
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// BUILD options, with cargo's names, meanings and help headings.
+#[derive(Args, Debug)]
+pub struct BuildFlags {
+    /// Package to build (see `cargo help pkgid`)
+    #[arg(
+        short = 'p',
+        long = "package",
+        value_name = "SPEC",
+        help_heading = "Package Selection"
+    )]
+    pub package: Option<String>,
+    /// One image per binary target of every workspace member
+    #[arg(long, conflicts_with_all = ["package", "bin"], help_heading = "Package Selection")]
+    pub workspace: bool,
+    /// Exclude packages from --workspace
+    #[arg(
+        long,
+        value_name = "SPEC",
+        requires = "workspace",
+        help_heading = "Package Selection"
+    )]
+    pub exclude: Vec<String>,
+
+    /// Binary target to put in the image
+    #[arg(long, value_name = "NAME", help_heading = "Target Selection")]
+    pub bin: Option<String>,
+
+    /// Space or comma separated list of features to activate
+    #[arg(
+        short = 'F',
+        long,
+        value_name = "FEATURES",
+        help_heading = "Feature Selection"
+    )]
+    pub features: Vec<String>,
+    /// Activate all available features
+    #[arg(long, help_heading = "Feature Selection")]
+    pub all_features: bool,
+    /// Do not activate the `default` feature
+    #[arg(long, help_heading = "Feature Selection")]
+    pub no_default_features: bool,
+
+    /// Build in release mode (the default: the same as --profile release)
+    #[arg(short = 'r', long, help_heading = "Compilation Options")]
+    pub release: bool,
+    /// Build artifacts with the specified profile [default: release]
+    #[arg(
+        long,
+        value_name = "PROFILE-NAME",
+        help_heading = "Compilation Options"
+    )]
+    pub profile: Option<String>,
+    /// Number of parallel jobs, defaults to # of CPUs
+    #[arg(short = 'j', long, value_name = "N", allow_negative_numbers = true,
+          value_parser = parse_jobs, help_heading = "Compilation Options")]
+    pub jobs: Option<String>,
+    /// Do not abort the build as soon as there is an error
+    #[arg(long, help_heading = "Compilation Options")]
+    pub keep_going: bool,
+    /// Image platforms: linux/amd64, linux/arm64, comma-separated or repeated, or `all`
+    #[arg(long, value_name = "PLATFORM", help_heading = "Compilation Options")]
+    pub platform: Vec<String>,
+    /// Rust target triples, as an alternative to --platform
+    #[arg(long, value_name = "TRIPLE", help_heading = "Compilation Options")]
+    pub target: Vec<String>,
+    /// Directory for all generated artifacts
+    #[arg(long, value_name = "DIRECTORY", help_heading = "Compilation Options")]
+    pub target_dir: Option<PathBuf>,
+    /// Strip symbols through cargo's `strip` profile setting (the default)
+    #[arg(
+        long,
+        overrides_with = "no_strip",
+        help_heading = "Compilation Options"
+    )]
+    pub strip: bool,
+    /// Keep symbols
+    #[arg(long, overrides_with = "strip", help_heading = "Compilation Options")]
+    pub no_strip: bool,
+
+    /// Path to Cargo.toml
+    #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
+    pub manifest_path: Option<PathBuf>,
+    /// Ignore `rust-version` specification in packages
+    #[arg(long, help_heading = "Manifest Options")]
+    pub ignore_rust_version: bool,
+    /// Assert that `Cargo.lock` will remain unchanged
+    #[arg(long, help_heading = "Manifest Options")]
+    pub locked: bool,
+    /// Run without accessing the network
+    #[arg(long, help_heading = "Manifest Options")]
+    pub offline: bool,
+    /// Equivalent to specifying both --locked and --offline
+    #[arg(long, help_heading = "Manifest Options")]
+    pub frozen: bool,
+
+    /// Override a configuration value (passed to cargo)
+    #[arg(long = "config", value_name = "KEY=VALUE|PATH")]
+    pub config: Vec<String>,
+}
+
+/// `-j N`: a non-zero integer (negative: that many fewer than the CPUs) or `default`, as
+/// cargo takes it.
+fn parse_jobs(s: &str) -> std::result::Result<String, String> {
+    match s.parse::<i32>() {
+        Ok(0) => Err("jobs may not be 0".to_string()),
+        Ok(_) => Ok(s.to_string()),
+        Err(_) if s == "default" => Ok(s.to_string()),
+        Err(_) => Err(format!("`{s}` is not a number of jobs")),
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Image Options")]
+pub struct ImageFlags {
+    /// Image name and tag, NAME[:TAG] (default: <bin>:<version>); with push, a tag to add (repeatable)
+    #[arg(long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Config label (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Manifest and index annotation (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    pub annotation: Vec<(String, String)>,
+    /// Environment variable (repeatable)
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Port to expose (repeatable)
+    #[arg(long, value_name = "PORT[/tcp|/udp]", value_parser = |s: &str| parse_port(s).map_err(|e| e.to_string()))]
+    pub expose: Vec<String>,
+    /// User to run as (default 65532:65532, "nonroot")
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Working directory (default /home/nonroot)
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Default argument for the binary, the image's CMD (repeatable)
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// CA certificates: bundled (Mozilla roots), host, none, or a PEM file
+    #[arg(long, value_name = "bundled|host|none|PATH")]
+    pub ca_certs: Option<String>,
+    /// Copy files or directories into the image (repeatable; SRC relative to the current directory)
+    #[arg(long, value_name = "SRC[:DEST]")]
+    pub include: Vec<String>,
+    /// Add /usr/share/zoneinfo from the embedded tz database
+    #[arg(long)]
+    pub tzdata: bool,
+    /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+    /// Layer compression: gzip (level 6, read everywhere) or zstd (level 9: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
+    #[arg(long, value_name = "gzip|zstd")]
+    pub compression: Option<microimage::layers::Compression>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Registry Options")]
+pub struct RegistryFlags {
+    /// Allow plain HTTP to any registry (loopback registries may always use it)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust the CA certificates in this PEM file, too
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Output Options")]
+pub struct OutputFlags {
+    /// Where to write: a directory gets an OCI layout, a path ending in .tar an archive
+    /// (default target/microimage/<bin>/)
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_name = "oci|oci-archive|docker-archive", value_parser = |s: &str| Format::parse(s).map_err(|e| e.to_string()))]
+    pub format: Option<Format>,
+    /// Also load the image into the local podman or docker (this machine's platform)
+    #[arg(long, value_name = "podman|docker", num_args = 0..=1, require_equals = true, default_missing_value = "auto",
+          value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
+    pub load: Option<Engine>,
+}
+
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Output Options")]
+pub struct RefsFlag {
+    /// Also write the result lines (one per image, as printed on stdout) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub image_refs: Option<PathBuf>,
+}
+
+impl RegistryFlags {
+    pub fn options(&self) -> microimage::push::PushOptions {
+        microimage::push::PushOptions {
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+impl BuildFlags {
+    /// The library's build request for these flags (`push` for `cargo microimage push`).
+    pub fn request(
+        &self,
+        verbose: u8,
+        push: Option<pipeline::PushRequest>,
+    ) -> Result<pipeline::BuildRequest> {
+        Ok(pipeline::BuildRequest {
+            cargo: self.cargo_options(verbose)?,
+            platforms: if self.platform.is_empty() && self.target.is_empty() {
+                Vec::new()
+            } else {
+                platform::resolve(&self.platform, &self.target)?
+            },
+            workspace: self.workspace,
+            exclude: self.exclude.clone(),
+            push,
+        })
+    }
+
+    fn cargo_options(&self, verbose: u8) -> Result<CargoOptions> {
+        let profile =
+            match (&self.profile, self.release) {
+                (Some(p), true) if p != "release" => return Err(Error::usage(format!(
+                    "conflicting usage of --profile={p} and --release"
+                ))
+                .with_help(
+                    "--release is the same as --profile release (the default); pass one of them",
+                )),
+                (Some(p), _) => p.clone(),
+                (None, _) => "release".to_string(),
+            };
+        Ok(CargoOptions {
+            manifest_path: self.manifest_path.clone(),
+            package: self.package.clone(),
+            bin: self.bin.clone(),
+            features: self
+                .features
+                .iter()
+                .flat_map(|f| f.split([',', ' ']))
+                .filter(|f| !f.is_empty())
+                .map(String::from)
+                .collect(),
+            all_features: self.all_features,
+            no_default_features: self.no_default_features,
+            profile,
+            locked: self.locked,
+            frozen: self.frozen,
+            offline: self.offline,
+            strip: !self.no_strip,
+            jobs: self.jobs.clone(),
+            keep_going: self.keep_going,
+            ignore_rust_version: self.ignore_rust_version,
+            target_dir: self.target_dir.clone(),
+            config: self.config.clone(),
+            verbose,
+        })
+    }
+}
+
+impl ImageFlags {
+    /// For local output: at most one --tag, the image's name.
+    pub fn single_tag(&self) -> Result<()> {
+        if self.tags.len() > 1 {
+            return Err(Error::usage(format!(
+                "--tag given {} times, but an image written to disk has one name",
+                self.tags.len()
+            ))
+            .with_help("pass one --tag NAME[:TAG]; several tags are for `push`"));
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> ImageOptions {
+        ImageOptions {
+            tag: self.tags.first().cloned(),
+            labels: self.label.clone(),
+            annotations: self.annotation.clone(),
+            env: self.env.clone(),
+            expose: self.expose.clone(),
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            args: self.args.clone(),
+            ca_certs: self.ca_certs.as_deref().map(CaCerts::parse),
+            include: self
+                .include
+                .iter()
+                .map(|i| (i.clone(), IncludeBase::CurrentDir))
+                .collect(),
+            tzdata: self.tzdata.then_some(true),
+            source_date_epoch: self.source_date_epoch,
+            compression: self.compression,
+        }
+    }
+}
+
+impl OutputFlags {
+    pub fn options(&self) -> OutputOptions {
+        OutputOptions {
+            output: self.output.clone(),
+            format: self.format,
+            load: self.load,
+        }
+    }
+}
+
+/// Parses the command line (as given to the process). Usage lines say `cargo microimage`,
+/// what users type; the completion scripts are made from [`Cli`] itself, whose binary name
+/// is the installed `cargo-microimage`.
+pub fn parse(args: Vec<OsString>) -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command()
+        .bin_name("cargo microimage")
+        .get_matches_from(normalise(args));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Drops the `microimage` cargo passes, and puts `build` where no subcommand is named —
+/// after any global flags (`cargo microimage -v --color never` is `build`, like cargo).
+/// A word that is not a subcommand is left where it is, so that clap reports it with a
+/// suggestion (`biuld` → `build`) instead of taking it for an argument of `build`.
+pub fn normalise(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.get(1).is_some_and(|a| a == "microimage") {
+        args.remove(1);
+    }
+    let mut at = 1;
+    while let Some(arg) = args.get(at).and_then(|a| a.to_str()) {
+        let vs = arg
+            .strip_prefix('-')
+            .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c == 'v'));
+        if vs
+            || ["--verbose", "-q", "--quiet"].contains(&arg)
+            || arg.starts_with("--color=")
+            || arg.starts_with("--message-format=")
+        {
+            at += 1;
+        } else if arg == "--color" || arg == "--message-format" {
+            at += 2;
+        } else {
+            break;
+        }
+    }
+    let first = args.get(at).map(|a| a.to_string_lossy().into_owned());
+    let implied_build = match first.as_deref() {
+        None => true,
+        Some(word) if ["-h", "--help", "-V", "--version"].contains(&word) => false,
+        Some(word) => word.starts_with('-'),
+    };
+    if implied_build {
+        args.insert(at.min(args.len()), "build".into());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalise(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn build_is_the_default_subcommand_after_global_flags() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["c", "microimage"], &["c", "build"]),
+            (&["c", "microimage", "push", "x"], &["c", "push", "x"]),
+            (
+                &["c", "microimage", "--bin", "a"],
+                &["c", "build", "--bin", "a"],
+            ),
+            (&["c", "microimage", "-v", "push"], &["c", "-v", "push"]),
+            (&["c", "microimage", "-vv"], &["c", "-vv", "build"]),
+            (&["c", "microimage", "-q"], &["c", "-q", "build"]),
+            (
+                &["c", "microimage", "--color", "never", "-p", "a"],
+                &["c", "--color", "never", "build", "-p", "a"],
+            ),
+            (
+                &["c", "--message-format=json", "inspect", "x"],
+                &["c", "--message-format=json", "inspect", "x"],
+            ),
+            (&["c", "microimage", "--help"], &["c", "--help"]),
+            // Not a subcommand: left for clap to report with a suggestion.
+            (&["c", "microimage", "biuld"], &["c", "biuld"]),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(norm(given), *expected, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn jobs() {
+        assert!(parse_jobs("4").is_ok());
+        assert!(parse_jobs("-1").is_ok());
+        assert!(parse_jobs("default").is_ok());
+        assert!(parse_jobs("0").is_err());
+        assert!(parse_jobs("many").is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! The `cargo-microimage` binary: parses the command line with clap ([`cli`]) into the
+//! library's option values, runs the pipeline, and prints results on stdout (one line per
+//! image, or JSON lines with `--message-format json`). Status and errors go to stderr.
+
+mod cli;
+mod completions;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use microimage::options::OutputOptions;
+use microimage::pipeline::{self, Outcome};
+use microimage::shell::{Shell, Verbosity};
+use microimage::{inspect, platform, verify, Error, Result};
+
+use cli::{Cli, Color, Command, MessageFormat};
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // cargo-zigbuild's wrapper directory holds an `ar` symlink to this binary, and its
+    // scripts run `cargo-microimage zig cc -- …`: internal, so not part of the CLI.
+    if Path::new(args.first().map_or("".as_ref(), |a| a.as_os_str()))
+        .file_stem()
+        .is_some_and(|n| n == "ar")
+    {
+        let zig = cargo_zigbuild::Zig::Ar {
+            args: args
+                .iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+        };
+        return run_zig(&zig);
+    }
+    if args.get(1).is_some_and(|a| a == "zig") {
+        #[derive(Parser)]
+        #[command(name = "cargo-microimage zig")]
+        struct ZigCli {
+            #[command(subcommand)]
+            zig: cargo_zigbuild::Zig,
+        }
+        let mut rest = args.clone();
+        rest.remove(1);
+        return run_zig(&ZigCli::parse_from(rest).zig);
+    }
+    let cli = cli::parse(args);
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose > 0 {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let shell = Shell::new(verbosity);
+    match set_color(cli.color).and_then(|()| run(&cli, &shell)) {
+        Ok(code) => code,
+        Err(e) => {
+            shell.error(&e);
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+/// Applies `--color` (or cargo's `CARGO_TERM_COLOR`) to this process and to the cargo it runs.
+fn set_color(flag: Option<Color>) -> Result<()> {
+    let choice = match flag {
+        Some(c) => c,
+        None => match std::env::var("CARGO_TERM_COLOR").ok().as_deref() {
+            None | Some("") | Some("auto") => Color::Auto,
+            Some("always") => Color::Always,
+            Some("never") => Color::Never,
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "CARGO_TERM_COLOR is `{other}`; expected `auto`, `always` or `never`"
+                )))
+            }
+        },
+    };
+    let (name, stream) = match choice {
+        Color::Auto => ("auto", anstream::ColorChoice::Auto),
+        Color::Always => ("always", anstream::ColorChoice::Always),
+        Color::Never => ("never", anstream::ColorChoice::Never),
+    };
+    stream.write_global();
+    if choice != Color::Auto {
+        console::set_colors_enabled_stderr(choice == Color::Always);
+        // Read by the cargo builds this process starts (still single-threaded here).
+        std::env::set_var("CARGO_TERM_COLOR", name);
+    }
+    Ok(())
+}
+
+/// Runs zig for the build of a C dependency (called by cargo, through cc-rs or rustc).
+fn run_zig(zig: &cargo_zigbuild::Zig) -> ExitCode {
+    match zig.execute() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: zig failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
+    let json = cli.message_format == MessageFormat::Json;
+    match &cli.command {
+        Command::Build {
+            build,
+            image,
+            output,
+            refs,
+        } => {
+            image.single_tag()?;
+            let request = build.request(cli.verbose, None)?;
+            let outcomes = pipeline::build(&request, &image.options(), &output.options(), shell)?;
+            report(&outcomes, json, refs.image_refs.as_deref())?;
+        }
+        Command::Push {
+            reference,
+            build,
+            image,
+            registry,
+            refs,
+        } => {
+            // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
+            let mut image_options = image.options();
+            image_options.tag = None;
+            let request = build.request(
+                cli.verbose,
+                Some(pipeline::PushRequest {
+                    reference: reference.clone(),
+                    tags: image.tags.clone(),
+                    options: registry.options(),
+                }),
+            )?;
+            let outcomes =
+                pipeline::build(&request, &image_options, &OutputOptions::default(), shell)?;
+            report(&outcomes, json, refs.image_refs.as_deref())?;
+        }
+        Command::Pack {
+            binaries,
+            bin,
+            platform,
+            manifest_path,
+            push,
+            registry,
+            image,
+            output,
+            refs,
+        } => {
+            let mut image_options = image.options();
+            if push.is_some() {
+                image_options.tag = None;
+            } else {
+                image.single_tag()?;
+            }
+            let platforms = if platform.is_empty() {
+                Vec::new()
+            } else {
+                platform::resolve(platform, &[])?
+            };
+            let request = pipeline::PackRequest {
+                binaries: binaries.clone(),
+                bin_name: bin.clone(),
+                platforms,
+                manifest_path: manifest_path.clone(),
+                push: push.as_ref().map(|reference| pipeline::PushRequest {
+                    reference: Some(reference.clone()),
+                    tags: image.tags.clone(),
+                    options: registry.options(),
+                }),
+            };
+            let outcome = pipeline::pack(&request, &image_options, &output.options(), shell)?;
+            report(&[outcome], json, refs.image_refs.as_deref())?;
+        }
+        Command::Inspect { image, registry } => {
+            let report = match inspect::Source::parse(image)? {
+                inspect::Source::Remote(reference) => {
+                    inspect::inspect_remote(&reference, &registry.options(), shell)?
+                }
+                local => inspect::inspect_source(&local)?,
+            };
+            if json {
+                let mut value = serde_json::to_value(&report).expect("reports serialise");
+                value["reason"] = "image-inspected".into();
+                println_stdout(&value.to_string());
+            } else {
+                print_stdout(&inspect::render(&report));
+            }
+        }
+        Command::Verify { binaries } => return verify_binaries(binaries, json, shell),
+        Command::Completions { shell: target } => {
+            print_stdout(&completions::script(*target));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<ExitCode> {
+    let mut failed = 0;
+    for path in binaries {
+        let verdict = verify::inspect(path)?;
+        let checked = verdict.require_static();
+        if json {
+            let value = serde_json::json!({
+                "reason": "binary-verified",
+                "path": path,
+                "static": verdict.is_static(),
+                "platform": verdict.platform.map(|p| p.short_name()),
+                "machine": verdict.machine,
+                "interpreter": verdict.interpreter,
+                "needed": verdict.needed,
+                "size": verdict.size,
+                "ok": checked.is_ok(),
+            });
+            println_stdout(&value.to_string());
+        } else {
+            let state = match (&checked, verdict.is_static()) {
+                (Ok(p), _) => format!("static, {p} ({})", verdict.machine),
+                (Err(_), true) => format!("static, unsupported machine {}", verdict.machine),
+                (Err(_), false) => format!("NOT static ({})", verdict.machine),
+            };
+            println_stdout(&format!("{}: {state}", path.display()));
+        }
+        if let Err(e) = checked {
+            shell.error(&e);
+            failed += 1;
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Prints the result of each image (a line, or a JSON object) and, with `--image-refs`,
+/// writes the result lines to that file too, atomically, once every image is done.
+fn report(outcomes: &[Outcome], json: bool, image_refs: Option<&Path>) -> Result<()> {
+    let mut lines = String::new();
+    for outcome in outcomes {
+        let line = result_line(outcome);
+        if json {
+            println_stdout(&json_record(outcome).to_string());
+        } else {
+            println_stdout(&line);
+        }
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    if let Some(path) = image_refs {
+        microimage::output::atomic_file(path, |file| {
+            file.write_all(lines.as_bytes())
+                .map_err(|e| Error::io("writing", path, e))
+        })
+        .map_err(|e| e.context("--image-refs"))?;
+    }
+    Ok(())
+}
+
+/// The line printed for an image: `REF@sha256:…` for a push, `TRANSPORT:PATH[:TAG] sha256:…`
+/// for an image on disk.
+fn result_line(outcome: &Outcome) -> String {
+    let set = &outcome.set;
+    match (&outcome.pushed, &outcome.destination) {
+        (Some(pushed), _) => format!("{}@{}", pushed.reference, set.index.digest),
+        (None, Some(destination)) => format!("{} {}", destination.reference(set), set.index.digest),
+        (None, None) => set.index.digest.to_string(),
+    }
+}
+
+fn json_record(outcome: &Outcome) -> serde_json::Value {
+    let set = &outcome.set;
+    if let Some(pushed) = &outcome.pushed {
+        return serde_json::json!({
+            "reason": "image-pushed",
+            "reference": pushed.reference,
+            "tags": pushed.tags,
+            "index_digest": set.index.digest.to_string(),
+            "pinned": result_line(outcome),
+            "blobs": {"uploaded": pushed.uploaded, "mounted": pushed.mounted, "present": pushed.present},
+            "platforms": platform_json(set),
+        });
+    }
+    let destination = outcome.destination.as_ref();
+    serde_json::json!({
+        "reason": "image-written",
+        "name": set.name.to_string(),
+        "tag": set.name.tag,
+        "reference": destination.map(|d| d.reference(set)),
+        "path": destination.map(|d| &d.path),
+        "format": destination.map(|d| d.format.transport()),
+        "index_digest": set.index.digest.to_string(),
+        "platforms": platform_json(set),
+    })
+}
+
+fn platform_json(set: &microimage::image::ImageSet) -> Vec<serde_json::Value> {
+    set.images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "platform": i.platform.oci_name(),
+                "manifest_digest": i.manifest.digest.to_string(),
+                "config_digest": i.config.digest.to_string(),
+                "compressed_size": i.compressed_size(),
+                "uncompressed_size": i.uncompressed_size(),
+                "binary": i.binary,
+                "binary_size": i.binary_size,
+            })
+        })
+        .collect()
+}
+
+fn println_stdout(line: &str) {
+    print_stdout(&format!("{line}\n"));
+}
+
+/// Writes to stdout, ignoring a closed pipe (`… | head`).
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

@@ -1,0 +1,15 @@
+//! The integration tests, in one test binary (one link, one shared example-app build; see
+//! ARCHITECTURE.md "Tests"). Each module is one area; `common` holds the shared helpers.
+
+mod common;
+
+mod build_example;
+mod build_options;
+mod config_workspace;
+mod errors;
+mod multiarch;
+mod pack_verify;
+mod registry;
+mod reproducible;
+mod rustup_target;
+mod zstd;
