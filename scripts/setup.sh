@@ -7,9 +7,10 @@ need_apt=()
 for pair in podman:podman runc:runc skopeo:skopeo umoci:umoci \
             docker-registry:docker-registry qemu-aarch64-static:qemu-user-static \
             htpasswd:apache2-utils x86_64-linux-musl-gcc:musl-tools openssl:openssl \
-            bc:bc /usr/bin/time:time zstd:zstd script:bsdutils; do
+            bc:bc /usr/bin/time:time zstd:zstd script:bsdutils zsh:zsh fish:fish \
+            /usr/share/bash-completion/bash_completion:bash-completion perl:perl make:make; do
   cmd=${pair%%:*}; pkg=${pair#*:}
-  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

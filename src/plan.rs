@@ -90,10 +90,10 @@ impl CargoOptions {
             args.push(c.clone());
         }
         let target_dir = match &self.target_dir {
-            Some(dir) => Some(
-                std::path::absolute(dir)
+            Some(dir) => Some(normalize(
+                &std::path::absolute(dir)
                     .map_err(|e| Error::io("resolving --target-dir", dir, e))?,
-            ),
+            )),
             None => None,
         };
         Ok((args, target_dir))
@@ -164,6 +164,24 @@ impl Plan {
     pub fn package_root(&self) -> &Path {
         self.manifest_path.parent().unwrap_or(Path::new("."))
     }
+}
+
+/// `a/b/../c/./d` → `a/c/d`, lexically (as cargo normalises paths it is given).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The `cargo` to run: the one that invoked us (`$CARGO`), else `cargo` on PATH.

@@ -28,7 +28,7 @@ use crate::shell::Shell;
 /// What a target's build needs to know before cargo runs.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The crates in the graph that compile C (see [`toolchain::c_crates`]).
+    /// The crates in the graph that compile C (see [`toolchain::graph`]).
     pub c_crates: Vec<String>,
     /// The user's C toolchain settings for the target.
     pub toolchain: toolchain::Toolchain,
@@ -55,7 +55,11 @@ pub fn prepare(
             .iter()
             .map(|(platform, plans)| {
                 scope.spawn(move || {
-                    let c_crates = toolchain::c_crates(plans, options, platform)?;
+                    let graph = toolchain::graph(plans, options, platform)?;
+                    if let Some(openssl) = &graph.system_openssl {
+                        return Err(openssl.error(platform.triple));
+                    }
+                    let c_crates = graph.c_crates;
                     let toolchain = toolchain::Toolchain::of(platform);
                     toolchain::warm_up(&toolchain, &c_crates);
                     Ok(Prepared {

@@ -308,3 +308,74 @@ pub fn cargo_build_fixture(dir: &Path, bin: &str) -> PathBuf {
     dir.join("target/x86_64-unknown-linux-musl/release")
         .join(bin)
 }
+
+/// Runs `openssl ARGS` in `dir`; panics if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl {args:?}");
+}
+
+/// A new RSA key `key` and a self-signed certificate `cert` for it (CN `cn`), in `dir`.
+pub fn self_signed(dir: &Path, cn: &str, key: &str, cert: &str) {
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+            "-keyout", key, "-out", cert,
+        ],
+    );
+}
+
+/// In `dir`: a test CA (`ca.pem`, `ca.key`) and a server certificate for `localhost` and
+/// 127.0.0.1 signed by it (`cert.pem`, `key.pem`).
+pub fn server_certificate(dir: &Path) {
+    self_signed(dir, "microimage-test-ca", "ca.key", "ca.pem");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ],
+    );
+}

@@ -5,9 +5,11 @@ mod common;
 
 mod build_example;
 mod build_options;
+mod cli;
 mod config_workspace;
 mod errors;
 mod multiarch;
+mod openssl;
 mod pack_verify;
 mod registry;
 mod reproducible;

@@ -41,48 +41,7 @@ impl Registry {
         );
         let mut http = format!("http: {{addr: \"127.0.0.1:{port}\", secret: test-only");
         if setup.tls {
-            // A CA, and a server certificate for 127.0.0.1 signed by it.
-            self_signed(d, "microimage-test-ca", "ca.key", "ca.pem");
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    "/CN=localhost",
-                    "-keyout",
-                    "key.pem",
-                    "-out",
-                    "server.csr",
-                ],
-            );
-            std::fs::write(
-                d.join("ext.cnf"),
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-            )
-            .unwrap();
-            openssl(
-                d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    "ext.cnf",
-                    "-out",
-                    "cert.pem",
-                ],
-            );
+            server_certificate(d);
             http.push_str(&format!(
                 ", tls: {{certificate: {}, key: {}}}",
                 d.join("cert.pem").display(),
@@ -211,30 +170,6 @@ impl Drop for Registry {
             let _ = child.wait();
         }
     }
-}
-
-/// Runs `openssl ARGS` in `dir`; panics if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "openssl {args:?}");
-}
-
-/// A new RSA key `key` and a self-signed certificate `cert` for it (CN `cn`), in `dir`.
-fn self_signed(dir: &Path, cn: &str, key: &str, cert: &str) {
-    let subject = format!("/CN={cn}");
-    openssl(
-        dir,
-        &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
-            "-keyout", key, "-out", cert,
-        ],
-    );
 }
 
 fn wait_port(port: u16) {
