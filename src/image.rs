@@ -265,6 +265,15 @@ pub struct ImageSet {
 
 /// Builds the image set for `binaries` (one per platform).
 pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSet> {
+    assemble_counted(spec, binaries, &|_| {})
+}
+
+/// [`assemble`], telling `progress` how many bytes of the app layers have been packed.
+pub fn assemble_counted(
+    spec: &ImageSpec,
+    binaries: &[PlatformBinary],
+    progress: &dyn Fn(u64),
+) -> Result<ImageSet> {
     if binaries.is_empty() {
         return Err(Error::new("no binaries to pack"));
     }
@@ -290,10 +299,11 @@ pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSe
     all_annotations.extend(spec.annotations.clone());
     let annotations = to_hash_map(&all_annotations);
     for bin in binaries {
-        let app_layer = layers::write(
+        let app_layer = layers::write_counted(
             app_entries(&spec.bin_name, bin),
             spec.source_date_epoch,
             compression,
+            progress,
         )?;
         let mut layer_list = vec![base_layer.clone(), app_layer];
         layer_list.extend(include_layer.clone());

@@ -368,7 +368,10 @@ fn pack_and_write(
         "Packing",
         format!("{} ({})", spec.name, platforms.join(", ")),
     );
-    let set = image::assemble(spec, binaries)?;
+    // A bar by bytes on a terminal: large binaries take seconds to compress.
+    let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
+    let set = image::assemble_counted(spec, binaries, &|n| bar.inc(n))?;
+    drop(bar);
     let (destination, pushed) = match sink {
         Sink::Disk(destination) => {
             output::write(&set, &destination)?;

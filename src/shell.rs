@@ -74,10 +74,10 @@ impl Shell {
         }
     }
 
-    /// A progress bar for `total` bytes, drawn only when stderr is a terminal (indicatif
-    /// hides it otherwise) and not with `-q`. Status lines printed while it is shown go
-    /// above it.
-    pub fn progress(&self, total: u64) -> Progress {
+    /// A progress bar for `total` bytes of the step `verb` (`Uploading`, `Packing`), drawn
+    /// only when stderr is a terminal (indicatif hides it otherwise) and not with `-q`.
+    /// Status lines printed while it is shown go above it.
+    pub fn progress(&self, verb: &str, total: u64) -> Progress {
         let target = if self.verbosity == Verbosity::Quiet {
             indicatif::ProgressDrawTarget::hidden()
         } else {
@@ -91,7 +91,7 @@ impl Shell {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        bar.set_prefix("Uploading");
+        bar.set_prefix(verb.to_string());
         if !bar.is_hidden() {
             // Redraw (rate, ETA) even while a slow link accepts nothing new.
             bar.enable_steady_tick(std::time::Duration::from_millis(250));

@@ -141,14 +141,18 @@ pub fn build(
     }
     add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
-    toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
+    let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",
         format!("{} for {platform} ({})", names.join(", "), platform.triple),
     );
     shell.verbose("Running", format!("{cmd:?}"));
-    run_cargo(cmd, plans, platform)
+    let built = run_cargo(cmd, plans, platform)?;
+    if let Some(libc) = zig_libc {
+        libc.mark_built();
+    }
+    Ok(built)
 }
 
 fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {

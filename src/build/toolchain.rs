@@ -315,13 +315,15 @@ pub fn warm_up_early(platforms: &[&'static Platform]) {
     }
 }
 
-/// Sets up the C compiler and linker for the target on the cargo command `cmd`.
+/// Sets up the C compiler and linker for the target on the cargo command `cmd`. Returns
+/// whether zig is used (the caller marks its C library as built once cargo succeeds, see
+/// [`ZigLibc`]).
 pub fn configure(
     cmd: &mut Command,
     toolchain: &Toolchain,
     c_crates: &[String],
     shell: &Shell,
-) -> Result<()> {
+) -> Result<Option<ZigLibc>> {
     let triple = toolchain.platform.triple;
     let linker_env = &toolchain.linker_env;
     if c_crates.is_empty() {
@@ -332,10 +334,10 @@ pub fn configure(
                 format!("{triple} with rust-lld (no C code in the graph)"),
             );
         }
-        return Ok(());
+        return Ok(None);
     }
     if !toolchain.needs_zig(c_crates) {
-        return Ok(());
+        return Ok(None);
     }
     let crates = c_crates.join(", ");
     let wrapper = zig_for(triple).map_err(|problem| match problem {
@@ -357,6 +359,16 @@ pub fn configure(
         "Using",
         format!("zig as C compiler and linker for {triple} (C code in {crates})"),
     );
+    let libc = ZigLibc::for_target(triple);
+    if !libc.is_built() {
+        shell.status(
+            "Preparing",
+            format!(
+                "zig's C library for {triple}: the first build with zig for a target compiles it \
+                 (a minute or two, once per zig cache)"
+            ),
+        );
+    }
     let mut set = |name: String, value: &Path| {
         if !env_set(&name) {
             cmd.env(name, value);
@@ -369,7 +381,59 @@ pub fn configure(
     if !toolchain.user_linker {
         cmd.env(linker_env, &wrapper.cc);
     }
-    Ok(())
+    Ok(Some(libc))
+}
+
+/// Whether zig's C library (musl, compiled by zig on first use for a target and kept in
+/// zig's global cache) is already built for a target: zig does not say, so the tool keeps
+/// a marker per target and zig cache directory in its own cache, written after a build
+/// with zig succeeded. Only used to say, before a long first build, what is going on.
+#[derive(Debug, Clone)]
+pub struct ZigLibc {
+    /// The marker, and zig's cache directory it speaks for.
+    marker: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ZigLibc {
+    fn for_target(triple: &str) -> ZigLibc {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        let user_cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")));
+        let zig_cache =
+            var("ZIG_GLOBAL_CACHE_DIR").or_else(|| user_cache.as_ref().map(|c| c.join("zig")));
+        let marker = match (user_cache, zig_cache) {
+            (Some(ours), Some(zig)) => {
+                let key = crate::blob::sha256(zig.as_os_str().as_encoded_bytes());
+                let key = &crate::blob::hex(&key)[..16];
+                let file = ours
+                    .join("cargo-microimage/zig-libc")
+                    .join(format!("{triple}-{key}"));
+                Some((file, zig))
+            }
+            _ => None,
+        };
+        ZigLibc { marker }
+    }
+
+    /// A marker for a zig cache that is gone says nothing.
+    fn is_built(&self) -> bool {
+        self.marker
+            .as_ref()
+            .is_some_and(|(file, zig)| file.is_file() && zig.is_dir())
+    }
+
+    /// Records that a build with zig for this target succeeded (best effort).
+    pub fn mark_built(&self) {
+        if let Some((marker, _)) = &self.marker {
+            if let Some(dir) = marker.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(marker, b"");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -182,19 +182,31 @@ pub fn parents(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Writes `entries` (in any order) as a compressed tar with every mtime = `mtime`.
-pub fn write(mut entries: Vec<Entry>, mtime: u64, compression: Compression) -> Result<Layer> {
+pub fn write(entries: Vec<Entry>, mtime: u64, compression: Compression) -> Result<Layer> {
+    write_counted(entries, mtime, compression, &|_| {})
+}
+
+/// [`write`], telling `progress` how many bytes of tar have gone into the compressor as
+/// they do (for a progress bar on large layers).
+pub fn write_counted(
+    mut entries: Vec<Entry>,
+    mtime: u64,
+    compression: Compression,
+    progress: &dyn Fn(u64),
+) -> Result<Layer> {
     sort_and_check(&mut entries)?;
     let sink = HashingWriter::new(Vec::new());
     let (sink, diff_id, uncompressed_size) = match compression {
         Compression::Gzip => {
             let gz = gzip::ParallelGzip::new(sink).map_err(write_err)?;
-            let (gz, diff_id, size) = write_tar(&entries, mtime, HashingWriter::new(gz))?.finish();
+            let tar = HashingWriter::new(Counted(gz, progress));
+            let (Counted(gz, _), diff_id, size) = write_tar(&entries, mtime, tar)?.finish();
             (gz.finish().map_err(write_err)?, diff_id, size)
         }
         Compression::Zstd => {
             let zst = zstd_encoder(sink).map_err(write_err)?;
-            let (zst, diff_id, size) =
-                write_tar(&entries, mtime, HashingWriter::new(zst))?.finish();
+            let tar = HashingWriter::new(Counted(zst, progress));
+            let (Counted(zst, _), diff_id, size) = write_tar(&entries, mtime, tar)?.finish();
             (zst.finish().map_err(write_err)?, diff_id, size)
         }
     };
@@ -209,6 +221,21 @@ pub fn write(mut entries: Vec<Entry>, mtime: u64, compression: Compression) -> R
         uncompressed_size,
         entries: entries.len(),
     })
+}
+
+/// A writer that reports every write's length to a callback.
+struct Counted<'p, W>(W, &'p dyn Fn(u64));
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(buf)?;
+        (self.1)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// A zstd stream at [`ZSTD_LEVEL`] with a content checksum, in multithreaded mode. libzstd

@@ -486,7 +486,7 @@ async fn push_async(
             human_size(total)
         ),
     );
-    let progress = shell.progress(total);
+    let progress = shell.progress("Uploading", total);
     let mut cache = BlobCache::load();
     let repository = target.repository().to_string();
     /// What happened to one blob.

@@ -2,7 +2,7 @@
 //! meanings, typos get suggestions, `--help` is grouped like `cargo build --help`,
 //! completions work in bash, zsh and fish through `cargo microimage …`, `--image-refs`
 //! writes the result lines, `inspect` takes what the tool prints, and the default binary
-//! is chosen the way cargo chooses it.
+//! is chosen the way cargo chooses it, and long steps say that they are going on.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -413,4 +413,64 @@ fn inspect_takes_the_references_the_tool_prints() {
         assert!(report.contains(&format!("({format})")), "{report}");
         assert!(report.contains("Platform: linux/amd64"), "{report}");
     }
+}
+
+#[test]
+fn packing_a_large_binary_on_a_terminal_draws_a_progress_bar() {
+    let c = fixture("hello");
+    let bin = cargo_build_fixture(c.path(), "hello");
+    // 96 MiB of incompressible bytes after a real static binary: still the same ELF file.
+    let big = c.path().join("big");
+    let mut data = std::fs::read(&bin).unwrap();
+    let mut noise = std::fs::File::open("/dev/urandom").unwrap();
+    let mut extra = vec![0u8; 96 << 20];
+    std::io::Read::read_exact(&mut noise, &mut extra).unwrap();
+    data.extend_from_slice(&extra);
+    std::fs::write(&big, &data).unwrap();
+    let stdout = c.path().join("stdout");
+    let mut cmd = tool();
+    cmd.current_dir(c.path())
+        .args(["pack", "big", "-o"])
+        .arg(c.path().join("image"));
+    let terminal = on_terminal(&cmd, &stdout);
+    assert!(terminal.contains("Packing ["), "no progress bar:\n{terminal}");
+    let printed = std::fs::read_to_string(&stdout).unwrap();
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    // Without a terminal, and with -q, nothing of the bar.
+    let plain = run(tool()
+        .current_dir(c.path())
+        .args(["pack", "big", "-o"])
+        .arg(c.path().join("image")))
+    .ok();
+    assert!(!plain.stderr.contains("["), "{}", plain.stderr);
+    let quiet = on_terminal(
+        tool()
+            .current_dir(c.path())
+            .args(["-q", "pack", "big", "-o"])
+            .arg(c.path().join("image")),
+        &stdout,
+    );
+    assert!(!quiet.contains("Packing"), "{quiet}");
+}
+
+#[test]
+fn the_first_zig_build_for_a_target_says_what_takes_the_time() {
+    let c = fixture("cfile");
+    let cache = c.path().join("user-cache");
+    let build = || {
+        run(tool()
+            .current_dir(c.path())
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["microimage", "build", "--locked", "--platform", "linux/arm64"]))
+        .ok()
+    };
+    let first = build();
+    assert!(
+        first.stderr.contains("Preparing zig's C library for aarch64-unknown-linux-musl"),
+        "{}",
+        first.stderr
+    );
+    let second = build();
+    assert!(second.stderr.contains("Using zig"), "{}", second.stderr);
+    assert!(!second.stderr.contains("Preparing"), "{}", second.stderr);
 }

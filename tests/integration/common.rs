@@ -379,3 +379,29 @@ pub fn server_certificate(dir: &Path) {
         ],
     );
 }
+
+/// Runs `cmd` with stderr on a terminal (`script` gives it a pseudo-terminal) and stdout
+/// redirected to the file `stdout`; returns what the terminal showed. Panics on failure.
+pub fn on_terminal(cmd: &Command, stdout: &Path) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', "'\\''"));
+    let mut line = quote(cmd.get_program());
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    line.push_str(&format!(" > {}", quote(stdout.as_os_str())));
+    let mut script = Command::new("script");
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    script
+        .env("TERM", "xterm")
+        .args(["-q", "-e", "-c", &line, "/dev/null"]);
+    run(&mut script).ok().stdout
+}

@@ -951,8 +951,7 @@ fn a_slow_push_on_a_terminal_draws_a_progress_bar() {
     let proxy = Proxy::start(registry.port, Fault::Throttle(400_000));
     let home = tmp();
     let reference = format!("127.0.0.1:{}/progress:1", proxy.port);
-    // `script` gives the tool a terminal for stderr; stdout goes to a file, as in
-    // `podman run $(cargo microimage push …)`.
+    // stderr on a terminal; stdout goes to a file, as in `podman run $(cargo microimage push …)`.
     let stdout = home.path().join("stdout");
     let mut cmd = pusher(home.path());
     cmd.args([
@@ -963,24 +962,7 @@ fn a_slow_push_on_a_terminal_draws_a_progress_bar() {
         "--manifest-path",
     ])
     .arg(repo().join("example-app/Cargo.toml"));
-    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_str().unwrap().replace('\'', "'\\''"));
-    let mut line = quote(cmd.get_program());
-    for arg in cmd.get_args() {
-        line.push(' ');
-        line.push_str(&quote(arg));
-    }
-    line.push_str(&format!(" > {}", quote(stdout.as_os_str())));
-    let mut script = Command::new("script");
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(value) => script.env(key, value),
-            None => script.env_remove(key),
-        };
-    }
-    script
-        .env("TERM", "xterm")
-        .args(["-q", "-e", "-c", &line, "/dev/null"]);
-    let terminal = run(&mut script).ok().stdout;
+    let terminal = on_terminal(&cmd, &stdout);
     assert!(
         terminal.contains("Uploading ["),
         "no progress bar drawn:\n{terminal}"
