@@ -12,6 +12,7 @@ mod multiarch;
 mod openssl;
 mod pack_verify;
 mod registry;
+mod release;
 mod reproducible;
 mod rustup_target;
 mod zstd;
