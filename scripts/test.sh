@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests (the integration
-# tests run skopeo, umoci and podman against real images). Run scripts/setup.sh first.
+# The whole test suite: formatting, lints, the packaged crate, unit and integration tests
+# (the integration tests run skopeo, umoci and podman against real images). Run
+# scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset RUST_BACKTRACE
@@ -10,4 +11,9 @@ export MICROIMAGE_TEST_TARGET_DIR="${MICROIMAGE_TEST_TARGET_DIR:-$PWD/target/tes
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$MICROIMAGE_TEST_TARGET_DIR/zig-cache}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The crate as crates.io would ship it (what `cargo install cargo-microimage` builds, with no
+# workspace [patch]): `cargo package` builds the packaged copy. Its own target dir, so that
+# build does not share fingerprints with this checkout's; unoptimised, as it only has to compile.
+CARGO_TARGET_DIR="$PWD/target/package-check" cargo package --locked --allow-dirty --quiet \
+  --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.debug=0'
 cargo test --locked

@@ -433,7 +433,10 @@ fn packing_a_large_binary_on_a_terminal_draws_a_progress_bar() {
         .args(["pack", "big", "-o"])
         .arg(c.path().join("image"));
     let terminal = on_terminal(&cmd, &stdout);
-    assert!(terminal.contains("Packing ["), "no progress bar:\n{terminal}");
+    assert!(
+        terminal.contains("Packing ["),
+        "no progress bar:\n{terminal}"
+    );
     let printed = std::fs::read_to_string(&stdout).unwrap();
     assert_eq!(printed.lines().count(), 1, "{printed}");
     // Without a terminal, and with -q, nothing of the bar.
@@ -461,12 +464,20 @@ fn the_first_zig_build_for_a_target_says_what_takes_the_time() {
         run(tool()
             .current_dir(c.path())
             .env("XDG_CACHE_HOME", &cache)
-            .args(["microimage", "build", "--locked", "--platform", "linux/arm64"]))
+            .args([
+                "microimage",
+                "build",
+                "--locked",
+                "--platform",
+                "linux/arm64",
+            ]))
         .ok()
     };
     let first = build();
     assert!(
-        first.stderr.contains("Preparing zig's C library for aarch64-unknown-linux-musl"),
+        first
+            .stderr
+            .contains("Preparing zig's C library for aarch64-unknown-linux-musl"),
         "{}",
         first.stderr
     );

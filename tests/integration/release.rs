@@ -46,15 +46,35 @@ fn release_archives_are_what_binstall_metadata_describes() {
         .filter(|n| n.ends_with(".tar.gz"))
         .collect();
     archives.sort();
-    run(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&dist)).ok();
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&dist))
+    .ok();
 
     let mut expected = Vec::new();
     for (target, platform, runs_on) in [
-        ("x86_64-unknown-linux-musl", "linux/amd64", "x86_64-unknown-linux-musl"),
-        ("aarch64-unknown-linux-musl", "linux/arm64", "aarch64-unknown-linux-musl"),
+        (
+            "x86_64-unknown-linux-musl",
+            "linux/amd64",
+            "x86_64-unknown-linux-musl",
+        ),
+        (
+            "aarch64-unknown-linux-musl",
+            "linux/arm64",
+            "aarch64-unknown-linux-musl",
+        ),
         // What binstall asks for on a glibc host: the musl archive of the architecture.
-        ("x86_64-unknown-linux-gnu", "linux/amd64", "x86_64-unknown-linux-musl"),
-        ("aarch64-unknown-linux-gnu", "linux/arm64", "aarch64-unknown-linux-musl"),
+        (
+            "x86_64-unknown-linux-gnu",
+            "linux/amd64",
+            "x86_64-unknown-linux-musl",
+        ),
+        (
+            "aarch64-unknown-linux-gnu",
+            "linux/arm64",
+            "aarch64-unknown-linux-musl",
+        ),
     ] {
         let overrides = binstall
             .get("overrides")
@@ -86,17 +106,31 @@ fn release_archives_are_what_binstall_metadata_describes() {
         assert!(file.contains(runs_on), "{target}: {file}");
         let bin_dir = render(&key("bin-dir"), &vars);
         let archive = dist.join(&file);
-        assert!(archive.is_file(), "{target}: no {file} in {archives:?}\n{}", script.stderr);
+        assert!(
+            archive.is_file(),
+            "{target}: no {file} in {archives:?}\n{}",
+            script.stderr
+        );
         let unpacked = out.path().join(target);
         std::fs::create_dir(&unpacked).unwrap();
-        run(Command::new("tar").arg("-xzf").arg(&archive).arg("-C").arg(&unpacked)).ok();
+        run(Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&unpacked))
+        .ok();
         let binary = unpacked.join(&bin_dir);
         let verified = run(tool().arg("verify").arg(&binary)).ok().stdout;
-        assert!(verified.contains(&format!("static, {platform}")), "{verified}");
+        assert!(
+            verified.contains(&format!("static, {platform}")),
+            "{verified}"
+        );
         // It runs (arm64 through qemu-user binfmt) and is this version.
         let version_line = run(&mut Command::new(&binary).arg("--version")).ok().stdout;
         assert_eq!(version_line.trim(), format!("cargo-microimage {version}"));
-        let listing = run(Command::new("tar").arg("-tvzf").arg(&archive)).ok().stdout;
+        let listing = run(Command::new("tar").arg("-tvzf").arg(&archive))
+            .ok()
+            .stdout;
         assert!(listing.contains(" 0/0 "), "numeric root owners: {listing}");
         expected.push(file);
     }
