@@ -126,7 +126,7 @@ fn release_archives_are_what_binstall_metadata_describes() {
             "{verified}"
         );
         // It runs (arm64 through qemu-user binfmt) and is this version.
-        let version_line = run(&mut Command::new(&binary).arg("--version")).ok().stdout;
+        let version_line = run(Command::new(&binary).arg("--version")).ok().stdout;
         assert_eq!(version_line.trim(), format!("cargo-microimage {version}"));
         let listing = run(Command::new("tar").arg("-tvzf").arg(&archive))
             .ok()
