@@ -47,13 +47,8 @@ pub fn sha256(data: &[u8]) -> Digest {
 
 /// Turns 32 raw bytes of sha256 output into a `sha256:<hex>` digest.
 pub fn digest_from(bytes: &[u8]) -> Digest {
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in bytes {
-        s.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-        s.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-    }
-    Digest::from_str(&s).expect("a sha256 hex digest is a valid digest")
+    Digest::from_str(&format!("sha256:{}", hex::encode(bytes)))
+        .expect("a sha256 hex digest is a valid digest")
 }
 
 /// The hex part of a sha256 digest (the file name under `blobs/sha256/`).

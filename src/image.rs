@@ -197,7 +197,7 @@ impl ImageSpec {
             env.push(("SSL_CERT_FILE".into(), base::CA_BUNDLE_PATH.into()));
         }
         for (k, v) in &self.env {
-            crate::options::set_key(&mut env, k, v);
+            set_key(&mut env, k, v);
         }
         env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
@@ -209,6 +209,15 @@ impl ImageSpec {
 
     pub fn entrypoint(&self) -> String {
         format!("/usr/local/bin/{}", self.bin_name)
+    }
+}
+
+/// Sets `key` to `value` in an ordered key/value list: replaced in place if present,
+/// appended otherwise (how `--env`, `--label` and `--annotation` override).
+pub fn set_key(list: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => list.push((key.to_string(), value.to_string())),
     }
 }
 
@@ -275,7 +284,7 @@ pub fn assemble_counted(
     progress: &dyn Fn(u64),
 ) -> Result<ImageSet> {
     if binaries.is_empty() {
-        return Err(Error::new("no binaries to pack"));
+        return Err(Error::output("no binaries to pack"));
     }
     let compression = spec.compression;
     let base_layer = layers::write(
@@ -438,7 +447,7 @@ fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
 }
 
 fn spec_err(e: oci_spec::OciSpecError) -> Error {
-    Error::new(format!("building the image metadata failed: {e}"))
+    Error::output(format!("building the image metadata failed: {e}"))
 }
 
 /// Serialises `value` as canonical JSON: object keys sorted at every level, no whitespace.
@@ -447,7 +456,7 @@ fn spec_err(e: oci_spec::OciSpecError) -> Error {
 /// a sorted `serde_json::Value` makes the bytes, and so the digests, reproducible.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let value = serde_json::to_value(value)
-        .map_err(|e| Error::new(format!("serialising image metadata failed: {e}")))?;
+        .map_err(|e| Error::output(format!("serialising image metadata failed: {e}")))?;
     Ok(serde_json::to_vec(&sorted(value)).expect("a JSON value always serialises"))
 }
 

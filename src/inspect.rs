@@ -3,8 +3,8 @@
 //! compressed and uncompressed size, file count) and run configuration. Every blob read is
 //! checked against its digest, so a damaged image is reported, not described.
 //!
-//! Remote images (`registry/repository:tag`) are read through the push stage's connection
-//! (`crate::push::connect`): same credentials, same transport rules.
+//! Remote images (`registry/repository:tag`) are read through a registry connection
+//! (`crate::registry::connection`): same credentials, same transport rules as a push.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::blob;
 use crate::error::{Error, IoContext, Result};
@@ -20,10 +20,11 @@ use crate::layers::Compression;
 use crate::shell::human_size;
 
 /// What `inspect` reports about one image.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub location: String,
-    pub format: &'static str,
+    /// `oci`, `oci-archive`, `docker-archive` or `registry`.
+    pub format: String,
     /// Tags found (`org.opencontainers.image.ref.name`, or docker `RepoTags`).
     pub tags: Vec<String>,
     /// Full names (`io.containerd.image.name`, or docker `RepoTags`).
@@ -32,7 +33,7 @@ pub struct Report {
     pub platforms: Vec<PlatformReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformReport {
     pub platform: String,
     pub manifest_digest: Option<String>,
@@ -44,7 +45,7 @@ pub struct PlatformReport {
     pub config: RunConfig,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerReport {
     pub digest: String,
     pub media_type: String,
@@ -56,7 +57,7 @@ pub struct LayerReport {
 }
 
 /// The parts of the image config that say how the container runs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
@@ -83,7 +84,7 @@ impl Store {
         let mut files = HashMap::new();
         let mut archive = tar::Archive::new(file);
         let bad = |e: std::io::Error| {
-            Error::new(format!(
+            Error::input(format!(
                 "`{}` is not a readable tar archive: {e}",
                 path.display()
             ))
@@ -124,7 +125,7 @@ impl Store {
     fn blob(&self, digest: &str) -> Result<Vec<u8>> {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let data = self.get(&format!("blobs/sha256/{hex}")).ok_or_else(|| {
-            Error::new(format!("the image is incomplete: blob {digest} is missing"))
+            Error::input(format!("the image is incomplete: blob {digest} is missing"))
         })?;
         self.checked(digest, data)
     }
@@ -132,7 +133,7 @@ impl Store {
     fn checked(&self, digest: &str, data: Vec<u8>) -> Result<Vec<u8>> {
         let actual = blob::sha256(&data);
         if actual.to_string() != digest {
-            return Err(Error::new(format!(
+            return Err(Error::input(format!(
                 "the image is damaged: blob {digest} has content with digest {actual}"
             )));
         }
@@ -185,16 +186,13 @@ impl Source {
                 }
             }
             let shown = rest.rsplit_once(':').map_or(rest, |(p, _)| p);
-            return Err(Error::new(format!("`{shown}` does not exist")).with_help(
+            return Err(Error::input(format!("`{shown}` does not exist")).with_help(
                 "pass an OCI layout directory or an image archive, as `cargo microimage build` printed it",
             ));
         }
         // A registry reference names its host first (`ghcr.io/…`, `127.0.0.1:5000/…`);
         // anything else that does not exist is a mistyped path, not Docker Hub.
-        let names_registry = text.split_once('/').is_some_and(|(first, _)| {
-            first.contains(['.', ':']) && first != "." && first != ".." || first == "localhost"
-        });
-        Ok(if names_registry {
+        Ok(if crate::registry::reference::names_registry(text) {
             Source::Remote(text.to_string())
         } else {
             Source::Local {
@@ -209,7 +207,7 @@ impl Source {
 pub fn inspect_source(source: &Source) -> Result<Report> {
     match source {
         Source::Local { path, tag } => inspect_tagged(path, tag.as_deref()),
-        Source::Remote(r) => Err(Error::new(format!("`{r}` is a registry reference"))),
+        Source::Remote(r) => Err(Error::input(format!("`{r}` is a registry reference"))),
     }
 }
 
@@ -223,16 +221,15 @@ pub fn inspect(path: &Path) -> Result<Report> {
 pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
     if !path.exists() {
         return Err(
-            Error::new(format!("`{}` does not exist", path.display())).with_help(
+            Error::input(format!("`{}` does not exist", path.display())).with_help(
                 "pass an OCI layout directory (e.g. target/microimage/<bin>) or an image archive",
             ),
         );
     }
     let store = Store::open(path)?;
-    let location = std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string();
+    let location = crate::message::path_text(
+        &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    );
     if store.has("oci-layout") {
         let format = if matches!(store, Store::Dir(_)) {
             "oci"
@@ -243,7 +240,7 @@ pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
     } else if store.has("manifest.json") {
         inspect_docker(&store, location, tag)
     } else {
-        Err(Error::new(format!(
+        Err(Error::input(format!(
             "`{}` is not an OCI layout, an OCI archive or a docker-archive (no oci-layout or manifest.json)",
             path.display()
         )))
@@ -252,7 +249,7 @@ pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
     serde_json::from_slice(data)
-        .map_err(|e| Error::new(format!("the image's {what} is not valid: {e}")))
+        .map_err(|e| Error::input(format!("the image's {what} is not valid: {e}")))
 }
 
 /// Whether an index.json entry (or docker-archive name) is the one `wanted` asks for.
@@ -265,7 +262,7 @@ fn selected(wanted: Option<&str>, tags: &[String]) -> bool {
 
 /// The error for a tag that no image in the file has.
 fn no_such_tag(location: &str, wanted: &str, tags: &[String]) -> Error {
-    Error::new(format!("`{location}` has no image tagged `{wanted}`")).with_help(
+    Error::input(format!("`{location}` has no image tagged `{wanted}`")).with_help(
         if tags.is_empty() {
             "its images have no tags: inspect it without one".to_string()
         } else {
@@ -284,7 +281,7 @@ fn inspect_oci(
     let mut all_tags = Vec::new();
     let mut report = Report {
         location,
-        format,
+        format: format.to_string(),
         tags: Vec::new(),
         names: Vec::new(),
         index_digest: None,
@@ -321,7 +318,7 @@ fn inspect_oci(
             }
             MediaType::ImageManifest => report.platforms.push(platform_report(store, &digest)?),
             other => {
-                return Err(Error::new(format!(
+                return Err(Error::input(format!(
                     "index.json points at an unsupported {other}"
                 )));
             }
@@ -367,7 +364,7 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
     )?;
     let mut report = Report {
         location,
-        format: "docker-archive",
+        format: "docker-archive".to_string(),
         tags: Vec::new(),
         names: Vec::new(),
         index_digest: None,
@@ -380,14 +377,14 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
     {
         let raw = store
             .get(&e.config)
-            .ok_or_else(|| Error::new(format!("the docker-archive is missing {}", e.config)))?;
+            .ok_or_else(|| Error::input(format!("the docker-archive is missing {}", e.config)))?;
         let config_digest = blob::sha256(&raw).to_string();
         let config: ImageConfiguration = parse("config", &raw)?;
         let mut layers = Vec::new();
         for name in &e.layers {
             let data = store
                 .get(name)
-                .ok_or_else(|| Error::new(format!("the docker-archive is missing {name}")))?;
+                .ok_or_else(|| Error::input(format!("the docker-archive is missing {name}")))?;
             let digest = blob::sha256(&data).to_string();
             layers.push(layer_report(&digest, "application/x-tar".into(), &data)?);
         }
@@ -412,7 +409,7 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
 }
 
 fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerReport> {
-    let bad = |e: std::io::Error| Error::new(format!("layer {digest} cannot be read: {e}"));
+    let bad = |e: std::io::Error| Error::input(format!("layer {digest} cannot be read: {e}"));
     // By content, not media type: docker-archives hold plain tars whatever they say.
     let compression = if data.starts_with(&[0x1f, 0x8b]) {
         Some(Compression::Gzip)
@@ -480,7 +477,7 @@ fn summarise(
 /// their descriptors, not downloaded.
 pub fn inspect_remote(
     reference: &str,
-    options: &crate::push::PushOptions,
+    options: &crate::registry::ConnectOptions,
     shell: &crate::shell::Shell,
 ) -> Result<Report> {
     let target: oci_client::Reference = reference.parse().map_err(|e| {
@@ -488,10 +485,14 @@ pub fn inspect_remote(
             "`{reference}` is neither a local path nor an image reference: {e}"
         ))
     })?;
-    crate::push::block_on(async {
-        let conn =
-            crate::push::connect(&target, options, shell, oci_client::RegistryOperation::Pull)
-                .await?;
+    crate::registry::block_on(async {
+        let conn = crate::registry::connection::connect(
+            &target,
+            options,
+            shell,
+            oci_client::RegistryOperation::Pull,
+        )
+        .await?;
         const ACCEPT: &[&str] = &[
             "application/vnd.oci.image.index.v1+json",
             "application/vnd.oci.image.manifest.v1+json",
@@ -506,7 +507,7 @@ pub fn inspect_remote(
         let value: serde_json::Value = parse("manifest", &top)?;
         let mut report = Report {
             location: reference.to_string(),
-            format: "registry",
+            format: "registry".to_string(),
             tags: target
                 .tag()
                 .map(|t| vec![t.to_string()])
@@ -544,7 +545,7 @@ pub fn inspect_remote(
                 .await
                 .map_err(|e| conn.fail(e))?;
             if blob::sha256(&config_raw).to_string() != config_digest {
-                return Err(Error::new(format!(
+                return Err(Error::registry(format!(
                     "the registry sent a config that does not match {config_digest}"
                 )));
             }

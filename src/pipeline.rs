@@ -1,17 +1,22 @@
-//! The pipeline, end to end: plan → build → verify → layers/image → output. These are the
-//! library's entry points for the `build` and `pack` commands; each returns what was
-//! written so the CLI can report it.
+//! The pipeline, end to end: settings → plan → build → verify → layers/image → sinks.
+//! These are the library's entry points for the `build`, `push` and `pack` commands; each
+//! returns what was made and where it went, so the CLI can report it.
+//!
+//! `build` and `pack` resolve their image settings through the same
+//! [`settings::resolve`], so packing the binaries `build` made, in the same project, gives
+//! the same image.
 
 use std::path::{Path, PathBuf};
 
 use crate::build;
 use crate::error::{Error, Result};
-use crate::image::{self, ImageName, ImageSet, PlatformBinary};
-use crate::options::{ImageOptions, OutputOptions};
-use crate::output::{self, Destination};
+use crate::image::{self, ImageName, ImageSet, ImageSpec, PlatformBinary};
+use crate::output::registry::{Pushed, Target};
+use crate::output::{self, Destination, OutputOptions, Sink};
 use crate::plan::{self, CargoOptions, Plan};
-use crate::platform::{self, Platform};
-use crate::push;
+use crate::platform::Platform;
+use crate::registry::ConnectOptions;
+use crate::settings::{self, ImageArgs, Levels, Origin};
 use crate::shell::{human_size, Shell};
 use crate::verify;
 
@@ -22,54 +27,47 @@ pub struct Outcome {
     /// Where it was written on disk, if it was.
     pub destination: Option<Destination>,
     /// Where it was pushed, if it was.
-    pub pushed: Option<push::Pushed>,
-}
-
-/// Where an image goes.
-#[derive(Debug, Clone)]
-pub enum Sink {
-    Disk(Destination),
-    Registry {
-        reference: oci_client::Reference,
-        tags: Vec<String>,
-        options: push::PushOptions,
-    },
+    pub pushed: Option<Pushed>,
 }
 
 /// `push`: where to, and how to connect.
 #[derive(Debug, Clone, Default)]
 pub struct PushRequest {
-    /// `registry/repository:tag`; default `$MICROIMAGE_REPO/<bin>:<version>`.
+    /// `registry/repository:tag` as given.
     pub reference: Option<String>,
+    /// `$MICROIMAGE_REPO` (read by the CLI with its other defaults): without a reference,
+    /// each image goes to `<repository>/<bin>:<tag>`.
+    pub default_repository: Option<String>,
     /// Extra tags for the same repository.
     pub tags: Vec<String>,
-    pub options: push::PushOptions,
+    pub options: ConnectOptions,
 }
 
 impl PushRequest {
-    /// The sink for an image of `bin` whose default tag is `tag`.
-    fn sink(&self, bin: &str, tag: &str, images: usize) -> Result<Sink> {
-        let reference = match (&self.reference, std::env::var("MICROIMAGE_REPO")) {
+    /// The registry target for an image of `bin` whose tag is `tag`, `images` being the
+    /// number of images this run makes.
+    fn target(&self, bin: &str, tag: &str, images: usize) -> Result<Target> {
+        let reference = match (&self.reference, &self.default_repository) {
             (Some(_), _) if images > 1 => {
                 return Err(Error::usage(format!("one REFERENCE given, but {images} images are built"))
                     .with_help("leave REFERENCE out and set MICROIMAGE_REPO: each image goes to $MICROIMAGE_REPO/<bin>:<version>"))
             }
             (Some(r), _) => r.clone(),
-            (None, Ok(repo)) if !repo.trim().is_empty() => format!("{}/{bin}:{tag}", repo.trim().trim_end_matches('/')),
+            (None, Some(repo)) if !repo.trim().is_empty() => {
+                format!("{}/{bin}:{tag}", repo.trim().trim_end_matches('/'))
+            }
             (None, _) => {
                 return Err(Error::usage("push needs a destination: a REFERENCE or $MICROIMAGE_REPO")
                     .with_help("e.g. `cargo microimage push ghcr.io/you/app:1.0`, or `MICROIMAGE_REPO=ghcr.io/you cargo microimage push`"))
             }
         };
         for t in &self.tags {
-            if t.contains([':', '/', '@'])
-                || crate::image::ImageName::parse(&format!("x:{t}")).is_err()
-            {
+            if t.contains([':', '/', '@']) || ImageName::parse(&format!("x:{t}")).is_err() {
                 return Err(Error::usage(format!("--tag `{t}`: with push, --tag adds a tag (like `latest`) to the pushed repository")));
             }
         }
-        Ok(Sink::Registry {
-            reference: push::parse_reference(&reference)?,
+        Ok(Target {
+            reference: crate::registry::reference::parse_reference(&reference)?,
             tags: self.tags.clone(),
             options: self.options.clone(),
         })
@@ -93,16 +91,58 @@ pub struct BuildRequest {
 /// One image to make: a binary, its settings and where it goes.
 struct Job {
     plan: Plan,
-    spec: image::ImageSpec,
+    spec: ImageSpec,
     platforms: Vec<&'static Platform>,
-    sink: Sink,
+    sinks: Vec<Sink>,
 }
 
-/// `cargo microimage build`: builds each selected binary for its platforms (one cargo
-/// invocation per target triple), verifies, packs and writes one image per binary.
+/// The sinks of one image: the disk or a registry, then `--load` (ko's MultiPublisher:
+/// one image, several destinations).
+fn sinks(
+    push: Option<&PushRequest>,
+    output: &OutputOptions,
+    bin: &str,
+    spec: &ImageSpec,
+    images: usize,
+    disk: impl FnOnce() -> Result<Destination>,
+) -> Result<Vec<Sink>> {
+    let mut sinks = vec![match push {
+        Some(push) => Sink::Registry(push.target(bin, &spec.name.tag, images)?),
+        None => Sink::Disk(disk()?),
+    }];
+    sinks.extend(output.load.map(Sink::Load));
+    Ok(sinks)
+}
+
+fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir().map_err(|e| {
+        Error::build(format!("reading the current directory failed: {e}")).with_source(e)
+    })
+}
+
+/// Resolves the image settings of one binary and says, with `-v`, where the ones that are
+/// not defaults came from.
+fn resolve(
+    args: &ImageArgs,
+    levels: &Levels,
+    cx: &settings::Context,
+    shell: &Shell,
+) -> Result<ImageSpec> {
+    let resolved = settings::resolve(args, levels, cx)?;
+    for (key, origin) in &resolved.origins {
+        if let Origin::Manifest { .. } = origin {
+            shell.verbose("Setting", format!("{key} for {} from {origin}", cx.bin));
+        }
+    }
+    Ok(resolved.spec)
+}
+
+/// `cargo microimage build` (and `push`): builds each selected binary for its platforms
+/// (one cargo invocation per target triple), verifies, packs and delivers one image per
+/// binary.
 pub fn build(
     request: &BuildRequest,
-    image: &ImageOptions,
+    image: &ImageArgs,
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Vec<Outcome>> {
@@ -131,41 +171,36 @@ pub fn build(
             }
         }
     }
+    let cwd = current_dir()?;
     // Resolve every image's settings before compiling anything, so bad settings fail fast.
+    let images = plans.len();
     let mut jobs = Vec::new();
     for plan in plans {
-        let settings = plan.levels.merged();
-        let platforms = if !request.platforms.is_empty() {
-            request.platforms.clone()
-        } else if let Some(from_config) = &settings.platforms {
-            platform::resolve(from_config, &[])?
-        } else {
-            platform::resolve(&[], &[])?
+        let cx = settings::Context {
+            default_name: ImageName::default_for(&plan.bin, &plan.version)?,
+            bin: &plan.bin,
+            annotations: plan.annotations.clone(),
+            cwd: &cwd,
         };
-        let options = settings.with_command_line(image);
+        let spec = resolve(image, &plan.levels, &cx, shell)?;
+        let platforms = settings::platforms(&request.platforms, &plan.levels)?;
         let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
-        let several = request.workspace;
-        let mut spec = options.to_spec(
-            ImageName::default_for(&plan.bin, &plan.version)?,
+        let sinks = sinks(
+            request.push.as_ref(),
+            output,
             &plan.bin,
-            Some(plan.package_root()),
+            &spec,
+            images,
+            || match (&output.output, request.workspace) {
+                (Some(o), true) => Destination::resolve(None, output.format, &o.join(&plan.bin)),
+                (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir),
+            },
         )?;
-        let mut annotations = plan.annotations.clone();
-        annotations.insert("org.opencontainers.image.created".into(), spec.created()?);
-        annotations.extend(std::mem::take(&mut spec.annotations));
-        spec.annotations = annotations;
-        let sink = match &request.push {
-            Some(push) => push.sink(&plan.bin, &spec.name.tag, if several { 2 } else { 1 })?,
-            None => Sink::Disk(match (&output.output, several) {
-                (Some(o), true) => Destination::resolve(None, output.format, &o.join(&plan.bin))?,
-                (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir)?,
-            }),
-        };
         jobs.push(Job {
             plan,
             spec,
             platforms,
-            sink,
+            sinks,
         });
     }
 
@@ -190,13 +225,10 @@ pub fn build(
             built[i].push(verified(&path, platform, shell)?);
         }
     }
-    let mut outcomes = Vec::new();
-    for (job, binaries) in jobs.into_iter().zip(built) {
-        outcomes.push(pack_and_write(
-            &job.spec, &binaries, job.sink, output, shell,
-        )?);
-    }
-    Ok(outcomes)
+    jobs.into_iter()
+        .zip(built)
+        .map(|(job, binaries)| pack_and_deliver(&job.spec, &binaries, &job.sinks, shell))
+        .collect()
 }
 
 /// What `pack` takes besides the image and output options.
@@ -215,12 +247,13 @@ pub struct PackRequest {
 
 /// `cargo microimage pack`: prebuilt static binaries (one per platform) → image.
 ///
-/// Inside a cargo project with a binary target of the same name, the defaults are those of
-/// `build` (tag `<bin>:<version>`, annotations, output under the target dir), so packing
-/// the binaries `build` made gives the same image.
+/// Inside a cargo project with a binary target of the same name, the settings are those of
+/// `build` — Cargo.toml's `[*.metadata.microimage]` levels, tag `<bin>:<version>`,
+/// annotations, output under the target dir — so packing the binaries `build` made gives
+/// the same image.
 pub fn pack(
     request: &PackRequest,
-    image: &ImageOptions,
+    image: &ImageArgs,
     output: &OutputOptions,
     shell: &Shell,
 ) -> Result<Outcome> {
@@ -229,7 +262,7 @@ pub fn pack(
         let verdict = verify::inspect(path)?;
         let platform = verdict.require_static()?;
         if !request.platforms.is_empty() && !request.platforms.contains(&platform) {
-            return Err(Error::new(format!(
+            return Err(Error::verify(format!(
                 "`{}` is a binary for {platform} ({}), but --platform asks for {}",
                 path.display(),
                 verdict.machine,
@@ -273,41 +306,37 @@ pub fn pack(
         return Err(Error::usage(format!("`{bin}` is not a valid binary name")));
     }
     let project = plan::plan_for_binary(request.manifest_path.as_deref(), &bin)?;
-    let (default_name, default_dir, mut annotations) = match &project {
+    let cwd = current_dir()?;
+    let (cx, levels, default_dir) = match &project {
         Some(plan) => (
-            ImageName::default_for(&bin, &plan.version)?,
+            settings::Context {
+                default_name: ImageName::default_for(&bin, &plan.version)?,
+                bin: &bin,
+                annotations: plan.annotations.clone(),
+                cwd: &cwd,
+            },
+            plan.levels.clone(),
             plan.target_directory.join("microimage").join(&bin),
-            plan.annotations.clone(),
         ),
         None => (
-            ImageName::default_for(&bin, "latest")?,
+            settings::Context {
+                default_name: ImageName::default_for(&bin, "latest")?,
+                bin: &bin,
+                annotations: std::collections::BTreeMap::from([(
+                    "org.opencontainers.image.title".to_string(),
+                    bin.clone(),
+                )]),
+                cwd: &cwd,
+            },
+            Levels::default(),
             Path::new("target").join("microimage").join(&bin),
-            std::collections::BTreeMap::from([(
-                "org.opencontainers.image.title".to_string(),
-                bin.clone(),
-            )]),
         ),
     };
-    let mut spec = image.to_spec(
-        default_name,
-        &bin,
-        project.as_ref().map(|p| p.package_root()),
-    )?;
-    annotations.insert(
-        "org.opencontainers.image.created".to_string(),
-        spec.created()?,
-    );
-    annotations.extend(std::mem::take(&mut spec.annotations));
-    spec.annotations = annotations;
-    let sink = match &request.push {
-        Some(push) => push.sink(&bin, &spec.name.tag, 1)?,
-        None => Sink::Disk(Destination::resolve(
-            output.output.as_deref(),
-            output.format,
-            &default_dir,
-        )?),
-    };
-    pack_and_write(&spec, &binaries, sink, output, shell)
+    let spec = resolve(image, &levels, &cx, shell)?;
+    let sinks = sinks(request.push.as_ref(), output, &bin, &spec, 1, || {
+        Destination::resolve(output.output.as_deref(), output.format, &default_dir)
+    })?;
+    pack_and_deliver(&spec, &binaries, &sinks, shell)
 }
 
 fn list(platforms: &[&Platform]) -> String {
@@ -356,11 +385,11 @@ fn describe(path: &Path, platform: &Platform, size: u64) -> String {
     )
 }
 
-fn pack_and_write(
-    spec: &image::ImageSpec,
+/// Makes the image of `binaries` and hands it to every sink.
+fn pack_and_deliver(
+    spec: &ImageSpec,
     binaries: &[PlatformBinary],
-    sink: Sink,
-    output: &OutputOptions,
+    sinks: &[Sink],
     shell: &Shell,
 ) -> Result<Outcome> {
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
@@ -372,20 +401,7 @@ fn pack_and_write(
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
     let set = image::assemble_counted(spec, binaries, &|n| bar.inc(n))?;
     drop(bar);
-    let (destination, pushed) = match sink {
-        Sink::Disk(destination) => {
-            output::write(&set, &destination)?;
-            (Some(destination), None)
-        }
-        Sink::Registry {
-            reference,
-            tags,
-            options,
-        } => (
-            None,
-            Some(push::push(&set, &reference, &tags, &options, shell)?),
-        ),
-    };
+    let delivered = output::deliver(&set, sinks, shell)?;
     for img in &set.images {
         shell.status(
             "Finished",
@@ -399,12 +415,9 @@ fn pack_and_write(
             ),
         );
     }
-    if let Some(engine) = output.load {
-        output::load::load(&set, engine, shell)?;
-    }
     Ok(Outcome {
         set,
-        destination,
-        pushed,
+        destination: delivered.destination,
+        pushed: delivered.pushed,
     })
 }

@@ -10,8 +10,8 @@ use std::process::Command;
 
 use cargo_metadata::{CargoOpt, Metadata, MetadataCommand, Package, TargetKind};
 
-use crate::config::{self, Levels};
 use crate::error::{Error, Result};
+use crate::settings::{manifest, Levels};
 
 /// The BUILD options, with cargo's names and meanings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,9 @@ pub struct Plan {
     pub annotations: BTreeMap<String, String>,
     /// The image settings from Cargo.toml that apply to this binary.
     pub levels: Levels,
+    /// Path dependencies that live outside the workspace root (directory, package name):
+    /// their paths are remapped out of the binary too.
+    pub path_dependencies: Vec<(PathBuf, String)>,
 }
 
 impl Plan {
@@ -294,15 +297,32 @@ fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Result<Plan
     let manifest_path = PathBuf::from(package.manifest_path.as_std_path());
     let package_dir = manifest_path.parent().unwrap_or(Path::new("."));
     let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
-    let levels = config::levels(
+    let bins: Vec<&str> = package
+        .targets
+        .iter()
+        .filter(|t| t.kind.contains(&TargetKind::Bin))
+        .map(|t| t.name.as_str())
+        .collect();
+    let levels = manifest::levels(
         &metadata.workspace_metadata,
         &workspace_root,
         &package.metadata,
         &manifest_path,
         &bin,
+        &bins,
     )?;
+    let path_dependencies = metadata
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .filter_map(|p| {
+            let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
+            (!dir.starts_with(&workspace_root)).then(|| (dir, p.name.to_string()))
+        })
+        .collect();
     Ok(Plan {
         levels,
+        path_dependencies,
         workspace_root,
         target_directory: metadata.target_directory.clone().into_std_path_buf(),
         annotations: annotations(package, &bin, package_dir),
@@ -322,7 +342,7 @@ fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
     if let Some(path) = &options.manifest_path {
         if !path.is_file() {
             return Err(
-                Error::new(format!("manifest path `{}` does not exist", path.display()))
+                Error::build(format!("manifest path `{}` does not exist", path.display()))
                     .with_help("pass the path of a Cargo.toml with --manifest-path"),
             );
         }
@@ -338,14 +358,14 @@ fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
                 .trim_start_matches("error: ")
                 .trim()
                 .to_string();
-            Error::new(format!(
+            Error::build(format!(
                 "reading the crate with `cargo metadata` failed: {msg}"
             ))
             .with_help(
                 "run cargo-microimage inside a cargo project, or point at one with --manifest-path",
             )
         }
-        other => Error::new(format!("running `cargo metadata` failed: {other}"))
+        other => Error::build(format!("running `cargo metadata` failed: {other}"))
             .with_help("check that cargo is installed and on PATH (or set $CARGO)"),
     })
 }

@@ -152,19 +152,9 @@ impl Shell {
     }
 }
 
-/// Sizes the way people read them: `5.2 MiB`, `812.0 KiB`, `96 B`.
+/// Sizes the way people read them: `5.20 MiB`, `812.00 KiB`, `96 B` (indicatif's).
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    indicatif::HumanBytes(bytes).to_string()
 }
 
 #[cfg(test)]
@@ -174,7 +164,7 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(human_size(96), "96 B");
-        assert_eq!(human_size(2048), "2.0 KiB");
-        assert_eq!(human_size(5 * 1024 * 1024 + 200 * 1024), "5.2 MiB");
+        assert_eq!(human_size(2048), "2.00 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024 + 200 * 1024), "5.20 MiB");
     }
 }

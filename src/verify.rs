@@ -46,7 +46,7 @@ impl Verdict {
             if let Some(interp) = &self.interpreter {
                 needs.push(format!("the dynamic loader {interp}"));
             }
-            return Err(Error::new(format!(
+            return Err(Error::verify(format!(
                 "`{name}` is dynamically linked: it needs {}, which a FROM-scratch image does not have",
                 needs.join(" and ")
             ))
@@ -58,7 +58,7 @@ impl Verdict {
             ));
         }
         self.platform.ok_or_else(|| {
-            Error::new(format!(
+            Error::verify(format!(
                 "`{name}` is a static binary for {}, which no image platform supports",
                 self.machine
             ))
@@ -76,7 +76,7 @@ pub fn inspect(path: &Path) -> Result<Verdict> {
     let size = file.metadata().path_context("reading", path)?.len();
     let cache = ReadCache::new(file);
     let not_elf = |what: &str| {
-        Error::new(format!("`{}` is not a Linux executable: {what}", path.display()))
+        Error::verify(format!("`{}` is not a Linux executable: {what}", path.display()))
             .with_help("pass the path of a compiled binary, e.g. target/x86_64-unknown-linux-musl/release/<name>")
     };
     let kind = FileKind::parse(&cache).map_err(|_| not_elf("unknown file format"))?;
@@ -150,7 +150,7 @@ pub fn check(path: &Path, expected: &Platform) -> Result<Verdict> {
     let verdict = inspect(path)?;
     let platform = verdict.require_static()?;
     if platform != expected {
-        return Err(Error::new(format!(
+        return Err(Error::verify(format!(
             "`{}` is a binary for {} ({}), but the image platform is {}",
             path.display(),
             platform,

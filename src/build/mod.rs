@@ -60,7 +60,7 @@ pub fn prepare(
                         return Err(openssl.error(platform.triple));
                     }
                     let c_crates = graph.c_crates;
-                    let toolchain = toolchain::Toolchain::of(platform);
+                    let toolchain = toolchain::Toolchain::of(platform, options)?;
                     toolchain::warm_up(&toolchain, &c_crates);
                     Ok(Prepared {
                         c_crates,
@@ -139,7 +139,7 @@ pub fn build(
                 .arg(format!("profile.{}.strip=\"symbols\"", options.profile));
         }
     }
-    add_rustflags(&mut cmd, platform.triple, &remap_flags(first));
+    set_rustflags(&mut cmd, &prepared.toolchain.rustflags, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
@@ -159,12 +159,12 @@ fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<V
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::new(format!("running `{}` failed: {e}", cargo().display())))?;
+        .map_err(|e| Error::build(format!("running `{}` failed: {e}", cargo().display())))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut executables: Vec<Option<PathBuf>> = vec![None; plans.len()];
     for message in Message::parse_stream(BufReader::new(stdout)) {
         let message =
-            message.map_err(|e| Error::new(format!("reading cargo's output failed: {e}")))?;
+            message.map_err(|e| Error::build(format!("reading cargo's output failed: {e}")))?;
         match message {
             Message::CompilerArtifact(a) if a.target.kind.contains(&TargetKind::Bin) => {
                 let found = plans
@@ -180,10 +180,10 @@ fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<V
     }
     let status = child
         .wait()
-        .map_err(|e| Error::new(format!("waiting for cargo failed: {e}")))?;
+        .map_err(|e| Error::build(format!("waiting for cargo failed: {e}")))?;
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     if !status.success() {
-        return Err(Error::new(format!(
+        return Err(Error::build(format!(
             "`cargo build` of {} for {} failed (cargo's messages are above)",
             names.join(", "),
             platform.triple
@@ -194,7 +194,7 @@ fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<V
         .zip(executables)
         .map(|(plan, exe)| {
             exe.ok_or_else(|| {
-                Error::new(format!(
+                Error::build(format!(
                     "cargo built `{}` for {} but reported no executable for it",
                     plan.bin, platform.triple
                 ))
@@ -218,7 +218,7 @@ fn sysroot() -> Result<PathBuf> {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .ok_or_else(|| {
-            Error::new("running `rustc --print sysroot` failed")
+            Error::build("running `rustc --print sysroot` failed")
                 .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)")
         })
 }
@@ -241,7 +241,7 @@ fn ensure_target(sysroot: &Path, triple: &str, shell: &Shell) -> Result<()> {
         .is_ok_and(|s| s.success());
     let command = format!("rustup target add {triple}");
     if !has_rustup {
-        return Err(Error::new(format!(
+        return Err(Error::build(format!(
             "the Rust standard library for {triple} is not installed in {}",
             sysroot.display()
         ))
@@ -254,29 +254,26 @@ fn ensure_target(sysroot: &Path, triple: &str, shell: &Shell) -> Result<()> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        return Err(Error::new(format!("`{command}` failed"))
+        return Err(Error::build(format!("`{command}` failed"))
             .with_help(format!("run `{command}` yourself and look at its error")));
     }
     Ok(())
 }
 
-/// The path prefixes taken out of what the build embeds, and what they become: the
-/// checkout, the target dir, `CARGO_HOME` and rustup's home (DESIGN §6). rustc applies
-/// the last matching prefix, so the more specific ones come later.
-fn remaps(plan: &Plan) -> Vec<(PathBuf, &'static str)> {
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".cargo")));
-    let rustup_home = std::env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
-    let mut out = vec![
-        (plan.workspace_root.clone(), "/build"),
-        (plan.target_directory.clone(), "/build/target"),
-    ];
-    out.extend(cargo_home.map(|p| (p, "/cargo")));
-    out.extend(rustup_home.map(|p| (p, "/rustup")));
+/// The path prefixes taken out of what the build embeds, and what they become (DESIGN §6):
+/// the workspace, every path dependency outside it (`/path-deps/<name>`, as monorepos
+/// have them), the target dir, `CARGO_HOME` and rustup's home (found as cargo finds them,
+/// through cargo-config2). rustc applies the last matching prefix, so the more specific
+/// ones come later.
+fn remaps(plan: &Plan) -> Vec<(PathBuf, String)> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut out = vec![(plan.workspace_root.clone(), "/build".to_string())];
+    for (dir, name) in &plan.path_dependencies {
+        out.push((dir.clone(), format!("/path-deps/{name}")));
+    }
+    out.push((plan.target_directory.clone(), "/build/target".to_string()));
+    out.extend(cargo_config2::cargo_home_with_cwd(&cwd).map(|p| (p, "/cargo".to_string())));
+    out.extend(cargo_config2::rustup_home_with_cwd(&cwd).map(|p| (p, "/rustup".to_string())));
     out
 }
 
@@ -322,77 +319,17 @@ fn add_cflags(cmd: &mut Command, triple: &str, flags: &[String]) {
     }
 }
 
-/// Appends `flags` to the rustflags the user already has, wherever they come from. cargo
-/// takes rustflags from exactly one source (`CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`,
-/// `CARGO_TARGET_<T>_RUSTFLAGS`/`target.<t>.rustflags`, `build.rustflags`, in that order),
-/// so adding ours to another source would silently drop the user's.
-fn add_rustflags(cmd: &mut Command, triple: &str, flags: &[String]) {
-    const SEP: &str = "\x1f";
-    if let Ok(encoded) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
-        let mut all: Vec<String> = encoded
-            .split(SEP)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        all.extend_from_slice(flags);
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
-        return;
-    }
-    if let Ok(plain) = std::env::var("RUSTFLAGS") {
-        // Re-encoded so that paths with spaces survive.
-        let mut all: Vec<String> = plain.split_whitespace().map(String::from).collect();
-        all.extend_from_slice(flags);
-        cmd.env_remove("RUSTFLAGS")
-            .env("CARGO_ENCODED_RUSTFLAGS", all.join(SEP));
-        return;
-    }
-    let target_env = format!("CARGO_TARGET_{}_RUSTFLAGS", env_key(triple));
-    if let Ok(plain) = std::env::var(&target_env) {
-        cmd.env(&target_env, format!("{plain} {}", flags.join(" ")));
-        return;
-    }
-    let list = flags
-        .iter()
-        .map(|f| toml::Value::String(f.clone()).to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    // `--config` arrays are appended to the same key from config files.
-    let key = if config_has_target_key(triple, "rustflags") {
-        format!("target.{triple}.rustflags")
-    } else {
-        "build.rustflags".to_string()
-    };
-    cmd.arg("--config").arg(format!("{key}=[{list}]"));
-}
-
-/// Whether a cargo config file that applies here sets `target.<triple>.<key>` or a
-/// `target.'cfg(…)'.<key>` (for rustflags, these take precedence over `build.rustflags`).
-fn config_has_target_key(triple: &str, key: &str) -> bool {
-    let mut files = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            files.push(dir.join(".cargo/config.toml"));
-            files.push(dir.join(".cargo/config"));
-        }
-    }
-    if let Some(home) = std::env::var_os("CARGO_HOME").map(PathBuf::from) {
-        files.push(home.join("config.toml"));
-        files.push(home.join("config"));
-    }
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .any(|text| {
-            let Ok(table) = text.parse::<toml::Table>() else {
-                return false;
-            };
-            let Some(targets) = table.get("target").and_then(|t| t.as_table()) else {
-                return false;
-            };
-            targets.iter().any(|(name, value)| {
-                (name == triple || name.starts_with("cfg(")) && value.get(key).is_some()
-            })
-        })
+/// Gives cargo the user's rustflags for `triple` with `ours` appended, as
+/// `CARGO_ENCODED_RUSTFLAGS` (which cargo reads before every other source, and which keeps
+/// flags with spaces whole). The user's flags are what cargo itself would take: through
+/// cargo-config2, with cargo's precedence — `CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`, the
+/// target's and matching `cfg()` tables (joined), else `build.rustflags` — from every
+/// config file cargo reads, `$CARGO_HOME`'s found the way cargo finds it; plus those of
+/// `--config` values, which cargo joins after the files' (see [`toolchain::Toolchain`]).
+fn set_rustflags(cmd: &mut Command, user: &[String], ours: &[String]) {
+    let all: Vec<&str> = user.iter().chain(ours).map(String::as_str).collect();
+    cmd.env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", all.join("\x1f"));
 }
 
 #[cfg(test)]

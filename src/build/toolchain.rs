@@ -65,7 +65,7 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
     extra.extend(["--filter-platform".to_string(), platform.triple.to_string()]);
     cmd.other_options(extra);
     let metadata = cmd.exec().map_err(|e| {
-        Error::new(format!(
+        Error::build(format!(
             "reading the dependency graph for {} failed: {e}",
             platform.triple
         ))
@@ -186,7 +186,7 @@ impl OpenSsl {
                  `rustls-tls` with `default-features = false`)"
             )
         };
-        Error::new(format!(
+        Error::build(format!(
             "`openssl-sys` is in the dependency graph for {triple} ({via}) without a vendored OpenSSL: \
              it would link the build machine's OpenSSL, which is neither static nor built for musl"
         ))
@@ -208,19 +208,12 @@ fn env_set(name: &str) -> bool {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(program)))
-    })
+    which::which(program).is_ok()
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// What decides a target's C toolchain, read once per target: the user's own settings
-/// and whether the target is the host's.
+/// What decides a target's build, read once per target from the user's own settings —
+/// cargo's configuration through cargo-config2, as cargo would read it — and whether the
+/// target is the host's.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
     platform: &'static Platform,
@@ -231,19 +224,41 @@ pub struct Toolchain {
     /// The user set `CC_<target>`.
     user_cc: bool,
     native: bool,
+    /// The rustflags cargo would use for the target (see `super::set_rustflags`).
+    pub rustflags: Vec<String>,
 }
 
 impl Toolchain {
-    pub fn of(platform: &'static Platform) -> Toolchain {
+    /// Reads the user's settings for `platform`: cargo's configuration as seen from the
+    /// current directory (where cargo runs), with the `--config` values of `options`.
+    pub fn of(platform: &'static Platform, options: &CargoOptions) -> Result<Toolchain> {
         let triple = platform.triple;
         let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
-        Toolchain {
+        let config = cargo_config2::Config::load().map_err(|e| {
+            Error::build(format!("reading cargo's configuration failed: {e:#}"))
+                .with_help("fix the cargo config file it names (see `cargo help config`)")
+        })?;
+        let cli = cli_config(&options.config)?;
+        let rustflags = user_rustflags(&config, &cli, triple)?;
+        let config_linker = config.linker(triple).map_err(|e| {
+            Error::build(format!(
+                "reading the linker for {triple} from cargo's configuration failed: {e:#}"
+            ))
+        })?;
+        let cli_linker = cli.iter().any(|t| {
+            t.get("target")
+                .and_then(|x| x.get(triple))
+                .and_then(|x| x.get("linker"))
+                .is_some()
+        });
+        Ok(Toolchain {
             platform,
-            user_linker: env_set(&linker_env) || super::config_has_target_key(triple, "linker"),
+            user_linker: config_linker.is_some() || cli_linker,
             linker_env,
             user_cc: env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}")),
             native: Platform::host().is_ok_and(|h| h == platform),
-        }
+            rustflags,
+        })
     }
 
     /// Whether [`configure`] will use zig, given the crates that compile C.
@@ -254,6 +269,72 @@ impl Toolchain {
             && !(self.user_cc && (self.user_linker || self.native)
                 || self.native && on_path(&musl_gcc))
     }
+}
+
+/// The `--config` values given to the tool, as TOML tables: `KEY=VALUE` is parsed as TOML,
+/// anything else is a file (as cargo takes them).
+fn cli_config(values: &[String]) -> Result<Vec<toml::Table>> {
+    values
+        .iter()
+        .map(|v| {
+            let path = Path::new(v);
+            let text = if path.is_file() {
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::usage(format!("--config `{v}`: reading the file failed: {e}"))
+                })?
+            } else {
+                v.clone()
+            };
+            text.parse::<toml::Table>().map_err(|e| {
+                Error::usage(format!(
+                    "--config `{v}` is neither KEY=VALUE (TOML) nor a config file: {e}"
+                ))
+                .with_help("e.g. --config 'profile.release.lto=true'")
+            })
+        })
+        .collect()
+}
+
+/// The rustflags cargo would use for `triple` (cargo-config2: environment, target and
+/// `cfg()` tables, `build.rustflags`, every config file), then those set for the target or
+/// the build by `--config` values, which cargo appends after the files' (a `--config` that
+/// sets `build.rustflags` while a file sets the target's is the one case where cargo
+/// would take the target's alone).
+fn user_rustflags(
+    config: &cargo_config2::Config,
+    cli: &[toml::Table],
+    triple: &str,
+) -> Result<Vec<String>> {
+    let mut flags = config
+        .rustflags(triple)
+        .map_err(|e| Error::build(format!("reading rustflags for {triple} failed: {e:#}")))?
+        .map(|f| f.flags)
+        .unwrap_or_default();
+    let from_env = ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !from_env {
+        for table in cli {
+            let keys = [
+                table.get("target").and_then(|t| t.get(triple)),
+                table.get("build"),
+            ];
+            for value in keys
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("rustflags"))
+            {
+                match value {
+                    toml::Value::String(s) => flags.extend(s.split_whitespace().map(String::from)),
+                    toml::Value::Array(items) => {
+                        flags.extend(items.iter().filter_map(|i| i.as_str()).map(String::from))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(flags)
 }
 
 /// Why zig could not be set up for a target.
@@ -341,7 +422,7 @@ pub fn configure(
     }
     let crates = c_crates.join(", ");
     let wrapper = zig_for(triple).map_err(|problem| match problem {
-        ZigProblem::Missing => Error::new(format!(
+        ZigProblem::Missing => Error::build(format!(
             "building for {triple} needs a C compiler for that target: these crates compile C: {crates}"
         ))
         .with_help(format!(
@@ -352,7 +433,7 @@ pub fn configure(
             under(triple)
         )),
         ZigProblem::Prepare { zig, error } => {
-            Error::new(format!("preparing zig ({zig}) for {triple} failed: {error}"))
+            Error::build(format!("preparing zig ({zig}) for {triple} failed: {error}"))
         }
     })?;
     shell.status(

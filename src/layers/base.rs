@@ -125,7 +125,7 @@ pub fn ca_bundle(ca_certs: &CaCerts) -> Result<Option<Vec<u8>>> {
         CaCerts::Host => {
             let found = HOST_BUNDLES.iter().map(Path::new).find(|p| p.is_file());
             let path = found.ok_or_else(|| {
-                Error::new(format!(
+                Error::output(format!(
                     "--ca-certs host: no CA bundle found on this machine (looked at {})",
                     HOST_BUNDLES.join(", ")
                 ))
@@ -156,7 +156,7 @@ fn read_pem_bundle(path: &Path) -> Result<Vec<u8>> {
         .map(|pems| pems.iter().filter(|p| p.tag() == "CERTIFICATE").count())
         .unwrap_or(0);
     if certs == 0 {
-        return Err(Error::new(format!(
+        return Err(Error::output(format!(
             "`{}` holds no PEM certificates (-----BEGIN CERTIFICATE-----)",
             path.display()
         ))

@@ -31,7 +31,7 @@ impl Include {
             None => (spec, None),
         };
         let bad = |why: &str| {
-            Error::new(format!("include `{spec}`: {why}"))
+            Error::output(format!("include `{spec}`: {why}"))
                 .with_help("use SRC[:DEST]: SRC relative to the package (or, on the command line, the current directory), DEST an absolute path in the image")
         };
         let src_path = Path::new(src);
@@ -89,7 +89,7 @@ pub fn entries(includes: &[Include]) -> Result<Vec<Entry>> {
             return Err(escape(inc, &inc.src));
         }
         if inc.dest.is_empty() && !meta.is_dir() {
-            return Err(Error::new(format!(
+            return Err(Error::output(format!(
                 "include `{}`: a file needs a destination path, not `/`",
                 inc.spec
             )));
@@ -154,7 +154,7 @@ fn add_path(
             Entry::file(dest, mode, Content::File(path.to_path_buf())),
         )
     } else {
-        Err(Error::new(format!(
+        Err(Error::output(format!(
             "include `{}`: `{}` is not a regular file, directory or symlink",
             inc.spec,
             path.display()
@@ -182,7 +182,7 @@ fn lexically_inside(path: &Path, root: &Path) -> bool {
 }
 
 fn escape(inc: &Include, path: &Path) -> Error {
-    Error::new(format!(
+    Error::output(format!(
         "include `{}`: `{}` leads outside `{}`",
         inc.spec,
         path.display(),
@@ -194,7 +194,7 @@ fn escape(inc: &Include, path: &Path) -> Error {
 fn add(out: &mut BTreeMap<String, Entry>, entry: Entry) -> Result<()> {
     match out.get(&entry.path) {
         Some(existing) if matches!((&existing.kind, &entry.kind), (Kind::Dir, Kind::Dir)) => Ok(()),
-        Some(_) => Err(Error::new(format!(
+        Some(_) => Err(Error::output(format!(
             "two included files would be written to `/{}`",
             entry.path
         ))

@@ -268,7 +268,7 @@ pub fn write_tar<W: Write>(entries: &[Entry], mtime: u64, out: W) -> Result<W> {
 }
 
 fn write_err(e: io::Error) -> Error {
-    Error::new(format!("writing a layer failed: {e}"))
+    Error::output(format!("writing a layer failed: {e}"))
 }
 
 /// Puts entries in canonical order (by path components) and refuses bad or duplicate paths.
@@ -278,7 +278,7 @@ pub fn sort_and_check(entries: &mut [Entry]) -> Result<()> {
     }
     entries.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
-        return Err(Error::new(format!(
+        return Err(Error::output(format!(
             "two files would be written to `/{}` in the same layer",
             w[0].path
         ))
@@ -293,7 +293,7 @@ fn validate_path(path: &str) -> Result<()> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(Error::new(format!(
+        return Err(Error::output(format!(
             "`{path}` is not a valid path inside an image (it must be relative, without `.` or `..`)"
         )));
     }

@@ -93,6 +93,6 @@ fn write_entries(mut entries: Vec<Entry>, set: &ImageSet, file: &mut File) -> Re
     layers::sort_and_check(&mut entries)?;
     let out = layers::write_tar(&entries, set.source_date_epoch, BufWriter::new(file))?;
     out.into_inner()
-        .map_err(|e| Error::new(format!("writing the archive failed: {}", e.error())))?;
+        .map_err(|e| Error::output(format!("writing the archive failed: {}", e.error())))?;
     Ok(())
 }

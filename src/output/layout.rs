@@ -30,7 +30,7 @@ pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
         .media_type(MediaType::ImageIndex)
         .manifests(vec![entry])
         .build()
-        .map_err(|e| Error::new(format!("building index.json failed: {e}")))?;
+        .map_err(|e| Error::output(format!("building index.json failed: {e}")))?;
     canonical_json(&index)
 }
 

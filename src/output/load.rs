@@ -32,12 +32,7 @@ impl Engine {
 }
 
 fn found(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    which::which(program).is_ok()
 }
 
 /// Loads the host platform's image of `set` into `engine`.
@@ -48,13 +43,16 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         Engine::Auto if found("podman") => "podman",
         Engine::Auto if found("docker") => "docker",
         Engine::Auto => {
-            return Err(Error::new("--load: neither podman nor docker is on PATH")
-                .with_help("install podman or docker, or drop --load and use the written image"))
+            return Err(
+                Error::output("--load: neither podman nor docker is on PATH").with_help(
+                    "install podman or docker, or drop --load and use the written image",
+                ),
+            )
         }
     };
     if engine != Engine::Auto && !found(program) {
         return Err(
-            Error::new(format!("--load={program}: `{program}` is not on PATH"))
+            Error::output(format!("--load={program}: `{program}` is not on PATH"))
                 .with_help(format!("install {program}, or use --load=podman|docker")),
         );
     }
@@ -64,7 +62,7 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         .iter()
         .find(|i| i.platform == host)
         .ok_or_else(|| {
-            Error::new(format!(
+            Error::output(format!(
                 "--load: the image has no {host} platform, which is what this machine runs"
             ))
             .with_help(format!("add --platform {host}"))
@@ -77,7 +75,7 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         .prefix("microimage-load-")
         .suffix(".tar")
         .tempfile()
-        .map_err(|e| Error::new(format!("creating a temporary file for --load failed: {e}")))?;
+        .map_err(|e| Error::output(format!("creating a temporary file for --load failed: {e}")))?;
     archive::write_docker(&single, file.as_file_mut())?;
     shell.status("Loading", format!("{} ({host}) into {program}", set.name));
     let out = Command::new(program)
@@ -85,9 +83,9 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         .arg(file.path())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::new(format!("running `{program} load` failed: {e}")))?;
+        .map_err(|e| Error::output(format!("running `{program} load` failed: {e}")))?;
     if !out.status.success() {
-        return Err(Error::new(format!(
+        return Err(Error::output(format!(
             "`{program} load` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))

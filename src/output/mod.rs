@@ -1,6 +1,8 @@
 //! Sinks for a finished [`ImageSet`]: an OCI image layout directory ([`layout`]), an OCI
-//! archive or a docker-archive ([`archive`]). Every sink gets the same image; nothing in
-//! the earlier stages knows where it goes.
+//! archive or a docker-archive ([`archive`]), a registry ([`registry`]), the local podman
+//! or docker ([`load`]). One image may go to several ([`deliver`], the shape of ko's
+//! MultiPublisher); every sink gets the same image, and nothing in the earlier stages knows
+//! where it goes.
 //!
 //! Every write is atomic: the output is built under a temporary name next to its
 //! destination and renamed into place only when complete, so a failed or interrupted run
@@ -9,6 +11,7 @@
 pub mod archive;
 pub mod layout;
 pub mod load;
+pub mod registry;
 
 use std::fs;
 use std::io::Write;
@@ -16,6 +19,47 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::ImageSet;
+use crate::shell::Shell;
+
+/// OUTPUT options from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputOptions {
+    pub output: Option<PathBuf>,
+    pub format: Option<Format>,
+    /// `--load`: also hand the image to a local engine.
+    pub load: Option<load::Engine>,
+}
+
+/// One destination of an image.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Disk(Destination),
+    Registry(registry::Target),
+    Load(load::Engine),
+}
+
+/// Where an image went.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub destination: Option<Destination>,
+    pub pushed: Option<registry::Pushed>,
+}
+
+/// Hands `set` to each sink in turn; the first failure stops the rest.
+pub fn deliver(set: &ImageSet, sinks: &[Sink], shell: &Shell) -> Result<Delivered> {
+    let mut delivered = Delivered::default();
+    for sink in sinks {
+        match sink {
+            Sink::Disk(destination) => {
+                write(set, destination)?;
+                delivered.destination = Some(destination.clone());
+            }
+            Sink::Registry(target) => delivered.pushed = Some(registry::push(set, target, shell)?),
+            Sink::Load(engine) => load::load(set, *engine, shell)?,
+        }
+    }
+    Ok(delivered)
+}
 
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +133,10 @@ impl Destination {
     /// The reference other tools take: `oci:/abs/dir:1.0`, `oci-archive:/abs/app.tar:1.0`,
     /// `docker-archive:/abs/app.tar`.
     pub fn reference(&self, set: &ImageSet) -> String {
+        let path = crate::message::path_text(&self.path);
         match self.format {
-            Format::DockerArchive => format!("docker-archive:{}", self.path.display()),
-            f => format!("{}:{}:{}", f.transport(), self.path.display(), set.name.tag),
+            Format::DockerArchive => format!("docker-archive:{path}"),
+            f => format!("{}:{path}:{}", f.transport(), set.name.tag),
         }
     }
 }
@@ -119,7 +164,7 @@ pub fn atomic_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result
                     .next()
                     .is_none());
         if !replaceable {
-            return Err(Error::new(format!(
+            return Err(Error::output(format!(
                 "refusing to replace `{}`: it exists and is not an OCI image layout",
                 dest.display()
             ))
@@ -153,7 +198,7 @@ pub fn atomic_file(dest: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) 
     let parent = parent_of(dest)?;
     if dest.is_dir() {
         return Err(
-            Error::new(format!("`{}` is a directory, not a file", dest.display())).with_help(
+            Error::output(format!("`{}` is a directory, not a file", dest.display())).with_help(
                 "pass a path ending in .tar for an archive, or drop --format for a layout",
             ),
         );
@@ -174,7 +219,7 @@ fn parent_of(dest: &Path) -> Result<&Path> {
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| Error::new(format!("`{}` has no parent directory", dest.display())))?;
+        .ok_or_else(|| Error::output(format!("`{}` has no parent directory", dest.display())))?;
     fs::create_dir_all(parent).path_context("creating", parent)?;
     Ok(parent)
 }
@@ -217,7 +262,7 @@ mod tests {
         .unwrap();
         let err = atomic_dir(&dest, |d| {
             fs::write(d.join("oci-layout"), "2").unwrap();
-            Err(Error::new("boom"))
+            Err(Error::output("boom"))
         });
         assert!(err.is_err());
         assert_eq!(fs::read_to_string(dest.join("oci-layout")).unwrap(), "1");

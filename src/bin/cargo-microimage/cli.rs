@@ -1,18 +1,18 @@
 //! The command line: clap definitions, grouped the way `cargo build --help` groups its
-//! options, and their conversion into the library's plain option values. No I/O happens
-//! here beyond reading the environment variables clap is asked to read.
+//! options, and their conversion into the library's plain option values — with the
+//! defaults that come from the environment (`SOURCE_DATE_EPOCH`, `MICROIMAGE_REPO`), read
+//! here and nowhere else.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use microimage::config::IncludeBase;
-use microimage::layers::base::CaCerts;
-use microimage::options::{parse_key_value, parse_port, ImageOptions, OutputOptions};
 use microimage::output::load::Engine;
-use microimage::output::Format;
+use microimage::output::{Format, OutputOptions};
 use microimage::pipeline;
 use microimage::plan::CargoOptions;
+use microimage::registry::ConnectOptions;
+use microimage::settings::{parse_key_value, parse_port, parse_source_date_epoch, ImageArgs};
 use microimage::{platform, Error, Result};
 
 #[derive(Parser, Debug)]
@@ -326,10 +326,20 @@ pub struct RefsFlag {
 }
 
 impl RegistryFlags {
-    pub fn options(&self) -> microimage::push::PushOptions {
-        microimage::push::PushOptions {
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
+        }
+    }
+
+    /// A push to `reference` (else to `$MICROIMAGE_REPO/<bin>:<tag>`), adding `tags`.
+    pub fn push(&self, reference: Option<String>, tags: &[String]) -> pipeline::PushRequest {
+        pipeline::PushRequest {
+            reference,
+            default_repository: std::env::var("MICROIMAGE_REPO").ok(),
+            tags: tags.to_vec(),
+            options: self.options(),
         }
     }
 }
@@ -407,9 +417,20 @@ impl ImageFlags {
         Ok(())
     }
 
-    pub fn options(&self) -> ImageOptions {
-        ImageOptions {
-            tag: self.tags.first().cloned(),
+    /// The IMAGE options as the library takes them; `--source-date-epoch` defaults to
+    /// `$SOURCE_DATE_EPOCH`. `--tag` names the image only for local output (`push` passes
+    /// `named = false`: there it adds tags).
+    pub fn args(&self, named: bool) -> Result<ImageArgs> {
+        let source_date_epoch = match self.source_date_epoch {
+            Some(n) => Some(n),
+            None => parse_source_date_epoch(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?,
+        };
+        Ok(ImageArgs {
+            tag: if named {
+                self.tags.first().cloned()
+            } else {
+                None
+            },
             labels: self.label.clone(),
             annotations: self.annotation.clone(),
             env: self.env.clone(),
@@ -417,16 +438,12 @@ impl ImageFlags {
             user: self.user.clone(),
             workdir: self.workdir.clone(),
             args: self.args.clone(),
-            ca_certs: self.ca_certs.as_deref().map(CaCerts::parse),
-            include: self
-                .include
-                .iter()
-                .map(|i| (i.clone(), IncludeBase::CurrentDir))
-                .collect(),
-            tzdata: self.tzdata.then_some(true),
-            source_date_epoch: self.source_date_epoch,
+            ca_certs: self.ca_certs.clone(),
+            include: self.include.clone(),
+            tzdata: self.tzdata,
+            source_date_epoch,
             compression: self.compression,
-        }
+        })
     }
 }
 

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use microimage::options::OutputOptions;
+use microimage::message::{self, BinaryVerified, Record, RunFinished};
+use microimage::output::OutputOptions;
 use microimage::pipeline::{self, Outcome};
 use microimage::shell::{Shell, Verbosity};
 use microimage::{inspect, platform, verify, Error, Result};
@@ -104,8 +105,25 @@ fn run_zig(zig: &cargo_zigbuild::Zig) -> ExitCode {
     }
 }
 
+/// Runs the command; with `--message-format json`, ends with a `run-finished` record.
 fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
-    let json = cli.message_format == MessageFormat::Json;
+    let out = Printer {
+        json: cli.message_format == MessageFormat::Json,
+    };
+    let result = dispatch(cli, shell, &out);
+    let finished = match &result {
+        Ok(code) if *code == ExitCode::SUCCESS => RunFinished::success(),
+        Ok(_) => RunFinished {
+            success: false,
+            error: None,
+        },
+        Err(e) => RunFinished::failure(e),
+    };
+    out.record(&Record::RunFinished(finished));
+    result
+}
+
+fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
     match &cli.command {
         Command::Build {
             build,
@@ -115,8 +133,8 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
         } => {
             image.single_tag()?;
             let request = build.request(cli.verbose, None)?;
-            let outcomes = pipeline::build(&request, &image.options(), &output.options(), shell)?;
-            report(&outcomes, json, refs.image_refs.as_deref())?;
+            let outcomes = pipeline::build(&request, &image.args(true)?, &output.options(), shell)?;
+            out.outcomes(&outcomes, refs.image_refs.as_deref())?;
         }
         Command::Push {
             reference,
@@ -126,19 +144,15 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             refs,
         } => {
             // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
-            let mut image_options = image.options();
-            image_options.tag = None;
-            let request = build.request(
-                cli.verbose,
-                Some(pipeline::PushRequest {
-                    reference: reference.clone(),
-                    tags: image.tags.clone(),
-                    options: registry.options(),
-                }),
+            let push = registry.push(reference.clone(), &image.tags);
+            let request = build.request(cli.verbose, Some(push))?;
+            let outcomes = pipeline::build(
+                &request,
+                &image.args(false)?,
+                &OutputOptions::default(),
+                shell,
             )?;
-            let outcomes =
-                pipeline::build(&request, &image_options, &OutputOptions::default(), shell)?;
-            report(&outcomes, json, refs.image_refs.as_deref())?;
+            out.outcomes(&outcomes, refs.image_refs.as_deref())?;
         }
         Command::Pack {
             binaries,
@@ -151,10 +165,7 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
             output,
             refs,
         } => {
-            let mut image_options = image.options();
-            if push.is_some() {
-                image_options.tag = None;
-            } else {
+            if push.is_none() {
                 image.single_tag()?;
             }
             let platforms = if platform.is_empty() {
@@ -167,14 +178,17 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
                 bin_name: bin.clone(),
                 platforms,
                 manifest_path: manifest_path.clone(),
-                push: push.as_ref().map(|reference| pipeline::PushRequest {
-                    reference: Some(reference.clone()),
-                    tags: image.tags.clone(),
-                    options: registry.options(),
-                }),
+                push: push
+                    .as_ref()
+                    .map(|reference| registry.push(Some(reference.clone()), &image.tags)),
             };
-            let outcome = pipeline::pack(&request, &image_options, &output.options(), shell)?;
-            report(&[outcome], json, refs.image_refs.as_deref())?;
+            let outcome = pipeline::pack(
+                &request,
+                &image.args(push.is_none())?,
+                &output.options(),
+                shell,
+            )?;
+            out.outcomes(&[outcome], refs.image_refs.as_deref())?;
         }
         Command::Inspect { image, registry } => {
             let report = match inspect::Source::parse(image)? {
@@ -183,15 +197,13 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
                 }
                 local => inspect::inspect_source(&local)?,
             };
-            if json {
-                let mut value = serde_json::to_value(&report).expect("reports serialise");
-                value["reason"] = "image-inspected".into();
-                println_stdout(&value.to_string());
+            if out.json {
+                out.record(&Record::ImageInspected(report));
             } else {
                 print_stdout(&inspect::render(&report));
             }
         }
-        Command::Verify { binaries } => return verify_binaries(binaries, json, shell),
+        Command::Verify { binaries } => return verify_binaries(binaries, out, shell),
         Command::Completions { shell: target } => {
             print_stdout(&completions::script(*target));
         }
@@ -199,24 +211,22 @@ fn run(cli: &Cli, shell: &Shell) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<ExitCode> {
+fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result<ExitCode> {
     let mut failed = 0;
     for path in binaries {
         let verdict = verify::inspect(path)?;
         let checked = verdict.require_static();
-        if json {
-            let value = serde_json::json!({
-                "reason": "binary-verified",
-                "path": path,
-                "static": verdict.is_static(),
-                "platform": verdict.platform.map(|p| p.short_name()),
-                "machine": verdict.machine,
-                "interpreter": verdict.interpreter,
-                "needed": verdict.needed,
-                "size": verdict.size,
-                "ok": checked.is_ok(),
-            });
-            println_stdout(&value.to_string());
+        if out.json {
+            out.record(&Record::BinaryVerified(BinaryVerified {
+                path: message::path_text(path),
+                is_static: verdict.is_static(),
+                platform: verdict.platform.map(|p| p.short_name()),
+                machine: verdict.machine.clone(),
+                interpreter: verdict.interpreter.clone(),
+                needed: verdict.needed.clone(),
+                size: verdict.size,
+                ok: checked.is_ok(),
+            }));
         } else {
             let state = match (&checked, verdict.is_static()) {
                 (Ok(p), _) => format!("static, {p} ({})", verdict.machine),
@@ -237,28 +247,42 @@ fn verify_binaries(binaries: &[PathBuf], json: bool, shell: &Shell) -> Result<Ex
     })
 }
 
-/// Prints the result of each image (a line, or a JSON object) and, with `--image-refs`,
-/// writes the result lines to that file too, atomically, once every image is done.
-fn report(outcomes: &[Outcome], json: bool, image_refs: Option<&Path>) -> Result<()> {
-    let mut lines = String::new();
-    for outcome in outcomes {
-        let line = result_line(outcome);
-        if json {
-            println_stdout(&json_record(outcome).to_string());
-        } else {
-            println_stdout(&line);
+/// Where results go: stdout, as lines for people or JSON records.
+struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    fn record(&self, record: &Record) {
+        if self.json {
+            println_stdout(&record.to_line());
         }
-        lines.push_str(&line);
-        lines.push('\n');
     }
-    if let Some(path) = image_refs {
-        microimage::output::atomic_file(path, |file| {
-            file.write_all(lines.as_bytes())
-                .map_err(|e| Error::io("writing", path, e))
-        })
-        .map_err(|e| e.context("--image-refs"))?;
+
+    /// Prints the result of each image (a line, or a JSON record) and, with
+    /// `--image-refs`, writes the result lines to that file too, atomically, once every
+    /// image is done.
+    fn outcomes(&self, outcomes: &[Outcome], image_refs: Option<&Path>) -> Result<()> {
+        let mut lines = String::new();
+        for outcome in outcomes {
+            let line = result_line(outcome);
+            if self.json {
+                self.record(&Record::of_outcome(outcome));
+            } else {
+                println_stdout(&line);
+            }
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        if let Some(path) = image_refs {
+            microimage::output::atomic_file(path, |file| {
+                file.write_all(lines.as_bytes())
+                    .map_err(|e| Error::io("writing", path, e))
+            })
+            .map_err(|e| e.context("--image-refs"))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The line printed for an image: `REF@sha256:…` for a push, `TRANSPORT:PATH[:TAG] sha256:…`
@@ -270,49 +294,6 @@ fn result_line(outcome: &Outcome) -> String {
         (None, Some(destination)) => format!("{} {}", destination.reference(set), set.index.digest),
         (None, None) => set.index.digest.to_string(),
     }
-}
-
-fn json_record(outcome: &Outcome) -> serde_json::Value {
-    let set = &outcome.set;
-    if let Some(pushed) = &outcome.pushed {
-        return serde_json::json!({
-            "reason": "image-pushed",
-            "reference": pushed.reference,
-            "tags": pushed.tags,
-            "index_digest": set.index.digest.to_string(),
-            "pinned": result_line(outcome),
-            "blobs": {"uploaded": pushed.uploaded, "mounted": pushed.mounted, "present": pushed.present},
-            "platforms": platform_json(set),
-        });
-    }
-    let destination = outcome.destination.as_ref();
-    serde_json::json!({
-        "reason": "image-written",
-        "name": set.name.to_string(),
-        "tag": set.name.tag,
-        "reference": destination.map(|d| d.reference(set)),
-        "path": destination.map(|d| &d.path),
-        "format": destination.map(|d| d.format.transport()),
-        "index_digest": set.index.digest.to_string(),
-        "platforms": platform_json(set),
-    })
-}
-
-fn platform_json(set: &microimage::image::ImageSet) -> Vec<serde_json::Value> {
-    set.images
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "platform": i.platform.oci_name(),
-                "manifest_digest": i.manifest.digest.to_string(),
-                "config_digest": i.config.digest.to_string(),
-                "compressed_size": i.compressed_size(),
-                "uncompressed_size": i.uncompressed_size(),
-                "binary": i.binary,
-                "binary_size": i.binary_size,
-            })
-        })
-        .collect()
 }
 
 fn println_stdout(line: &str) {

@@ -116,13 +116,13 @@ pub fn lookup(registry: &str) -> Result<Found> {
                 ) => {}
                 Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
                     // Its output is not shown: a failing helper may still print secrets.
-                    return Err(Error::new(format!(
+                    return Err(Error::registry(format!(
                         "the credential helper `docker-credential-{helper}` failed for {registry} ({source})"
                     ))
                     .with_help(format!("run `docker-credential-{helper} get` with `{registry}` on stdin to see why")));
                 }
                 Err(other) => {
-                    return Err(Error::new(format!(
+                    return Err(Error::registry(format!(
                         "reading credentials for {registry} from {source} failed: {other}"
                     ))
                     .with_help(format!("check {}", places())));

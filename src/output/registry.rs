@@ -1,0 +1,242 @@
+//! The registry sink: pushes an [`ImageSet`] with the `oci-client` crate (OCI distribution
+//! spec, through [`crate::registry`]), so the registry stores exactly the bytes — and
+//! digests — that were built.
+//!
+//! Order (DESIGN §7): every blob first — a HEAD says whether the registry has it; if not,
+//! a cross-repository mount is tried from repositories of the same registry this machine
+//! pushed it to before (the blob-location cache), else it is uploaded — then each platform
+//! manifest by digest, then the index by tag, then every extra tag. No tag ever points at
+//! an image whose blobs are not all there, and a re-run uploads only what is missing.
+
+use std::collections::BTreeMap;
+
+use oci_client::errors::OciDistributionError;
+use oci_client::{Reference, RegistryOperation};
+
+use crate::blob::Blob;
+use crate::error::Result;
+use crate::image::ImageSet;
+use crate::registry::blob_cache::BlobCache;
+use crate::registry::connection::connect;
+use crate::registry::retry::retry;
+use crate::registry::{block_on, ConnectOptions};
+use crate::shell::{human_size, Shell};
+
+/// Blobs transferred at once.
+const CONCURRENT_BLOBS: usize = 4;
+
+/// Where an image goes in a registry.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub reference: Reference,
+    /// Extra tags for the same repository.
+    pub tags: Vec<String>,
+    pub options: ConnectOptions,
+}
+
+/// Where an image was pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// `registry/repository:tag` as given.
+    pub reference: String,
+    /// Extra tags pushed after it.
+    pub tags: Vec<String>,
+    /// Blobs uploaded, mounted, and already present.
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub present: usize,
+}
+
+/// Pushes `set` to `target` (and then each of `tags` in the same repository).
+pub fn push(set: &ImageSet, target: &Target, shell: &Shell) -> Result<Pushed> {
+    block_on(push_async(
+        set,
+        &target.reference,
+        &target.tags,
+        &target.options,
+        shell,
+    ))
+}
+
+async fn push_async(
+    set: &ImageSet,
+    target: &Reference,
+    tags: &[String],
+    options: &ConnectOptions,
+    shell: &Shell,
+) -> Result<Pushed> {
+    let started = std::time::Instant::now();
+    let conn = connect(target, options, shell, RegistryOperation::Push).await?;
+    let (client, registry) = (&conn.client, conn.registry.clone());
+    let fail = |e: OciDistributionError| conn.fail(e);
+
+    // Every layer and config, each once.
+    let mut blobs: BTreeMap<String, &Blob> = BTreeMap::new();
+    for image in &set.images {
+        blobs.insert(image.config.digest.to_string(), &image.config);
+        for l in &image.layers {
+            blobs.insert(l.blob.digest.to_string(), &l.blob);
+        }
+    }
+    let total: u64 = blobs.values().map(|b| b.size()).sum();
+    shell.status(
+        "Pushing",
+        format!(
+            "{} ({} blobs, {}) to {registry}",
+            target,
+            blobs.len(),
+            human_size(total)
+        ),
+    );
+    let progress = shell.progress("Uploading", total);
+    let mut cache = BlobCache::load();
+    let repository = target.repository().to_string();
+    /// What happened to one blob.
+    enum Sent {
+        Present,
+        Mounted,
+        Uploaded,
+    }
+    // Blobs go up concurrently (bounded), like skopeo's copies; each is HEAD-checked, then
+    // mounted from a known repository, then uploaded.
+    let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
+        let (client, registry, progress) = (client, registry.clone(), &progress);
+        let (digest, size) = (digest.clone(), blob.size());
+        let data = bytes::Bytes::from_owner(blob.data.clone());
+        async move {
+            let exists = retry("checking a blob", shell, || {
+                client.blob_exists(target, &digest)
+            })
+            .await?;
+            let mut sent = Sent::Present;
+            if !exists {
+                sent = Sent::Uploaded;
+                for source in sources {
+                    let from =
+                        Reference::with_tag(registry.clone(), source.clone(), "latest".into());
+                    if client.mount_blob(target, &from, &digest).await.is_ok() {
+                        shell.verbose("Mounted", format!("{digest} from {source}"));
+                        sent = Sent::Mounted;
+                        break;
+                    }
+                }
+                if matches!(sent, Sent::Uploaded) {
+                    // Counted as the HTTP body is read; an attempt that fails takes its
+                    // count back before the next one starts.
+                    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                    retry("uploading a blob", shell, || {
+                        progress.dec(counted.swap(0, std::sync::atomic::Ordering::Relaxed));
+                        let body = upload_body(data.clone(), progress, counted.clone());
+                        client.push_blob_stream(target, body, &digest, Some(size))
+                    })
+                    .await?;
+                    progress.inc(size - counted.load(std::sync::atomic::Ordering::Relaxed));
+                    return Ok::<_, OciDistributionError>((digest, sent));
+                }
+            }
+            progress.inc(size);
+            Ok::<_, OciDistributionError>((digest, sent))
+        }
+    };
+    use futures_util::stream::{self, StreamExt};
+    let jobs: Vec<_> = blobs
+        .iter()
+        .map(|(digest, blob)| send(digest, blob, cache.sources(&registry, digest, &repository)))
+        .collect();
+    let results: Vec<_> = stream::iter(jobs)
+        .buffer_unordered(CONCURRENT_BLOBS)
+        .collect()
+        .await;
+    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
+    for result in results {
+        let (digest, sent) = result.map_err(fail)?;
+        match sent {
+            Sent::Present => present += 1,
+            Sent::Mounted => mounted += 1,
+            Sent::Uploaded => uploaded += 1,
+        }
+        cache.record(&registry, &digest, &repository);
+    }
+    drop(progress);
+    cache.save();
+
+    let manifests = set.images.iter().map(|image| {
+        let by_digest = Reference::with_digest(
+            registry.clone(),
+            repository.clone(),
+            image.manifest.digest.to_string(),
+        );
+        let media = header(&image.manifest);
+        async move {
+            retry("pushing a manifest", shell, || {
+                client.push_manifest_raw(&by_digest, image.manifest.data.to_vec(), media.clone())
+            })
+            .await
+        }
+    });
+    for result in futures_util::future::join_all(manifests).await {
+        result.map_err(fail)?;
+    }
+    let mut references = vec![target.clone()];
+    for tag in tags {
+        references.push(Reference::with_tag(
+            registry.clone(),
+            repository.clone(),
+            tag.clone(),
+        ));
+    }
+    let media = header(&set.index);
+    for reference in &references {
+        retry("pushing the index", shell, || {
+            client.push_manifest_raw(reference, set.index.data.to_vec(), media.clone())
+        })
+        .await
+        .map_err(fail)?;
+    }
+    shell.status(
+        "Pushed",
+        format!(
+            "{target}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there) in {:.2} s",
+            set.index.digest,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(Pushed {
+        reference: target.whole(),
+        tags: tags.to_vec(),
+        uploaded,
+        mounted,
+        present,
+    })
+}
+
+/// Bytes sent per step of an upload body (and of the progress bar).
+const UPLOAD_STEP: usize = 256 * 1024;
+
+/// A blob as an HTTP body stream that counts what has been read into `progress` (and
+/// `counted`, so a failed attempt can take it back).
+fn upload_body(
+    data: bytes::Bytes,
+    progress: &crate::shell::Progress,
+    counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>>
+       + Send
+       + 'static {
+    let bar = progress.handle();
+    let steps: Vec<bytes::Bytes> = (0..data.len())
+        .step_by(UPLOAD_STEP)
+        .map(|at| data.slice(at..(at + UPLOAD_STEP).min(data.len())))
+        .collect();
+    use futures_util::StreamExt;
+    futures_util::stream::iter(steps).map(move |step| {
+        let n = step.len() as u64;
+        counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        bar.inc(n);
+        Ok(step)
+    })
+}
+
+fn header(blob: &Blob) -> http::HeaderValue {
+    http::HeaderValue::from_str(blob.media_type.as_ref())
+        .expect("media types are valid header values")
+}

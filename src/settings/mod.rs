@@ -1,0 +1,317 @@
+//! The settings stage: what the image will be, from the command line ([`ImageArgs`], as
+//! given) and the Cargo.toml levels ([`Levels`], each remembering its file and table),
+//! combined by one [`resolve`] that `build`, `pack` and `push` all call.
+//!
+//! Precedence (DESIGN §2): command line > bin > package > workspace > built-in default.
+//! Maps (`env`, `labels`, `annotations`) merge key by key; lists and scalars replace.
+//! Relative paths (`ca-certs`, `include`) resolve against the Cargo.toml that set them, or
+//! the current directory for the command line; a path that does not exist is an error that
+//! names the key and the file, before anything is built. Every resolved value remembers
+//! where it came from ([`Origin`]).
+//!
+//! Not for: what the image is made of (see `crate::image`), or where it goes (see
+//! `crate::output`).
+
+mod args;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use args::{parse_key_value, parse_port, parse_source_date_epoch, ImageArgs};
+pub use manifest::{ImageConfig, Level, Levels, Source};
+
+use crate::error::{Error, Result};
+use crate::image::{set_key, ImageName, ImageSpec};
+use crate::layers::base::CaCerts;
+use crate::layers::include::Include;
+use crate::platform::{self, Platform};
+
+/// Where a resolved value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    /// A key of a `[*.metadata.microimage]` table.
+    Manifest {
+        file: PathBuf,
+        table: String,
+        key: String,
+    },
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::CommandLine => f.write_str("the command line"),
+            Origin::Default => f.write_str("the default"),
+            Origin::Manifest { file, table, key } => {
+                write!(f, "`{key}` in {table} of `{}`", file.display())
+            }
+        }
+    }
+}
+
+/// What settings resolve against besides the command line and Cargo.toml.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The image name when no `tag` is set: `<bin>:<version>`, or `<bin>:latest`.
+    pub default_name: ImageName,
+    /// The binary's file name in the image.
+    pub bin: &'a str,
+    /// `org.opencontainers.image.*` from Cargo.toml and git (explicit annotations win).
+    pub annotations: BTreeMap<String, String>,
+    /// The current directory: where relative paths given on the command line start.
+    pub cwd: &'a Path,
+}
+
+/// The resolved image settings and where each came from (`env.RUST_LOG`, `user`, …).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub spec: ImageSpec,
+    pub origins: BTreeMap<String, Origin>,
+}
+
+/// The value of `key`: the command line's if given, else the highest level that sets it.
+fn pick<T>(
+    key: &str,
+    cli: Option<T>,
+    levels: &Levels,
+    get: impl Fn(&ImageConfig) -> Option<T>,
+) -> Option<(T, Origin)> {
+    if let Some(v) = cli {
+        return Some((v, Origin::CommandLine));
+    }
+    levels
+        .by_precedence()
+        .find_map(|level| get(&level.config).map(|v| (v, manifest_origin(level, key))))
+}
+
+fn manifest_origin(level: &Level, key: &str) -> Origin {
+    Origin::Manifest {
+        file: level.source.manifest.clone(),
+        table: level.source.table.clone(),
+        key: key.to_string(),
+    }
+}
+
+/// A map merged key by key: workspace, then package, then bin, then the command line
+/// (replacing a key in place, appending a new one). Keys from Cargo.toml come sorted.
+fn merged(
+    key: &str,
+    cli: &[(String, String)],
+    levels: &Levels,
+    get: impl Fn(&ImageConfig) -> Option<&BTreeMap<String, String>>,
+    origins: &mut BTreeMap<String, Origin>,
+) -> Vec<(String, String)> {
+    let mut from_manifest: BTreeMap<String, (String, Origin)> = BTreeMap::new();
+    for level in [&levels.workspace, &levels.package, &levels.bin]
+        .into_iter()
+        .flatten()
+    {
+        for (k, v) in get(&level.config).into_iter().flatten() {
+            let origin = manifest_origin(level, &format!("{key}.{k}"));
+            from_manifest.insert(k.clone(), (v.clone(), origin));
+        }
+    }
+    let mut out = Vec::new();
+    for (k, (v, origin)) in from_manifest {
+        origins.insert(format!("{key}.{k}"), origin);
+        out.push((k, v));
+    }
+    for (k, v) in cli {
+        set_key(&mut out, k, v);
+        origins.insert(format!("{key}.{k}"), Origin::CommandLine);
+    }
+    out
+}
+
+/// The directory relative paths of `origin` start from, and a description of the origin for
+/// errors about a path.
+fn base_of<'a>(origin: &'a Origin, cwd: &'a Path) -> &'a Path {
+    match origin {
+        Origin::Manifest { file, .. } => file.parent().unwrap_or(Path::new(".")),
+        _ => cwd,
+    }
+}
+
+/// An error about a value: a config error naming key and file when it came from
+/// Cargo.toml, a usage error for the command line.
+fn bad_value(origin: &Origin, flag: &str, message: String) -> Error {
+    match origin {
+        Origin::Manifest { file, table, key } => Error::config(
+            file,
+            key,
+            format!(
+                "invalid image settings in `{}`, {table} key `{key}`: {message}",
+                file.display()
+            ),
+        ),
+        _ => Error::usage(format!("{flag}: {message}")),
+    }
+}
+
+/// Resolves the image settings of one binary.
+pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolved> {
+    let mut origins = BTreeMap::new();
+    let mut note = |key: &str, origin: Option<Origin>| {
+        origins.insert(key.to_string(), origin.unwrap_or(Origin::Default));
+    };
+
+    let tag = pick("tag", args.tag.clone(), levels, |c| c.tag.clone());
+    let name = match &tag {
+        Some((t, origin)) => {
+            ImageName::parse(t).map_err(|e| bad_value(origin, "--tag", e.message().into()))?
+        }
+        None => cx.default_name.clone(),
+    };
+    note("tag", tag.map(|(_, o)| o));
+    let mut spec = ImageSpec::new(name, cx.bin);
+
+    if let Some((user, origin)) = pick("user", args.user.clone(), levels, |c| c.user.clone()) {
+        spec.user = user;
+        note("user", Some(origin));
+    } else {
+        note("user", None);
+    }
+    if let Some((workdir, origin)) = pick("workdir", args.workdir.clone(), levels, |c| {
+        c.workdir.clone()
+    }) {
+        if !workdir.starts_with('/') {
+            return Err(bad_value(
+                &origin,
+                "--workdir",
+                format!("`{workdir}` must be an absolute path"),
+            ));
+        }
+        spec.workdir = workdir;
+        note("workdir", Some(origin));
+    } else {
+        note("workdir", None);
+    }
+
+    let mut maps = BTreeMap::new();
+    spec.env = merged("env", &args.env, levels, |c| c.env.as_ref(), &mut maps);
+    spec.labels = merged(
+        "labels",
+        &args.labels,
+        levels,
+        |c| c.labels.as_ref(),
+        &mut maps,
+    )
+    .into_iter()
+    .collect();
+    let explicit = merged(
+        "annotations",
+        &args.annotations,
+        levels,
+        |c| c.annotations.as_ref(),
+        &mut maps,
+    );
+
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let expose = pick("expose", list(&args.expose), levels, |c| {
+        c.expose
+            .as_ref()
+            .map(|ports| ports.iter().map(|p| p.text()).collect())
+    });
+    if let Some((ports, origin)) = &expose {
+        spec.expose = ports
+            .iter()
+            .map(|p| parse_port(p).map_err(|e| bad_value(origin, "--expose", e.message().into())))
+            .collect::<Result<Vec<_>>>()?;
+        spec.expose.sort();
+        spec.expose.dedup();
+    }
+    note("expose", expose.map(|(_, o)| o));
+    let cmd_args = pick("args", list(&args.args), levels, |c| c.args.clone());
+    if let Some((a, _)) = &cmd_args {
+        spec.args = a.clone();
+    }
+    note("args", cmd_args.map(|(_, o)| o));
+
+    let ca = pick("ca-certs", args.ca_certs.clone(), levels, |c| {
+        c.ca_certs.clone()
+    });
+    if let Some((text, origin)) = &ca {
+        spec.base.ca_certs = match CaCerts::parse(text) {
+            CaCerts::Path(p) => {
+                let path = base_of(origin, cx.cwd).join(p);
+                if !path.is_file() {
+                    return Err(bad_value(
+                        origin,
+                        "--ca-certs",
+                        format!("the PEM file `{text}` (`{}`) does not exist", path.display()),
+                    )
+                    .with_help("pass bundled, host, none or the path of a PEM file; a path in Cargo.toml is relative to that Cargo.toml"));
+                }
+                CaCerts::Path(path)
+            }
+            other => other,
+        };
+    }
+    note("ca-certs", ca.map(|(_, o)| o));
+
+    let include = pick("include", list(&args.include), levels, |c| {
+        c.include.clone()
+    });
+    if let Some((specs, origin)) = &include {
+        let root = base_of(origin, cx.cwd);
+        spec.include = specs
+            .iter()
+            .map(|s| {
+                let inc = Include::parse(s, root)
+                    .map_err(|e| bad_value(origin, "--include", e.message().into()))?;
+                if std::fs::symlink_metadata(&inc.src).is_err() {
+                    return Err(bad_value(
+                        origin,
+                        "--include",
+                        format!("`{s}`: `{}` does not exist", inc.src.display()),
+                    )
+                    .with_help("an include source is relative to the Cargo.toml that names it (on the command line: to the current directory)"));
+                }
+                Ok(inc)
+            })
+            .collect::<Result<Vec<_>>>()?;
+    }
+    note("include", include.map(|(_, o)| o));
+
+    let tzdata = pick("tzdata", args.tzdata.then_some(true), levels, |c| c.tzdata);
+    spec.base.tzdata = tzdata.as_ref().is_some_and(|(t, _)| *t);
+    note("tzdata", tzdata.map(|(_, o)| o));
+    let compression = pick("compression", args.compression, levels, |c| c.compression);
+    spec.compression = compression.as_ref().map(|(c, _)| *c).unwrap_or_default();
+    note("compression", compression.map(|(_, o)| o));
+    spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
+    note(
+        "source-date-epoch",
+        args.source_date_epoch.map(|_| Origin::CommandLine),
+    );
+
+    let mut annotations = cx.annotations.clone();
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        spec.created()?,
+    );
+    annotations.extend(explicit);
+    spec.annotations = annotations;
+    origins.extend(maps);
+    Ok(Resolved { spec, origins })
+}
+
+/// The platforms to build: `--platform`/`--target` if given, else `platforms` from the
+/// highest level that sets it, else this machine's.
+pub fn platforms(cli: &[&'static Platform], levels: &Levels) -> Result<Vec<&'static Platform>> {
+    if !cli.is_empty() {
+        return Ok(cli.to_vec());
+    }
+    match pick("platforms", None, levels, |c| c.platforms.clone()) {
+        Some((names, origin)) => platform::resolve(&names, &[])
+            .map_err(|e| bad_value(&origin, "--platform", e.message().into())),
+        None => platform::resolve(&[], &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,308 @@
+//! Precedence, merging and provenance of every setting: each value from each source (the
+//! command line, bin, package, workspace, the default), relative paths against the file
+//! that set them, and errors that name the key and the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::layers::Compression;
+
+fn level(table: &str, manifest: &str, value: Value) -> Option<Level> {
+    let source = Source {
+        manifest: PathBuf::from(manifest),
+        table: table.to_string(),
+    };
+    let (config, _) =
+        manifest::parse_level(&json!({ "microimage": value }), &source, false).unwrap();
+    Some(Level { config, source })
+}
+
+const WS: &str = "/ws/Cargo.toml";
+const PKG: &str = "/ws/api/Cargo.toml";
+
+fn levels(workspace: Value, package: Value, bin: Value) -> Levels {
+    Levels {
+        workspace: level("[workspace.metadata.microimage]", WS, workspace),
+        package: level("[package.metadata.microimage]", PKG, package),
+        bin: level("[package.metadata.microimage.bin.api]", PKG, bin),
+    }
+}
+
+fn context(cwd: &Path) -> Context<'_> {
+    Context {
+        default_name: ImageName::parse("api:1.0.0").unwrap(),
+        bin: "api",
+        annotations: BTreeMap::from([("org.opencontainers.image.title".into(), "api".into())]),
+        cwd,
+    }
+}
+
+fn from(table: &str, file: &str, key: &str) -> Origin {
+    Origin::Manifest {
+        file: file.into(),
+        table: table.into(),
+        key: key.into(),
+    }
+}
+
+/// Every scalar setting, from each of the five sources.
+#[test]
+fn each_value_from_each_source() {
+    let cwd = Path::new("/elsewhere");
+    let cli = ImageArgs {
+        user: Some("1:1".into()),
+        ..Default::default()
+    };
+    // user: the command line beats everything.
+    let all = levels(
+        json!({"user": "4:4", "workdir": "/ws", "tag": "ws:1", "compression": "zstd"}),
+        json!({"user": "3:3", "workdir": "/pkg", "tzdata": true}),
+        json!({"user": "2:2"}),
+    );
+    let r = resolve(&cli, &all, &context(cwd)).unwrap();
+    assert_eq!(r.spec.user, "1:1");
+    assert_eq!(r.origins["user"], Origin::CommandLine);
+    // Without the flag: bin.
+    let r = resolve(&ImageArgs::default(), &all, &context(cwd)).unwrap();
+    assert_eq!(r.spec.user, "2:2");
+    assert_eq!(
+        r.origins["user"],
+        from("[package.metadata.microimage.bin.api]", PKG, "user")
+    );
+    // workdir: package (bin does not set it), over the workspace.
+    assert_eq!(r.spec.workdir, "/pkg");
+    assert_eq!(
+        r.origins["workdir"],
+        from("[package.metadata.microimage]", PKG, "workdir")
+    );
+    assert!(r.spec.base.tzdata);
+    // tag and compression: only the workspace sets them.
+    assert_eq!(r.spec.name.to_string(), "ws:1");
+    assert_eq!(
+        r.origins["tag"],
+        from("[workspace.metadata.microimage]", WS, "tag")
+    );
+    assert_eq!(r.spec.compression, Compression::Zstd);
+    // Nothing sets these: the defaults.
+    let none = resolve(&ImageArgs::default(), &Levels::default(), &context(cwd)).unwrap();
+    assert_eq!(none.spec.user, "65532:65532");
+    assert_eq!(none.spec.workdir, "/home/nonroot");
+    assert_eq!(none.spec.name.to_string(), "api:1.0.0");
+    assert_eq!(none.spec.compression, Compression::Gzip);
+    for key in [
+        "user",
+        "workdir",
+        "tag",
+        "compression",
+        "tzdata",
+        "ca-certs",
+        "include",
+    ] {
+        assert_eq!(none.origins[key], Origin::Default, "{key}");
+    }
+    assert_eq!(
+        none.spec.annotations["org.opencontainers.image.created"],
+        "1970-01-01T00:00:00Z"
+    );
+}
+
+#[test]
+fn maps_merge_key_by_key_and_remember_each_keys_origin() {
+    let all = levels(
+        json!({"labels": {"team": "payments", "tier": "ws"}, "env": {"A": "ws"}}),
+        json!({"labels": {"tier": "pkg"}, "env": {"RUST_LOG": "info", "A": "1"}}),
+        json!({"labels": {"bin": "yes"}}),
+    );
+    let cli = ImageArgs {
+        labels: vec![("cli".into(), "1".into())],
+        env: vec![
+            ("RUST_LOG".into(), "debug".into()),
+            ("Z".into(), "z".into()),
+        ],
+        ..Default::default()
+    };
+    let r = resolve(&cli, &all, &context(Path::new("/"))).unwrap();
+    assert_eq!(
+        r.spec.labels,
+        BTreeMap::from([
+            ("bin".to_string(), "yes".to_string()),
+            ("cli".into(), "1".into()),
+            ("team".into(), "payments".into()),
+            ("tier".into(), "pkg".into()),
+        ])
+    );
+    // Cargo.toml keys sorted, the command line's replacing in place or appended.
+    assert_eq!(
+        r.spec.env,
+        vec![
+            ("A".to_string(), "1".to_string()),
+            ("RUST_LOG".into(), "debug".into()),
+            ("Z".into(), "z".into()),
+        ]
+    );
+    assert_eq!(
+        r.origins["labels.team"],
+        from("[workspace.metadata.microimage]", WS, "labels.team")
+    );
+    assert_eq!(
+        r.origins["labels.tier"],
+        from("[package.metadata.microimage]", PKG, "labels.tier")
+    );
+    assert_eq!(
+        r.origins["labels.bin"],
+        from("[package.metadata.microimage.bin.api]", PKG, "labels.bin")
+    );
+    assert_eq!(r.origins["labels.cli"], Origin::CommandLine);
+    assert_eq!(r.origins["env.RUST_LOG"], Origin::CommandLine);
+    assert_eq!(
+        r.origins["env.A"],
+        from("[package.metadata.microimage]", PKG, "env.A")
+    );
+}
+
+#[test]
+fn lists_replace_they_do_not_append() {
+    let all = levels(
+        json!({"args": ["ws"]}),
+        json!({"args": ["serve", "--fast"], "expose": ["8080/tcp", 9090]}),
+        json!({"args": ["--dry-run"]}),
+    );
+    let r = resolve(&ImageArgs::default(), &all, &context(Path::new("/"))).unwrap();
+    assert_eq!(r.spec.args, ["--dry-run"]);
+    // Numbers are ports too, normalised.
+    assert_eq!(r.spec.expose, ["8080/tcp", "9090/tcp"]);
+    let cli = ImageArgs {
+        expose: vec!["1/udp".into()],
+        args: vec!["cli".into()],
+        ..Default::default()
+    };
+    let r = resolve(&cli, &all, &context(Path::new("/"))).unwrap();
+    assert_eq!(r.spec.expose, ["1/udp"]);
+    assert_eq!(r.spec.args, ["cli"]);
+    assert_eq!(r.origins["args"], Origin::CommandLine);
+}
+
+#[test]
+fn booleans_a_lower_true_is_overridden_by_a_higher_false() {
+    let all = levels(json!({}), json!({"tzdata": true}), json!({"tzdata": false}));
+    let r = resolve(&ImageArgs::default(), &all, &context(Path::new("/"))).unwrap();
+    assert!(!r.spec.base.tzdata);
+    let cli = ImageArgs {
+        tzdata: true,
+        compression: Some(Compression::Gzip),
+        ..Default::default()
+    };
+    let zstd = levels(json!({"compression": "zstd"}), json!({}), json!({}));
+    let r = resolve(&cli, &zstd, &context(Path::new("/"))).unwrap();
+    assert!(r.spec.base.tzdata);
+    assert_eq!(r.spec.compression, Compression::Gzip);
+}
+
+/// `ca-certs` and `include` are relative to the Cargo.toml that sets them; the command
+/// line's to the current directory. A path that is not there names the key and the file.
+#[test]
+fn relative_paths_resolve_against_the_file_that_set_them() {
+    let t = tempfile::tempdir().unwrap();
+    let ws = t.path();
+    std::fs::create_dir_all(ws.join("api/certs")).unwrap();
+    std::fs::create_dir_all(ws.join("api/static")).unwrap();
+    std::fs::create_dir_all(ws.join("shared")).unwrap();
+    std::fs::write(ws.join("api/certs/ca.pem"), "pem").unwrap();
+    std::fs::write(ws.join("shared/motd"), "hi").unwrap();
+    let pkg = ws.join("api/Cargo.toml");
+    let levels = Levels {
+        workspace: level(
+            "[workspace.metadata.microimage]",
+            ws.join("Cargo.toml").to_str().unwrap(),
+            json!({"include": ["shared/motd:/etc/motd"]}),
+        ),
+        package: level(
+            "[package.metadata.microimage]",
+            pkg.to_str().unwrap(),
+            json!({"ca-certs": "certs/ca.pem"}),
+        ),
+        bin: None,
+    };
+    // Run from somewhere else entirely.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = resolve(&ImageArgs::default(), &levels, &context(elsewhere.path())).unwrap();
+    assert_eq!(
+        r.spec.base.ca_certs,
+        CaCerts::Path(ws.join("api/certs/ca.pem"))
+    );
+    assert_eq!(r.spec.include[0].src, ws.join("shared/motd"));
+
+    let missing = Levels {
+        package: level(
+            "[package.metadata.microimage]",
+            pkg.to_str().unwrap(),
+            json!({"ca-certs": "certs/nope.pem"}),
+        ),
+        ..Default::default()
+    };
+    let e = resolve(&ImageArgs::default(), &missing, &context(elsewhere.path())).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &crate::error::Kind::Config {
+            file: pkg.clone(),
+            key: "ca-certs".into()
+        }
+    );
+    assert!(e.message().contains("key `ca-certs`"), "{e}");
+    assert!(e.message().contains(&pkg.display().to_string()), "{e}");
+    assert!(
+        e.message()
+            .contains(&ws.join("api/certs/nope.pem").display().to_string()),
+        "{e}"
+    );
+
+    let bad_include = Levels {
+        package: level(
+            "[package.metadata.microimage]",
+            pkg.to_str().unwrap(),
+            json!({"include": ["static/missing.css:/srv/x.css"]}),
+        ),
+        ..Default::default()
+    };
+    let e = resolve(
+        &ImageArgs::default(),
+        &bad_include,
+        &context(elsewhere.path()),
+    )
+    .unwrap_err();
+    assert!(e.message().contains("key `include`"), "{e}");
+
+    // The command line's paths start at the current directory, and are usage errors.
+    let cli = ImageArgs {
+        ca_certs: Some("certs/ca.pem".into()),
+        ..Default::default()
+    };
+    let r = resolve(&cli, &Levels::default(), &context(&ws.join("api"))).unwrap();
+    assert_eq!(
+        r.spec.base.ca_certs,
+        CaCerts::Path(ws.join("api/certs/ca.pem"))
+    );
+    let e = resolve(&cli, &Levels::default(), &context(ws)).unwrap_err();
+    assert!(e.is_usage(), "{e}");
+    assert!(e.message().starts_with("--ca-certs:"), "{e}");
+}
+
+#[test]
+fn platforms_come_from_the_command_line_else_the_highest_level() {
+    let all = levels(
+        json!({"platforms": ["linux/amd64", "linux/arm64"]}),
+        json!({"platforms": ["linux/arm64"]}),
+        json!({}),
+    );
+    let arm = platform::Platform::from_oci("linux/arm64").unwrap();
+    let amd = platform::Platform::from_oci("linux/amd64").unwrap();
+    assert_eq!(platforms(&[], &all).unwrap(), [arm]);
+    assert_eq!(platforms(&[amd], &all).unwrap(), [amd]);
+    assert_eq!(
+        platforms(&[], &Levels::default()).unwrap(),
+        [platform::Platform::host().unwrap()]
+    );
+}
