@@ -45,6 +45,13 @@ pub fn sha256(data: &[u8]) -> Digest {
     digest_from(Sha256::digest(data).as_slice())
 }
 
+/// The sha256 digest of a file's content, read in pieces.
+pub fn sha256_file(path: &std::path::Path) -> io::Result<Digest> {
+    let mut hasher = HashingWriter::new(io::sink());
+    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finish().1)
+}
+
 /// Turns 32 raw bytes of sha256 output into a `sha256:<hex>` digest.
 pub fn digest_from(bytes: &[u8]) -> Digest {
     Digest::from_str(&format!("sha256:{}", hex::encode(bytes)))

@@ -274,14 +274,16 @@ pub struct ImageSet {
 
 /// Builds the image set for `binaries` (one per platform).
 pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSet> {
-    assemble_counted(spec, binaries, &|_| {})
+    assemble_with(spec, binaries, &|_| {}, None)
 }
 
-/// [`assemble`], telling `progress` how many bytes of the app layers have been packed.
-pub fn assemble_counted(
+/// [`assemble`], telling `progress` how many bytes of the app layers have been packed,
+/// and taking app layers from `cache` when the same binary was packed the same way before.
+pub fn assemble_with(
     spec: &ImageSpec,
     binaries: &[PlatformBinary],
     progress: &dyn Fn(u64),
+    cache: Option<&layers::cache::LayerCache>,
 ) -> Result<ImageSet> {
     if binaries.is_empty() {
         return Err(Error::output("no binaries to pack"));
@@ -308,12 +310,7 @@ pub fn assemble_counted(
     all_annotations.extend(spec.annotations.clone());
     let annotations = to_hash_map(&all_annotations);
     for bin in binaries {
-        let app_layer = layers::write_counted(
-            app_entries(&spec.bin_name, bin),
-            spec.source_date_epoch,
-            compression,
-            progress,
-        )?;
+        let app_layer = app_layer(spec, bin, progress, cache)?;
         let mut layer_list = vec![base_layer.clone(), app_layer];
         layer_list.extend(include_layer.clone());
         let config = Blob::new(
@@ -369,6 +366,46 @@ pub fn assemble_counted(
         blobs,
         source_date_epoch: spec.source_date_epoch,
     })
+}
+
+/// The app layer of `bin`: from the cache when the same bytes were packed the same way
+/// before, else written (and then cached).
+fn app_layer(
+    spec: &ImageSpec,
+    bin: &PlatformBinary,
+    progress: &dyn Fn(u64),
+    cache: Option<&layers::cache::LayerCache>,
+) -> Result<Layer> {
+    let write = || {
+        layers::write_counted(
+            app_entries(&spec.bin_name, bin),
+            spec.source_date_epoch,
+            spec.compression,
+            progress,
+        )
+    };
+    let Some(cache) = cache else {
+        return write();
+    };
+    let digest =
+        crate::blob::sha256_file(&bin.path).map_err(|e| Error::io("reading", &bin.path, e))?;
+    let key = layers::cache::LayerCache::key(
+        &digest,
+        &spec.bin_name,
+        spec.source_date_epoch,
+        spec.compression,
+    );
+    let slot = format!(
+        "{}-{}-{}",
+        spec.bin_name, bin.platform.triple, spec.compression
+    );
+    if let Some(layer) = cache.get(&slot, &key, spec.compression) {
+        progress(bin.size);
+        return Ok(layer);
+    }
+    let layer = write()?;
+    cache.put(&slot, &key, &layer);
+    Ok(layer)
 }
 
 /// The app layer: `/usr/local/bin/<bin>`, 0755, owned by root.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::build;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageName, ImageSet, ImageSpec, PlatformBinary};
+use crate::layers::cache::LayerCache;
 use crate::output::registry::{Pushed, Target};
 use crate::output::{self, Destination, OutputOptions, Sink};
 use crate::plan::{self, CargoOptions, Plan};
@@ -227,7 +228,10 @@ pub fn build(
     }
     jobs.into_iter()
         .zip(built)
-        .map(|(job, binaries)| pack_and_deliver(&job.spec, &binaries, &job.sinks, shell))
+        .map(|(job, binaries)| {
+            let cache = LayerCache::in_target_dir(&job.plan.target_directory);
+            pack_and_deliver(&job.spec, &binaries, &job.sinks, Some(&cache), shell)
+        })
         .collect()
 }
 
@@ -336,7 +340,10 @@ pub fn pack(
     let sinks = sinks(request.push.as_ref(), output, &bin, &spec, 1, || {
         Destination::resolve(output.output.as_deref(), output.format, &default_dir)
     })?;
-    pack_and_deliver(&spec, &binaries, &sinks, shell)
+    let cache = project
+        .as_ref()
+        .map(|p| LayerCache::in_target_dir(&p.target_directory));
+    pack_and_deliver(&spec, &binaries, &sinks, cache.as_ref(), shell)
 }
 
 fn list(platforms: &[&Platform]) -> String {
@@ -390,6 +397,7 @@ fn pack_and_deliver(
     spec: &ImageSpec,
     binaries: &[PlatformBinary],
     sinks: &[Sink],
+    cache: Option<&LayerCache>,
     shell: &Shell,
 ) -> Result<Outcome> {
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
@@ -399,7 +407,7 @@ fn pack_and_deliver(
     );
     // A bar by bytes on a terminal: large binaries take seconds to compress.
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
-    let set = image::assemble_counted(spec, binaries, &|n| bar.inc(n))?;
+    let set = image::assemble_with(spec, binaries, &|n| bar.inc(n), cache)?;
     drop(bar);
     let delivered = output::deliver(&set, sinks, shell)?;
     for img in &set.images {

@@ -12,6 +12,7 @@
 //! `crate::image` for the app layer.
 
 pub mod base;
+pub mod cache;
 pub mod gzip;
 pub mod include;
 

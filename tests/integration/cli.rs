@@ -485,3 +485,70 @@ fn the_first_zig_build_for_a_target_says_what_takes_the_time() {
     assert!(second.stderr.contains("Using zig"), "{}", second.stderr);
     assert!(!second.stderr.contains("Preparing"), "{}", second.stderr);
 }
+
+/// Every `--message-format json` line reads back into the library's record types, and the
+/// last one says whether the run succeeded — with the error's kind, file and key when not.
+#[test]
+fn json_records_deserialize_into_their_types_and_end_with_run_finished() {
+    use microimage::message::Record;
+    let c = fixture("hello");
+    let records = |out: &Run| -> Vec<Record> {
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let ok = run(tool().current_dir(c.path()).args([
+        "microimage",
+        "build",
+        "--bin",
+        "hello",
+        "--message-format",
+        "json",
+    ]))
+    .ok();
+    let got = records(&ok);
+    assert!(matches!(got[0], Record::ImageWritten(_)), "{got:?}");
+    assert!(matches!(got.last(), Some(Record::RunFinished(f)) if f.success && f.error.is_none()));
+    let written = match &got[0] {
+        Record::ImageWritten(w) => w.clone(),
+        _ => unreachable!(),
+    };
+    let binary = &written.platforms[0].binary;
+    let verified = run(tool().args(["verify", binary, "--message-format", "json"])).ok();
+    assert!(matches!(records(&verified)[0], Record::BinaryVerified(ref v) if v.ok && v.is_static));
+    let reference = written.reference.clone().unwrap();
+    let inspected = run(tool().args(["inspect", &reference, "--message-format", "json"])).ok();
+    assert!(
+        matches!(records(&inspected)[0], Record::ImageInspected(ref r) if r.index_digest.as_deref() == Some(written.index_digest.as_str()))
+    );
+
+    // A bad value in Cargo.toml: the final record names the kind, the file and the key.
+    let manifest = c.path().join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[package.metadata.microimage]\ntzdata = \"yes\"\n"),
+    )
+    .unwrap();
+    let bad = run(tool().current_dir(c.path()).args([
+        "microimage",
+        "build",
+        "--bin",
+        "hello",
+        "--message-format",
+        "json",
+    ]));
+    assert_eq!(bad.code, 1);
+    match records(&bad).last() {
+        Some(Record::RunFinished(f)) => {
+            assert!(!f.success);
+            let e = f.error.as_ref().unwrap();
+            assert_eq!(e.kind, "config");
+            assert_eq!(e.key.as_deref(), Some("tzdata"));
+            assert_eq!(e.file.as_deref(), Some(manifest.to_str().unwrap()));
+            assert_eq!(e.exit_code, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -412,3 +412,62 @@ fn a_cargo_alias_runs_it_as_a_cargo_subcommand() {
         )
     );
 }
+
+/// `pack` of the binary `build` made, in the same workspace, resolves the same settings
+/// (workspace, package and bin levels) and gives the same index.
+#[test]
+fn pack_after_build_gives_the_same_index() {
+    let dir = fixture("workspace");
+    let target = dir.path().join("target");
+    let build = run(tool()
+        .current_dir(dir.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "microimage",
+            "build",
+            "-p",
+            "api",
+            "--bin",
+            "migrate",
+            "--message-format",
+            "json",
+        ]))
+    .ok();
+    let written = |stdout: &str| {
+        stdout
+            .lines()
+            .find_map(|l| match serde_json::from_str(l).unwrap() {
+                microimage::message::Record::ImageWritten(w) => Some(w),
+                _ => None,
+            })
+            .expect("an image-written record")
+    };
+    let built = written(&build.stdout);
+    let binary = &built.platforms[0].binary;
+    let pack = run(tool()
+        .current_dir(dir.path().join("api"))
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["pack", binary, "--message-format", "json"]))
+    .ok();
+    let packed = written(&pack.stdout);
+    assert_eq!(packed.index_digest, built.index_digest);
+    assert_eq!(packed.path, built.path, "the same default output");
+}
+
+/// `ca-certs = "certs/migrate-ca.pem"` in api/Cargo.toml, built from the workspace root:
+/// the file next to that Cargo.toml is the image's CA bundle.
+#[test]
+fn a_members_relative_paths_resolve_against_its_cargo_toml() {
+    let (dir, out_dir, _) = workspace();
+    let t = tmp();
+    let bundle = t.path().join("rootfs");
+    let image = format!("{}:2.0.0", out_dir.join("migrate").display());
+    external(
+        "umoci",
+        &["raw", "unpack", "--image", &image, bundle.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
+        std::fs::read(dir.join("api/certs/migrate-ca.pem")).unwrap()
+    );
+}

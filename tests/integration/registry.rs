@@ -893,7 +893,12 @@ fn rate_limits_are_retried_with_backoff_then_reported() {
         push_example(home.path(), &reference, &[]).fails_with(1, "is rate-limiting this client");
     assert!(started.elapsed() < Duration::from_secs(120));
     assert!(out.stderr.contains("after 5 attempts"), "{}", out.stderr);
-    assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
+    let errors = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    assert_eq!(errors, 1, "{}", out.stderr);
     assert_eq!(out.stdout, "");
     let mut args = vec!["inspect".to_string(), "--raw".to_string()];
     args.extend(registry.skopeo_tls());

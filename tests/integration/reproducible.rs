@@ -121,3 +121,107 @@ proptest! {
         prop_assert_eq!(reference.diff_id, shuffled.diff_id);
     }
 }
+
+/// Builds a copy of the monorepo fixture (an app whose path dependency lives outside its
+/// workspace) under `parent`; returns the index digest and the binary.
+fn build_monorepo(
+    parent: &std::path::Path,
+    extra_env: &[(&str, &str)],
+) -> (String, std::path::PathBuf, Run) {
+    copy_crate(
+        &repo().join("tests/fixtures/monorepo"),
+        &parent.join("monorepo"),
+    );
+    let app = parent.join("monorepo/app");
+    let mut cmd = tool();
+    cmd.current_dir(&app)
+        .env_remove("CARGO_HOME")
+        .env("CARGO_TARGET_DIR", parent.join("target"))
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--message-format",
+            "json",
+            "-o",
+        ])
+        .arg(parent.join("image"));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd).ok();
+    let mut digest = String::new();
+    let mut binary = std::path::PathBuf::new();
+    for line in out.stdout.lines() {
+        if let microimage::message::Record::ImageWritten(w) = serde_json::from_str(line).unwrap() {
+            digest = w.index_digest;
+            binary = w.platforms[0].binary.clone().into();
+        }
+    }
+    (digest, binary, out)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// A path dependency outside the workspace (`../shared/util`) is compiled from an absolute
+/// path; two checkouts at different places still give one image, and neither place is in
+/// the binary.
+#[test]
+fn a_path_dependency_outside_the_workspace_leaves_no_path_behind() {
+    let one = tmp();
+    let other = tmp();
+    let (a, bin_a, _) = build_monorepo(one.path(), &[]);
+    let (b, bin_b, _) = build_monorepo(&other.path().join("deeper/still"), &[]);
+    for (bin, place) in [(&bin_a, one.path()), (&bin_b, other.path())] {
+        let bytes = std::fs::read(bin).unwrap();
+        assert!(
+            !contains(&bytes, place.to_str().unwrap()),
+            "{} is in {}",
+            place.display(),
+            bin.display()
+        );
+        let said = run(&mut Command::new(bin)).ok().stdout;
+        assert!(
+            said.contains("util is at /path-deps/util/src/lib.rs"),
+            "{said}"
+        );
+    }
+    assert_eq!(a, b, "the checkout path changed the image");
+}
+
+/// rustflags for the target in `~/.cargo/config.toml`, found without `CARGO_HOME` (a cargo
+/// not installed by rustup, or the binary run directly), for a project outside `$HOME`:
+/// cargo reads them, so the tool must too — the user's flag applies and the tool's path
+/// remapping is not lost beside it.
+#[test]
+fn target_rustflags_in_the_home_cargo_config_are_kept_and_remapping_still_applies() {
+    let home = tmp();
+    std::fs::create_dir_all(home.path().join(".cargo")).unwrap();
+    std::fs::write(
+        home.path().join(".cargo/config.toml"),
+        "[target.x86_64-unknown-linux-musl]\nrustflags = [\"--cfg\", \"microimage_probe\"]\n",
+    )
+    .unwrap();
+    let project = tmp();
+    let rustup_home = std::env::var("RUSTUP_HOME")
+        .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap()));
+    let (_, bin, _) = build_monorepo(
+        project.path(),
+        &[
+            ("HOME", home.path().to_str().unwrap()),
+            ("RUSTUP_HOME", &rustup_home),
+        ],
+    );
+    let said = run(&mut Command::new(&bin)).ok().stdout;
+    assert!(said.contains("built with the user's rustflags"), "{said}");
+    assert!(said.contains("util is at /path-deps/util/"), "{said}");
+    let bytes = std::fs::read(&bin).unwrap();
+    assert!(
+        !contains(&bytes, project.path().to_str().unwrap()),
+        "the project path is in the binary"
+    );
+}

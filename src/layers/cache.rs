@@ -1,0 +1,152 @@
+//! A cache of compressed app layers, so that a warm build — nothing changed — does not
+//! compress the binary again. Keyed by content, never by modification times: the sha256 of
+//! the binary, and everything else the layer's bytes depend on (its name in the image, the
+//! source date epoch, the compression, this tool's version). An entry is used only when
+//! its blob still has the digest recorded with it.
+//!
+//! One slot per binary, platform and compression (the name of its files), so the cache
+//! holds at most one layer per image platform: a new binary replaces the old entry. It
+//! lives under cargo's target directory (`target/microimage/.layer-cache`), so
+//! `cargo clean` clears it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{self, Blob};
+use crate::layers::{Compression, Layer};
+
+/// The cache directory.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    dir: PathBuf,
+}
+
+/// What is recorded with a cached blob.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    key: String,
+    digest: String,
+    diff_id: String,
+    uncompressed_size: u64,
+    entries: usize,
+}
+
+impl LayerCache {
+    /// The cache of a cargo target directory.
+    pub fn in_target_dir(target_directory: &Path) -> LayerCache {
+        LayerCache {
+            dir: target_directory.join("microimage").join(".layer-cache"),
+        }
+    }
+
+    /// The key of an app layer: all it depends on.
+    pub fn key(binary: &Digest, bin_name: &str, mtime: u64, compression: Compression) -> String {
+        let text = format!(
+            "app-layer/{}/{}/{bin_name}/{mtime}/{compression}/{binary}",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION")
+        );
+        blob::hex(&blob::sha256(text.as_bytes())).to_string()
+    }
+
+    fn files(&self, slot: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{slot}.json")),
+            self.dir.join(format!("{slot}.blob")),
+        )
+    }
+
+    /// The layer stored in `slot` under `key`, if it is there and whole.
+    pub fn get(&self, slot: &str, key: &str, compression: Compression) -> Option<Layer> {
+        let (meta, data) = self.files(slot);
+        let record: Record = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+        if record.key != key {
+            return None;
+        }
+        let bytes = std::fs::read(data).ok()?;
+        let digest = blob::sha256(&bytes);
+        if digest.to_string() != record.digest {
+            return None;
+        }
+        Some(Layer {
+            blob: Blob {
+                media_type: compression.media_type(),
+                digest,
+                data: bytes.into(),
+            },
+            diff_id: record.diff_id.parse().ok()?,
+            uncompressed_size: record.uncompressed_size,
+            entries: record.entries,
+        })
+    }
+
+    /// Stores `layer` in `slot` under `key`; best effort (a cache that cannot be written
+    /// only makes the next build slower). The blob is written before the record that
+    /// names it, each under a temporary name then renamed.
+    pub fn put(&self, slot: &str, key: &str, layer: &Layer) {
+        let (meta, data) = self.files(slot);
+        let record = Record {
+            key: key.to_string(),
+            digest: layer.blob.digest.to_string(),
+            diff_id: layer.diff_id.to_string(),
+            uncompressed_size: layer.uncompressed_size,
+            entries: layer.entries,
+        };
+        let Ok(json) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&self.dir);
+        let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".microimage-")
+                .tempfile_in(&self.dir)?;
+            tmp.write_all(bytes)?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        // The old record goes first, so a half-replaced slot is never taken for whole.
+        let _ = std::fs::remove_file(&meta);
+        if write(&data, &layer.blob.data).is_ok() {
+            let _ = write(&meta, &json);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{write, Content, Entry};
+
+    #[test]
+    fn a_layer_comes_back_only_for_its_key_and_only_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = LayerCache::in_target_dir(t.path());
+        let layer = write(
+            vec![Entry::file(
+                "a",
+                0o644,
+                Content::Bytes(b"hello".as_slice().into()),
+            )],
+            0,
+            Compression::Gzip,
+        )
+        .unwrap();
+        let digest = blob::sha256(b"binary");
+        let key = LayerCache::key(&digest, "app", 0, Compression::Gzip);
+        assert!(cache.get("app-x", &key, Compression::Gzip).is_none());
+        cache.put("app-x", &key, &layer);
+        let back = cache.get("app-x", &key, Compression::Gzip).unwrap();
+        assert_eq!(back.blob.digest, layer.blob.digest);
+        assert_eq!(back.diff_id, layer.diff_id);
+        assert_eq!(&back.blob.data[..], &layer.blob.data[..]);
+        // Another binary, another epoch: another key.
+        let other = LayerCache::key(&digest, "app", 1, Compression::Gzip);
+        assert!(cache.get("app-x", &other, Compression::Gzip).is_none());
+        // A damaged blob is not used.
+        std::fs::write(t.path().join("microimage/.layer-cache/app-x.blob"), b"x").unwrap();
+        assert!(cache.get("app-x", &key, Compression::Gzip).is_none());
+    }
+}
