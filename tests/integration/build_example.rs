@@ -157,8 +157,7 @@ fn podman_runs_it_as_nonroot_with_ca_roots_and_a_writable_tmp() {
     let (layout, _) = example_layout();
     let podman = Podman::new();
     let out = podman.run_oci(layout, TAG, &[], &["--check"]).ok();
-    let report: Value =
-        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(report["uid"], 65532);
     assert_eq!(report["gid"], 65532);
     assert!(report["ca_roots"].as_u64().unwrap() > 100, "{report}");
@@ -184,7 +183,7 @@ fn inspect_reports_platforms_layers_and_config() {
         .args(["microimage", "inspect", "--message-format", "json"])
         .arg(layout))
     .ok();
-    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let report: Value = first_json(&out.stdout);
     assert_eq!(report["reason"], "image-inspected");
     assert_eq!(report["index_digest"], digest.as_str());
     assert_eq!(report["tags"], serde_json::json!([TAG]));
@@ -230,7 +229,7 @@ fn json_message_format_lists_sizes_and_digests() {
         .arg("-o")
         .arg(t.path().join("img.tar")))
     .ok();
-    let line: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let line: Value = first_json(&out.stdout);
     assert_eq!(line["reason"], "image-written");
     assert_eq!(line["format"], "oci-archive");
     assert_eq!(line["name"], "example-app:0.1.0");

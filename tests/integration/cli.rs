@@ -359,9 +359,8 @@ fn image_refs_holds_the_result_lines_and_json_is_unchanged() {
         ])
         .arg(&refs))
     .ok();
-    let last: serde_json::Value =
-        serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(last["reason"], "image-written");
+    let result = first_json(&json.stdout);
+    assert_eq!(result["reason"], "image-written");
     assert_eq!(std::fs::read_to_string(&refs).unwrap(), out.stdout);
     let entries: Vec<_> = std::fs::read_dir(c.path())
         .unwrap()

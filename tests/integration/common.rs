@@ -405,3 +405,18 @@ pub fn on_terminal(cmd: &Command, stdout: &Path) -> String {
         .args(["-q", "-e", "-c", &line, "/dev/null"]);
     run(&mut script).ok().stdout
 }
+
+/// The first JSON record of `--message-format json` output (the result; the last record
+/// is always `run-finished`, checked here too).
+#[track_caller]
+pub fn first_json(stdout: &str) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = records
+        .last()
+        .unwrap_or_else(|| panic!("no JSON: {stdout:?}"));
+    assert_eq!(last["reason"], "run-finished", "{stdout}");
+    records[0].clone()
+}

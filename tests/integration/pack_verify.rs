@@ -82,7 +82,7 @@ fn pack_writes_a_docker_archive_that_podman_loads_and_runs() {
         .args(["microimage", "inspect", "--message-format", "json"])
         .arg(&archive))
     .ok();
-    let report: Value = serde_json::from_str(report.stdout.trim()).unwrap();
+    let report: Value = first_json(&report.stdout);
     assert_eq!(report["format"], "docker-archive");
     assert_eq!(
         report["platforms"][0]["config"]["cmd"],
@@ -160,7 +160,7 @@ fn pack_uses_the_image_flags() {
         .args(["microimage", "inspect", "--message-format", "json"])
         .arg(&layout))
     .ok();
-    let report: Value = serde_json::from_str(report.stdout.trim()).unwrap();
+    let report: Value = first_json(&report.stdout);
     assert_eq!(report["platforms"][0]["layers"][0]["files"], 7);
 }
 
@@ -175,7 +175,7 @@ fn verify_reports_static_binaries_and_their_platform() {
         .args(["microimage", "verify", "--message-format", "json"])
         .arg(static_hello()))
     .ok();
-    let v: Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let v: Value = first_json(&json.stdout);
     assert_eq!(
         (v["static"].clone(), v["platform"].clone()),
         (Value::Bool(true), Value::from("linux/amd64"))

@@ -305,7 +305,7 @@ fn multi_arch_push_runs_on_both_platforms() {
         &reference,
     ]))
     .ok();
-    let report: Value = serde_json::from_str(inspected.stdout.trim()).unwrap();
+    let report: Value = first_json(&inspected.stdout);
     assert_eq!(report["format"], "registry");
     assert_eq!(report["index_digest"], line.split_once('@').unwrap().1);
     let platforms: Vec<&str> = report["platforms"]

@@ -73,8 +73,7 @@ fn a_zstd_image_is_read_by_skopeo_and_tar_and_runs_under_podman() {
 
     let podman = Podman::new();
     let out = podman.run_oci(&layout, TAG, &[], &["--check"]).ok();
-    let report: Value =
-        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(report["uid"], 65532);
     assert!(report["ca_roots"].as_u64().unwrap() > 100, "{report}");
 
@@ -82,7 +81,7 @@ fn a_zstd_image_is_read_by_skopeo_and_tar_and_runs_under_podman() {
         .args(["microimage", "inspect", "--message-format", "json"])
         .arg(&layout))
     .ok();
-    let report: Value = serde_json::from_str(inspected.stdout.trim()).unwrap();
+    let report: Value = first_json(&inspected.stdout);
     let layers = report["platforms"][0]["layers"].as_array().unwrap().clone();
     assert_eq!(layers[0]["media_type"], ZSTD);
     assert_eq!(layers[0]["files"], 10);
