@@ -274,16 +274,26 @@ pub struct ImageSet {
 
 /// Builds the image set for `binaries` (one per platform).
 pub fn assemble(spec: &ImageSpec, binaries: &[PlatformBinary]) -> Result<ImageSet> {
-    assemble_with(spec, binaries, &|_| {}, None)
+    assemble_with(spec, binaries, &Packing::default())
 }
 
-/// [`assemble`], telling `progress` how many bytes of the app layers have been packed,
-/// and taking app layers from `cache` when the same binary was packed the same way before.
+/// How the app layers of [`assemble_with`] are had.
+#[derive(Default)]
+pub struct Packing<'a> {
+    /// Told how many bytes of the app layers have been packed.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// App layers from here when the same binary was packed the same way before.
+    pub cache: Option<&'a layers::cache::LayerCache>,
+    /// App layers made already, one per binary (`None`: make it), by [`app_layer`] with
+    /// this spec's name, epoch and compression.
+    pub made: Vec<Option<Layer>>,
+}
+
+/// [`assemble`], with the app layers had as `packing` says.
 pub fn assemble_with(
     spec: &ImageSpec,
     binaries: &[PlatformBinary],
-    progress: &dyn Fn(u64),
-    cache: Option<&layers::cache::LayerCache>,
+    packing: &Packing,
 ) -> Result<ImageSet> {
     if binaries.is_empty() {
         return Err(Error::output("no binaries to pack"));
@@ -309,8 +319,11 @@ pub fn assemble_with(
     let mut all_annotations = spec.content_annotations();
     all_annotations.extend(spec.annotations.clone());
     let annotations = to_hash_map(&all_annotations);
-    for bin in binaries {
-        let app_layer = app_layer(spec, bin, progress, cache)?;
+    for (i, bin) in binaries.iter().enumerate() {
+        let app_layer = match packing.made.get(i) {
+            Some(Some(layer)) => layer.clone(),
+            _ => cached_app_layer(spec, bin, packing)?,
+        };
         let mut layer_list = vec![base_layer.clone(), app_layer];
         layer_list.extend(include_layer.clone());
         let config = Blob::new(
@@ -368,23 +381,36 @@ pub fn assemble_with(
     })
 }
 
+/// The app layer of `bin`, named `bin_name` in the image: `/usr/local/bin/<bin_name>`,
+/// 0755, owned by root, with mtime `mtime`.
+pub fn app_layer(
+    bin_name: &str,
+    bin: &PlatformBinary,
+    mtime: u64,
+    compression: layers::Compression,
+    progress: &dyn Fn(u64),
+) -> Result<Layer> {
+    layers::write_counted(app_entries(bin_name, bin), mtime, compression, progress)
+}
+
 /// The app layer of `bin`: from the cache when the same bytes were packed the same way
 /// before, else written (and then cached).
-fn app_layer(
-    spec: &ImageSpec,
-    bin: &PlatformBinary,
-    progress: &dyn Fn(u64),
-    cache: Option<&layers::cache::LayerCache>,
-) -> Result<Layer> {
+fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -> Result<Layer> {
+    let progress = |n| {
+        if let Some(p) = packing.progress {
+            p(n)
+        }
+    };
     let write = || {
-        layers::write_counted(
-            app_entries(&spec.bin_name, bin),
+        app_layer(
+            &spec.bin_name,
+            bin,
             spec.source_date_epoch,
             spec.compression,
-            progress,
+            &progress,
         )
     };
-    let Some(cache) = cache else {
+    let Some(cache) = packing.cache else {
         return write();
     };
     let digest =

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::build;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageName, ImageSet, ImageSpec, PlatformBinary};
-use crate::layers::cache::LayerCache;
+use crate::layers::{self, cache::LayerCache};
 use crate::output::registry::{Pushed, Target};
 use crate::output::{self, Destination, OutputOptions, Sink};
+use crate::plan::cache::PlanCache;
 use crate::plan::{self, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::registry::ConnectOptions;
@@ -115,6 +116,16 @@ fn sinks(
     Ok(sinks)
 }
 
+/// Cargo.toml's annotations and git's, for the package in `dir`.
+fn with_git(
+    annotations: &std::collections::BTreeMap<String, String>,
+    dir: &Path,
+) -> std::collections::BTreeMap<String, String> {
+    let mut all = annotations.clone();
+    all.extend(plan::git_annotations(dir));
+    all
+}
+
 fn current_dir() -> Result<PathBuf> {
     std::env::current_dir().map_err(|e| {
         Error::build(format!("reading the current directory failed: {e}")).with_source(e)
@@ -148,16 +159,27 @@ pub fn build(
     shell: &Shell,
 ) -> Result<Vec<Outcome>> {
     build::toolchain::warm_up_early(&request.platforms);
-    let plans = if request.workspace {
-        plan::plan_workspace(&request.cargo, &request.exclude)?
-    } else {
-        if !request.exclude.is_empty() {
-            return Err(Error::usage(
-                "--exclude can only be used together with --workspace",
-            ));
+    if !request.workspace && !request.exclude.is_empty() {
+        return Err(Error::usage(
+            "--exclude can only be used together with --workspace",
+        ));
+    }
+    let cwd = current_dir()?;
+    // What cargo answered last time, if nothing it depends on changed (plan::cache).
+    let cache = PlanCache::for_request(&request.cargo, request.workspace, &request.exclude, &cwd);
+    let known = cache.load();
+    let plans = match &known {
+        Some(answers) => {
+            shell.verbose(
+                "Fresh",
+                "cargo's answers from the last run (nothing they depend on changed)",
+            );
+            answers.plans.clone()
         }
-        vec![plan::plan(&request.cargo)?]
+        None if request.workspace => plan::plan_workspace(&request.cargo, &request.exclude)?,
+        None => vec![plan::plan(&request.cargo)?],
     };
+    let mut known = known.unwrap_or_default();
     if plans.len() > 1 {
         if let Some(o) = &output.output {
             if o.extension().is_some_and(|e| e == "tar") {
@@ -172,7 +194,6 @@ pub fn build(
             }
         }
     }
-    let cwd = current_dir()?;
     // Resolve every image's settings before compiling anything, so bad settings fail fast.
     let images = plans.len();
     let mut jobs = Vec::new();
@@ -180,7 +201,7 @@ pub fn build(
         let cx = settings::Context {
             default_name: ImageName::default_for(&plan.bin, &plan.version)?,
             bin: &plan.bin,
-            annotations: plan.annotations.clone(),
+            annotations: with_git(&plan.annotations, plan.package_root()),
             cwd: &cwd,
         };
         let spec = resolve(image, &plan.levels, &cx, shell)?;
@@ -219,7 +240,21 @@ pub fn build(
         .iter()
         .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
         .collect();
-    let prepared = build::prepare(&targets, &request.cargo, shell)?;
+    let (prepared, sysroot) = build::prepare(&targets, &request.cargo, &known, shell)?;
+    let learned = known.sysroot.is_none()
+        || targets
+            .iter()
+            .any(|(p, _)| !known.graphs.contains_key(p.triple));
+    if learned {
+        known.plans = jobs.iter().map(|j| j.plan.clone()).collect();
+        known.sysroot = Some(sysroot);
+        for ((platform, _), p) in targets.iter().zip(&prepared) {
+            known
+                .graphs
+                .insert(platform.triple.to_string(), p.graph.clone());
+        }
+        cache.store(&known);
+    }
     for ((platform, plans), prepared) in targets.iter().zip(&prepared) {
         let paths = build::build(plans, &request.cargo, platform, prepared, shell)?;
         for (i, path) in wanted(platform).into_iter().zip(paths) {
@@ -230,7 +265,14 @@ pub fn build(
         .zip(built)
         .map(|(job, binaries)| {
             let cache = LayerCache::in_target_dir(&job.plan.target_directory);
-            pack_and_deliver(&job.spec, &binaries, &job.sinks, Some(&cache), shell)
+            pack_and_deliver(
+                &job.spec,
+                &binaries,
+                &job.sinks,
+                Some(&cache),
+                Vec::new(),
+                shell,
+            )
         })
         .collect()
 }
@@ -309,14 +351,35 @@ pub fn pack(
     if bin.is_empty() || bin.contains('/') || bin == "." || bin == ".." {
         return Err(Error::usage(format!("`{bin}` is not a valid binary name")));
     }
-    let project = plan::plan_for_binary(request.manifest_path.as_deref(), &bin)?;
     let cwd = current_dir()?;
+    // Reading the project (`cargo metadata`) and compressing the binaries do not depend on
+    // each other: the app layers are made meanwhile with the settings the command line
+    // gives (or the defaults), and used if the resolved settings turn out the same.
+    let guess = (
+        image.source_date_epoch.unwrap_or(0),
+        image.compression.unwrap_or_default(),
+    );
+    let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
+    let (project, made) = std::thread::scope(|scope| {
+        let project = scope.spawn(|| plan::plan_for_binary(request.manifest_path.as_deref(), &bin));
+        let made: Result<Vec<_>> = binaries
+            .iter()
+            .map(|b| image::app_layer(&bin, b, guess.0, guess.1, &|n| bar.inc(n)))
+            .collect();
+        let project = project
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (project, made)
+    });
+    drop(bar);
+    let project = project?;
+    let made = made?;
     let (cx, levels, default_dir) = match &project {
         Some(plan) => (
             settings::Context {
                 default_name: ImageName::default_for(&bin, &plan.version)?,
                 bin: &bin,
-                annotations: plan.annotations.clone(),
+                annotations: with_git(&plan.annotations, plan.package_root()),
                 cwd: &cwd,
             },
             plan.levels.clone(),
@@ -343,7 +406,12 @@ pub fn pack(
     let cache = project
         .as_ref()
         .map(|p| LayerCache::in_target_dir(&p.target_directory));
-    pack_and_deliver(&spec, &binaries, &sinks, cache.as_ref(), shell)
+    let made = if (spec.source_date_epoch, spec.compression) == guess {
+        made.into_iter().map(Some).collect()
+    } else {
+        Vec::new()
+    };
+    pack_and_deliver(&spec, &binaries, &sinks, cache.as_ref(), made, shell)
 }
 
 fn list(platforms: &[&Platform]) -> String {
@@ -398,6 +466,7 @@ fn pack_and_deliver(
     binaries: &[PlatformBinary],
     sinks: &[Sink],
     cache: Option<&LayerCache>,
+    made: Vec<Option<layers::Layer>>,
     shell: &Shell,
 ) -> Result<Outcome> {
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
@@ -406,8 +475,23 @@ fn pack_and_deliver(
         format!("{} ({})", spec.name, platforms.join(", ")),
     );
     // A bar by bytes on a terminal: large binaries take seconds to compress.
-    let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
-    let set = image::assemble_with(spec, binaries, &|n| bar.inc(n), cache)?;
+    let remaining = binaries
+        .iter()
+        .zip(made.iter().chain(std::iter::repeat(&None)))
+        .filter(|(_, m)| m.is_none())
+        .map(|(b, _)| b.size)
+        .sum();
+    let bar = shell.progress("Packing", remaining);
+    let progress = |n| bar.inc(n);
+    let set = image::assemble_with(
+        spec,
+        binaries,
+        &image::Packing {
+            progress: Some(&progress),
+            cache,
+            made,
+        },
+    )?;
     drop(bar);
     let delivered = output::deliver(&set, sinks, shell)?;
     for img in &set.images {

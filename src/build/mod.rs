@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 use cargo_metadata::{Message, TargetKind};
 
 use crate::error::{Error, Result};
+use crate::plan::cache::Answers;
+use crate::plan::graph::Graph;
 use crate::plan::{cargo, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::shell::Shell;
@@ -28,15 +30,16 @@ use crate::shell::Shell;
 /// What a target's build needs to know before cargo runs.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The crates in the graph that compile C (see [`toolchain::graph`]).
-    pub c_crates: Vec<String>,
+    /// The target's dependency graph (which crates compile C).
+    pub graph: Graph,
     /// The user's C toolchain settings for the target.
     pub toolchain: toolchain::Toolchain,
 }
 
 /// Gets every target ready before the first build: installs missing Rust targets (one
-/// sysroot probe for all), then, for all targets at once, reads which crates compile C and
-/// locates zig where it will be needed. Returns one [`Prepared`] per entry of `targets`.
+/// sysroot probe for all, unless `known` has it), then, for all targets at once, reads
+/// each target's dependency graph (unless `known` has it) and locates zig where it will be
+/// needed. Returns one [`Prepared`] per entry of `targets`, and the sysroot.
 ///
 /// The parallelism is only for speed: these are separate `cargo metadata` and
 /// `python -m ziglang` runs, ~0.1-0.3 s each, that a no-op build would otherwise wait on
@@ -44,35 +47,39 @@ pub struct Prepared {
 pub fn prepare(
     targets: &[(&'static Platform, Vec<&Plan>)],
     options: &CargoOptions,
+    known: &Answers,
     shell: &Shell,
-) -> Result<Vec<Prepared>> {
-    let sysroot = sysroot()?;
+) -> Result<(Vec<Prepared>, PathBuf)> {
+    let sysroot = match &known.sysroot {
+        Some(s) => s.clone(),
+        None => sysroot()?,
+    };
     for (platform, _) in targets {
         ensure_target(&sysroot, platform.triple, shell)?;
     }
-    std::thread::scope(|scope| {
+    let prepared = std::thread::scope(|scope| {
         let jobs: Vec<_> = targets
             .iter()
             .map(|(platform, plans)| {
                 scope.spawn(move || {
-                    let graph = toolchain::graph(plans, options, platform)?;
-                    if let Some(openssl) = &graph.system_openssl {
+                    let graph = match known.graphs.get(platform.triple) {
+                        Some(g) => g.clone(),
+                        None => crate::plan::graph::graph(plans, options, platform)?,
+                    };
+                    if let Some(openssl) = graph.system_openssl(platform.triple) {
                         return Err(openssl.error(platform.triple));
                     }
-                    let c_crates = graph.c_crates;
                     let toolchain = toolchain::Toolchain::of(platform, options)?;
-                    toolchain::warm_up(&toolchain, &c_crates);
-                    Ok(Prepared {
-                        c_crates,
-                        toolchain,
-                    })
+                    toolchain::warm_up(&toolchain, &graph.c_crates);
+                    Ok(Prepared { graph, toolchain })
                 })
             })
             .collect();
         jobs.into_iter()
             .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    Ok((prepared, sysroot))
 }
 
 /// Builds the binaries of `plans` for `platform` in one cargo invocation and returns their
@@ -85,7 +92,7 @@ pub fn build(
     shell: &Shell,
 ) -> Result<Vec<PathBuf>> {
     let first = plans.first().expect("at least one binary to build");
-    let c_crates = &prepared.c_crates;
+    let c_crates = &prepared.graph.c_crates;
     if !c_crates.is_empty() {
         shell.verbose(
             "C code",

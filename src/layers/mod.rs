@@ -98,7 +98,9 @@ impl Entry {
 }
 
 /// How layers are compressed (`--compression`, config key `compression`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// gzip at level 6 (what every runtime reads).

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 
 /// One level of image settings, as written in Cargo.toml. Keys use the flag names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ImageConfig {
     pub platforms: Option<Vec<String>>,
@@ -51,6 +51,12 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
+impl Serialize for Port {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl Port {
     pub fn text(&self) -> String {
         self.0.clone()
@@ -58,7 +64,7 @@ impl Port {
 }
 
 /// Where a level of settings came from, for error messages and relative paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// The Cargo.toml holding it.
     pub manifest: PathBuf,
@@ -196,14 +202,14 @@ fn config_error(source: &Source, key: &str, what: &str) -> Error {
 }
 
 /// One level of settings and where it is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Level {
     pub config: ImageConfig,
     pub source: Source,
 }
 
 /// The levels that apply to one binary; a level that Cargo.toml does not have is `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Levels {
     pub workspace: Option<Level>,
     pub package: Option<Level>,

@@ -2,7 +2,14 @@
 //! and decides what to build — which package, which binary target, where the workspace
 //! and target directory are, and the annotations that describe the image.
 //!
+//! [`graph`] reads a target's dependency graph (C code, OpenSSL); [`cache`] keeps what
+//! cargo answered, keyed by the content of everything that decides it, so a warm build
+//! does not ask again.
+//!
 //! Not for: running the build (see `crate::build`).
+
+pub mod cache;
+pub mod graph;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -143,7 +150,7 @@ impl CargoOptions {
 }
 
 /// What to build, resolved from `cargo metadata`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub workspace_root: PathBuf,
     pub target_directory: PathBuf,
@@ -153,13 +160,17 @@ pub struct Plan {
     pub version: String,
     /// The binary target to build.
     pub bin: String,
-    /// Annotations from Cargo.toml and git (`org.opencontainers.image.*`).
+    /// Annotations from Cargo.toml (`org.opencontainers.image.*`; git's are added by
+    /// [`git_annotations`]).
     pub annotations: BTreeMap<String, String>,
     /// The image settings from Cargo.toml that apply to this binary.
     pub levels: Levels,
     /// Path dependencies that live outside the workspace root (directory, package name):
     /// their paths are remapped out of the binary too.
     pub path_dependencies: Vec<(PathBuf, String)>,
+    /// The Cargo.toml of every local package (workspace members and path dependencies):
+    /// what `cargo metadata`'s answer depends on besides Cargo.lock (see [`cache`]).
+    pub local_manifests: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -295,7 +306,6 @@ pub fn plan_for_binary(manifest_path: Option<&Path>, bin: &str) -> Result<Option
 
 fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Result<Plan> {
     let manifest_path = PathBuf::from(package.manifest_path.as_std_path());
-    let package_dir = manifest_path.parent().unwrap_or(Path::new("."));
     let workspace_root = metadata.workspace_root.clone().into_std_path_buf();
     let bins: Vec<&str> = package
         .targets
@@ -320,12 +330,19 @@ fn plan_from(metadata: &Metadata, package: &Package, bin: String) -> Result<Plan
             (!dir.starts_with(&workspace_root)).then(|| (dir, p.name.to_string()))
         })
         .collect();
+    let local_manifests = metadata
+        .packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .map(|p| p.manifest_path.clone().into_std_path_buf())
+        .collect();
     Ok(Plan {
         levels,
         path_dependencies,
+        local_manifests,
         workspace_root,
         target_directory: metadata.target_directory.clone().into_std_path_buf(),
-        annotations: annotations(package, &bin, package_dir),
+        annotations: annotations(package, &bin),
         manifest_path: manifest_path.clone(),
         package_name: package.name.to_string(),
         package_id: package.id.repr.clone(),
@@ -495,8 +512,8 @@ fn select_bin(package: &Package, features: &[String], wanted: Option<&str>) -> R
     }
 }
 
-/// `org.opencontainers.image.*` from Cargo.toml and, in a git checkout, the HEAD commit.
-fn annotations(package: &Package, bin: &str, package_dir: &Path) -> BTreeMap<String, String> {
+/// `org.opencontainers.image.*` from Cargo.toml (the git part is [`git_annotations`]).
+fn annotations(package: &Package, bin: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut put = |key: &str, value: Option<String>| {
         if let Some(v) = value.filter(|v| !v.trim().is_empty()) {
@@ -510,32 +527,41 @@ fn annotations(package: &Package, bin: &str, package_dir: &Path) -> BTreeMap<Str
     put("authors", Some(package.authors.join(", ")));
     put("source", package.repository.clone());
     put("url", package.homepage.clone());
-    let head = git_head(package_dir);
-    let dirty = head.is_some() && git_dirty(package_dir);
-    put("revision", head);
-    if dirty {
-        // The revision alone does not describe the source: say so, separately.
-        out.insert("rs.microimage.source.dirty".to_string(), "true".to_string());
-    }
     out
 }
 
-/// Whether tracked files in the checkout holding `dir` have uncommitted changes.
-fn git_dirty(dir: &Path) -> bool {
-    Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+/// In a git checkout holding `dir`: `org.opencontainers.image.revision` (the HEAD commit)
+/// and, when tracked files have uncommitted changes, `rs.microimage.source.dirty=true` —
+/// from one `git status` run. Read every time, never cached.
+pub fn git_annotations(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(status) = Command::new("git")
+        .args([
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=no",
+        ])
         .current_dir(dir)
+        .stderr(std::process::Stdio::null())
         .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
-}
-
-/// The HEAD commit of the git checkout holding `dir`, if there is one.
-fn git_head(dir: &Path) -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--verify", "-q", "HEAD"])
-        .current_dir(dir)
-        .output()
-        .ok()?;
-    let head = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && head.len() == 40).then_some(head)
+    else {
+        return out;
+    };
+    if !status.status.success() {
+        return out;
+    }
+    let text = String::from_utf8_lossy(&status.stdout);
+    let head = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# branch.oid "))
+        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(head) = head {
+        out.insert("org.opencontainers.image.revision".into(), head.to_string());
+        if text.lines().any(|l| !l.starts_with('#')) {
+            // The revision alone does not describe the source: say so, separately.
+            out.insert("rs.microimage.source.dirty".into(), "true".into());
+        }
+    }
+    out
 }

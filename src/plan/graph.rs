@@ -1,0 +1,205 @@
+//! The dependency graph of a target's binaries, as cargo resolves it for that target
+//! (`cargo metadata --filter-platform`): which crates linked into the binaries compile C,
+//! and whether `openssl-sys` is linked without a vendored OpenSSL.
+//!
+//! Not for: choosing the C toolchain (see `crate::build::toolchain`).
+
+use std::collections::HashMap;
+
+use cargo_metadata::{DependencyKind, PackageId};
+use serde::{Deserialize, Serialize};
+
+use super::{CargoOptions, Plan};
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+
+/// What the dependency graph of a target's binaries says about C code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Graph {
+    /// The crates linked into the binaries whose build scripts compile C (they have a
+    /// `cc` or `cmake` build-dependency), as `name version`, sorted.
+    pub c_crates: Vec<String>,
+    /// When `openssl-sys` is linked without a vendored OpenSSL (`openssl-src`): how it is
+    /// reached, from the binary's package to `openssl-sys`, and whether the package depends
+    /// on `openssl` directly. See [`Graph::system_openssl`].
+    pub unvendored_openssl: Option<OpenSsl>,
+}
+
+impl Graph {
+    /// `openssl-sys` that would look for the build machine's OpenSSL: linked without a
+    /// vendored one, and the user points it at no OpenSSL of their own.
+    pub fn system_openssl(&self, triple: &str) -> Option<&OpenSsl> {
+        self.unvendored_openssl
+            .as_ref()
+            .filter(|_| !user_openssl(triple))
+    }
+}
+
+/// `openssl-sys` in the graph without `openssl-src`: it would look for the build
+/// machine's OpenSSL, which is neither static nor built for musl.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSsl {
+    /// Package names from the binary's package to `openssl-sys`.
+    pub path: Vec<String>,
+    /// The binary's package depends on `openssl` itself (so `--features openssl/vendored`
+    /// works).
+    pub direct: bool,
+}
+
+/// Reads the graph of the binaries of `plans` (one workspace) for `platform`: one
+/// `cargo metadata --filter-platform` call serves all of them.
+pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Result<Graph> {
+    let Some(first) = plans.first() else {
+        return Ok(Graph::default());
+    };
+    let mut cmd = CargoOptions {
+        manifest_path: Some(first.manifest_path.clone()),
+        ..options.clone()
+    }
+    .metadata_command()?;
+    let (mut extra, _) = options.common_args()?;
+    extra.extend(options.lock_args());
+    extra.extend(["--filter-platform".to_string(), platform.triple.to_string()]);
+    cmd.other_options(extra);
+    let metadata = cmd.exec().map_err(|e| {
+        Error::build(format!(
+            "reading the dependency graph for {} failed: {e}",
+            platform.triple
+        ))
+    })?;
+    let Some(resolve) = &metadata.resolve else {
+        return Ok(Graph::default());
+    };
+    let packages: HashMap<&PackageId, &cargo_metadata::Package> =
+        metadata.packages.iter().map(|p| (&p.id, p)).collect();
+    let nodes: HashMap<&PackageId, &cargo_metadata::Node> =
+        resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    // Breadth first from the binaries' packages, remembering how each crate was reached.
+    let roots: Vec<&PackageId> = metadata
+        .packages
+        .iter()
+        .filter(|p| plans.iter().any(|plan| p.id.repr == plan.package_id))
+        .map(|p| &p.id)
+        .collect();
+    let mut reached_from: HashMap<&PackageId, Option<&PackageId>> =
+        roots.iter().map(|r| (*r, None)).collect();
+    let mut queue: std::collections::VecDeque<&PackageId> = roots.iter().copied().collect();
+    while let Some(id) = queue.pop_front() {
+        let Some(node) = nodes.get(id) else { continue };
+        for dep in &node.deps {
+            // Build-dependencies run on the host; only what is linked into the binary counts.
+            let linked = dep
+                .dep_kinds
+                .iter()
+                .any(|k| k.kind == DependencyKind::Normal);
+            if linked && !reached_from.contains_key(&dep.pkg) {
+                reached_from.insert(&dep.pkg, Some(id));
+                queue.push_back(&dep.pkg);
+            }
+        }
+    }
+    let name = |id: &PackageId| {
+        packages
+            .get(id)
+            .map_or(String::new(), |p| p.name.to_string())
+    };
+    let mut c_crates: Vec<String> = reached_from
+        .keys()
+        .filter_map(|id| packages.get(id))
+        .filter(|p| {
+            p.dependencies.iter().any(|d| {
+                d.kind == DependencyKind::Build && matches!(d.name.as_str(), "cc" | "cmake")
+            })
+        })
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect();
+    c_crates.sort();
+    let unvendored_openssl = reached_from
+        .keys()
+        .find(|id| name(id) == "openssl-sys")
+        .filter(|id| {
+            // `openssl-src` is a build-dependency of openssl-sys when `vendored` is on.
+            let vendored = nodes
+                .get(*id)
+                .is_some_and(|n| n.deps.iter().any(|d| name(&d.pkg) == "openssl-src"));
+            !vendored
+        })
+        .map(|&id| {
+            let mut path = vec![name(id)];
+            let mut at = id;
+            while let Some(Some(parent)) = reached_from.get(at) {
+                path.push(name(parent));
+                at = parent;
+            }
+            path.reverse();
+            let direct = path.len() >= 2 && path[1] == "openssl";
+            OpenSsl { path, direct }
+        });
+    Ok(Graph {
+        c_crates,
+        unvendored_openssl,
+    })
+}
+
+/// Whether the user points openssl-sys at an OpenSSL of their own (`OPENSSL_DIR`, its
+/// `<TARGET>_` form, or the lib/include pair), which it then uses as given.
+fn user_openssl(triple: &str) -> bool {
+    let prefix = under(triple).to_ascii_uppercase();
+    ["OPENSSL_DIR", "OPENSSL_LIB_DIR"]
+        .iter()
+        .any(|v| env_set(v) || env_set(&format!("{prefix}_{v}")))
+}
+
+impl OpenSsl {
+    /// The error that stops the build before cargo runs (openssl-sys's own build script
+    /// would fail later with advice for a host build: install libssl-dev, set OPENSSL_DIR).
+    pub fn error(&self, triple: &str) -> Error {
+        let via = self.path.join(" → ");
+        let puller = self
+            .path
+            .iter()
+            .rev()
+            .nth(1)
+            .cloned()
+            .unwrap_or_else(|| "openssl".into());
+        let vendored = if self.direct {
+            "enable the `vendored` feature of `openssl`, which builds OpenSSL from source and links it \
+             statically: pass `--features openssl/vendored`, or set `features = [\"vendored\"]` on the \
+             `openssl` dependency in Cargo.toml"
+                .to_string()
+        } else {
+            format!(
+                "enable OpenSSL's `vendored` feature, which builds it from source and links it statically: \
+                 add `openssl = {{ version = \"0.10\", features = [\"vendored\"] }}` to the dependencies \
+                 of `{}` (cargo unifies it with the `openssl` that `{puller}` uses)",
+                self.path.first().map_or("your package", String::as_str)
+            )
+        };
+        let rustls = if self.direct {
+            "use rustls instead of `openssl`".to_string()
+        } else {
+            format!(
+                "switch `{puller}` to rustls (most crates have a `rustls` feature, e.g. reqwest's \
+                 `rustls-tls` with `default-features = false`)"
+            )
+        };
+        Error::build(format!(
+            "`openssl-sys` is in the dependency graph for {triple} ({via}) without a vendored OpenSSL: \
+             it would link the build machine's OpenSSL, which is neither static nor built for musl"
+        ))
+        .with_help(format!(
+            "either {vendored}; or {rustls}, which needs no C library. To use an OpenSSL of your own \
+             built for {triple}, set {}_OPENSSL_DIR",
+            under(triple).to_ascii_uppercase()
+        ))
+    }
+}
+
+/// `aarch64-unknown-linux-musl` → `aarch64_unknown_linux_musl`.
+fn under(triple: &str) -> String {
+    triple.replace('-', "_")
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
