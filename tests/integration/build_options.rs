@@ -104,3 +104,45 @@ fn color_always_colours_status_lines() {
         out.stderr
     );
 }
+
+/// A warm build reuses what cargo answered last time (`-v` says "Fresh") only while every
+/// file it depends on is the same: a new cargo config file or an edited Cargo.toml makes the
+/// tool ask cargo again, and the edit shows in the image.
+#[test]
+fn a_warm_build_reuses_cargos_answers_until_an_input_changes() {
+    let c = fixture("hello");
+    let cache = c.path().join("user-cache");
+    let build = || {
+        run(tool()
+            .current_dir(c.path())
+            .env("XDG_CACHE_HOME", &cache)
+            .args(["microimage", "build", "-v", "--bin", "hello"]))
+        .ok()
+    };
+    let fresh = |r: &Run| r.stderr.contains("Fresh cargo's answers from the last run");
+    let first = build();
+    assert!(!fresh(&first), "{}", first.stderr);
+    let second = build();
+    assert!(fresh(&second), "{}", second.stderr);
+    assert_eq!(result_line(&first.stdout), result_line(&second.stdout));
+
+    std::fs::create_dir_all(c.path().join(".cargo")).unwrap();
+    std::fs::write(c.path().join(".cargo/config.toml"), "[build]\n").unwrap();
+    let third = build();
+    assert!(!fresh(&third), "a new cargo config file was not noticed");
+    assert!(fresh(&build()));
+
+    let manifest = c.path().join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[package.metadata.microimage]\nlabels = {{ edited = \"yes\" }}\n"),
+    )
+    .unwrap();
+    let edited = build();
+    assert!(!fresh(&edited), "an edited Cargo.toml was not noticed");
+    let (reference, _) = result_line(&edited.stdout);
+    let config: serde_json::Value =
+        serde_json::from_str(&external("skopeo", &["inspect", "--config", &reference])).unwrap();
+    assert_eq!(config["config"]["Labels"]["edited"], "yes", "{config}");
+}
