@@ -5,7 +5,7 @@
 //! JSON is built with the `oci-spec` types and written canonically ([`canonical_json`]:
 //! sorted keys, compact), and every digest is taken over exactly those bytes.
 //!
-//! Not for: where the image goes. Sinks in `crate::output` consume an `ImageSet`.
+//! Not for: where the image goes. Sinks in `crate::sinks` consume an `ImageSet`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

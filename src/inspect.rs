@@ -227,9 +227,8 @@ pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
         );
     }
     let store = Store::open(path)?;
-    let location = crate::message::path_text(
-        &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    );
+    let location =
+        crate::shell::path_text(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     if store.has("oci-layout") {
         let format = if matches!(store, Store::Dir(_)) {
             "oci"

@@ -5,7 +5,7 @@
 //! [`settings`] (command line + Cargo.toml → what the image is) → [`plan`] (cargo
 //! metadata) → [`build`] (cargo build for a musl target) → [`verify`] (ELF static check) →
 //! [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests, index) →
-//! [`output`] (sinks: OCI layout, OCI archive, docker-archive, `--load`, a registry).
+//! [`sinks`] (OCI layout, OCI archive, docker-archive, a registry, `--load`).
 //! [`pipeline`] runs them in order; [`inspect`] reads images back; [`message`] is the
 //! schema of `--message-format json`.
 
@@ -16,13 +16,81 @@ pub mod image;
 pub mod inspect;
 pub mod layers;
 pub mod message;
-pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod registry;
 pub mod settings;
 pub mod shell;
+pub mod sinks;
 pub mod verify;
 
 pub use error::{Error, Result};
+
+/// The stages and supporting modules import each other in one direction only: a test reads
+/// `src/` and fails on any cycle among the top-level modules (`crate::x` paths in code).
+#[cfg(test)]
+mod module_cycles {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    fn uses(dir: &Path, top: &str, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                uses(&path, top, out);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Tests may use anything.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (at, _) in line.match_indices("crate::") {
+                    let name: String = line[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != top {
+                        out.insert(name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_import_cycles_among_top_level_modules() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name == "lib" || name == "bin" {
+                continue;
+            }
+            let mut out = BTreeSet::new();
+            if path.is_dir() {
+                uses(&path, &name, &mut out);
+            } else {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::copy(&path, dir.path().join("m.rs")).unwrap();
+                uses(dir.path(), &name, &mut out);
+            }
+            graph.insert(name, out);
+        }
+        fn visit(node: &str, graph: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>) {
+            if let Some(at) = path.iter().position(|p| p == node) {
+                panic!("import cycle: {} -> {node}", path[at..].join(" -> "));
+            }
+            path.push(node.to_string());
+            for next in graph.get(node).into_iter().flatten() {
+                visit(next, graph, path);
+            }
+            path.pop();
+        }
+        assert!(graph.contains_key("settings") && graph.contains_key("pipeline"));
+        for node in graph.keys() {
+            visit(node, &graph, &mut Vec::new());
+        }
+    }
+}

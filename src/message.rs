@@ -7,13 +7,12 @@
 //! Paths are strings: as they are when they are UTF-8; otherwise the bytes that are not
 //! are written as `\xNN` ([`path_text`]), so nothing is lost or replaced.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind};
 use crate::image::ImageSet;
 use crate::pipeline::Outcome;
+pub use crate::shell::path_text;
 
 /// One line of JSON output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,23 +197,10 @@ impl RunFinished {
     }
 }
 
-/// A path as text: unchanged when it is UTF-8; otherwise each byte that is not part of a
-/// UTF-8 character is written as `\xNN`.
-pub fn path_text(path: &Path) -> String {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn records_carry_their_reason_and_read_back() {

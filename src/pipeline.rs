@@ -12,14 +12,14 @@ use crate::build;
 use crate::error::{Error, Result};
 use crate::image::{self, ImageName, ImageSet, ImageSpec, PlatformBinary};
 use crate::layers::{self, cache::LayerCache};
-use crate::output::registry::{Pushed, Target};
-use crate::output::{self, Destination, OutputOptions, Sink};
 use crate::plan::cache::PlanCache;
 use crate::plan::{self, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::registry::ConnectOptions;
 use crate::settings::{self, ImageArgs, Levels, Origin};
 use crate::shell::{human_size, Shell};
+use crate::sinks::registry::{Pushed, Target};
+use crate::sinks::{Destination, OutputOptions, Sink};
 use crate::verify;
 
 /// A finished image and where it went.
@@ -493,7 +493,7 @@ fn pack_and_deliver(
         },
     )?;
     drop(bar);
-    let delivered = output::deliver(&set, sinks, shell)?;
+    let delivered = crate::sinks::deliver(&set, sinks, shell)?;
     for img in &set.images {
         shell.status(
             "Finished",

@@ -5,6 +5,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anstyle::{AnsiColor, Style};
@@ -155,6 +156,20 @@ impl Shell {
 /// Sizes the way people read them: `5.20 MiB`, `812.00 KiB`, `96 B` (indicatif's).
 pub fn human_size(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
+}
+
+/// A path as text: unchanged when it is UTF-8; otherwise each byte that is not part of a
+/// UTF-8 character is written as `\xNN`.
+pub fn path_text(path: &Path) -> String {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

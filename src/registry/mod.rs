@@ -1,5 +1,5 @@
 //! Registries: everything the tool needs to talk to one, whatever it is doing there —
-//! pushing an image (the sink in `crate::output::registry`) or reading one back
+//! pushing an image (the sink in `crate::sinks::registry`) or reading one back
 //! (`crate::inspect`).
 //!
 //! - [`reference`]: parsing references, telling a registry host from a path;

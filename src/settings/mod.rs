@@ -10,7 +10,7 @@
 //! where it came from ([`Origin`]).
 //!
 //! Not for: what the image is made of (see `crate::image`), or where it goes (see
-//! `crate::output`).
+//! `crate::sinks`).
 
 mod args;
 pub mod manifest;

@@ -7,12 +7,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use microimage::output::load::Engine;
-use microimage::output::{Format, OutputOptions};
 use microimage::pipeline;
 use microimage::plan::CargoOptions;
 use microimage::registry::ConnectOptions;
 use microimage::settings::{parse_key_value, parse_port, parse_source_date_epoch, ImageArgs};
+use microimage::sinks::load::Engine;
+use microimage::sinks::{Format, OutputOptions};
 use microimage::{platform, Error, Result};
 
 #[derive(Parser, Debug)]

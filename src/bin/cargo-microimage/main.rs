@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use microimage::message::{self, BinaryVerified, Record, RunFinished};
-use microimage::output::OutputOptions;
 use microimage::pipeline::{self, Outcome};
 use microimage::shell::{Shell, Verbosity};
+use microimage::sinks::OutputOptions;
 use microimage::{inspect, platform, verify, Error, Result};
 
 use cli::{Cli, Color, Command, MessageFormat};
@@ -275,7 +275,7 @@ impl Printer {
             lines.push('\n');
         }
         if let Some(path) = image_refs {
-            microimage::output::atomic_file(path, |file| {
+            microimage::sinks::atomic_file(path, |file| {
                 file.write_all(lines.as_bytes())
                     .map_err(|e| Error::io("writing", path, e))
             })

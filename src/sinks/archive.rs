@@ -11,7 +11,7 @@ use crate::blob;
 use crate::error::{Error, Result};
 use crate::image::{canonical_json, ImageSet};
 use crate::layers::{self, Content, Entry};
-use crate::output::layout;
+use crate::sinks::layout;
 
 /// Writes `set` as an OCI archive (a tar of the OCI layout).
 pub fn write_oci(set: &ImageSet, file: &mut File) -> Result<()> {

@@ -6,9 +6,9 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::image::ImageSet;
-use crate::output::archive;
 use crate::platform::Platform;
 use crate::shell::Shell;
+use crate::sinks::archive;
 
 /// `--load`, `--load=podman`, `--load=docker`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -133,7 +133,7 @@ impl Destination {
     /// The reference other tools take: `oci:/abs/dir:1.0`, `oci-archive:/abs/app.tar:1.0`,
     /// `docker-archive:/abs/app.tar`.
     pub fn reference(&self, set: &ImageSet) -> String {
-        let path = crate::message::path_text(&self.path);
+        let path = crate::shell::path_text(&self.path);
         match self.format {
             Format::DockerArchive => format!("docker-archive:{path}"),
             f => format!("{}:{path}:{}", f.transport(), set.name.tag),
