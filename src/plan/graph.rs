@@ -66,6 +66,7 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
             "reading the dependency graph for {} failed: {e}",
             platform.triple
         ))
+        .with_source(e)
     })?;
     let Some(resolve) = &metadata.resolve else {
         return Ok(Graph::default());

@@ -383,7 +383,8 @@ fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
             )
         }
         other => Error::build(format!("running `cargo metadata` failed: {other}"))
-            .with_help("check that cargo is installed and on PATH (or set $CARGO)"),
+            .with_help("check that cargo is installed and on PATH (or set $CARGO)")
+            .with_source(other),
     })
 }
 

@@ -67,8 +67,19 @@ pub fn explain(
     options: &ConnectOptions,
     purpose: &Purpose,
 ) -> Error {
-    let chain = chain(&e);
-    let (status, codes) = answer(&e);
+    describe(&e, registry, credential, options, purpose).with_source(e)
+}
+
+/// The message (and help) for `e`; [`explain`] keeps `e` as the source.
+fn describe(
+    e: &OciDistributionError,
+    registry: &str,
+    credential: &credentials::Found,
+    options: &ConnectOptions,
+    purpose: &Purpose,
+) -> Error {
+    let chain = chain(e);
+    let (status, codes) = answer(e);
     let has = |wanted: &[&str]| codes.iter().any(|(c, _)| wanted.contains(&c.as_str()));
     if status == Some(429) || has(&["TOOMANYREQUESTS"]) {
         // Only reached once the retries are used up (429 is transient).
@@ -127,7 +138,7 @@ pub fn explain(
         return Error::registry(format!("the TLS connection to {registry} failed: {chain}"))
             .with_help(help);
     }
-    if let OciDistributionError::RequestError(r) = &e {
+    if let OciDistributionError::RequestError(r) = e {
         if r.is_connect() || r.is_timeout() {
             return Error::registry(format!("cannot reach the registry {registry}: {chain}"))
                 .with_help("check that the registry is running and the address is right, then run the same command again");
