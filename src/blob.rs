@@ -45,11 +45,28 @@ pub fn sha256(data: &[u8]) -> Digest {
     digest_from(Sha256::digest(data).as_slice())
 }
 
-/// The sha256 digest of a file's content, read in pieces.
-pub fn sha256_file(path: &std::path::Path) -> io::Result<Digest> {
-    let mut hasher = HashingWriter::new(io::sink());
-    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher.finish().1)
+/// The sha256 digest of the first `size` bytes of an open file, read in pieces with
+/// positioned reads; fails if the file is shorter.
+pub fn sha256_open(file: &std::fs::File, size: u64) -> io::Result<Digest> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size {
+        let want = buf
+            .len()
+            .min(usize::try_from(size - at).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file became shorter while it was read",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(digest_from(hasher.finalize().as_slice()))
 }
 
 /// Turns 32 raw bytes of sha256 output into a `sha256:<hex>` digest.

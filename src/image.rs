@@ -63,7 +63,17 @@ impl ImageName {
         let first = components.peek().copied().unwrap_or("");
         // A first component with a `.`, a `:` or `localhost` names a registry host.
         if repository.contains('/') && (first.contains(['.', ':']) || first == "localhost") {
+            if let Err(why) = valid_host(first) {
+                return Err(bad(&format!("the registry `{first}` {why}")));
+            }
             components.next();
+        }
+        // The distribution spec lets registries limit names; 255 is what they take at least.
+        if repository.len() > NAME_MAX {
+            return Err(bad(&format!(
+                "the name is {} characters long; registries accept names of at most {NAME_MAX}",
+                repository.len()
+            )));
         }
         for c in components {
             if !valid_component(c) {
@@ -100,6 +110,49 @@ impl fmt::Display for ImageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.repository, self.tag)
     }
+}
+
+/// The longest repository name (registry host included) every registry accepts.
+const NAME_MAX: usize = 255;
+
+/// A registry host as the distribution reference grammar has it: DNS labels
+/// (`[A-Za-z0-9]`, inner `-`) separated by `.`, or a bracketed IPv6 address, then an
+/// optional `:port` (1-65535).
+fn valid_host(host: &str) -> std::result::Result<(), String> {
+    // `name[:port]`, where a bracketed IPv6 name has colons of its own.
+    let (name, port) = match host.find(']') {
+        Some(end) if host.starts_with('[') => match &host[end + 1..] {
+            "" => (&host[..=end], None),
+            rest => (
+                &host[..=end],
+                Some(rest.strip_prefix(':').ok_or("has text after `]`")?),
+            ),
+        },
+        _ => match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        },
+    };
+    if let Some(p) = port.filter(|p| !p.parse::<u16>().is_ok_and(|p| p > 0)) {
+        return Err(format!("has the port `{p}`, not a number from 1 to 65535"));
+    }
+    if let Some(v6) = name.strip_prefix('[') {
+        return match v6.strip_suffix(']').map(str::parse::<std::net::Ipv6Addr>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(format!("`{name}` is not an IPv6 address")),
+        };
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err("is not a host name (letters, digits and inner `-` between dots)".into());
+    }
+    Ok(())
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`, the OCI distribution path component grammar.
@@ -236,6 +289,20 @@ pub struct PlatformBinary {
     pub platform: &'static Platform,
     pub path: PathBuf,
     pub size: u64,
+    /// The file that was verified, still open: what is packed is read from it.
+    pub file: std::sync::Arc<std::fs::File>,
+}
+
+impl PlatformBinary {
+    /// The binary of a [`crate::verify::Verdict`] that passed, for `platform`.
+    pub fn verified(verdict: &crate::verify::Verdict, platform: &'static Platform) -> Self {
+        PlatformBinary {
+            platform,
+            path: verdict.path.clone(),
+            size: verdict.size,
+            file: verdict.file.clone(),
+        }
+    }
 }
 
 /// One platform's image inside an [`ImageSet`].
@@ -307,8 +374,9 @@ pub fn assemble_with(
     let include_layer = if spec.include.is_empty() {
         None
     } else {
+        let lower = lower_paths(&spec.base, &spec.bin_name)?;
         Some(layers::write(
-            layers::include::entries(&spec.include)?,
+            layers::include::without_lower_dirs(layers::include::entries(&spec.include)?, &lower),
             spec.source_date_epoch,
             compression,
         )?)
@@ -413,8 +481,8 @@ fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -
     let Some(cache) = packing.cache else {
         return write();
     };
-    let digest =
-        crate::blob::sha256_file(&bin.path).map_err(|e| Error::io("reading", &bin.path, e))?;
+    let digest = crate::blob::sha256_open(&bin.file, bin.size)
+        .map_err(|e| Error::io("reading", &bin.path, e))?;
     let key = layers::cache::LayerCache::key(
         &digest,
         &spec.bin_name,
@@ -434,13 +502,34 @@ fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -
     Ok(layer)
 }
 
+/// What the base and app layers hold, path → is a directory: what an include may not
+/// replace.
+pub fn lower_paths(base: &base::BaseOptions, bin_name: &str) -> Result<BTreeMap<String, bool>> {
+    let target = format!("usr/local/bin/{bin_name}");
+    let mut out: BTreeMap<String, bool> = base::entries(base)?
+        .into_iter()
+        .map(|e| (e.path, matches!(e.kind, layers::Kind::Dir)))
+        .collect();
+    out.extend(layers::parents(&target).map(|d| (d.to_string(), true)));
+    out.insert(target, false);
+    Ok(out)
+}
+
 /// The app layer: `/usr/local/bin/<bin>`, 0755, owned by root.
 fn app_entries(bin_name: &str, bin: &PlatformBinary) -> Vec<Entry> {
     let target = format!("usr/local/bin/{bin_name}");
     let mut entries: Vec<Entry> = layers::parents(&target)
         .map(|d| Entry::dir(d, 0o755))
         .collect();
-    entries.push(Entry::file(&target, 0o755, Content::File(bin.path.clone())));
+    entries.push(Entry::file(
+        &target,
+        0o755,
+        Content::Open {
+            file: bin.file.clone(),
+            size: bin.size,
+            path: bin.path.clone(),
+        },
+    ));
     entries
 }
 
@@ -566,6 +655,34 @@ mod tests {
         assert!(ImageName::parse("app:").is_err());
         assert!(ImageName::parse("app@sha256:00").is_err());
         assert!(ImageName::parse("app:a+b").is_err());
+        for bad in [
+            "../x:1",
+            "reg istry.io/x:1",
+            "127.0.0.1:99999/x:1",
+            "127.0.0.1:0/x:1",
+            "-bad.io/x:1",
+            "a..b/x:1",
+            "[::1/x:1",
+        ] {
+            let e = ImageName::parse(bad).unwrap_err();
+            assert!(
+                e.is_usage() && e.message().contains("registry"),
+                "{bad}: {e}"
+            );
+        }
+        for ok in [
+            "127.0.0.1:5000/x:1",
+            "[::1]:5000/x:1",
+            "ghcr.io/o/x:1",
+            "localhost/x",
+        ] {
+            ImageName::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let long = format!("ghcr.io/{}:1", "a".repeat(300));
+        assert!(ImageName::parse(&long)
+            .unwrap_err()
+            .message()
+            .contains("at most 255"));
         for ok in ["a", "a.b", "a_b", "a__b", "a---b", "a1-2"] {
             assert!(valid_component(ok), "{ok}");
         }

@@ -144,6 +144,8 @@ pub struct BinaryVerified {
     pub size: u64,
     /// Whether it can go into an image.
     pub ok: bool,
+    /// Why not, when it cannot.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -327,11 +327,7 @@ pub fn pack(
             )));
         }
         shell.status("Verified", describe(path, platform, verdict.size));
-        binaries.push(PlatformBinary {
-            platform,
-            path: path.clone(),
-            size: verdict.size,
-        });
+        binaries.push(PlatformBinary::verified(&verdict, platform));
     }
     if let Some(missing) = request
         .platforms
@@ -445,11 +441,7 @@ fn bin_name_of(paths: &[PathBuf]) -> Result<String> {
 fn verified(path: &Path, platform: &'static Platform, shell: &Shell) -> Result<PlatformBinary> {
     let verdict = verify::check(path, platform)?;
     shell.status("Verified", describe(path, platform, verdict.size));
-    Ok(PlatformBinary {
-        platform,
-        path: path.to_path_buf(),
-        size: verdict.size,
-    })
+    Ok(PlatformBinary::verified(&verdict, platform))
 }
 
 fn describe(path: &Path, platform: &Platform, size: u64) -> String {

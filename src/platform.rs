@@ -26,6 +26,8 @@ pub struct Platform {
     pub elf_machine: object::elf::Machine,
     /// ELF class: true for 64-bit.
     pub elf_64: bool,
+    /// ELF byte order: true for big-endian.
+    pub elf_big_endian: bool,
     /// The architecture as target-lexicon names it.
     arch: Architecture,
 }
@@ -39,6 +41,7 @@ pub static SUPPORTED: &[Platform] = &[
         variant: None,
         elf_machine: object::elf::EM_X86_64,
         elf_64: true,
+        elf_big_endian: false,
         arch: Architecture::X86_64,
     },
     Platform {
@@ -48,6 +51,7 @@ pub static SUPPORTED: &[Platform] = &[
         variant: Some("v8"),
         elf_machine: object::elf::EM_AARCH64,
         elf_64: true,
+        elf_big_endian: false,
         arch: Architecture::Aarch64(Aarch64Architecture::Aarch64),
     },
 ];
@@ -131,10 +135,15 @@ impl Platform {
     }
 
     /// The platform of an ELF binary, from its header.
-    pub fn from_elf(machine: object::elf::Machine, is_64: bool) -> Option<&'static Platform> {
-        SUPPORTED
-            .iter()
-            .find(|p| p.elf_machine == machine && p.elf_64 == is_64)
+    /// The platform of an ELF binary: its machine, class and byte order.
+    pub fn from_elf(
+        machine: object::elf::Machine,
+        is_64: bool,
+        big_endian: bool,
+    ) -> Option<&'static Platform> {
+        SUPPORTED.iter().find(|p| {
+            p.elf_machine == machine && p.elf_64 == is_64 && p.elf_big_endian == big_endian
+        })
     }
 
     /// The OCI platform value for index entries.

@@ -1,33 +1,83 @@
-//! The static check: reads a binary as ELF (with the `object` crate) and proves it can run
-//! in a `FROM scratch` image — the right machine type for its platform, no `PT_INTERP`
-//! (no dynamic loader requested) and no `DT_NEEDED` (no shared libraries). Static-pie
-//! binaries have a `PT_DYNAMIC` segment for self-relocation; that is fine.
+//! The static check: proves that a file can run in a `FROM scratch` image — a regular
+//! file, an ELF *executable* (`ET_EXEC`, or `ET_DYN` that is a static-pie program with an
+//! entry point; not an object file, a shared library or a core dump) of the platform's
+//! machine, class and byte order, with no `PT_INTERP` (no dynamic loader requested) and no
+//! `DT_NEEDED` (no shared libraries). Static-pie binaries have a `PT_DYNAMIC` segment for
+//! self-relocation; that is fine.
+//!
+//! The file is opened once ([`Verdict::file`]); what is packed is read from that same open
+//! file, so a file swapped in at the path after the check is not what goes into the image.
+//! Opening never blocks: a FIFO or a device is refused by what it is, before it is read.
 //!
 //! Not for: deciding what to do about a failure; callers turn a [`Verdict`] into an error.
 
 use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use object::read::elf::{Dyn, ElfFile, FileHeader, ProgramHeader};
 use object::{elf, Endianness, FileKind, ReadCache, ReadRef};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::platform::Platform;
 
+/// What kind of ELF file it is (`e_type`, and for `ET_DYN` whether it is a program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElfKind {
+    /// `ET_EXEC`.
+    Executable,
+    /// `ET_DYN` with an entry point and `DF_1_PIE` (or no `DT_SONAME`): a PIE program.
+    PositionIndependent,
+    /// `ET_DYN` that is not a program.
+    SharedLibrary,
+    /// `ET_REL`: an object file.
+    Relocatable,
+    /// `ET_CORE`.
+    Core,
+    Other(u16),
+}
+
+impl ElfKind {
+    fn runs(self) -> bool {
+        matches!(self, ElfKind::Executable | ElfKind::PositionIndependent)
+    }
+
+    fn describe(self) -> String {
+        match self {
+            ElfKind::Executable => "an ELF executable".into(),
+            ElfKind::PositionIndependent => "a position-independent ELF executable".into(),
+            ElfKind::SharedLibrary => {
+                "an ELF shared library (ET_DYN without a program entry point), not a program".into()
+            }
+            ElfKind::Relocatable => {
+                "an ELF relocatable object (a `.o` file), not a linked program".into()
+            }
+            ElfKind::Core => "an ELF core dump, not a program".into(),
+            ElfKind::Other(t) => format!("an ELF file of type {t}, not a program"),
+        }
+    }
+}
+
 /// What the ELF header and dynamic section say about a binary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Verdict {
     pub path: PathBuf,
-    /// The platform from the ELF machine type, if it is a supported one.
+    /// The platform from the ELF machine type, class and byte order, if it is a supported one.
     pub platform: Option<&'static Platform>,
     /// A description of the machine for messages (`x86_64`, `aarch64`, `EM 40`).
     pub machine: String,
+    pub kind: ElfKind,
+    pub is_64: bool,
+    pub big_endian: bool,
     /// The dynamic loader requested through `PT_INTERP`, if any.
     pub interpreter: Option<String>,
     /// The shared libraries named by `DT_NEEDED`.
     pub needed: Vec<String>,
-    /// The file size in bytes.
+    /// The file size in bytes, when checked.
     pub size: u64,
+    /// The file that was checked, still open: pack from this, not from the path.
+    pub file: Arc<File>,
 }
 
 impl Verdict {
@@ -35,9 +85,25 @@ impl Verdict {
         self.interpreter.is_none() && self.needed.is_empty()
     }
 
-    /// `Ok` when static and for a supported platform; otherwise the error a user sees.
+    /// `linux/arm64`, or the machine with its class and byte order when no platform has it.
+    fn what_machine(&self) -> String {
+        let order = if self.big_endian { ", big-endian" } else { "" };
+        let class = if self.is_64 { "64-bit" } else { "32-bit" };
+        format!("{} ({class}{order})", self.machine)
+    }
+
+    /// `Ok` when it can run in an image; otherwise the error a user sees.
     pub fn require_static(&self) -> Result<&'static Platform> {
         let name = self.path.display();
+        if !self.kind.runs() {
+            return Err(Error::verify(format!(
+                "`{name}` is {}, so it cannot run as the image's program",
+                self.kind.describe()
+            ))
+            .with_help(
+                "pass the linked executable, e.g. target/x86_64-unknown-linux-musl/release/<name>",
+            ));
+        }
         if !self.is_static() {
             let mut needs = Vec::new();
             if !self.needed.is_empty() {
@@ -59,8 +125,8 @@ impl Verdict {
         }
         self.platform.ok_or_else(|| {
             Error::verify(format!(
-                "`{name}` is a static binary for {}, which no image platform supports",
-                self.machine
+                "`{name}` is a static executable for {}, which no image platform runs",
+                self.what_machine()
             ))
             .with_help(format!(
                 "supported platforms: {}",
@@ -70,48 +136,165 @@ impl Verdict {
     }
 }
 
-/// Reads the ELF headers of `path` (without loading the whole file).
-pub fn inspect(path: &Path) -> Result<Verdict> {
-    let file = File::open(path).path_context("opening", path)?;
-    let size = file.metadata().path_context("reading", path)?.len();
-    let cache = ReadCache::new(file);
-    let not_elf = |what: &str| {
-        Error::verify(format!("`{}` is not a Linux executable: {what}", path.display()))
-            .with_help("pass the path of a compiled binary, e.g. target/x86_64-unknown-linux-musl/release/<name>")
-    };
-    let kind = FileKind::parse(&cache).map_err(|_| not_elf("unknown file format"))?;
-    let mut verdict = match kind {
-        FileKind::Elf64 => read_elf::<elf::FileHeader64<Endianness>, _>(&cache, true),
-        FileKind::Elf32 => read_elf::<elf::FileHeader32<Endianness>, _>(&cache, false),
-        other => return Err(not_elf(&format!("it is a {other:?} file, not ELF"))),
+/// What a path that is not a regular file is, for the message.
+fn not_a_file(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
     }
-    .map_err(|e| not_elf(&format!("malformed ELF ({e})")))?;
-    verdict.path = path.to_path_buf();
-    verdict.size = size;
-    Ok(verdict)
 }
 
-fn read_elf<'data, Elf, R>(data: R, is_64: bool) -> object::read::Result<Verdict>
+/// What a file that is not ELF is, from its first bytes (the magic numbers of the common
+/// formats; the `object` crate is built for ELF only).
+fn unknown_format(head: &[u8]) -> String {
+    const MACHO: [[u8; 4]; 5] = [
+        [0xfe, 0xed, 0xfa, 0xce],
+        [0xfe, 0xed, 0xfa, 0xcf],
+        [0xce, 0xfa, 0xed, 0xfe],
+        [0xcf, 0xfa, 0xed, 0xfe],
+        [0xca, 0xfe, 0xba, 0xbe],
+    ];
+    if head.starts_with(b"!<arch>\n") {
+        "a static library or `ar` archive (.a), not a linked program".into()
+    } else if MACHO.iter().any(|m| head.starts_with(m)) {
+        "a Mach-O file (macOS), not a Linux executable".into()
+    } else if head.starts_with(b"MZ") {
+        "a PE file (Windows), not a Linux executable".into()
+    } else if head.starts_with(b"\0asm") {
+        "a WebAssembly module, not a Linux executable".into()
+    } else if head.starts_with(b"#!") {
+        "a script (it starts with `#!`), not a compiled binary".into()
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        "gzip-compressed data, not an executable".into()
+    } else if head.is_empty() {
+        "an empty file".into()
+    } else if head.starts_with(b"\x7fELF") {
+        "a damaged ELF file (its header cannot be read)".into()
+    } else {
+        "not an executable: its format is not ELF".into()
+    }
+}
+
+/// Opens `path` and reads its ELF headers (without loading the whole file).
+pub fn inspect(path: &Path) -> Result<Verdict> {
+    let fail = |what: String| {
+        Error::verify(format!("`{}` is {what}", path.display())).with_help(
+            "pass the path of a compiled binary, e.g. target/x86_64-unknown-linux-musl/release/<name>",
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::verify(format!("reading `{}` failed: {e}", path.display())).with_source(e)
+    })?;
+    if let Some(what) = not_a_file(&meta) {
+        return Err(fail(what.to_string()));
+    }
+    // Never blocks (a FIFO swapped in after the check above), and the open file is checked
+    // again: what is read is what was opened.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            Error::verify(format!("opening `{}` failed: {e}", path.display())).with_source(e)
+        })?;
+    let meta = file.metadata().map_err(|e| {
+        Error::verify(format!("reading `{}` failed: {e}", path.display())).with_source(e)
+    })?;
+    if let Some(what) = not_a_file(&meta) {
+        return Err(fail(what.to_string()));
+    }
+    let size = meta.len();
+    let file = Arc::new(file);
+    let cache = ReadCache::new(&*file);
+    let head = cache.read_bytes_at(0, size.min(16)).unwrap_or_default();
+    let kind = FileKind::parse(&cache).ok();
+    let parsed = match kind {
+        Some(FileKind::Elf64) => read_elf::<elf::FileHeader64<Endianness>, _>(&cache, true),
+        Some(FileKind::Elf32) => read_elf::<elf::FileHeader32<Endianness>, _>(&cache, false),
+        _ => return Err(fail(unknown_format(head))),
+    };
+    let facts = parsed.map_err(|e| fail(format!("a damaged or truncated ELF file ({e})")))?;
+    Ok(Verdict {
+        path: path.to_path_buf(),
+        platform: Platform::from_elf(facts.machine, facts.is_64, facts.big_endian),
+        machine: machine_name(facts.machine, facts.big_endian),
+        kind: facts.kind,
+        is_64: facts.is_64,
+        big_endian: facts.big_endian,
+        interpreter: facts.interpreter,
+        needed: facts.needed,
+        size,
+        file,
+    })
+}
+
+fn machine_name(machine: elf::Machine, big_endian: bool) -> String {
+    match (machine, big_endian) {
+        (elf::EM_X86_64, _) => "x86_64".to_string(),
+        (elf::EM_AARCH64, false) => "aarch64".to_string(),
+        (elf::EM_AARCH64, true) => "aarch64_be".to_string(),
+        (elf::EM_386, _) => "i386".to_string(),
+        (elf::EM_ARM, _) => "arm".to_string(),
+        (elf::EM_RISCV, _) => "riscv".to_string(),
+        (elf::EM_PPC64, false) => "ppc64le".to_string(),
+        (elf::EM_PPC64, true) => "ppc64".to_string(),
+        (elf::EM_S390, _) => "s390x".to_string(),
+        (other, _) => format!("ELF machine {}", other.0),
+    }
+}
+
+/// What [`read_elf`] finds.
+struct Facts {
+    machine: elf::Machine,
+    is_64: bool,
+    big_endian: bool,
+    kind: ElfKind,
+    interpreter: Option<String>,
+    needed: Vec<String>,
+}
+
+fn read_elf<'data, Elf, R>(data: R, is_64: bool) -> object::read::Result<Facts>
 where
     Elf: FileHeader<Endian = Endianness>,
     R: ReadRef<'data>,
 {
     let file = ElfFile::<Elf, R>::parse(data)?;
     let endian = file.endian();
-    let machine = file.elf_header().e_machine(endian);
+    let header = file.elf_header();
+    let machine = header.e_machine(endian);
     let mut interpreter = None;
     let mut needed_in_segment = 0usize;
+    let (mut pie_flag, mut soname) = (false, false);
     for ph in file.elf_program_headers() {
         if let Some(interp) = ph.interpreter(endian, data)? {
             let s = String::from_utf8_lossy(interp);
             interpreter = Some(s.trim_end_matches('\0').to_string());
         }
         if let Some(dynamic) = ph.dynamic(endian, data)? {
-            needed_in_segment += dynamic
+            for d in dynamic
                 .iter()
                 .take_while(|d| d.d_tag(endian) != elf::DT_NULL)
-                .filter(|d| d.d_tag(endian) == elf::DT_NEEDED)
-                .count();
+            {
+                match d.d_tag(endian) {
+                    elf::DT_NEEDED => needed_in_segment += 1,
+                    elf::DT_SONAME => soname = true,
+                    elf::DT_FLAGS_1 => {
+                        let flags: u64 = d.d_val(endian).into();
+                        pie_flag |= flags & elf::DF_1_PIE.0 != 0;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     let mut needed = Vec::new();
@@ -126,22 +309,22 @@ where
     while needed.len() < needed_in_segment {
         needed.push("(unnamed library)".to_string());
     }
-    let platform = Platform::from_elf(machine, is_64);
-    let machine_name = match machine {
-        elf::EM_X86_64 => "x86_64".to_string(),
-        elf::EM_AARCH64 => "aarch64".to_string(),
-        elf::EM_386 => "i386".to_string(),
-        elf::EM_ARM => "arm".to_string(),
-        elf::EM_RISCV => "riscv".to_string(),
-        other => format!("ELF machine {}", other.0),
+    let entry: u64 = header.e_entry(endian).into();
+    let kind = match header.e_type(endian) {
+        elf::ET_EXEC => ElfKind::Executable,
+        elf::ET_DYN if entry != 0 && (pie_flag || !soname) => ElfKind::PositionIndependent,
+        elf::ET_DYN => ElfKind::SharedLibrary,
+        elf::ET_REL => ElfKind::Relocatable,
+        elf::ET_CORE => ElfKind::Core,
+        other => ElfKind::Other(other.0),
     };
-    Ok(Verdict {
-        path: PathBuf::new(),
-        platform,
-        machine: machine_name,
+    Ok(Facts {
+        machine,
+        is_64,
+        big_endian: endian == Endianness::Big,
+        kind,
         interpreter,
         needed,
-        size: 0,
     })
 }
 

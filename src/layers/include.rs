@@ -21,6 +21,9 @@ pub struct Include {
     pub root: PathBuf,
     /// Destination in the image, relative (`srv/static`).
     pub dest: String,
+    /// The destination ended in `/`: a file goes *into* that directory, keeping its name
+    /// (as Docker's `COPY` does). A directory's contents go to the destination either way.
+    pub into_dir: bool,
 }
 
 impl Include {
@@ -46,6 +49,7 @@ impl Include {
                 root.display()
             )));
         }
+        let into_dir = dest.is_some_and(|d| d.ends_with('/'));
         let dest = match dest {
             Some(d) if !d.starts_with('/') => {
                 return Err(bad(&format!("the destination `{d}` must be absolute")))
@@ -61,6 +65,7 @@ impl Include {
             src: root.join(src_path),
             root: root.to_path_buf(),
             dest,
+            into_dir,
         })
     }
 }
@@ -88,16 +93,29 @@ pub fn entries(includes: &[Include]) -> Result<Vec<Entry>> {
         if !real.starts_with(&root) {
             return Err(escape(inc, &inc.src));
         }
-        if inc.dest.is_empty() && !meta.is_dir() {
+        let dest = match inc.src.file_name() {
+            // `f:/dir/` puts the file into /dir; `f:/` into the root.
+            Some(name) if inc.into_dir && !meta.is_dir() => {
+                let name = name.to_string_lossy();
+                if inc.dest.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{}/{name}", inc.dest)
+                }
+            }
+            _ => inc.dest.clone(),
+        };
+        if dest.is_empty() && !meta.is_dir() {
             return Err(Error::output(format!(
                 "include `{}`: a file needs a destination path, not `/`",
                 inc.spec
-            )));
+            ))
+            .with_help("give it a file name, or end the destination with `/` to keep its own"));
         }
-        for dir in parents(&inc.dest) {
+        for dir in parents(&dest) {
             add(&mut out, Entry::dir(dir, 0o755))?;
         }
-        add_path(&mut out, inc, &root, &inc.src, &inc.dest)?;
+        add_path(&mut out, inc, &root, &inc.src, &dest)?;
     }
     Ok(out.into_values().collect())
 }
@@ -206,6 +224,41 @@ fn add(out: &mut BTreeMap<String, Entry>, entry: Entry) -> Result<()> {
     }
 }
 
+/// Checks that `inc` replaces nothing of the layers below it (`lower`: path → is a
+/// directory): a file of the base layer or the binary, a directory turned into a file or a
+/// file into a directory. Directories both have are fine (the lower one's owner and mode
+/// are kept, see [`without_lower_dirs`]).
+pub fn check_against(inc: &Include, lower: &BTreeMap<String, bool>) -> Result<()> {
+    for entry in entries(std::slice::from_ref(inc))? {
+        let is_dir = matches!(entry.kind, Kind::Dir);
+        match lower.get(&entry.path) {
+            Some(true) if is_dir => {}
+            Some(&lower_dir) => {
+                let what = if lower_dir { "directory" } else { "file" };
+                return Err(Error::usage(format!(
+                    "include `{}` would replace the {what} `/{}` that the image already has",
+                    inc.spec, entry.path
+                ))
+                .with_help(
+                    "pick a destination that is not part of the base layer or the binary's path \
+                     (e.g. under /srv or /etc/<app>/); end it with `/` to put a file into a directory",
+                ));
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// The include layer's entries without the directories the layers below already have, so
+/// their owners and modes (`/home/nonroot` 0700, owned by 65532) stay as they are.
+pub fn without_lower_dirs(entries: Vec<Entry>, lower: &BTreeMap<String, bool>) -> Vec<Entry> {
+    entries
+        .into_iter()
+        .filter(|e| !(matches!(e.kind, Kind::Dir) && lower.get(&e.path) == Some(&true)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +332,59 @@ mod tests {
             Include::parse("static/index.html:/x", t.path()).unwrap(),
         ];
         assert!(entries(&incs).unwrap_err().message().contains("/x"));
+    }
+
+    #[test]
+    fn a_destination_ending_in_a_slash_is_a_directory_to_put_the_file_into() {
+        let t = tree();
+        let into = Include::parse("run.sh:/etc/app/", t.path()).unwrap();
+        let paths: Vec<String> = entries(&[into])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["etc", "etc/app", "etc/app/run.sh"]);
+        let root = Include::parse("run.sh:/", t.path()).unwrap();
+        let paths: Vec<String> = entries(&[root])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["run.sh"]);
+    }
+
+    #[test]
+    fn what_the_layers_below_have_is_not_replaced() {
+        let t = tree();
+        let lower = BTreeMap::from([
+            ("etc".to_string(), true),
+            ("etc/passwd".to_string(), false),
+            ("home".to_string(), true),
+            ("home/nonroot".to_string(), true),
+            ("usr/local/bin/app".to_string(), false),
+        ]);
+        for (spec, refused) in [
+            ("run.sh:/etc", true),
+            ("run.sh:/etc/passwd", true),
+            ("run.sh:/usr/local/bin/app", true),
+            ("static:/etc/passwd", true),
+            ("run.sh:/etc/", false),
+            ("run.sh:/home/nonroot/", false),
+            ("static:/srv/static", false),
+        ] {
+            let inc = Include::parse(spec, t.path()).unwrap();
+            let result = check_against(&inc, &lower);
+            assert_eq!(result.is_err(), refused, "{spec}: {result:?}");
+            if let Err(e) = result {
+                assert!(e.message().contains("would replace"), "{e}");
+            }
+        }
+        // Directories the lower layers have stay theirs (owner, mode).
+        let inc = Include::parse("run.sh:/home/nonroot/", t.path()).unwrap();
+        let kept: Vec<String> = without_lower_dirs(entries(&[inc]).unwrap(), &lower)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(kept, ["home/nonroot/run.sh"]);
     }
 }

@@ -41,6 +41,13 @@ pub enum Content {
     },
     /// Streamed from disk while the layer is written (never loaded whole).
     File(PathBuf),
+    /// Streamed from a file already open (the binary that was verified), from its start;
+    /// exactly `size` bytes, else the layer fails.
+    Open {
+        file: Arc<File>,
+        size: u64,
+        path: PathBuf,
+    },
 }
 
 /// What an entry is.
@@ -341,6 +348,21 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, mtime: u64) -> Result<
                 .decoder(blob)
                 .and_then(|tar_data| tar.append_data(&mut h, &e.path, tar_data))
         }
+        Kind::File(Content::Open { file, size, path }) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(*size);
+            let mut reader = ExactReader {
+                inner: OpenReader {
+                    file,
+                    offset: 0,
+                    end: *size,
+                },
+                remaining: *size,
+            };
+            return tar
+                .append_data(&mut h, &e.path, &mut reader)
+                .map_err(|err| Error::io("packing", path, err));
+        }
         Kind::File(Content::File(src)) => {
             h.set_entry_type(tar::EntryType::Regular);
             let file = File::open(src).path_context("opening", src)?;
@@ -357,6 +379,29 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, mtime: u64) -> Result<
         }
     };
     result.map_err(write_err)
+}
+
+/// Reads an open file from its start with positioned reads (the handle is shared, so its
+/// own position is not used), up to `end`.
+struct OpenReader<'f> {
+    file: &'f File,
+    offset: u64,
+    end: u64,
+}
+
+impl Read for OpenReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.offset).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// Fails if the file shrank while it was being copied (tar would pad with garbage).

@@ -359,7 +359,7 @@ fn metadata_with(options: &CargoOptions, no_deps: bool) -> Result<Metadata> {
     if let Some(path) = &options.manifest_path {
         if !path.is_file() {
             return Err(
-                Error::build(format!("manifest path `{}` does not exist", path.display()))
+                Error::usage(format!("manifest path `{}` does not exist", path.display()))
                     .with_help("pass the path of a Cargo.toml with --manifest-path"),
             );
         }

@@ -54,17 +54,41 @@ impl BlobCache {
             .insert(repository.to_string());
     }
 
+    /// Adds what this run learned to the file, under an exclusive lock of the cache
+    /// directory so that concurrent pushes do not lose each other's entries: the file is
+    /// read again under the lock, merged, and replaced through a temporary of its own.
     pub fn save(&self) {
-        if let Some(path) = &self.path {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            if let Ok(data) = serde_json::to_vec(&self.map) {
-                let tmp = path.with_extension("json.tmp");
-                if std::fs::write(&tmp, data).is_ok() {
-                    let _ = std::fs::rename(&tmp, path);
-                }
+        use std::io::Write;
+        let Some(path) = &self.path else { return };
+        let Some(dir) = path.parent() else { return };
+        let _ = std::fs::create_dir_all(dir);
+        let Ok(lock) = std::fs::File::open(dir) else {
+            return;
+        };
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).is_err() {
+            return;
+        }
+        let mut merged = Self::load().map;
+        for (registry, digests) in &self.map {
+            for (digest, repos) in digests {
+                merged
+                    .entry(registry.clone())
+                    .or_default()
+                    .entry(digest.clone())
+                    .or_default()
+                    .extend(repos.iter().cloned());
             }
         }
+        let Ok(data) = serde_json::to_vec(&merged) else {
+            return;
+        };
+        let _ = tempfile::Builder::new()
+            .prefix(".microimage-")
+            .tempfile_in(dir)
+            .and_then(|mut tmp| {
+                tmp.write_all(&data)?;
+                tmp.persist(path).map_err(|e| e.error)?;
+                Ok(())
+            });
     }
 }

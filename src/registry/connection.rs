@@ -12,14 +12,18 @@ use super::errors::{chain, explain, Purpose};
 use super::reference::is_loopback;
 use super::retry::{answered, retry, transient};
 use super::{credentials, ConnectOptions};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::shell::Shell;
 
 fn client(registry: &str, http: bool, options: &ConnectOptions) -> Result<Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut extra_root_certificates = Vec::new();
     if let Some(path) = &options.ca_file {
-        let data = std::fs::read(path).path_context("reading --ca-file", path)?;
+        let data = std::fs::read(path).map_err(|e| {
+            Error::usage(format!("--ca-file `{}`: {e}", path.display()))
+                .with_help("pass the path of a PEM file with the registry's CA certificate")
+                .with_source(e)
+        })?;
         extra_root_certificates.push(Certificate {
             encoding: CertificateEncoding::Pem,
             data,

@@ -8,6 +8,7 @@
 //! prints or logs a credential.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use oci_client::secrets::RegistryAuth;
@@ -55,15 +56,38 @@ pub struct Found {
     pub source: String,
 }
 
+/// The docker config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+/// podman's auth file: `$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`
+/// if it is there, else `~/.config/containers/auth.json` (podman-login(1)).
+fn podman_auth_file() -> Option<PathBuf> {
+    if let Some(file) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        return Some(PathBuf::from(file));
+    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| Path::new(&d).join("containers/auth.json"))
+        .filter(|p| p.is_file());
+    runtime.or_else(|| {
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".config/containers/auth.json"))
+    })
+}
+
 /// The places looked at, for error messages.
 pub fn places() -> String {
-    let docker = std::env::var_os("DOCKER_CONFIG")
-        .map(|d| format!("{}/config.json", std::path::Path::new(&d).display()))
-        .unwrap_or_else(|| "~/.docker/config.json".to_string());
-    let podman = std::env::var_os("REGISTRY_AUTH_FILE")
-        .map(|p| std::path::PathBuf::from(p).display().to_string())
-        .unwrap_or_else(|| "$XDG_RUNTIME_DIR/containers/auth.json".to_string());
-    format!("{docker} (auths, credHelpers, credsStore), then {podman}")
+    let show = |p: Option<PathBuf>, default: &str| {
+        p.map_or(default.to_string(), |p| p.display().to_string())
+    };
+    format!(
+        "{} (auths, credHelpers, credsStore), then {}",
+        show(docker_config(), "~/.docker/config.json"),
+        show(podman_auth_file(), "$XDG_RUNTIME_DIR/containers/auth.json")
+    )
 }
 
 /// The keys a registry may be stored under.
@@ -88,42 +112,56 @@ fn convert(c: DockerCredential) -> Credential {
     }
 }
 
-/// A credential source of `docker_credential`.
-type Lookup = fn(&str) -> std::result::Result<DockerCredential, CredentialRetrievalError>;
-
-/// Looks up the credential for `registry` (`host[:port]`).
+/// Looks up the credential for `registry` (`host[:port]`): the docker config, then
+/// podman's auth file. A file that is not there is skipped; one that cannot be read or is
+/// not valid JSON is an error naming it — never a silent anonymous push.
 pub fn lookup(registry: &str) -> Result<Found> {
-    let lookups: [(&str, Lookup); 2] = [
-        ("the docker config", docker_credential::get_credential),
-        (
-            "podman's auth file",
-            docker_credential::get_podman_credential,
-        ),
+    let files = [
+        ("the docker config", docker_config()),
+        ("podman's auth file", podman_auth_file()),
     ];
-    for (source, get) in lookups {
+    for (source, path) in files {
+        let Some(path) = path else { continue };
+        let data =
+            match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::registry(format!(
+                    "reading {source} `{}` failed: {e}",
+                    path.display()
+                ))
+                .with_help(
+                    "fix its permissions, or point DOCKER_CONFIG / REGISTRY_AUTH_FILE elsewhere",
+                )
+                .with_source(e)),
+            };
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&data) {
+            return Err(Error::registry(format!(
+                "{source} `{}` is not valid JSON: {e}",
+                path.display()
+            ))
+            .with_help("fix the file (or move it away to push without credentials)"));
+        }
+        let shown = path.display();
         for key in keys(registry) {
-            match get(&key) {
+            match docker_credential::get_credential_from_reader(&data[..], &key) {
                 Ok(c) => {
                     return Ok(Found {
                         credential: convert(c),
-                        source: format!("{source}, entry `{key}`"),
+                        source: format!("{source} `{shown}`, entry `{key}`"),
                     })
                 }
-                Err(
-                    CredentialRetrievalError::NoCredentialConfigured
-                    | CredentialRetrievalError::ConfigNotFound
-                    | CredentialRetrievalError::ConfigReadError,
-                ) => {}
+                Err(CredentialRetrievalError::NoCredentialConfigured) => {}
                 Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
                     // Its output is not shown: a failing helper may still print secrets.
                     return Err(Error::registry(format!(
-                        "the credential helper `docker-credential-{helper}` failed for {registry} ({source})"
+                        "the credential helper `{helper}` failed for {registry} (named in {source} `{shown}`)"
                     ))
-                    .with_help(format!("run `docker-credential-{helper} get` with `{registry}` on stdin to see why")));
+                    .with_help(format!("run `{helper} get` with `{registry}` on stdin to see why")));
                 }
                 Err(other) => {
                     return Err(Error::registry(format!(
-                        "reading credentials for {registry} from {source} failed: {other}"
+                        "reading credentials for {registry} from {source} `{shown}` failed: {other}"
                     ))
                     .with_help(format!("check {}", places())));
                 }

@@ -173,6 +173,10 @@ fn validate(config: &ImageConfig, source: &Source) -> Result<()> {
         crate::image::ImageName::parse(tag)
             .map_err(|e| config_error(source, "tag", e.message()))?;
     }
+    if let Some(user) = &config.user {
+        crate::layers::base::check_user(user)
+            .map_err(|why| config_error(source, "user", &format!("`{user}` {why}")))?;
+    }
     if let Some(workdir) = &config.workdir {
         if !workdir.starts_with('/') {
             return Err(config_error(source, "workdir", "must be an absolute path"));

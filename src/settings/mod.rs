@@ -170,6 +170,8 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     let mut spec = ImageSpec::new(name, cx.bin);
 
     if let Some((user, origin)) = pick("user", args.user.clone(), levels, |c| c.user.clone()) {
+        crate::layers::base::check_user(&user)
+            .map_err(|why| bad_value(&origin, "--user", format!("`{user}` {why}")))?;
         spec.user = user;
         note("user", Some(origin));
     } else {
@@ -253,6 +255,9 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     }
     note("ca-certs", ca.map(|(_, o)| o));
 
+    let tzdata = pick("tzdata", args.tzdata.then_some(true), levels, |c| c.tzdata);
+    spec.base.tzdata = tzdata.as_ref().is_some_and(|(t, _)| *t);
+    note("tzdata", tzdata.map(|(_, o)| o));
     let include = pick("include", list(&args.include), levels, |c| {
         c.include.clone()
     });
@@ -275,11 +280,16 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
             })
             .collect::<Result<Vec<_>>>()?;
     }
+    if let Some((_, origin)) = &include {
+        // Nothing of the base layer or the binary may be replaced by an include.
+        let lower = crate::image::lower_paths(&spec.base, cx.bin)?;
+        for inc in &spec.include {
+            crate::layers::include::check_against(inc, &lower)
+                .map_err(|e| bad_value(origin, "--include", e.message().into()))?;
+        }
+    }
     note("include", include.map(|(_, o)| o));
 
-    let tzdata = pick("tzdata", args.tzdata.then_some(true), levels, |c| c.tzdata);
-    spec.base.tzdata = tzdata.as_ref().is_some_and(|(t, _)| *t);
-    note("tzdata", tzdata.map(|(_, o)| o));
     let compression = pick("compression", args.compression, levels, |c| c.compression);
     spec.compression = compression.as_ref().map(|(c, _)| *c).unwrap_or_default();
     note("compression", compression.map(|(_, o)| o));

@@ -210,7 +210,9 @@ fn relative_paths_resolve_against_the_file_that_set_them() {
     std::fs::create_dir_all(ws.join("api/certs")).unwrap();
     std::fs::create_dir_all(ws.join("api/static")).unwrap();
     std::fs::create_dir_all(ws.join("shared")).unwrap();
-    std::fs::write(ws.join("api/certs/ca.pem"), "pem").unwrap();
+    let pem = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/workspace/api/certs/migrate-ca.pem");
+    std::fs::copy(pem, ws.join("api/certs/ca.pem")).unwrap();
     std::fs::write(ws.join("shared/motd"), "hi").unwrap();
     let pkg = ws.join("api/Cargo.toml");
     let levels = Levels {

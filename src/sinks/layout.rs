@@ -1,50 +1,280 @@
 //! The OCI image layout sink: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
 //!
-//! `index.json` has one entry, pointing at the image index, annotated with the tag in
+//! Our entry in `index.json` points at the image index, annotated with the tag in
 //! `org.opencontainers.image.ref.name` (so `skopeo inspect oci:DIR:TAG` and
 //! `podman run oci:DIR:TAG` find it) and the full name in `io.containerd.image.name`.
+//!
+//! Writing into a layout that already exists keeps everything else in it, as skopeo does:
+//! the new blobs are added (each under a temporary name, synced, renamed), then
+//! `index.json` is replaced in one rename with every other entry kept and only the entry
+//! of our tag replaced; blobs that only the replaced entry used are removed afterwards. A
+//! reader sees the old layout or the new one, never a mix. A new layout is built under a
+//! temporary name and renamed into place. A directory that is not a layout (and not
+//! empty) is never written into.
 
+use std::collections::BTreeSet;
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use oci_spec::image::{ImageIndexBuilder, MediaType};
+use serde_json::Value;
 
+use super::guard::{self, Temporary, PREFIX};
 use crate::blob;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{annotated, canonical_json, ImageSet};
+use crate::shell::Shell;
 
 /// The content of the `oci-layout` file.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// The layout's `index.json` for `set`.
-pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
-    let entry = annotated(
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Our `index.json` entry for `set`.
+fn entry(set: &ImageSet) -> oci_spec::image::Descriptor {
+    annotated(
         set.index.descriptor(),
         &[
-            ("org.opencontainers.image.ref.name", set.name.tag.clone()),
+            (REF_NAME, set.name.tag.clone()),
             ("io.containerd.image.name", set.name.to_string()),
         ],
-    );
+    )
+}
+
+/// A layout's `index.json` holding `set` alone.
+pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(vec![entry])
+        .manifests(vec![entry(set)])
         .build()
         .map_err(|e| Error::output(format!("building index.json failed: {e}")))?;
     canonical_json(&index)
 }
 
-/// Writes the layout into the (empty) directory `dir`.
-pub fn write(set: &ImageSet, dir: &Path) -> Result<()> {
-    let blobs = dir.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).path_context("creating", &blobs)?;
-    for b in set.blobs.values() {
-        let path = blobs.join(blob::hex(&b.digest));
-        fs::write(&path, &b.data).path_context("writing", &path)?;
-    }
-    let path = dir.join("oci-layout");
-    fs::write(&path, OCI_LAYOUT).path_context("writing", &path)?;
-    let path = dir.join("index.json");
-    fs::write(&path, index_json(set)?).path_context("writing", &path)?;
+/// Writes a file into `dir` through a temporary name: written, synced, renamed.
+fn put(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .path_context("creating a temporary file in", dir)?;
+    let _registered = Temporary::register(tmp.path());
+    tmp.write_all(data).path_context("writing", &path)?;
+    tmp.as_file().sync_all().path_context("writing", &path)?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("writing", &path, e.error))?;
     Ok(())
+}
+
+/// Writes the blobs of `set` that `blobs` (a `blobs/sha256` directory) lacks.
+fn put_blobs(set: &ImageSet, blobs: &Path) -> Result<()> {
+    fs::create_dir_all(blobs).path_context("creating", blobs)?;
+    for b in set.blobs.values() {
+        let name = blob::hex(&b.digest);
+        // Content-addressed: a blob of the right size under its digest is that blob.
+        if fs::metadata(blobs.join(name)).is_ok_and(|m| m.len() == b.size()) {
+            continue;
+        }
+        put(blobs, name, &b.data)?;
+    }
+    guard::sync_dir(blobs)
+}
+
+/// Writes `set` into the OCI layout at `dest`: a new one, or an existing one whose other
+/// images are kept. `dest` may be a symlink to a directory (written through).
+pub fn write_into(set: &ImageSet, dest: &Path, shell: &Shell) -> Result<()> {
+    let dest = super::through_symlink(dest)?;
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| Error::output(format!("`{}` has no parent directory", dest.display())))?;
+    let lock = guard::lock(parent, shell)?;
+    guard::clean_stale(parent, &lock);
+    match fs::metadata(&dest) {
+        Ok(m) if m.is_dir() && dest.join("oci-layout").is_file() => {
+            guard::clean_stale(&dest, &lock);
+            merge(set, &dest, shell)
+        }
+        Ok(m) if m.is_dir() && is_empty(&dest)? => fill_new(set, &dest, parent),
+        Ok(_) => Err(Error::output(format!(
+            "refusing to replace `{}`: it exists and is not an OCI image layout",
+            dest.display()
+        ))
+        .with_help("pass another -o path, or remove it first")),
+        Err(_) => fill_new(set, &dest, parent),
+    }
+}
+
+fn is_empty(dir: &Path) -> Result<bool> {
+    Ok(fs::read_dir(dir)
+        .path_context("reading", dir)?
+        .next()
+        .is_none())
+}
+
+/// A new layout: built in a temporary directory beside `dest`, then renamed into place
+/// (over an empty directory, if one is there).
+fn fill_new(set: &ImageSet, dest: &Path, parent: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .permissions(fs::Permissions::from_mode(0o777))
+        .tempdir_in(parent)
+        .path_context("creating a temporary directory in", parent)?;
+    let _registered = Temporary::register(tmp.path());
+    put_blobs(set, &tmp.path().join("blobs").join("sha256"))?;
+    guard::sync_dir(&tmp.path().join("blobs"))?;
+    put(tmp.path(), "oci-layout", OCI_LAYOUT)?;
+    put(tmp.path(), "index.json", &index_json(set)?)?;
+    guard::sync_dir(tmp.path())?;
+    if dest.exists() {
+        // An empty directory: swap the new layout in, and the empty one out with `tmp`.
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            tmp.path(),
+            rustix::fs::CWD,
+            dest,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| Error::io("replacing", dest, e.into()))?;
+    } else {
+        fs::rename(tmp.path(), dest).path_context("creating", dest)?;
+    }
+    guard::sync_dir(parent)
+}
+
+/// Adds `set` to the existing layout `dir`, replacing only the entry of its tag.
+fn merge(set: &ImageSet, dir: &Path, shell: &Shell) -> Result<()> {
+    let index_path = dir.join("index.json");
+    let text = fs::read(&index_path).path_context("reading", &index_path)?;
+    let mut index: Value = serde_json::from_slice(&text).map_err(|e| {
+        Error::output(format!(
+            "`{}` is not valid JSON ({e}), so the layout cannot be added to",
+            index_path.display()
+        ))
+        .with_help("pass another -o path, or repair or remove the layout")
+    })?;
+    let tag = &set.name.tag;
+    let Some(entries) = index.get_mut("manifests").and_then(Value::as_array_mut) else {
+        return Err(Error::output(format!(
+            "`{}` has no `manifests` list, so the layout cannot be added to",
+            index_path.display()
+        )));
+    };
+    let ours = |e: &Value| e["annotations"][REF_NAME].as_str() == Some(tag.as_str());
+    let replaced: Vec<Value> = entries.iter().filter(|e| ours(e)).cloned().collect();
+    let at = entries.iter().position(ours).unwrap_or(entries.len());
+    entries.retain(|e| !ours(e));
+    let new_entry = serde_json::to_value(entry(set))
+        .map_err(|e| Error::output(format!("serialising index.json failed: {e}")))?;
+    entries.insert(at.min(entries.len()), new_entry);
+    let kept_roots: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e["digest"].as_str().map(String::from))
+        .collect();
+
+    let blobs = dir.join("blobs").join("sha256");
+    put_blobs(set, &blobs)?;
+    warn_if_platforms_dropped(&replaced, set, &blobs, &dir.display().to_string(), shell);
+    let json = serde_json::to_vec(&index).expect("a JSON value always serialises");
+    put(dir, "index.json", &json)?;
+    guard::sync_dir(dir)?;
+
+    // Blobs that only the replaced entry used: nothing in the layout refers to them now.
+    let old_roots: Vec<String> = replaced
+        .iter()
+        .filter_map(|e| e["digest"].as_str().map(String::from))
+        .collect();
+    let unused = reachable(&blobs, &old_roots);
+    let used = reachable(&blobs, &kept_roots);
+    for digest in unused.difference(&used) {
+        let _ = fs::remove_file(blobs.join(digest.trim_start_matches("sha256:")));
+    }
+    Ok(())
+}
+
+/// Every blob reachable from `roots` in a layout's `blobs/sha256`: indexes and manifests
+/// are read and followed (`manifests`, `config`, `layers`, `blobs`); other blobs are leaves.
+fn reachable(blobs: &Path, roots: &[String]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<String> = roots.to_vec();
+    while let Some(digest) = stack.pop() {
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            continue;
+        };
+        // Only JSON blobs of modest size can be manifests or indexes.
+        let path = blobs.join(hex);
+        if fs::metadata(&path).map_or(true, |m| m.len() > 4 << 20) {
+            continue;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(&fs::read(&path).unwrap_or_default())
+        else {
+            continue;
+        };
+        let children = ["manifests", "layers", "blobs"]
+            .iter()
+            .filter_map(|k| value.get(k).and_then(Value::as_array))
+            .flatten()
+            .chain(value.get("config"));
+        stack.extend(
+            children.filter_map(|d| d.get("digest").and_then(Value::as_str).map(String::from)),
+        );
+    }
+    seen
+}
+
+/// Says so when the image that had this tag had platforms the new one lacks (a build
+/// without `--platform` after `--platform all`, to the same default output).
+fn warn_if_platforms_dropped(
+    replaced: &[Value],
+    set: &ImageSet,
+    blobs: &Path,
+    dir: &str,
+    shell: &Shell,
+) {
+    let new: BTreeSet<String> = set.images.iter().map(|i| i.platform.short_name()).collect();
+    for old in replaced {
+        let Some(hex) = old["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+        else {
+            continue;
+        };
+        let Ok(index) = fs::read(blobs.join(hex))
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let old_platforms: BTreeSet<String> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                let p = &m["platform"];
+                Some(format!(
+                    "{}/{}",
+                    p["os"].as_str()?,
+                    p["architecture"].as_str()?
+                ))
+            })
+            .collect();
+        let dropped: Vec<&String> = old_platforms.difference(&new).collect();
+        if !dropped.is_empty() {
+            shell.warn(format!(
+                "`{dir}` held `{}` for {}; it is replaced by an image for {} only (pass --platform {} to keep them all)",
+                set.name,
+                old_platforms.iter().cloned().collect::<Vec<_>>().join(", "),
+                new.iter().cloned().collect::<Vec<_>>().join(", "),
+                old_platforms.union(&new).cloned().collect::<Vec<_>>().join(",")
+            ));
+        }
+    }
 }

@@ -76,6 +76,7 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         .suffix(".tar")
         .tempfile()
         .map_err(|e| Error::output(format!("creating a temporary file for --load failed: {e}")))?;
+    let _registered = super::guard::Temporary::register(file.path());
     archive::write_docker(&single, file.as_file_mut())?;
     shell.status("Loading", format!("{} ({host}) into {program}", set.name));
     let out = Command::new(program)

@@ -9,6 +9,7 @@
 //! leaves no half-written output and never damages a previous good one.
 
 pub mod archive;
+pub mod guard;
 pub mod layout;
 pub mod load;
 pub mod registry;
@@ -51,7 +52,7 @@ pub fn deliver(set: &ImageSet, sinks: &[Sink], shell: &Shell) -> Result<Delivere
     for sink in sinks {
         match sink {
             Sink::Disk(destination) => {
-                write(set, destination)?;
+                write(set, destination, shell)?;
                 delivered.destination = Some(destination.clone());
             }
             Sink::Registry(target) => delivered.pushed = Some(registry::push(set, target, shell)?),
@@ -141,78 +142,119 @@ impl Destination {
     }
 }
 
-/// Writes `set` to `dest`, atomically.
-pub fn write(set: &ImageSet, dest: &Destination) -> Result<()> {
+/// Writes `set` to `dest`: into an OCI layout (keeping its other images), or as an
+/// archive replacing only an image archive. See [`layout::write_into`] and [`write_file`].
+pub fn write(set: &ImageSet, dest: &Destination, shell: &Shell) -> Result<()> {
     match dest.format {
-        Format::Oci => atomic_dir(&dest.path, |dir| layout::write(set, dir)),
-        Format::OciArchive => atomic_file(&dest.path, |file| archive::write_oci(set, file)),
-        Format::DockerArchive => atomic_file(&dest.path, |file| archive::write_docker(set, file)),
+        Format::Oci => layout::write_into(set, &dest.path, shell),
+        Format::OciArchive => write_file(&dest.path, Replace::ImageArchive, shell, |file| {
+            archive::write_oci(set, file)
+        }),
+        Format::DockerArchive => write_file(&dest.path, Replace::ImageArchive, shell, |file| {
+            archive::write_docker(set, file)
+        }),
     }
 }
 
-/// Builds a directory under a temporary name beside `dest`, then swaps it into place.
-///
-/// An existing `dest` is replaced only if it is an OCI layout (has an `oci-layout` file)
-/// or empty, so `-o .` or a typo cannot wipe an unrelated directory.
-pub fn atomic_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = parent_of(dest)?;
-    if dest.exists() {
-        let replaceable = dest.is_dir()
-            && (dest.join("oci-layout").is_file()
-                || fs::read_dir(dest)
-                    .path_context("reading", dest)?
-                    .next()
-                    .is_none());
-        if !replaceable {
+/// What an existing file at the destination may be for [`write_file`] to replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Only an image archive (a tar holding `oci-layout` and `index.json`, or
+    /// `manifest.json`): never a user's other file.
+    ImageArchive,
+    /// Any regular file (`--image-refs`, which names the file it writes).
+    AnyFile,
+}
+
+/// Writes a file atomically: under a temporary name beside `dest` (mode from the umask, as
+/// any file a tool writes), synced, renamed into place, and the directory synced — with the
+/// directory locked against other runs, and their stale temporaries removed. A `dest` that
+/// is a symlink is written through to its target (the link stays); a dangling one, a
+/// directory, or a file `replace` does not allow is refused.
+pub fn write_file(
+    dest: &Path,
+    replace: Replace,
+    shell: &Shell,
+    fill: impl FnOnce(&mut fs::File) -> Result<()>,
+) -> Result<()> {
+    let target = through_symlink(dest)?;
+    let parent = parent_of(&target)?;
+    let lock = guard::lock(parent, shell)?;
+    guard::clean_stale(parent, &lock);
+    if let Ok(meta) = fs::metadata(&target) {
+        if meta.is_dir() {
+            return Err(
+                Error::output(format!("`{}` is a directory, not a file", dest.display()))
+                    .with_help(
+                        "pass a path ending in .tar for an archive, or drop --format for a layout",
+                    ),
+            );
+        }
+        if !meta.is_file() {
             return Err(Error::output(format!(
-                "refusing to replace `{}`: it exists and is not an OCI image layout",
+                "refusing to replace `{}`: it is not a regular file",
+                dest.display()
+            )));
+        }
+        if replace == Replace::ImageArchive && !is_image_archive(&target) {
+            return Err(Error::output(format!(
+                "refusing to replace `{}`: it exists and is not an image archive",
                 dest.display()
             ))
-            .with_help("pass another -o path, or remove it first"));
+            .with_help("pass another -o path, or remove the file first"));
         }
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".microimage-")
-        .tempdir_in(parent)
-        .path_context("creating a temporary directory in", parent)?;
-    fill(tmp.path())?;
-    set_mode(tmp.path(), 0o755)?;
-    if dest.exists() {
-        // Swap new and old in one step; the old one is then deleted with `tmp`.
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            tmp.path(),
-            rustix::fs::CWD,
-            dest,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .map_err(|e| Error::io("replacing", dest, e.into()))?;
-    } else {
-        fs::rename(tmp.path(), dest).path_context("creating", dest)?;
-    }
-    Ok(())
-}
-
-/// Writes a file under a temporary name beside `dest`, then renames it into place.
-pub fn atomic_file(dest: &Path, fill: impl FnOnce(&mut fs::File) -> Result<()>) -> Result<()> {
-    let parent = parent_of(dest)?;
-    if dest.is_dir() {
-        return Err(
-            Error::output(format!("`{}` is a directory, not a file", dest.display())).with_help(
-                "pass a path ending in .tar for an archive, or drop --format for a layout",
-            ),
-        );
-    }
+    use std::os::unix::fs::PermissionsExt;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".microimage-")
+        .prefix(guard::PREFIX)
+        .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(parent)
         .path_context("creating a temporary file in", parent)?;
+    let _registered = guard::Temporary::register(tmp.path());
     fill(tmp.as_file_mut())?;
     tmp.as_file_mut().flush().path_context("writing", dest)?;
-    set_mode(tmp.path(), 0o644)?;
-    tmp.persist(dest)
+    tmp.as_file().sync_all().path_context("writing", dest)?;
+    tmp.persist(&target)
         .map_err(|e| Error::io("creating", dest, e.error))?;
-    Ok(())
+    guard::sync_dir(parent)
+}
+
+/// `path`, or the path a symlink at `path` points to (resolved); a dangling link is refused.
+pub fn through_symlink(path: &Path) -> Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|e| {
+            Error::output(format!(
+                "`{}` is a symlink to something that does not exist ({e})",
+                path.display()
+            ))
+            .with_help("point -o at a real path, or remove the link")
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Whether `path` is a tar archive of an image: it holds `oci-layout` and `index.json`
+/// (an OCI archive) or `manifest.json` (a docker-archive). Only headers are read.
+pub fn is_image_archive(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut archive = tar::Archive::new(file);
+    let Ok(entries) = archive.entries_with_seek() else {
+        return false;
+    };
+    let (mut layout, mut index, mut docker) = (false, false, false);
+    for entry in entries.take(100_000) {
+        let Ok(entry) = entry else { return false };
+        let Ok(name) = entry.path() else { return false };
+        match name.to_string_lossy().trim_start_matches("./") {
+            "oci-layout" => layout = true,
+            "index.json" => index = true,
+            "manifest.json" => docker = true,
+            _ => {}
+        }
+    }
+    layout && index || docker
 }
 
 fn parent_of(dest: &Path) -> Result<&Path> {
@@ -222,12 +264,6 @@ fn parent_of(dest: &Path) -> Result<&Path> {
         .ok_or_else(|| Error::output(format!("`{}` has no parent directory", dest.display())))?;
     fs::create_dir_all(parent).path_context("creating", parent)?;
     Ok(parent)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .path_context("setting permissions of", path)
 }
 
 #[cfg(test)]
@@ -252,36 +288,55 @@ mod tests {
     }
 
     #[test]
-    fn atomic_dir_keeps_the_old_output_when_filling_fails() {
+    fn only_image_archives_are_replaced() {
         let t = tempfile::tempdir().unwrap();
-        let dest = t.path().join("out");
-        atomic_dir(&dest, |d| {
-            fs::write(d.join("oci-layout"), "1").unwrap();
-            Ok(())
-        })
+        let shell = Shell::new(crate::shell::Verbosity::Quiet);
+        let notes = t.path().join("NOTES.md");
+        fs::write(&notes, "mine").unwrap();
+        let err = write_file(&notes, Replace::ImageArchive, &shell, |_| Ok(())).unwrap_err();
+        assert!(err.message().contains("is not an image archive"), "{err}");
+        assert_eq!(fs::read_to_string(&notes).unwrap(), "mine");
+        // An image archive is replaced; a link to it is written through and stays a link.
+        let archive = t.path().join("app.tar");
+        fn tar_with(names: &'static [&'static str]) -> impl FnOnce(&mut fs::File) -> Result<()> {
+            move |file| {
+                let mut b = tar::Builder::new(file);
+                for n in names {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_size(0);
+                    b.append_data(&mut h, n, std::io::empty()).unwrap();
+                }
+                b.finish().unwrap();
+                Ok(())
+            }
+        }
+        write_file(
+            &archive,
+            Replace::AnyFile,
+            &shell,
+            tar_with(&["manifest.json"]),
+        )
         .unwrap();
-        let err = atomic_dir(&dest, |d| {
-            fs::write(d.join("oci-layout"), "2").unwrap();
-            Err(Error::output("boom"))
-        });
-        assert!(err.is_err());
-        assert_eq!(fs::read_to_string(dest.join("oci-layout")).unwrap(), "1");
-        atomic_dir(&dest, |d| {
-            fs::write(d.join("oci-layout"), "3").unwrap();
-            Ok(())
-        })
+        let link = t.path().join("link.tar");
+        std::os::unix::fs::symlink(&archive, &link).unwrap();
+        write_file(
+            &link,
+            Replace::ImageArchive,
+            &shell,
+            tar_with(&["oci-layout", "index.json"]),
+        )
         .unwrap();
-        assert_eq!(fs::read_to_string(dest.join("oci-layout")).unwrap(), "3");
-        // Nothing temporary is left next to it.
-        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn atomic_dir_refuses_to_replace_other_directories() {
-        let t = tempfile::tempdir().unwrap();
-        fs::write(t.path().join("precious"), "x").unwrap();
-        let err = atomic_dir(t.path(), |_| Ok(())).unwrap_err();
-        assert!(err.message().contains("not an OCI image layout"));
-        assert!(t.path().join("precious").exists());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(is_image_archive(&archive));
+        // Nothing temporary is left next to them.
+        let left: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(guard::PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -95,7 +95,7 @@ fn missing_manifest() {
         .args(["microimage", "build", "--manifest-path"])
         .arg(&missing))
     .fails_with(
-        1,
+        2,
         &format!("manifest path `{}` does not exist", missing.display()),
     );
 }

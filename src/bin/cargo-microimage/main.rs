@@ -14,7 +14,7 @@ use clap::Parser;
 use microimage::message::{self, BinaryVerified, Record, RunFinished};
 use microimage::pipeline::{self, Outcome};
 use microimage::shell::{Shell, Verbosity};
-use microimage::sinks::OutputOptions;
+use microimage::sinks::{OutputOptions, Replace};
 use microimage::{inspect, platform, verify, Error, Result};
 
 use cli::{Cli, Color, Command, MessageFormat};
@@ -134,7 +134,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             image.single_tag()?;
             let request = build.request(cli.verbose, None)?;
             let outcomes = pipeline::build(&request, &image.args(true)?, &output.options(), shell)?;
-            out.outcomes(&outcomes, refs.image_refs.as_deref())?;
+            out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
         }
         Command::Push {
             reference,
@@ -152,7 +152,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
                 &OutputOptions::default(),
                 shell,
             )?;
-            out.outcomes(&outcomes, refs.image_refs.as_deref())?;
+            out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
         }
         Command::Pack {
             binaries,
@@ -188,7 +188,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
                 &output.options(),
                 shell,
             )?;
-            out.outcomes(&[outcome], refs.image_refs.as_deref())?;
+            out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
         Command::Inspect { image, registry } => {
             let report = match inspect::Source::parse(image)? {
@@ -211,31 +211,58 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `verify A B C`: checks every binary, reports each, and fails (exit 1) if any fails.
 fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result<ExitCode> {
     let mut failed = 0;
     for path in binaries {
-        let verdict = verify::inspect(path)?;
-        let checked = verdict.require_static();
+        let verdict = verify::inspect(path);
+        let checked = verdict.as_ref().map_err(|_| ()).map(|v| v.require_static());
         if out.json {
-            out.record(&Record::BinaryVerified(BinaryVerified {
-                path: message::path_text(path),
-                is_static: verdict.is_static(),
-                platform: verdict.platform.map(|p| p.short_name()),
-                machine: verdict.machine.clone(),
-                interpreter: verdict.interpreter.clone(),
-                needed: verdict.needed.clone(),
-                size: verdict.size,
-                ok: checked.is_ok(),
-            }));
-        } else {
-            let state = match (&checked, verdict.is_static()) {
-                (Ok(p), _) => format!("static, {p} ({})", verdict.machine),
-                (Err(_), true) => format!("static, unsupported machine {}", verdict.machine),
-                (Err(_), false) => format!("NOT static ({})", verdict.machine),
+            let problem = match (&verdict, &checked) {
+                (Err(e), _) | (_, Ok(Err(e))) => Some(e.message().to_string()),
+                _ => None,
+            };
+            let record = match &verdict {
+                Ok(v) => BinaryVerified {
+                    path: message::path_text(path),
+                    is_static: v.is_static(),
+                    platform: v.platform.map(|p| p.short_name()),
+                    machine: v.machine.clone(),
+                    interpreter: v.interpreter.clone(),
+                    needed: v.needed.clone(),
+                    size: v.size,
+                    ok: problem.is_none(),
+                    problem,
+                },
+                Err(_) => BinaryVerified {
+                    path: message::path_text(path),
+                    is_static: false,
+                    platform: None,
+                    machine: String::new(),
+                    interpreter: None,
+                    needed: Vec::new(),
+                    size: 0,
+                    ok: false,
+                    problem,
+                },
+            };
+            out.record(&Record::BinaryVerified(record));
+        } else if let Ok(v) = &verdict {
+            let state = match (&checked, v.is_static()) {
+                (Ok(Ok(p)), _) => format!("static, {p} ({})", v.machine),
+                (_, false) => format!("NOT static ({})", v.machine),
+                _ => format!("cannot run in an image ({})", v.machine),
             };
             println_stdout(&format!("{}: {state}", path.display()));
+        } else {
+            println_stdout(&format!("{}: not an executable", path.display()));
         }
-        if let Err(e) = checked {
+        let error = match (verdict, checked) {
+            (Err(e), _) => Some(e),
+            (_, Ok(Err(e))) => Some(e),
+            _ => None,
+        };
+        if let Some(e) = error {
             shell.error(&e);
             failed += 1;
         }
@@ -262,7 +289,12 @@ impl Printer {
     /// Prints the result of each image (a line, or a JSON record) and, with
     /// `--image-refs`, writes the result lines to that file too, atomically, once every
     /// image is done.
-    fn outcomes(&self, outcomes: &[Outcome], image_refs: Option<&Path>) -> Result<()> {
+    fn outcomes(
+        &self,
+        outcomes: &[Outcome],
+        image_refs: Option<&Path>,
+        shell: &Shell,
+    ) -> Result<()> {
         let mut lines = String::new();
         for outcome in outcomes {
             let line = result_line(outcome);
@@ -275,7 +307,7 @@ impl Printer {
             lines.push('\n');
         }
         if let Some(path) = image_refs {
-            microimage::sinks::atomic_file(path, |file| {
+            microimage::sinks::write_file(path, Replace::AnyFile, shell, |file| {
                 file.write_all(lines.as_bytes())
                     .map_err(|e| Error::io("writing", path, e))
             })
