@@ -72,20 +72,33 @@ impl PlanCache {
             .filter(|(k, _)| k.starts_with("CARGO") || k.starts_with("RUST"))
             .collect();
         env.sort();
+        // Every field named, so that a new option must be decided on: does it change what
+        // `cargo metadata` answers?
+        let CargoOptions {
+            manifest_path,
+            package,
+            bin,
+            features,
+            all_features,
+            no_default_features,
+            locked,
+            frozen,
+            offline,
+            target_dir,
+            config,
+            profile: _,
+            strip: _,
+            jobs: _,
+            keep_going: _,
+            ignore_rust_version: _,
+            verbose: _,
+        } = options;
         let request = format!(
-            "{FORMAT}/{}/{}\n{cwd:?}\n{:?}\n{:?}\n{:?}/{:?}/{:?}\n{:?}{:?}{:?}\n{:?}\n{:?}\n{workspace}/{exclude:?}\n{env:?}",
+            "{FORMAT}/{}/{}\n{cwd:?}\n{manifest_path:?}\n{package:?}\n{bin:?}\n\
+             {features:?}/{all_features}/{no_default_features}\n{locked}{frozen}{offline}\n\
+             {target_dir:?}\n{config:?}\n{workspace}/{exclude:?}\n{env:?}",
             env!("CARGO_PKG_NAME"),
             env!("CARGO_PKG_VERSION"),
-            options.manifest_path,
-            options.package,
-            options.features,
-            options.all_features,
-            options.no_default_features,
-            options.locked,
-            options.frozen,
-            options.offline,
-            options.target_dir,
-            options.config,
         );
         let key = blob::hex(&blob::sha256(request.as_bytes())).to_string();
         let file = cache_dir().map(|d| d.join(format!("{key}.json")));
