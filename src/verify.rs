@@ -27,7 +27,7 @@ use crate::platform::Platform;
 pub enum ElfKind {
     /// `ET_EXEC`.
     Executable,
-    /// `ET_DYN` with an entry point and `DF_1_PIE` (or no `DT_SONAME`): a PIE program.
+    /// `ET_DYN` with an entry point and the `DF_1_PIE` flag: a PIE program.
     PositionIndependent,
     /// `ET_DYN` that is not a program.
     SharedLibrary,
@@ -48,7 +48,7 @@ impl ElfKind {
             ElfKind::Executable => "an ELF executable".into(),
             ElfKind::PositionIndependent => "a position-independent ELF executable".into(),
             ElfKind::SharedLibrary => {
-                "an ELF shared library (ET_DYN without a program entry point), not a program".into()
+                "an ELF shared library (ET_DYN without an entry point and the PIE flag), not a program".into()
             }
             ElfKind::Relocatable => {
                 "an ELF relocatable object (a `.o` file), not a linked program".into()
@@ -274,7 +274,7 @@ where
     let machine = header.e_machine(endian);
     let mut interpreter = None;
     let mut needed_in_segment = 0usize;
-    let (mut pie_flag, mut soname) = (false, false);
+    let mut pie_flag = false;
     for ph in file.elf_program_headers() {
         if let Some(interp) = ph.interpreter(endian, data)? {
             let s = String::from_utf8_lossy(interp);
@@ -287,7 +287,6 @@ where
             {
                 match d.d_tag(endian) {
                     elf::DT_NEEDED => needed_in_segment += 1,
-                    elf::DT_SONAME => soname = true,
                     elf::DT_FLAGS_1 => {
                         let flags: u64 = d.d_val(endian).into();
                         pie_flag |= flags & elf::DF_1_PIE.0 != 0;
@@ -312,7 +311,7 @@ where
     let entry: u64 = header.e_entry(endian).into();
     let kind = match header.e_type(endian) {
         elf::ET_EXEC => ElfKind::Executable,
-        elf::ET_DYN if entry != 0 && (pie_flag || !soname) => ElfKind::PositionIndependent,
+        elf::ET_DYN if entry != 0 && pie_flag => ElfKind::PositionIndependent,
         elf::ET_DYN => ElfKind::SharedLibrary,
         elf::ET_REL => ElfKind::Relocatable,
         elf::ET_CORE => ElfKind::Core,
