@@ -14,9 +14,10 @@
 //! the image digests: changing either changes every layer digest, which the golden-digest
 //! test in `tests/` catches.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -26,23 +27,87 @@ pub const LEVEL: u32 = 6;
 pub const CHUNK: usize = 1 << 20;
 /// Deflate's window: how much preceding input primes each chunk.
 const DICTIONARY: usize = 32 * 1024;
-/// Chunks gathered before they are compressed together.
-const BATCH: usize = 8;
+/// Chunks handed to the workers and not yet written, per worker: enough to keep every core
+/// busy while the writing thread reads, hashes and writes.
+const IN_FLIGHT_PER_WORKER: usize = 2;
 
 /// gzip header: magic, CM=deflate, no flags, MTIME=0, XFL=0, OS=255 (unknown).
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// A `Write` that gzips into `W`, compressing batches of chunks on all cores.
+/// One chunk to deflate.
+struct Job {
+    index: usize,
+    chunk: Vec<u8>,
+    dictionary: Vec<u8>,
+    last: bool,
+}
+
+/// Worker threads that deflate chunks as they come, while the writing thread goes on
+/// reading and hashing (a pipeline, as pigz's): results come back tagged with their index
+/// and are written in order.
+struct Pool {
+    jobs: Option<Sender<Job>>,
+    results: Receiver<(usize, io::Result<Vec<u8>>)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(threads: usize, level: u32) -> Pool {
+        let (jobs, queue) = channel::<Job>();
+        let (done, results) = channel();
+        let queue = Arc::new(Mutex::new(queue));
+        let workers = (0..threads)
+            .map(|_| {
+                let (queue, done) = (queue.clone(), done.clone());
+                std::thread::spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let out = deflate(&job.chunk, &job.dictionary, job.last, level);
+                    if done.send((job.index, out)).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        Pool {
+            jobs: Some(jobs),
+            results,
+            workers,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the queue ends the workers.
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A `Write` that gzips into `W`, compressing chunks on all cores while input keeps coming.
 pub struct ParallelGzip<W: Write> {
     out: W,
     level: u32,
-    /// Buffered input: whole chunks not yet compressed, plus a partial one.
+    /// Input not yet a whole chunk.
     pending: Vec<u8>,
-    /// The last [`DICTIONARY`] bytes of input already compressed.
+    /// The last [`DICTIONARY`] bytes of the chunk before `pending`.
     tail: Vec<u8>,
     crc: crc32fast::Hasher,
     len: u64,
-    threads: usize,
+    /// `None` on one core: chunks are deflated right away, in order.
+    pool: Option<Pool>,
+    max_in_flight: usize,
+    /// The index the next chunk gets, and the index of the next chunk to write.
+    submitted: usize,
+    written: usize,
+    /// Deflated chunks waiting for the ones before them.
+    done: BTreeMap<usize, Vec<u8>>,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -53,84 +118,89 @@ impl<W: Write> ParallelGzip<W> {
     /// Like [`ParallelGzip::new`] with another level: only for measuring (`benches/`);
     /// images always use [`LEVEL`].
     #[doc(hidden)]
-    pub fn with_level(mut out: W, level: u32) -> io::Result<Self> {
-        out.write_all(&HEADER)?;
+    pub fn with_level(out: W, level: u32) -> io::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_threads(out, level, threads)
+    }
+
+    /// With `threads` workers (one: none, chunks are deflated as they fill).
+    fn with_threads(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
+        out.write_all(&HEADER)?;
         Ok(ParallelGzip {
             out,
             level,
-            pending: Vec::with_capacity(CHUNK * BATCH),
+            pending: Vec::with_capacity(CHUNK),
             tail: Vec::new(),
             crc: crc32fast::Hasher::new(),
             len: 0,
-            threads,
+            pool: (threads > 1).then(|| Pool::new(threads, level)),
+            max_in_flight: threads * IN_FLIGHT_PER_WORKER,
+            submitted: 0,
+            written: 0,
+            done: BTreeMap::new(),
         })
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
-        // Chunk boundaries stay at multiples of CHUNK, however the input was written.
-        self.compress_whole_chunks()?;
+        // Chunk boundaries stay at multiples of CHUNK, however the input was written: the
+        // rest (possibly empty) is the last chunk, which ends the stream.
         let rest = std::mem::take(&mut self.pending);
-        let last = deflate(&rest, &self.tail, true, self.level)?;
-        self.out.write_all(&last)?;
-        self.out
-            .write_all(&self.crc.clone().finalize().to_le_bytes())?;
+        self.submit(rest, true)?;
+        while self.written < self.submitted {
+            self.collect_one()?;
+        }
+        let ParallelGzip { mut out, crc, len, .. } = self;
+        out.write_all(&crc.finalize().to_le_bytes())?;
         // ISIZE is the input length modulo 2^32 (RFC 1952).
-        self.out.write_all(&(self.len as u32).to_le_bytes())?;
-        self.out.flush()?;
-        Ok(self.out)
+        out.write_all(&(len as u32).to_le_bytes())?;
+        out.flush()?;
+        Ok(out)
     }
 
-    /// Compresses every whole chunk in `pending`, in parallel, and writes them in order.
-    fn compress_whole_chunks(&mut self) -> io::Result<()> {
-        let whole = self.pending.len() / CHUNK;
-        if whole == 0 {
+    /// Hands `chunk` to a worker (or deflates it here on one core), primed with the end of
+    /// the chunk before it.
+    fn submit(&mut self, chunk: Vec<u8>, last: bool) -> io::Result<()> {
+        let dictionary = std::mem::take(&mut self.tail);
+        if !last {
+            self.tail = chunk[chunk.len() - DICTIONARY..].to_vec();
+        }
+        let index = self.submitted;
+        self.submitted += 1;
+        let Some(pool) = &self.pool else {
+            let out = deflate(&chunk, &dictionary, last, self.level)?;
+            self.out.write_all(&out)?;
+            self.written += 1;
             return Ok(());
-        }
-        let data = &self.pending[..whole * CHUNK];
-        let tail = &self.tail;
-        let level = self.level;
-        let dictionary = |i: usize| -> &[u8] {
-            if i == 0 {
-                tail
-            } else {
-                &data[i * CHUNK - DICTIONARY..i * CHUNK]
-            }
         };
-        let results: Vec<Mutex<Option<io::Result<Vec<u8>>>>> =
-            (0..whole).map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= whole {
-                break;
-            }
-            let chunk = &data[i * CHUNK..(i + 1) * CHUNK];
-            let out = deflate(chunk, dictionary(i), false, level);
-            *results[i]
-                .lock()
-                .expect("no worker panics while holding it") = Some(out);
+        let job = Job {
+            index,
+            chunk,
+            dictionary,
+            last,
         };
-        let workers = self.threads.min(whole);
-        if workers <= 1 {
-            work();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(work);
-                }
-            });
+        let sent = pool.jobs.as_ref().map(|jobs| jobs.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(io::Error::other("a compression worker stopped"));
         }
-        for slot in results {
-            let compressed = slot
-                .into_inner()
-                .expect("workers finished")
-                .expect("every chunk ran")?;
-            self.out.write_all(&compressed)?;
+        while self.submitted - self.written > self.max_in_flight {
+            self.collect_one()?;
         }
-        self.tail = data[data.len() - DICTIONARY..].to_vec();
-        self.pending.drain(..whole * CHUNK);
+        Ok(())
+    }
+
+    /// Waits for one deflated chunk, then writes every chunk that is next in order.
+    fn collect_one(&mut self) -> io::Result<()> {
+        let pool = self.pool.as_ref().expect("only with workers");
+        let (index, out) = pool
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("the compression workers stopped"))?;
+        self.done.insert(index, out?);
+        while let Some(data) = self.done.remove(&self.written) {
+            self.out.write_all(&data)?;
+            self.written += 1;
+        }
         Ok(())
     }
 }
@@ -139,9 +209,15 @@ impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.crc.update(buf);
         self.len += buf.len() as u64;
-        self.pending.extend_from_slice(buf);
-        if self.pending.len() >= CHUNK * BATCH {
-            self.compress_whole_chunks()?;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let take = (CHUNK - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == CHUNK {
+                let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+                self.submit(chunk, false)?;
+            }
         }
         Ok(buf.len())
     }
@@ -220,7 +296,7 @@ mod tests {
             CHUNK - 1,
             CHUNK,
             CHUNK + 1,
-            3 * CHUNK * BATCH / 2 + 17,
+            12 * CHUNK + 17,
         ] {
             let data = sample(len);
             let gz = gzip(&data, 65536);
@@ -234,14 +310,15 @@ mod tests {
 
     #[test]
     fn output_does_not_depend_on_write_sizes_or_threads() {
-        let data = sample(CHUNK * BATCH + 3 * CHUNK + 99);
+        let data = sample(11 * CHUNK + 99);
         let a = gzip(&data, 1 << 13);
         let b = gzip(&data, 1 << 22);
         assert_eq!(a, b);
-        let mut single = ParallelGzip::new(Vec::new()).unwrap();
-        single.threads = 1;
-        single.write_all(&data).unwrap();
-        assert_eq!(single.finish().unwrap(), a);
+        for threads in [1, 2, 7] {
+            let mut g = ParallelGzip::with_threads(Vec::new(), LEVEL, threads).unwrap();
+            g.write_all(&data).unwrap();
+            assert_eq!(g.finish().unwrap(), a, "{threads} threads");
+        }
     }
 
     #[test]
