@@ -166,7 +166,11 @@ pub fn build(
     }
     let cwd = current_dir()?;
     // What cargo answered last time, if nothing it depends on changed (plan::cache).
-    let cache = PlanCache::for_request(&request.cargo, request.workspace, &request.exclude, &cwd);
+    let what = match request.workspace {
+        true => format!("build --workspace --exclude {:?}", request.exclude),
+        false => "build".to_string(),
+    };
+    let cache = PlanCache::for_request(&request.cargo, &what, &cwd);
     let known = cache.load();
     let plans = match &known {
         Some(answers) => {
@@ -357,7 +361,7 @@ pub fn pack(
     );
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
     let (project, made) = std::thread::scope(|scope| {
-        let project = scope.spawn(|| plan::plan_for_binary(request.manifest_path.as_deref(), &bin));
+        let project = scope.spawn(|| project_of(request.manifest_path.as_deref(), &bin, &cwd));
         let made: Result<Vec<_>> = binaries
             .iter()
             .map(|b| image::app_layer(&bin, b, guess.0, guess.1, &|n| bar.inc(n)))
@@ -408,6 +412,27 @@ pub fn pack(
         Vec::new()
     };
     pack_and_deliver(&spec, &binaries, &sinks, cache.as_ref(), made, shell)
+}
+
+/// The project `pack` takes its settings from: what `cargo metadata` answered last time
+/// for this binary here, if nothing it depends on changed (plan::cache), else asked now.
+fn project_of(manifest_path: Option<&Path>, bin: &str, cwd: &Path) -> Result<Option<Plan>> {
+    let options = CargoOptions {
+        manifest_path: manifest_path.map(Path::to_path_buf),
+        ..CargoOptions::default()
+    };
+    let cache = PlanCache::for_request(&options, &format!("pack {bin}"), cwd);
+    if let Some(mut answers) = cache.load().filter(|a| a.plans.len() == 1) {
+        return Ok(answers.plans.pop());
+    }
+    let plan = plan::plan_for_binary(manifest_path, bin)?;
+    if let Some(plan) = &plan {
+        cache.store(&plan::cache::Answers {
+            plans: vec![plan.clone()],
+            ..Default::default()
+        });
+    }
+    Ok(plan)
 }
 
 fn list(platforms: &[&Platform]) -> String {

@@ -150,7 +150,9 @@ impl<W: Write> ParallelGzip<W> {
         while self.written < self.submitted {
             self.collect_one()?;
         }
-        let ParallelGzip { mut out, crc, len, .. } = self;
+        let ParallelGzip {
+            mut out, crc, len, ..
+        } = self;
         out.write_all(&crc.finalize().to_le_bytes())?;
         // ISIZE is the input length modulo 2^32 (RFC 1952).
         out.write_all(&(len as u32).to_le_bytes())?;
@@ -289,15 +291,7 @@ mod tests {
 
     #[test]
     fn round_trips_through_a_standard_decoder() {
-        for len in [
-            0,
-            1,
-            1000,
-            CHUNK - 1,
-            CHUNK,
-            CHUNK + 1,
-            12 * CHUNK + 17,
-        ] {
+        for len in [0, 1, 1000, CHUNK - 1, CHUNK, CHUNK + 1, 12 * CHUNK + 17] {
             let data = sample(len);
             let gz = gzip(&data, 65536);
             let mut back = Vec::new();

@@ -61,12 +61,9 @@ fn sha256_of(path: &Path) -> Option<String> {
 impl PlanCache {
     /// The entry for a request: what `cargo metadata` is asked, from where, with which
     /// environment.
-    pub fn for_request(
-        options: &CargoOptions,
-        workspace: bool,
-        exclude: &[String],
-        cwd: &Path,
-    ) -> PlanCache {
+    /// `what` says what is asked of the plan besides `options` (`build --workspace`,
+    /// `pack <bin>`, …).
+    pub fn for_request(options: &CargoOptions, what: &str, cwd: &Path) -> PlanCache {
         let mut env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
             .filter(|(k, _)| k.starts_with("CARGO") || k.starts_with("RUST"))
@@ -96,7 +93,7 @@ impl PlanCache {
         let request = format!(
             "{FORMAT}/{}/{}\n{cwd:?}\n{manifest_path:?}\n{package:?}\n{bin:?}\n\
              {features:?}/{all_features}/{no_default_features}\n{locked}{frozen}{offline}\n\
-             {target_dir:?}\n{config:?}\n{workspace}/{exclude:?}\n{env:?}",
+             {target_dir:?}\n{config:?}\n{what}\n{env:?}",
             env!("CARGO_PKG_NAME"),
             env!("CARGO_PKG_VERSION"),
         );
