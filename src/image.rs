@@ -199,6 +199,9 @@ pub struct ImageSpec {
     pub include: Vec<Include>,
     /// How every layer is compressed.
     pub compression: layers::Compression,
+    /// `build` links the crates' dependency data into the binary (cargo-auditable
+    /// format); not part of the image itself.
+    pub auditable: bool,
 }
 
 impl ImageSpec {
@@ -218,6 +221,7 @@ impl ImageSpec {
             base: base::BaseOptions::default(),
             include: Vec::new(),
             compression: layers::Compression::default(),
+            auditable: true,
         }
     }
 
@@ -328,12 +332,25 @@ impl PlatformImage {
     }
 }
 
+/// An artifact about one of the image's manifests (an SBOM, a signature): an OCI 1.1
+/// manifest whose `subject` is that manifest.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// The manifest it is about.
+    pub subject: oci_spec::image::Digest,
+    /// Its `artifactType` (`application/spdx+json`, …).
+    pub artifact_type: String,
+    pub manifest: Blob,
+}
+
 /// A finished image: every blob by digest, the per-platform images and the index.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
     pub name: ImageName,
     pub index: Blob,
     pub images: Vec<PlatformImage>,
+    /// Artifacts about the platform manifests (SBOMs), their blobs in `blobs`.
+    pub referrers: Vec<Referrer>,
     /// Every blob (layers, configs, manifests, index) by digest string, each once.
     pub blobs: BTreeMap<String, Blob>,
     pub source_date_epoch: u64,
@@ -444,6 +461,7 @@ pub fn assemble_with(
         name: spec.name.clone(),
         index,
         images,
+        referrers: Vec::new(),
         blobs,
         source_date_epoch: spec.source_date_epoch,
     })

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod registry;
+pub mod sbom;
 pub mod settings;
 pub mod shell;
 pub mod sinks;

@@ -16,6 +16,7 @@ use crate::plan::cache::PlanCache;
 use crate::plan::{self, CargoOptions, Plan};
 use crate::platform::Platform;
 use crate::registry::ConnectOptions;
+use crate::sbom;
 use crate::settings::{self, ImageArgs, Levels, Origin};
 use crate::shell::{human_size, Shell};
 use crate::sinks::registry::{Pushed, Target};
@@ -94,6 +95,7 @@ pub struct BuildRequest {
 struct Job {
     plan: Plan,
     spec: ImageSpec,
+    sbom: Vec<sbom::Format>,
     platforms: Vec<&'static Platform>,
     sinks: Vec<Sink>,
 }
@@ -139,14 +141,14 @@ fn resolve(
     levels: &Levels,
     cx: &settings::Context,
     shell: &Shell,
-) -> Result<ImageSpec> {
+) -> Result<settings::Resolved> {
     let resolved = settings::resolve(args, levels, cx)?;
     for (key, origin) in &resolved.origins {
         if let Origin::Manifest { .. } = origin {
             shell.verbose("Setting", format!("{key} for {} from {origin}", cx.bin));
         }
     }
-    Ok(resolved.spec)
+    Ok(resolved)
 }
 
 /// `cargo microimage build` (and `push`): builds each selected binary for its platforms
@@ -208,7 +210,7 @@ pub fn build(
             annotations: with_git(&plan.annotations, plan.package_root()),
             cwd: &cwd,
         };
-        let spec = resolve(image, &plan.levels, &cx, shell)?;
+        let settings::Resolved { spec, sbom, .. } = resolve(image, &plan.levels, &cx, shell)?;
         let platforms = settings::platforms(&request.platforms, &plan.levels)?;
         let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
         let sinks = sinks(
@@ -225,6 +227,7 @@ pub fn build(
         jobs.push(Job {
             plan,
             spec,
+            sbom,
             platforms,
             sinks,
         });
@@ -235,6 +238,7 @@ pub fn build(
     all_platforms.sort();
     all_platforms.dedup();
     let mut built: Vec<Vec<PlatformBinary>> = vec![Vec::new(); jobs.len()];
+    let mut contents: Vec<Vec<sbom::Contents>> = vec![Vec::new(); jobs.len()];
     let wanted = |platform: &Platform| -> Vec<usize> {
         (0..jobs.len())
             .filter(|&i| jobs[i].platforms.contains(&platform))
@@ -244,14 +248,16 @@ pub fn build(
         .iter()
         .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
         .collect();
-    let (prepared, sysroot) = build::prepare(&targets, &request.cargo, &known, shell)?;
+    let (prepared, facts) = build::prepare(&targets, &request.cargo, &known, shell)?;
     let learned = known.sysroot.is_none()
+        || known.toolchain.is_none()
         || targets
             .iter()
             .any(|(p, _)| !known.graphs.contains_key(p.triple));
     if learned {
         known.plans = jobs.iter().map(|j| j.plan.clone()).collect();
-        known.sysroot = Some(sysroot);
+        known.sysroot = Some(facts.sysroot.clone());
+        known.toolchain = facts.toolchain.clone();
         for ((platform, _), p) in targets.iter().zip(&prepared) {
             known
                 .graphs
@@ -260,21 +266,39 @@ pub fn build(
         cache.store(&known);
     }
     for ((platform, plans), prepared) in targets.iter().zip(&prepared) {
-        let paths = build::build(plans, &request.cargo, platform, prepared, shell)?;
+        let auditable: Vec<bool> = wanted(platform)
+            .iter()
+            .map(|&i| jobs[i].spec.auditable)
+            .collect();
+        let paths = build::build(plans, &auditable, &request.cargo, platform, prepared, shell)?;
         for (i, path) in wanted(platform).into_iter().zip(paths) {
             built[i].push(verified(&path, platform, shell)?);
+            contents[i].push(sbom::Contents {
+                crates: prepared
+                    .graph
+                    .crates
+                    .get(&jobs[i].plan.package_id)
+                    .cloned()
+                    .unwrap_or_default(),
+                toolchain: facts.toolchain.clone(),
+            });
         }
     }
     jobs.into_iter()
         .zip(built)
-        .map(|(job, binaries)| {
+        .zip(contents)
+        .map(|((job, binaries), contents)| {
             let cache = LayerCache::in_target_dir(&job.plan.target_directory);
             pack_and_deliver(
                 &job.spec,
                 &binaries,
                 &job.sinks,
-                Some(&cache),
-                Vec::new(),
+                Packed {
+                    cache: Some(&cache),
+                    made: Vec::new(),
+                    sbom: &job.sbom,
+                    contents,
+                },
                 shell,
             )
         })
@@ -399,7 +423,7 @@ pub fn pack(
             Path::new("target").join("microimage").join(&bin),
         ),
     };
-    let spec = resolve(image, &levels, &cx, shell)?;
+    let settings::Resolved { spec, sbom, .. } = resolve(image, &levels, &cx, shell)?;
     let sinks = sinks(request.push.as_ref(), output, &bin, &spec, 1, || {
         Destination::resolve(output.output.as_deref(), output.format, &default_dir)
     })?;
@@ -411,7 +435,30 @@ pub fn pack(
     } else {
         Vec::new()
     };
-    pack_and_deliver(&spec, &binaries, &sinks, cache.as_ref(), made, shell)
+    // The crates each prebuilt binary recorded (cargo-auditable data), for its SBOM.
+    let contents = binaries
+        .iter()
+        .map(|b| {
+            Ok(sbom::Contents {
+                crates: crate::build::auditable::read(&b.file)?
+                    .map(|info| recorded_crates(&info, project.as_ref()))
+                    .unwrap_or_default(),
+                toolchain: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    pack_and_deliver(
+        &spec,
+        &binaries,
+        &sinks,
+        Packed {
+            cache: cache.as_ref(),
+            made,
+            sbom: &sbom,
+            contents,
+        },
+        shell,
+    )
 }
 
 /// The project `pack` takes its settings from: what `cargo metadata` answered last time
@@ -477,15 +524,71 @@ fn describe(path: &Path, platform: &Platform, size: u64) -> String {
     )
 }
 
+/// How [`pack_and_deliver`] makes an image besides its spec and binaries.
+struct Packed<'a> {
+    /// App layers from here when the same binary was packed the same way before.
+    cache: Option<&'a LayerCache>,
+    /// App layers made already (see `image::Packing::made`).
+    made: Vec<Option<layers::Layer>>,
+    /// The SBOMs to attach, and what each platform's binary holds.
+    sbom: &'a [sbom::Format],
+    contents: Vec<sbom::Contents>,
+}
+
+/// The crates a prebuilt binary recorded, as SBOM entries; inside a cargo project, with
+/// the checksums its Cargo.lock has for them.
+fn recorded_crates(
+    info: &auditable_serde::VersionInfo,
+    project: Option<&Plan>,
+) -> Vec<crate::plan::graph::Crate> {
+    let lock = project.map(|p| plan::graph::lock_checksums(&p.workspace_root.join("Cargo.lock")));
+    // The root first, as the graph lists them.
+    let mut order: Vec<usize> = (0..info.packages.len()).collect();
+    order.sort_by_key(|&i| !info.packages[i].root);
+    let place: Vec<usize> = {
+        let mut p = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            p[old] = new;
+        }
+        p
+    };
+    order
+        .iter()
+        .map(|&i| {
+            let p = &info.packages[i];
+            let source = String::from(p.source.clone());
+            let checksum = lock.as_ref().and_then(|l| {
+                l.iter()
+                    .find(|((n, v, _), _)| *n == p.name && *v == p.version.to_string())
+                    .map(|(_, sum)| sum.clone())
+            });
+            crate::plan::graph::Crate {
+                name: p.name.clone(),
+                version: p.version.to_string(),
+                source,
+                source_id: None,
+                license: None,
+                checksum,
+                dependencies: p.dependencies.iter().map(|&d| place[d]).collect(),
+            }
+        })
+        .collect()
+}
+
 /// Makes the image of `binaries` and hands it to every sink.
 fn pack_and_deliver(
     spec: &ImageSpec,
     binaries: &[PlatformBinary],
     sinks: &[Sink],
-    cache: Option<&LayerCache>,
-    made: Vec<Option<layers::Layer>>,
+    packed: Packed,
     shell: &Shell,
 ) -> Result<Outcome> {
+    let Packed {
+        cache,
+        made,
+        sbom: formats,
+        contents,
+    } = packed;
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
     shell.status(
         "Packing",
@@ -500,7 +603,7 @@ fn pack_and_deliver(
         .sum();
     let bar = shell.progress("Packing", remaining);
     let progress = |n| bar.inc(n);
-    let set = image::assemble_with(
+    let mut set = image::assemble_with(
         spec,
         binaries,
         &image::Packing {
@@ -510,6 +613,7 @@ fn pack_and_deliver(
         },
     )?;
     drop(bar);
+    sbom::attach(&mut set, spec, &contents, formats)?;
     let delivered = crate::sinks::deliver(&set, sinks, shell)?;
     for img in &set.images {
         shell.status(

@@ -28,6 +28,11 @@ pub struct Platform {
     pub elf_64: bool,
     /// ELF byte order: true for big-endian.
     pub elf_big_endian: bool,
+    /// ELF `e_flags` of objects for this target (ABI and float flags, where the linker
+    /// checks them), for the object file that carries the dependency data.
+    pub elf_flags: u32,
+    /// The architecture as the `object` crate writes it.
+    object_arch: object::Architecture,
     /// The architecture as target-lexicon names it.
     arch: Architecture,
 }
@@ -42,6 +47,8 @@ pub static SUPPORTED: &[Platform] = &[
         elf_machine: object::elf::EM_X86_64,
         elf_64: true,
         elf_big_endian: false,
+        elf_flags: 0,
+        object_arch: object::Architecture::X86_64,
         arch: Architecture::X86_64,
     },
     Platform {
@@ -52,11 +59,18 @@ pub static SUPPORTED: &[Platform] = &[
         elf_machine: object::elf::EM_AARCH64,
         elf_64: true,
         elf_big_endian: false,
+        elf_flags: 0,
+        object_arch: object::Architecture::Aarch64,
         arch: Architecture::Aarch64(Aarch64Architecture::Aarch64),
     },
 ];
 
 impl Platform {
+    /// The architecture as the `object` crate writes it.
+    pub fn object_architecture(&self) -> object::Architecture {
+        self.object_arch
+    }
+
     /// `linux/amd64`, `linux/arm64/v8`.
     pub fn oci_name(&self) -> String {
         match self.variant {

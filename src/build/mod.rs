@@ -11,6 +11,7 @@
 //!
 //! Not for: checking the result (see `crate::verify`).
 
+pub mod auditable;
 pub mod toolchain;
 
 use std::ffi::OsString;
@@ -36,10 +37,18 @@ pub struct Prepared {
     pub toolchain: toolchain::Toolchain,
 }
 
+/// What prepare learned about the toolchain.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub sysroot: PathBuf,
+    /// The first line of `rustc -vV`.
+    pub toolchain: Option<String>,
+}
+
 /// Gets every target ready before the first build: installs missing Rust targets (one
 /// sysroot probe for all, unless `known` has it), then, for all targets at once, reads
 /// each target's dependency graph (unless `known` has it) and locates zig where it will be
-/// needed. Returns one [`Prepared`] per entry of `targets`, and the sysroot.
+/// needed. Returns one [`Prepared`] per entry of `targets`, and the toolchain's facts.
 ///
 /// The parallelism is only for speed: these are separate `cargo metadata` and
 /// `python -m ziglang` runs, ~0.1-0.3 s each, that a no-op build would otherwise wait on
@@ -49,10 +58,14 @@ pub fn prepare(
     options: &CargoOptions,
     known: &Answers,
     shell: &Shell,
-) -> Result<(Vec<Prepared>, PathBuf)> {
-    let sysroot = match &known.sysroot {
-        Some(s) => s.clone(),
-        None => sysroot()?,
+) -> Result<(Vec<Prepared>, Facts)> {
+    let (sysroot, toolchain) = match (&known.sysroot, &known.toolchain) {
+        (Some(s), Some(t)) => (s.clone(), Some(t.clone())),
+        _ => std::thread::scope(|scope| -> Result<(PathBuf, Option<String>)> {
+            let version = scope.spawn(toolchain_version);
+            let sysroot = sysroot()?;
+            Ok((sysroot, version.join().unwrap_or(None)))
+        })?,
     };
     for (platform, _) in targets {
         ensure_target(&sysroot, platform.triple, shell)?;
@@ -79,13 +92,15 @@ pub fn prepare(
             .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect::<Result<Vec<_>>>()
     })?;
-    Ok((prepared, sysroot))
+    Ok((prepared, Facts { sysroot, toolchain }))
 }
 
 /// Builds the binaries of `plans` for `platform` in one cargo invocation and returns their
-/// executables, in the order of `plans`.
+/// executables, in the order of `plans`. The packages of plans with `auditable` set get
+/// their dependency data linked into their binaries (see [`auditable`]).
 pub fn build(
     plans: &[&Plan],
+    auditable: &[bool],
     options: &CargoOptions,
     platform: &Platform,
     prepared: &Prepared,
@@ -149,6 +164,9 @@ pub fn build(
     set_rustflags(&mut cmd, &prepared.toolchain.rustflags, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
+    if auditable.iter().any(|a| *a) {
+        set_up_auditable(&mut cmd, plans, auditable, platform, prepared)?;
+    }
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",
@@ -160,6 +178,43 @@ pub fn build(
         libc.mark_built();
     }
     Ok(built)
+}
+
+/// Writes the dependency data of each plan with `auditable` for the wrapper, and makes this
+/// binary cargo's `RUSTC_WORKSPACE_WRAPPER` for the build (a wrapper of the user's runs
+/// inside it).
+fn set_up_auditable(
+    cmd: &mut Command,
+    plans: &[&Plan],
+    auditable: &[bool],
+    platform: &Platform,
+    prepared: &Prepared,
+) -> Result<()> {
+    let first = plans.first().expect("at least one binary to build");
+    let dir = first
+        .target_directory
+        .join("microimage")
+        .join(".auditable")
+        .join(platform.triple);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    for (plan, on) in plans.iter().zip(auditable) {
+        let Some(crates) = prepared.graph.crates.get(&plan.package_id).filter(|_| *on) else {
+            continue;
+        };
+        let path = auditable::data_file(&dir, &plan.manifest_path);
+        let data = auditable::compressed(crates)?;
+        if std::fs::read(&path).ok().as_deref() != Some(&data[..]) {
+            std::fs::write(&path, data).map_err(|e| Error::io("writing", &path, e))?;
+        }
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::build(format!("finding this program's path failed: {e}")))?;
+    cmd.env(auditable::DATA_DIR, &dir)
+        .env("RUSTC_WORKSPACE_WRAPPER", exe);
+    if let Some(user) = &prepared.toolchain.workspace_wrapper {
+        cmd.env(auditable::USER_WRAPPER, user);
+    }
+    Ok(())
 }
 
 fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {
@@ -228,6 +283,17 @@ fn sysroot() -> Result<PathBuf> {
             Error::build("running `rustc --print sysroot` failed")
                 .with_help("check that a Rust toolchain is installed and on PATH (or set $RUSTC)")
         })
+}
+
+/// The first line of `rustc -vV` of the `rustc` cargo will use (for SBOMs).
+fn toolchain_version() -> Option<String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let out = Command::new(&rustc).arg("-vV").output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.lines()
+        .next()
+        .map(str::to_string)
+        .filter(|_| out.status.success())
 }
 
 /// Installs the Rust standard library for `triple` with rustup if `sysroot` lacks it.

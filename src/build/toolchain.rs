@@ -53,6 +53,9 @@ pub struct Toolchain {
     native: bool,
     /// The rustflags cargo would use for the target (see `super::set_rustflags`).
     pub rustflags: Vec<String>,
+    /// A `RUSTC_WORKSPACE_WRAPPER` of the user's (environment or cargo config), which the
+    /// tool's own wrapper runs in its place (see `super::auditable`).
+    pub workspace_wrapper: Option<std::path::PathBuf>,
 }
 
 impl Toolchain {
@@ -85,6 +88,7 @@ impl Toolchain {
             user_cc: env_set(&format!("CC_{}", under(triple))) || env_set(&format!("CC_{triple}")),
             native: Platform::host().is_ok_and(|h| h == platform),
             rustflags,
+            workspace_wrapper: config.build.rustc_workspace_wrapper.clone(),
         })
     }
 

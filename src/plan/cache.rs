@@ -26,7 +26,7 @@ use super::{CargoOptions, Plan};
 use crate::blob;
 
 /// Bumped when what is stored changes shape.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// The cache entry of one request.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct Answers {
     pub graphs: BTreeMap<String, Graph>,
     /// `rustc --print sysroot`.
     pub sysroot: Option<PathBuf>,
+    /// The first line of `rustc -vV` (`rustc 1.95.0 (59807616e 2026-04-14)`), for SBOMs.
+    pub toolchain: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //!
 //! Not for: choosing the C toolchain (see `crate::build::toolchain`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cargo_metadata::{DependencyKind, PackageId};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,27 @@ pub struct Graph {
     /// reached, from the binary's package to `openssl-sys`, and whether the package depends
     /// on `openssl` directly. See [`Graph::system_openssl`].
     pub unvendored_openssl: Option<OpenSsl>,
+    /// For each binary's package (by package id): the crates linked into its binaries,
+    /// that package first — what the binary records (cargo-auditable format) and what the
+    /// SBOM lists.
+    pub crates: BTreeMap<String, Vec<Crate>>,
+}
+
+/// A crate linked into a binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crate {
+    pub name: String,
+    pub version: String,
+    /// `crates.io`, `registry`, `git` or `local` (cargo-auditable's source kinds).
+    pub source: String,
+    /// cargo's source id (`registry+https://…`, `git+https://…#rev`); none for local ones.
+    pub source_id: Option<String>,
+    /// The `license` of its Cargo.toml (an SPDX expression, or the old `A/B` form).
+    pub license: Option<String>,
+    /// Cargo.lock's sha256 of the downloaded `.crate` file.
+    pub checksum: Option<String>,
+    /// What it depends on (linked), as indices into the same list.
+    pub dependencies: Vec<usize>,
 }
 
 impl Graph {
@@ -136,10 +157,146 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
             let direct = path.len() >= 2 && path[1] == "openssl";
             OpenSsl { path, direct }
         });
+    let checksums = lock_checksums(
+        &metadata
+            .workspace_root
+            .clone()
+            .into_std_path_buf()
+            .join("Cargo.lock"),
+    );
+    let crates = roots
+        .iter()
+        .map(|root| {
+            (
+                root.repr.clone(),
+                linked_crates(root, &packages, &nodes, &checksums),
+            )
+        })
+        .collect();
     Ok(Graph {
         c_crates,
         unvendored_openssl,
+        crates,
     })
+}
+
+/// Whether a package is a procedural macro: it runs in the compiler, it is not linked.
+fn is_proc_macro(package: &cargo_metadata::Package) -> bool {
+    package
+        .targets
+        .iter()
+        .any(|t| t.kind.contains(&cargo_metadata::TargetKind::ProcMacro))
+}
+
+/// The crates linked into the binaries of `root`: its normal dependencies, transitively,
+/// without procedural macros (and what only they use). `root` first, the rest sorted by
+/// name, version and source, so the list — and everything made from it — is the same
+/// on every run.
+fn linked_crates(
+    root: &PackageId,
+    packages: &HashMap<&PackageId, &cargo_metadata::Package>,
+    nodes: &HashMap<&PackageId, &cargo_metadata::Node>,
+    checksums: &HashMap<(String, String, String), String>,
+) -> Vec<Crate> {
+    let mut seen: BTreeSet<&PackageId> = BTreeSet::from([root]);
+    let mut stack = vec![root];
+    let mut edges: HashMap<&PackageId, Vec<&PackageId>> = HashMap::new();
+    while let Some(id) = stack.pop() {
+        let Some(node) = nodes.get(id) else { continue };
+        for dep in &node.deps {
+            let linked = dep
+                .dep_kinds
+                .iter()
+                .any(|k| k.kind == DependencyKind::Normal)
+                && !packages.get(&dep.pkg).is_some_and(|p| is_proc_macro(p));
+            if linked {
+                edges.entry(id).or_default().push(&dep.pkg);
+                if seen.insert(&dep.pkg) {
+                    stack.push(&dep.pkg);
+                }
+            }
+        }
+    }
+    let key = |id: &&PackageId| {
+        let p = packages.get(id);
+        (
+            *id != root,
+            p.map(|p| p.name.to_string()),
+            p.map(|p| p.version.clone()),
+            p.and_then(|p| p.source.as_ref().map(|s| s.repr.clone())),
+        )
+    };
+    let mut order: Vec<&PackageId> = seen.into_iter().collect();
+    order.sort_by_key(key);
+    let index: HashMap<&PackageId, usize> =
+        order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    order
+        .iter()
+        .filter_map(|id| {
+            let p = packages.get(id)?;
+            let source_id = p.source.as_ref().map(|s| s.repr.clone());
+            let source = match source_id.as_deref() {
+                None => "local",
+                Some(s)
+                    if s.ends_with("github.com/rust-lang/crates.io-index")
+                        || s == "sparse+https://index.crates.io/" =>
+                {
+                    "crates.io"
+                }
+                Some(s) if s.starts_with("git+") => "git",
+                Some(_) => "registry",
+            };
+            let mut dependencies: Vec<usize> = edges
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| index.get(d).copied())
+                .collect();
+            dependencies.sort();
+            dependencies.dedup();
+            let lock_key = (
+                p.name.to_string(),
+                p.version.to_string(),
+                source_id.clone().unwrap_or_default(),
+            );
+            Some(Crate {
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                source: source.to_string(),
+                checksum: checksums.get(&lock_key).cloned(),
+                source_id,
+                license: p.license.clone(),
+                dependencies,
+            })
+        })
+        .collect()
+}
+
+/// Cargo.lock's checksums by (name, version, source).
+pub fn lock_checksums(lock: &std::path::Path) -> HashMap<(String, String, String), String> {
+    let Ok(text) = std::fs::read_to_string(lock) else {
+        return HashMap::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return HashMap::new();
+    };
+    table
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let field = |k: &str| p.get(k).and_then(|v| v.as_str()).map(String::from);
+            Some((
+                (
+                    field("name")?,
+                    field("version")?,
+                    field("source").unwrap_or_default(),
+                ),
+                field("checksum")?,
+            ))
+        })
+        .collect()
 }
 
 /// Whether the user points openssl-sys at an OpenSSL of their own (`OPENSSL_DIR`, its

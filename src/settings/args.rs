@@ -28,6 +28,10 @@ pub struct ImageArgs {
     /// `--source-date-epoch`, else `$SOURCE_DATE_EPOCH` (read by the CLI).
     pub source_date_epoch: Option<u64>,
     pub compression: Option<Compression>,
+    /// `--no-auditable`: `Some(false)`.
+    pub auditable: Option<bool>,
+    /// `--sbom FORMATS`.
+    pub sbom: Option<String>,
 }
 
 /// Parses `KEY=VALUE` (the value may be empty or contain `=`).

@@ -31,6 +31,10 @@ pub struct ImageConfig {
     pub ca_certs: Option<String>,
     pub tzdata: Option<bool>,
     pub compression: Option<crate::layers::Compression>,
+    /// Link the dependency data into the binary (cargo-auditable format).
+    pub auditable: Option<bool>,
+    /// SBOM formats: `spdx`, `cyclonedx`, `spdx,cyclonedx` or `none`.
+    pub sbom: Option<String>,
 }
 
 /// `expose = ["8080/tcp", 9090]`: a string or a bare port number (checked by
@@ -172,6 +176,10 @@ fn validate(config: &ImageConfig, source: &Source) -> Result<()> {
     if let Some(tag) = &config.tag {
         crate::image::ImageName::parse(tag)
             .map_err(|e| config_error(source, "tag", e.message()))?;
+    }
+    if let Some(sbom) = &config.sbom {
+        super::sbom_format::parse_formats(sbom)
+            .map_err(|why| config_error(source, "sbom", &why))?;
     }
     if let Some(user) = &config.user {
         crate::layers::base::check_user(user)

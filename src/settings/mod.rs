@@ -14,6 +14,7 @@
 
 mod args;
 pub mod manifest;
+pub mod sbom_format;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +71,8 @@ pub struct Context<'a> {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub spec: ImageSpec,
+    /// The SBOMs to attach (default: SPDX).
+    pub sbom: Vec<sbom_format::Format>,
     pub origins: BTreeMap<String, Origin>,
 }
 
@@ -293,6 +296,21 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     let compression = pick("compression", args.compression, levels, |c| c.compression);
     spec.compression = compression.as_ref().map(|(c, _)| *c).unwrap_or_default();
     note("compression", compression.map(|(_, o)| o));
+    let sbom = match pick("sbom", args.sbom.clone(), levels, |c| c.sbom.clone()) {
+        Some((text, origin)) => {
+            let formats = sbom_format::parse_formats(&text)
+                .map_err(|why| bad_value(&origin, "--sbom", why))?;
+            note("sbom", Some(origin));
+            formats
+        }
+        None => {
+            note("sbom", None);
+            vec![sbom_format::Format::Spdx]
+        }
+    };
+    let auditable = pick("auditable", args.auditable, levels, |c| c.auditable);
+    spec.auditable = auditable.as_ref().is_none_or(|(a, _)| *a);
+    note("auditable", auditable.map(|(_, o)| o));
     spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
     note(
         "source-date-epoch",
@@ -307,7 +325,11 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     annotations.extend(explicit);
     spec.annotations = annotations;
     origins.extend(maps);
-    Ok(Resolved { spec, origins })
+    Ok(Resolved {
+        spec,
+        sbom,
+        origins,
+    })
 }
 
 /// The platforms to build: `--platform`/`--target` if given, else `platforms` from the

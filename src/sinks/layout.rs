@@ -42,12 +42,27 @@ fn entry(set: &ImageSet) -> oci_spec::image::Descriptor {
     )
 }
 
-/// A layout's `index.json` holding `set` alone.
+/// The `index.json` entries of `set`'s referrers (SBOMs): no tag, so `oci:DIR:TAG` still
+/// names one image, with the `artifactType` that says what each is.
+fn referrer_entries(set: &ImageSet) -> Vec<oci_spec::image::Descriptor> {
+    set.referrers
+        .iter()
+        .map(|r| {
+            let mut d = r.manifest.descriptor();
+            d.set_artifact_type(Some(MediaType::Other(r.artifact_type.clone())));
+            d
+        })
+        .collect()
+}
+
+/// A layout's `index.json` holding `set` alone (and its referrers).
 pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
+    let mut manifests = vec![entry(set)];
+    manifests.extend(referrer_entries(set));
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(vec![entry(set)])
+        .manifests(manifests)
         .build()
         .map_err(|e| Error::output(format!("building index.json failed: {e}")))?;
     canonical_json(&index)
@@ -165,19 +180,31 @@ fn merge(set: &ImageSet, dir: &Path, shell: &Shell) -> Result<()> {
             index_path.display()
         )));
     };
+    let blobs = dir.join("blobs").join("sha256");
     let ours = |e: &Value| e["annotations"][REF_NAME].as_str() == Some(tag.as_str());
-    let replaced: Vec<Value> = entries.iter().filter(|e| ours(e)).cloned().collect();
+    let mut replaced: Vec<Value> = entries.iter().filter(|e| ours(e)).cloned().collect();
     let at = entries.iter().position(ours).unwrap_or(entries.len());
-    entries.retain(|e| !ours(e));
-    let new_entry = serde_json::to_value(entry(set))
-        .map_err(|e| Error::output(format!("serialising index.json failed: {e}")))?;
-    entries.insert(at.min(entries.len()), new_entry);
+    // The referrers (SBOMs) of the image being replaced go with it.
+    let old_manifests = manifests_of(&blobs, &replaced);
+    let about_old = |e: &Value| {
+        e["annotations"][REF_NAME].is_null()
+            && subject_of(&blobs, e).is_some_and(|s| old_manifests.contains(&s))
+    };
+    replaced.extend(entries.iter().filter(|e| about_old(e)).cloned());
+    entries.retain(|e| !ours(e) && !about_old(e));
+    let mut new_entries = vec![entry(set)];
+    new_entries.extend(referrer_entries(set));
+    let at = at.min(entries.len());
+    for (i, d) in new_entries.into_iter().enumerate() {
+        let value = serde_json::to_value(d)
+            .map_err(|e| Error::output(format!("serialising index.json failed: {e}")))?;
+        entries.insert(at + i, value);
+    }
     let kept_roots: Vec<String> = entries
         .iter()
         .filter_map(|e| e["digest"].as_str().map(String::from))
         .collect();
 
-    let blobs = dir.join("blobs").join("sha256");
     put_blobs(set, &blobs)?;
     warn_if_platforms_dropped(&replaced, set, &blobs, &dir.display().to_string(), shell);
     let json = serde_json::to_vec(&index).expect("a JSON value always serialises");
@@ -195,6 +222,37 @@ fn merge(set: &ImageSet, dir: &Path, shell: &Shell) -> Result<()> {
         let _ = fs::remove_file(blobs.join(digest.trim_start_matches("sha256:")));
     }
     Ok(())
+}
+
+/// The JSON of a blob of the layout, if it is JSON of modest size.
+fn json_blob(blobs: &Path, digest: &str) -> Option<Value> {
+    let path = blobs.join(digest.strip_prefix("sha256:")?);
+    if fs::metadata(&path).map_or(true, |m| m.len() > 4 << 20) {
+        return None;
+    }
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// The platform manifests of the image indexes `entries` point at.
+fn manifests_of(blobs: &Path, entries: &[Value]) -> BTreeSet<String> {
+    entries
+        .iter()
+        .filter_map(|e| json_blob(blobs, e["digest"].as_str()?))
+        .flat_map(|index| {
+            index["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["digest"].as_str().map(String::from))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The `subject` of the manifest an entry points at, if it has one.
+fn subject_of(blobs: &Path, entry: &Value) -> Option<String> {
+    let manifest = json_blob(blobs, entry["digest"].as_str()?)?;
+    manifest["subject"]["digest"].as_str().map(String::from)
 }
 
 /// Every blob reachable from `roots` in a layout's `blobs/sha256`: indexes and manifests

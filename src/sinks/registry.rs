@@ -70,14 +70,21 @@ async fn push_async(
     let (client, registry) = (&conn.client, conn.registry.clone());
     let fail = |e: OciDistributionError| conn.fail(e);
 
-    // Every layer and config, each once.
-    let mut blobs: BTreeMap<String, &Blob> = BTreeMap::new();
-    for image in &set.images {
-        blobs.insert(image.config.digest.to_string(), &image.config);
-        for l in &image.layers {
-            blobs.insert(l.blob.digest.to_string(), &l.blob);
-        }
-    }
+    // Every blob but the manifests and the index, each once: layers, configs, the
+    // documents of the referrers (SBOMs) and their empty config.
+    let manifests: std::collections::BTreeSet<String> = set
+        .images
+        .iter()
+        .map(|i| i.manifest.digest.to_string())
+        .chain(set.referrers.iter().map(|r| r.manifest.digest.to_string()))
+        .chain([set.index.digest.to_string()])
+        .collect();
+    let blobs: BTreeMap<String, &Blob> = set
+        .blobs
+        .iter()
+        .filter(|(d, _)| !manifests.contains(*d))
+        .map(|(d, b)| (d.clone(), b))
+        .collect();
     let total: u64 = blobs.values().map(|b| b.size()).sum();
     shell.status(
         "Pushing",
@@ -177,6 +184,7 @@ async fn push_async(
     for result in futures_util::future::join_all(manifests).await {
         result.map_err(fail)?;
     }
+    push_referrers(&conn, set, target, shell).await?;
     let mut references = vec![target.clone()];
     for tag in tags {
         references.push(Reference::with_tag(
@@ -208,6 +216,111 @@ async fn push_async(
         mounted,
         present,
     })
+}
+
+/// Pushes the referrers of `set` (SBOMs) after the manifests they are about, then makes
+/// sure each is listed for its subject: a registry with the referrers API lists them by
+/// itself; for one without it (Debian's docker-registry, distribution 2.8), the referrers
+/// tag schema's index under the tag `sha256-<hex>` of the subject gets the missing ones,
+/// keeping the entries already there.
+async fn push_referrers(
+    conn: &crate::registry::connection::Connection,
+    set: &ImageSet,
+    target: &Reference,
+    shell: &Shell,
+) -> Result<()> {
+    if set.referrers.is_empty() {
+        return Ok(());
+    }
+    let (client, registry, repository) = (
+        &conn.client,
+        target.resolve_registry().to_string(),
+        target.repository().to_string(),
+    );
+    let fail = |e: OciDistributionError| conn.fail(e);
+    let pushes = set.referrers.iter().map(|r| {
+        let by_digest = Reference::with_digest(
+            registry.clone(),
+            repository.clone(),
+            r.manifest.digest.to_string(),
+        );
+        let media = header(&r.manifest);
+        async move {
+            retry("pushing an SBOM", shell, || {
+                client.push_manifest_raw(&by_digest, r.manifest.data.to_vec(), media.clone())
+            })
+            .await
+        }
+    });
+    for result in futures_util::future::join_all(pushes).await {
+        result.map_err(fail)?;
+    }
+    let mut subjects: BTreeMap<String, Vec<&crate::image::Referrer>> = BTreeMap::new();
+    for r in &set.referrers {
+        subjects.entry(r.subject.to_string()).or_default().push(r);
+    }
+    for (subject, ours) in subjects {
+        let subject_ref =
+            Reference::with_digest(registry.clone(), repository.clone(), subject.clone());
+        let listed = retry("listing referrers", shell, || {
+            client.pull_referrers(&subject_ref, None)
+        })
+        .await
+        .map_err(fail)?;
+        let mut index = serde_json::to_value(&listed).map_err(|e| {
+            crate::error::Error::registry(format!("reading the referrers of {subject} failed: {e}"))
+        })?;
+        let present: std::collections::BTreeSet<String> =
+            listed.manifests.iter().map(|m| m.digest.clone()).collect();
+        let missing: Vec<&&crate::image::Referrer> = ours
+            .iter()
+            .filter(|r| !present.contains(&r.manifest.digest.to_string()))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let entries = index["manifests"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut entries = entries;
+        for r in missing {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&r.manifest.data).unwrap_or_default();
+            entries.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": r.manifest.digest.to_string(),
+                "size": r.manifest.size(),
+                "artifactType": r.artifact_type,
+                "annotations": manifest["annotations"],
+            }));
+        }
+        let fallback = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        });
+        let data = crate::image::canonical_json(&fallback)?;
+        let tag = Reference::with_tag(
+            registry.clone(),
+            repository.clone(),
+            subject.replace(':', "-"),
+        );
+        let media = http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
+        shell.verbose(
+            "Listing",
+            format!(
+                "the referrers of {subject} under the tag {}",
+                tag.tag().unwrap_or_default()
+            ),
+        );
+        retry("listing an SBOM", shell, || {
+            client.push_manifest_raw(&tag, data.clone(), media.clone())
+        })
+        .await
+        .map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// Bytes sent per step of an upload body (and of the progress bar).

@@ -230,7 +230,7 @@ fn pack_refuses_what_is_not_an_executable() {
         .arg(&text)
         .arg("-o")
         .arg(t.path().join("x")))
-    .fails_with(1, "is not a Linux executable");
+    .fails_with(1, "its format is not ELF");
     run(tool()
         .args(["microimage", "pack"])
         .arg(t.path().join("missing")))

@@ -213,6 +213,9 @@ pub struct BuildFlags {
     /// Keep symbols
     #[arg(long, overrides_with = "strip", help_heading = "Compilation Options")]
     pub no_strip: bool,
+    /// Do not record the crates in the binary (cargo-auditable format; on by default)
+    #[arg(long, help_heading = "Compilation Options")]
+    pub no_auditable: bool,
 
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
@@ -288,6 +291,9 @@ pub struct ImageFlags {
     /// Layer compression: gzip (level 6, read everywhere) or zstd (level 9: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
     #[arg(long, value_name = "gzip|zstd")]
     pub compression: Option<microimage::layers::Compression>,
+    /// SBOMs attached to each platform image: spdx, cyclonedx, spdx,cyclonedx or none [default: spdx]
+    #[arg(long, value_name = "FORMATS", value_parser = |s: &str| microimage::sbom::parse_formats(s).map(|_| s.to_string()))]
+    pub sbom: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +351,13 @@ impl RegistryFlags {
 }
 
 impl BuildFlags {
+    /// `image`'s IMAGE options with this build's `--no-auditable`.
+    pub fn image_args(&self, image: &ImageFlags, named: bool) -> Result<ImageArgs> {
+        let mut args = image.args(named)?;
+        args.auditable = self.no_auditable.then_some(false);
+        Ok(args)
+    }
+
     /// The library's build request for these flags (`push` for `cargo microimage push`).
     pub fn request(
         &self,
@@ -443,6 +456,8 @@ impl ImageFlags {
             tzdata: self.tzdata,
             source_date_epoch,
             compression: self.compression,
+            auditable: None,
+            sbom: self.sbom.clone(),
         })
     }
 }

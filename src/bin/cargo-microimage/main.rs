@@ -47,6 +47,12 @@ fn main() -> ExitCode {
         rest.remove(1);
         return run_zig(&ZigCli::parse_from(rest).zig);
     }
+    // cargo runs this binary as its RUSTC_WORKSPACE_WRAPPER to link dependency data in
+    // (`build::auditable`): `cargo-microimage <rustc> <args…>`, only in a build it set up.
+    if std::env::var_os(microimage::build::auditable::DATA_DIR).is_some() && args.len() >= 2 {
+        let code = microimage::build::auditable::wrap(&args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = cli::parse(args);
     let verbosity = if cli.quiet {
         Verbosity::Quiet
@@ -133,7 +139,8 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
         } => {
             image.single_tag()?;
             let request = build.request(cli.verbose, None)?;
-            let outcomes = pipeline::build(&request, &image.args(true)?, &output.options(), shell)?;
+            let args = build.image_args(image, true)?;
+            let outcomes = pipeline::build(&request, &args, &output.options(), shell)?;
             out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
         }
         Command::Push {
@@ -148,7 +155,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             let request = build.request(cli.verbose, Some(push))?;
             let outcomes = pipeline::build(
                 &request,
-                &image.args(false)?,
+                &build.image_args(image, false)?,
                 &OutputOptions::default(),
                 shell,
             )?;

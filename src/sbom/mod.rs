@@ -1,0 +1,227 @@
+//! SBOMs: one document per platform image, SPDX 2.3 JSON ([`spdx`]) and/or CycloneDX 1.5
+//! JSON ([`cyclonedx`]), attached to the image as OCI 1.1 artifact manifests whose
+//! `subject` is the platform manifest ([`referrers`]).
+//!
+//! A document lists the image, the crates linked into its binary (name, version,
+//! `pkg:cargo/` purl, license expression, Cargo.lock checksum, source), the Rust toolchain
+//! that built it, and what the base layer holds (the CA bundle with the
+//! `webpki-root-certs` version, tzdata with its version), with their relationships. Every
+//! identifier and timestamp comes from the inputs (the source date epoch, the manifest
+//! digest), so the same inputs give the same documents, byte for byte.
+//!
+//! Not for: where they go; every sink takes them with the image (`crate::sinks`).
+
+pub mod cyclonedx;
+pub mod spdx;
+
+use oci_spec::image::{Descriptor, Digest, MediaType};
+
+use crate::blob::Blob;
+use crate::error::{Error, Result};
+use crate::image::{canonical_json, ImageSet, ImageSpec, Referrer};
+use crate::layers::base::{self, CaCerts};
+use crate::plan::graph::Crate;
+use crate::platform::Platform;
+
+pub use crate::settings::sbom_format::{parse_formats, Format};
+
+/// What is known about the binary of one platform image, for its SBOM.
+#[derive(Debug, Clone, Default)]
+pub struct Contents {
+    /// The crates linked into it, its own package first (from the build's dependency
+    /// graph, or from the data recorded in a prebuilt binary); empty if unknown.
+    pub crates: Vec<Crate>,
+    /// `rustc -vV`'s first line, when the tool built it.
+    pub toolchain: Option<String>,
+}
+
+/// What one document describes.
+pub struct Subject<'a> {
+    pub spec: &'a ImageSpec,
+    pub platform: &'a Platform,
+    /// The platform manifest the document is about.
+    pub manifest: &'a Digest,
+    pub contents: &'a Contents,
+}
+
+impl Subject<'_> {
+    /// `rs.microimage` names for what the base layer holds: (name, version, purl).
+    fn base_packages(&self) -> Vec<(&'static str, String, Option<String>)> {
+        let mut out = Vec::new();
+        match &self.spec.base.ca_certs {
+            CaCerts::Bundled => {
+                let v = env!("MICROIMAGE_WEBPKI_ROOT_CERTS_VERSION");
+                out.push((
+                    "webpki-root-certs",
+                    v.to_string(),
+                    Some(format!("pkg:cargo/webpki-root-certs@{v}")),
+                ));
+            }
+            CaCerts::Host | CaCerts::Path(_) => {
+                out.push(("ca-certificates", "NOASSERTION".to_string(), None));
+            }
+            CaCerts::None => {}
+        }
+        if self.spec.base.tzdata {
+            out.push(("tzdata", base::tzdata_version().to_string(), None));
+        }
+        out
+    }
+}
+
+/// The purl of a crate.
+fn purl(c: &Crate) -> String {
+    format!("pkg:cargo/{}@{}", c.name, c.version)
+}
+
+/// A Cargo.toml `license` as an SPDX expression (the old `MIT/Apache-2.0` form becomes
+/// `MIT OR Apache-2.0`), or `None` when it is not one.
+fn license_expression(license: Option<&str>) -> Option<String> {
+    let text = license?.trim();
+    let text = if text.contains('/') && !text.contains(' ') {
+        text.replace('/', " OR ")
+    } else {
+        text.to_string()
+    };
+    ::spdx::Expression::parse_mode(&text, ::spdx::ParseMode::LAX)
+        .ok()
+        .map(|e| e.to_string())
+}
+
+/// Where a crate comes from, as a download location.
+fn download_location(c: &Crate) -> String {
+    match c.source.as_str() {
+        "crates.io" => format!(
+            "https://crates.io/api/v1/crates/{}/{}/download",
+            c.name, c.version
+        ),
+        _ => match c.source_id.as_deref() {
+            Some(id) => id
+                .trim_start_matches("git+")
+                .trim_start_matches("registry+")
+                .to_string(),
+            None => "NOASSERTION".to_string(),
+        },
+    }
+}
+
+/// The document of `format` for `subject`.
+pub fn document(format: Format, subject: &Subject) -> Result<Vec<u8>> {
+    match format {
+        Format::Spdx => canonical_json(&spdx::document(subject)?),
+        Format::Cyclonedx => cyclonedx::document(subject),
+    }
+}
+
+/// The empty config of OCI 1.1 artifact manifests (`application/vnd.oci.empty.v1+json`).
+fn empty_config() -> Blob {
+    Blob::new(MediaType::EmptyJSON, b"{}".to_vec())
+}
+
+/// The SBOM referrers of every platform image of `set`, in `formats`, added to the set:
+/// for each, the document as a blob and an artifact manifest (empty config, the document
+/// as its one layer, `subject` = the platform manifest).
+pub fn attach(
+    set: &mut ImageSet,
+    spec: &ImageSpec,
+    contents: &[Contents],
+    formats: &[Format],
+) -> Result<()> {
+    if formats.is_empty() {
+        return Ok(());
+    }
+    let config = empty_config();
+    let mut referrers = Vec::new();
+    for (image, contents) in set.images.iter().zip(contents) {
+        let subject = Subject {
+            spec,
+            platform: image.platform,
+            manifest: &image.manifest.digest,
+            contents,
+        };
+        for &format in formats {
+            let doc = Blob::new(
+                MediaType::Other(format.media_type().into()),
+                document(format, &subject)?,
+            );
+            let manifest =
+                artifact_manifest(format.media_type(), &config, &doc, &image.manifest, spec)?;
+            referrers.push((
+                Referrer {
+                    subject: image.manifest.digest.clone(),
+                    artifact_type: format.media_type().to_string(),
+                    manifest,
+                },
+                doc,
+            ));
+        }
+    }
+    set.blobs.insert(config.digest.to_string(), config);
+    for (referrer, doc) in referrers {
+        set.blobs.insert(doc.digest.to_string(), doc);
+        set.blobs.insert(
+            referrer.manifest.digest.to_string(),
+            referrer.manifest.clone(),
+        );
+        set.referrers.push(referrer);
+    }
+    Ok(())
+}
+
+/// An OCI 1.1 artifact manifest for `doc` about `subject`.
+fn artifact_manifest(
+    artifact_type: &str,
+    config: &Blob,
+    doc: &Blob,
+    subject: &Blob,
+    spec: &ImageSpec,
+) -> Result<Blob> {
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .artifact_type(MediaType::Other(artifact_type.to_string()))
+        .config(config.descriptor())
+        .layers(vec![doc.descriptor()])
+        .subject(Descriptor::new(
+            MediaType::ImageManifest,
+            subject.size(),
+            subject.digest.clone(),
+        ))
+        .annotations(std::collections::HashMap::from([(
+            "org.opencontainers.image.created".to_string(),
+            spec.created()?,
+        )]))
+        .build()
+        .map_err(|e| Error::output(format!("building an SBOM manifest failed: {e}")))?;
+    Ok(Blob::new(
+        MediaType::ImageManifest,
+        canonical_json(&manifest)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_licenses() {
+        assert_eq!(parse_formats("spdx").unwrap(), [Format::Spdx]);
+        assert_eq!(
+            parse_formats("cyclonedx, spdx").unwrap(),
+            [Format::Spdx, Format::Cyclonedx]
+        );
+        assert!(parse_formats("none").unwrap().is_empty());
+        assert!(parse_formats("spdx,none").is_err());
+        assert!(parse_formats("swid").is_err());
+        assert_eq!(
+            license_expression(Some("MIT/Apache-2.0")).as_deref(),
+            Some("MIT OR Apache-2.0")
+        );
+        assert_eq!(
+            license_expression(Some("MIT OR Apache-2.0")).as_deref(),
+            Some("MIT OR Apache-2.0")
+        );
+        assert_eq!(license_expression(Some("not a license at all")), None);
+        assert_eq!(license_expression(None), None);
+    }
+}
