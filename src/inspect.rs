@@ -31,6 +31,34 @@ pub struct Report {
     pub names: Vec<String>,
     pub index_digest: Option<String>,
     pub platforms: Vec<PlatformReport>,
+    /// Cosign signatures found for the index and the platform manifests (registries only:
+    /// they live under `sha256-<hex>.sig` tags).
+    pub signatures: Vec<SignatureReport>,
+}
+
+/// The signatures of one manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureReport {
+    /// The manifest (or index) signed.
+    pub digest: String,
+    /// `sha256-<hex>.sig`.
+    pub tag: String,
+    /// The signature manifest's digest.
+    pub manifest_digest: String,
+    /// How many signatures it holds (one per layer).
+    pub count: usize,
+}
+
+/// An artifact about a platform image (an OCI 1.1 referrer: an SBOM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedReport {
+    /// `application/spdx+json`, `application/vnd.cyclonedx+json`, or whatever it says.
+    pub artifact_type: String,
+    /// `SPDX 2.3`, `CycloneDX 1.5`, when it is a format this tool writes.
+    pub format: Option<String>,
+    pub manifest_digest: String,
+    /// The document's size, when its manifest was read.
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +71,8 @@ pub struct PlatformReport {
     pub uncompressed_size: Option<u64>,
     pub layers: Vec<LayerReport>,
     pub config: RunConfig,
+    /// SBOMs and other artifacts whose subject is this platform's manifest.
+    pub attached: Vec<AttachedReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,8 +315,39 @@ fn inspect_oci(
         names: Vec::new(),
         index_digest: None,
         platforms: Vec::new(),
+        signatures: Vec::new(),
     };
+    // Artifacts about the images (SBOMs) are listed in index.json beside them, untagged;
+    // a manifest with a `subject` is one of those, not an image.
+    let mut attached: HashMap<String, Vec<AttachedReport>> = HashMap::new();
+    let mut images = Vec::new();
     for entry in top.manifests() {
+        let digest = entry.digest().to_string();
+        if *entry.media_type() == MediaType::ImageManifest {
+            let manifest: ImageManifest = parse("manifest", &store.blob(&digest)?)?;
+            if let Some(subject) = manifest.subject() {
+                let artifact_type = manifest
+                    .artifact_type()
+                    .as_ref()
+                    .or(entry.artifact_type().as_ref())
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| manifest.config().media_type().to_string());
+                attached
+                    .entry(subject.digest().to_string())
+                    .or_default()
+                    .push(AttachedReport {
+                        format: crate::sbom::Format::of(&artifact_type)
+                            .map(|f| f.name().to_string()),
+                        artifact_type,
+                        manifest_digest: digest,
+                        size: Some(manifest.layers().iter().map(|l| l.size()).sum()),
+                    });
+                continue;
+            }
+        }
+        images.push(entry);
+    }
+    for entry in images {
         let ann = entry.annotations().clone().unwrap_or_default();
         let tags: Vec<String> = ann
             .get("org.opencontainers.image.ref.name")
@@ -321,6 +382,11 @@ fn inspect_oci(
                     "index.json points at an unsupported {other}"
                 )));
             }
+        }
+    }
+    for p in &mut report.platforms {
+        if let Some(list) = p.manifest_digest.as_ref().and_then(|d| attached.get(d)) {
+            p.attached = list.clone();
         }
     }
     if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
@@ -368,6 +434,7 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
         names: Vec::new(),
         index_digest: None,
         platforms: Vec::new(),
+        signatures: Vec::new(),
     };
     let all_tags: Vec<String> = entries.iter().flat_map(|e| e.repo_tags.clone()).collect();
     for e in entries
@@ -452,6 +519,7 @@ fn summarise(
     let mut exposed_ports = c.exposed_ports().clone().unwrap_or_default();
     exposed_ports.sort();
     PlatformReport {
+        attached: Vec::new(),
         platform,
         manifest_digest,
         config_digest,
@@ -514,6 +582,7 @@ pub fn inspect_remote(
             names: vec![target.whole()],
             index_digest: None,
             platforms: Vec::new(),
+            signatures: Vec::new(),
         };
         let mut manifests = Vec::new();
         if value.get("manifests").is_some() {
@@ -560,13 +629,85 @@ pub fn inspect_remote(
                     files: None,
                 })
                 .collect();
-            report.platforms.push(summarise(
-                Some(digest),
+            let mut platform = summarise(
+                Some(digest.clone()),
                 config_digest,
                 manifest.config().size(),
                 &config,
                 layers,
-            ));
+            );
+            // The referrers API, or the `sha256-<hex>` tag where the registry has none.
+            let by_digest = oci_client::Reference::with_digest(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                digest.clone(),
+            );
+            // What is attached is extra: a registry that cannot list it does not stop the
+            // report.
+            let referrers = match conn.client.pull_referrers(&by_digest, None).await {
+                Ok(r) => r.manifests,
+                Err(e) => {
+                    shell.warn(format!(
+                        "the artifacts attached to {digest} cannot be listed: {}",
+                        conn.fail(e).message()
+                    ));
+                    Vec::new()
+                }
+            };
+            platform.attached = referrers
+                .iter()
+                .map(|m| {
+                    let artifact_type = m.artifact_type.clone().unwrap_or_default();
+                    AttachedReport {
+                        format: crate::sbom::Format::of(&artifact_type)
+                            .map(|f| f.name().to_string()),
+                        artifact_type,
+                        manifest_digest: m.digest.clone(),
+                        size: None,
+                    }
+                })
+                .collect();
+            report.platforms.push(platform);
+        }
+        let signed = report
+            .index_digest
+            .iter()
+            .chain(
+                report
+                    .platforms
+                    .iter()
+                    .filter_map(|p| p.manifest_digest.as_ref()),
+            )
+            .cloned()
+            .collect::<Vec<_>>();
+        for digest in signed {
+            let tag = crate::sign::signature_tag(&digest);
+            let sig_ref = oci_client::Reference::with_tag(
+                target.registry().to_string(),
+                target.repository().to_string(),
+                tag.clone(),
+            );
+            match conn
+                .client
+                .pull_manifest_raw(
+                    &sig_ref,
+                    &conn.auth,
+                    &["application/vnd.oci.image.manifest.v1+json"],
+                )
+                .await
+            {
+                Ok((raw, manifest_digest)) => {
+                    let manifest: ImageManifest = parse("signature manifest", &raw)?;
+                    report.signatures.push(SignatureReport {
+                        digest,
+                        tag,
+                        manifest_digest,
+                        count: manifest.layers().len(),
+                    });
+                }
+                Err(e) if crate::registry::errors::is_not_found(&e) => {}
+                Err(e) => return Err(conn.fail(e)),
+            }
         }
         Ok(report)
     })
@@ -646,6 +787,27 @@ pub fn render(report: &Report) -> String {
         }
         if let Some(created) = &c.created {
             let _ = writeln!(s, "  Created:    {created}");
+        }
+        for a in &p.attached {
+            let what = a.format.as_deref().unwrap_or(&a.artifact_type);
+            let size = a
+                .size
+                .map(|n| format!(", {}", human_size(n)))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  Attached:   {what} {}{size}", a.manifest_digest);
+        }
+    }
+    if !report.signatures.is_empty() {
+        let _ = writeln!(s);
+        for sig in &report.signatures {
+            let _ = writeln!(
+                s,
+                "Signed:   {} ({} signature{} under {})",
+                sig.digest,
+                sig.count,
+                if sig.count == 1 { "" } else { "s" },
+                sig.tag
+            );
         }
     }
     s

@@ -23,6 +23,7 @@ pub mod registry;
 pub mod sbom;
 pub mod settings;
 pub mod shell;
+pub mod sign;
 pub mod sinks;
 pub mod verify;
 

@@ -52,6 +52,15 @@ impl Record {
                     present: pushed.present,
                 },
                 platforms,
+                signatures: pushed
+                    .signatures
+                    .iter()
+                    .map(|s| SignatureRecord {
+                        digest: s.digest.clone(),
+                        reference: s.reference.clone(),
+                        added: s.added,
+                    })
+                    .collect(),
             });
         }
         let destination = outcome.destination.as_ref();
@@ -91,6 +100,28 @@ pub struct ImagePushed {
     pub pinned: String,
     pub blobs: BlobCounts,
     pub platforms: Vec<PlatformRecord>,
+    /// With `--sign-key`: the index and each platform manifest, signed.
+    pub signatures: Vec<SignatureRecord>,
+}
+
+/// A cosign signature of one manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    /// The manifest (or index) signed.
+    pub digest: String,
+    /// Where the signature is: `registry/repository:sha256-<hex>.sig`.
+    pub reference: String,
+    /// False when that key's signature was there already (nothing was added).
+    pub added: bool,
+}
+
+/// An artifact attached to a platform image (an SBOM), as an OCI 1.1 referrer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedRecord {
+    /// `application/spdx+json`, `application/vnd.cyclonedx+json`.
+    pub artifact_type: String,
+    /// The artifact manifest's digest.
+    pub manifest_digest: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +144,8 @@ pub struct PlatformRecord {
     /// The binary that was packed.
     pub binary: String,
     pub binary_size: u64,
+    /// The SBOMs attached to this platform's manifest.
+    pub sboms: Vec<AttachedRecord>,
 }
 
 fn platforms(set: &ImageSet) -> Vec<PlatformRecord> {
@@ -126,6 +159,15 @@ fn platforms(set: &ImageSet) -> Vec<PlatformRecord> {
             uncompressed_size: i.uncompressed_size(),
             binary: path_text(&i.binary),
             binary_size: i.binary_size,
+            sboms: set
+                .referrers
+                .iter()
+                .filter(|r| r.subject == i.manifest.digest)
+                .map(|r| AttachedRecord {
+                    artifact_type: r.artifact_type.clone(),
+                    manifest_digest: r.manifest.digest.to_string(),
+                })
+                .collect(),
         })
         .collect()
 }
@@ -142,6 +184,8 @@ pub struct BinaryVerified {
     pub interpreter: Option<String>,
     pub needed: Vec<String>,
     pub size: u64,
+    /// The crates its dependency data (cargo-auditable's `.dep-v0`) records, if it has any.
+    pub crates: Option<usize>,
     /// Whether it can go into an image.
     pub ok: bool,
     /// Why not, when it cannot.

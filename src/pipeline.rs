@@ -44,6 +44,8 @@ pub struct PushRequest {
     /// Extra tags for the same repository.
     pub tags: Vec<String>,
     pub options: ConnectOptions,
+    /// `--sign-key`, read (and opened) before anything is built.
+    pub sign: Option<std::sync::Arc<crate::sign::Key>>,
 }
 
 impl PushRequest {
@@ -73,6 +75,7 @@ impl PushRequest {
             reference: crate::registry::reference::parse_reference(&reference)?,
             tags: self.tags.clone(),
             options: self.options.clone(),
+            sign: self.sign.clone(),
         })
     }
 }
@@ -614,6 +617,32 @@ fn pack_and_deliver(
     )?;
     drop(bar);
     sbom::attach(&mut set, spec, &contents, formats)?;
+    if !formats.is_empty() {
+        for (img, contents) in set.images.iter().zip(&contents) {
+            if contents.crates.is_empty() {
+                shell.warn(format!(
+                    "{} holds no dependency data (it was not built by cargo microimage or cargo auditable): its SBOM lists only the image's base contents",
+                    img.binary.display()
+                ));
+            }
+        }
+        let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+        let counts: Vec<String> = set
+            .images
+            .iter()
+            .zip(&contents)
+            .map(|(img, c)| format!("{}: {} crates", img.platform, c.crates.len()))
+            .collect();
+        shell.status(
+            "Attached",
+            format!(
+                "{} SBOM{} ({})",
+                names.join(" and "),
+                if names.len() > 1 { "s" } else { "" },
+                counts.join(", ")
+            ),
+        );
+    }
     let delivered = crate::sinks::deliver(&set, sinks, shell)?;
     for img in &set.images {
         shell.status(

@@ -7,7 +7,7 @@
 //! each binary's package is written to a file; cargo runs this binary as its
 //! `RUSTC_WORKSPACE_WRAPPER` ([`wrap`]); when rustc links a binary of a package that has a
 //! data file, an object file with the section (made with the `object` crate for the
-//! target) is added to the link, with `-u AUDITABLE_VERSION_INFO` so that the linker keeps
+//! target) is added to the link, with `-u AUDITABLE_VERSION_INFO` (as `-Wl,-u,…` through a C compiler driver) so that the linker keeps
 //! it. A `RUSTC_WRAPPER` of the user's still runs around us, and a workspace wrapper of
 //! theirs runs inside us.
 //!
@@ -131,6 +131,34 @@ fn flag<'a>(args: &'a [OsString], name: &str) -> Option<&'a str> {
     })
 }
 
+/// Whether rustc's arguments make it call a linker directly rather than through a C
+/// compiler driver: `-C linker=…ld` / `…lld`, or a `ld`-style `-C linker-flavor`.
+fn bare_linker(args: &[OsString]) -> bool {
+    let codegen: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let a = a.to_str()?;
+            if a == "-C" {
+                args.get(i + 1)?.to_str()
+            } else {
+                a.strip_prefix("-C")
+            }
+        })
+        .collect();
+    codegen.iter().any(|c| {
+        c.strip_prefix("linker=").is_some_and(|l| {
+            let name = Path::new(l)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(l);
+            name.ends_with("ld") || name.ends_with("ld.exe")
+        }) || c
+            .strip_prefix("linker-flavor=")
+            .is_some_and(|f| f.starts_with("ld") || f == "gnu-lld" || f == "gnu")
+    })
+}
+
 /// The rustc workspace wrapper: `args` is `[this exe, rustc, rustc's arguments…]`. Links
 /// the dependency data into binaries that have it, then runs rustc (through the user's own
 /// workspace wrapper, if there is one) and returns its exit status.
@@ -145,8 +173,14 @@ pub fn wrap(args: &[OsString]) -> i32 {
             let mut link = OsString::from("-Clink-arg=");
             link.push(&object);
             extra.push(link);
-            extra.push("-Clink-arg=-u".into());
-            extra.push(format!("-Clink-arg={SYMBOL}").into());
+            // POSIX `-u` (zig's linker refuses GNU `--undefined=`); through `-Wl,` unless
+            // rustc calls a linker directly (rust-lld for pure-Rust cross builds).
+            if bare_linker(rest) {
+                extra.push("-Clink-arg=-u".into());
+                extra.push(format!("-Clink-arg={SYMBOL}").into());
+            } else {
+                extra.push(format!("-Clink-arg=-Wl,-u,{SYMBOL}").into());
+            }
         }
         Ok(None) => {}
         Err(e) => {
@@ -210,15 +244,29 @@ fn inject(args: &[OsString]) -> Result<Option<PathBuf>> {
 }
 
 /// The dependency data recorded in an ELF binary, if it has a `.dep-v0` section: only that
-/// section is read (not the whole file, which can be large), decompressed (at most 64 MiB)
-/// and parsed with auditable-serde, which also checks that it is a well-formed tree.
+/// section is read, decompressed (at most 64 MiB) and parsed with auditable-serde, whose
+/// `VersionInfo` checks on the way in that it is a well-formed tree (one root, no cycles).
+///
+/// Written here rather than with `auditable-info`: that crate wants the whole binary in
+/// memory (a reader it drains, or a slice), and binaries can be a gigabyte while this tool
+/// keeps its memory flat; `object`'s `ReadCache` reads the headers and the one section.
 pub fn read(file: &std::fs::File) -> Result<Option<VersionInfo>> {
     use object::{Object, ObjectSection, ReadCache};
     let cache = ReadCache::new(file);
     let Ok(elf) = object::File::parse(&cache) else {
         return Ok(None);
     };
-    section_of(elf.section_by_name(SECTION).and_then(|s| s.data().ok()))
+    let Some(section) = elf.section_by_name(SECTION) else {
+        return Ok(None);
+    };
+    // cargo-auditable's own limit for the decompressed data is 8 MiB; compressed it is less.
+    if section.size() > 8 << 20 {
+        return Err(Error::verify(format!(
+            "its {SECTION} section is {} bytes, too large to be dependency data",
+            section.size()
+        )));
+    }
+    section_of(section.data().ok())
 }
 
 fn section_of(data: Option<&[u8]>) -> Result<Option<VersionInfo>> {
@@ -249,6 +297,22 @@ mod tests {
             dependencies: deps,
         };
         vec![c("app", vec![1, 2]), c("a", vec![2]), c("b", vec![])]
+    }
+
+    #[test]
+    fn bare_linkers_are_told_apart_from_compiler_drivers() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(bare_linker(&args(&["-C", "linker=rust-lld"])));
+        assert!(bare_linker(&args(&["-Clinker=/usr/bin/ld"])));
+        assert!(bare_linker(&args(&["-C", "linker-flavor=ld.lld"])));
+        assert!(!bare_linker(&args(&["-C", "linker=/x/zigcc-aarch64.sh"])));
+        assert!(!bare_linker(&args(&[
+            "-C",
+            "linker=cc",
+            "-C",
+            "opt-level=3"
+        ])));
+        assert!(!bare_linker(&args(&["--crate-name", "ld"])));
     }
 
     #[test]

@@ -52,6 +52,20 @@ fn answer(e: &OciDistributionError) -> (Option<u16>, Vec<(String, String)>) {
     }
 }
 
+/// Whether `e` is the registry saying there is no such manifest (or tag): a 404, or the
+/// error codes of one, which some answers carry without their status.
+pub fn is_not_found(e: &OciDistributionError) -> bool {
+    let (status, codes) = answer(e);
+    status == Some(404)
+        || matches!(e, OciDistributionError::ImageManifestNotFoundError(_))
+        || codes.iter().any(|(c, _)| {
+            matches!(
+                c.as_str(),
+                "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "NOT_FOUND"
+            )
+        })
+}
+
 /// What a connection was opened for, to say what was refused.
 #[derive(Debug, Clone)]
 pub struct Purpose {

@@ -32,6 +32,8 @@ pub struct Target {
     /// Extra tags for the same repository.
     pub tags: Vec<String>,
     pub options: ConnectOptions,
+    /// The key to sign the index and every platform manifest with (`--sign-key`).
+    pub sign: Option<std::sync::Arc<crate::sign::Key>>,
 }
 
 /// Where an image was pushed.
@@ -45,26 +47,29 @@ pub struct Pushed {
     pub uploaded: usize,
     pub mounted: usize,
     pub present: usize,
+    /// The manifests signed (the index first), with whether a signature was added (not
+    /// already there).
+    pub signatures: Vec<Signed>,
+}
+
+/// One signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The digest signed.
+    pub digest: String,
+    /// `registry/repository:sha256-<hex>.sig`.
+    pub reference: String,
+    /// False when the registry already held this key's signature of it.
+    pub added: bool,
 }
 
 /// Pushes `set` to `target` (and then each of `tags` in the same repository).
 pub fn push(set: &ImageSet, target: &Target, shell: &Shell) -> Result<Pushed> {
-    block_on(push_async(
-        set,
-        &target.reference,
-        &target.tags,
-        &target.options,
-        shell,
-    ))
+    block_on(push_async(set, target, shell))
 }
 
-async fn push_async(
-    set: &ImageSet,
-    target: &Reference,
-    tags: &[String],
-    options: &ConnectOptions,
-    shell: &Shell,
-) -> Result<Pushed> {
+async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed> {
+    let (target, tags, options) = (&to.reference, &to.tags[..], &to.options);
     let started = std::time::Instant::now();
     let conn = connect(target, options, shell, RegistryOperation::Push).await?;
     let (client, registry) = (&conn.client, conn.registry.clone());
@@ -201,6 +206,10 @@ async fn push_async(
         .await
         .map_err(fail)?;
     }
+    let signatures = match &to.sign {
+        Some(key) => push_signatures(&conn, set, target, key, shell).await?,
+        None => Vec::new(),
+    };
     shell.status(
         "Pushed",
         format!(
@@ -215,7 +224,85 @@ async fn push_async(
         uploaded,
         mounted,
         present,
+        signatures,
     })
+}
+
+/// Signs the index and each platform manifest of `set` with `key` in cosign's format
+/// (`crate::sign`): for each, the signature manifest under `sha256-<hex>.sig` gets this
+/// signature, keeping any already there (other keys', earlier ones) and adding nothing if
+/// this key's signature of it is there already.
+async fn push_signatures(
+    conn: &crate::registry::connection::Connection,
+    set: &ImageSet,
+    target: &Reference,
+    key: &crate::sign::Key,
+    shell: &Shell,
+) -> Result<Vec<Signed>> {
+    let (client, registry, repository) = (
+        &conn.client,
+        target.resolve_registry().to_string(),
+        target.repository().to_string(),
+    );
+    let fail = |e: OciDistributionError| conn.fail(e);
+    let identity = format!("{registry}/{repository}");
+    let digests = std::iter::once(set.index.digest.to_string())
+        .chain(set.images.iter().map(|i| i.manifest.digest.to_string()));
+    let mut signed = Vec::new();
+    for digest in digests {
+        let tag = crate::sign::signature_tag(&digest);
+        let sig_ref = Reference::with_tag(registry.clone(), repository.clone(), tag.clone());
+        let existing = match retry("reading signatures", shell, || {
+            client.pull_manifest_raw(
+                &sig_ref,
+                &conn.auth,
+                &["application/vnd.oci.image.manifest.v1+json"],
+            )
+        })
+        .await
+        {
+            Ok((raw, _)) => Some(raw),
+            Err(e) if crate::registry::errors::is_not_found(&e) => None,
+            Err(e) => return Err(fail(e)),
+        };
+        let payload = crate::sign::payload(&identity, &digest);
+        let image = crate::sign::signature_manifest(existing.as_deref(), &payload, key)?;
+        let added = image.is_some();
+        if let Some(image) = image {
+            for blob in [&image.payload, &image.config] {
+                let d = blob.digest.to_string();
+                let exists = retry("checking a blob", shell, || client.blob_exists(target, &d))
+                    .await
+                    .map_err(fail)?;
+                if !exists {
+                    retry("uploading a signature", shell, || {
+                        client.push_blob(target, blob.data.to_vec(), &d)
+                    })
+                    .await
+                    .map_err(fail)?;
+                }
+            }
+            let media = header(&image.manifest);
+            retry("pushing a signature", shell, || {
+                client.push_manifest_raw(&sig_ref, image.manifest.data.to_vec(), media.clone())
+            })
+            .await
+            .map_err(fail)?;
+        }
+        shell.status(
+            "Signed",
+            format!(
+                "{digest}{} ({registry}/{repository}:{tag})",
+                if added { "" } else { ", already" }
+            ),
+        );
+        signed.push(Signed {
+            digest,
+            reference: format!("{registry}/{repository}:{tag}"),
+            added,
+        });
+    }
+    Ok(signed)
 }
 
 /// Pushes the referrers of `set` (SBOMs) after the manifests they are about, then makes

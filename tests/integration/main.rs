@@ -17,4 +17,5 @@ mod registry;
 mod release;
 mod reproducible;
 mod rustup_target;
+mod supply_chain;
 mod zstd;

@@ -80,12 +80,13 @@ fn one_index_two_platforms_one_shared_base_layer() {
         .collect();
     assert_eq!(layers[0][0], layers[1][0], "the base layer is shared");
     assert_ne!(layers[0][1], layers[1][1]);
-    // Stored once in the layout: 2 app layers + 1 base + 2 configs + 2 manifests + 1 index.
+    // Stored once in the layout: 2 app layers + 1 base + 2 configs + 2 manifests + 1 index,
+    // and the SBOMs: per platform a document and its manifest, and one shared empty config.
     assert_eq!(
         std::fs::read_dir(layout.join("blobs/sha256"))
             .unwrap()
             .count(),
-        8
+        13
     );
     let arm_config = blob(
         layout,
@@ -156,6 +157,19 @@ fn pack_of_the_same_binaries_gives_the_same_index() {
     .ok();
     let (_, packed) = result_line(&out.stdout);
     assert_eq!(packed, built);
+    // Both carry their dependency data (arm64 linked by zig): the same 30 crates.
+    for bin in &bins {
+        let verified = run(tool()
+            .args(["microimage", "verify", "--message-format", "json"])
+            .arg(bin))
+        .ok();
+        assert_eq!(
+            first_json(&verified.stdout)["crates"],
+            30,
+            "{}",
+            bin.display()
+        );
+    }
 }
 
 #[test]
@@ -242,4 +256,18 @@ fn pure_rust_links_for_arm64_with_rust_lld_and_runs_under_qemu() {
         .run_oci(&layout, "1.2.3", &["--platform", "linux/arm64"], &[])
         .ok();
     assert_eq!(out.stdout.trim(), "hello from hello [\"x\"] (aarch64)");
+    // Linked by rust-lld alone, it still carries its dependency data.
+    let verified = run(tool().args(["microimage", "verify"]).arg(
+        target
+            .path()
+            .join("aarch64-unknown-linux-musl/release/hello"),
+    ))
+    .ok();
+    assert!(
+        verified
+            .stdout
+            .contains("static, linux/arm64 (aarch64), 1 crate recorded"),
+        "{}",
+        verified.stdout
+    );
 }

@@ -169,7 +169,10 @@ fn verify_reports_static_binaries_and_their_platform() {
     let out = run(tool().args(["microimage", "verify"]).arg(static_hello())).ok();
     assert_eq!(
         out.stdout.trim(),
-        format!("{}: static, linux/amd64 (x86_64)", static_hello().display())
+        format!(
+            "{}: static, linux/amd64 (x86_64), no dependency data",
+            static_hello().display()
+        )
     );
     let json = run(tool()
         .args(["microimage", "verify", "--message-format", "json"])
@@ -180,6 +183,7 @@ fn verify_reports_static_binaries_and_their_platform() {
         (v["static"].clone(), v["platform"].clone()),
         (Value::Bool(true), Value::from("linux/amd64"))
     );
+    assert_eq!(v["crates"], Value::Null, "plain cargo records no crates");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::Value;
 
-struct Registry {
+pub struct Registry {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
@@ -23,15 +23,15 @@ struct Registry {
 }
 
 #[derive(Default)]
-struct Setup {
-    user: Option<(&'static str, &'static str)>,
-    tls: bool,
+pub struct Setup {
+    pub user: Option<(&'static str, &'static str)>,
+    pub tls: bool,
     /// Bearer tokens from tests/support/token_server.py instead of htpasswd.
-    token: Option<(&'static str, &'static str)>,
+    pub token: Option<(&'static str, &'static str)>,
 }
 
 impl Registry {
-    fn start(setup: Setup) -> Registry {
+    pub fn start(setup: Setup) -> Registry {
         let dir = tmp();
         let port = free_port();
         let d = dir.path();
@@ -117,11 +117,11 @@ impl Registry {
         panic!("the registry did not start: {}", self.log());
     }
 
-    fn host(&self) -> String {
+    pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
@@ -184,7 +184,7 @@ fn wait_port(port: u16) {
 }
 
 /// The tool with a private blob-location cache and docker/podman auth files of the test.
-fn pusher(home: &Path) -> Command {
+pub fn pusher(home: &Path) -> Command {
     let mut cmd = tool();
     cmd.env("XDG_CACHE_HOME", home.join("cache"))
         .env("DOCKER_CONFIG", home.join("docker"))

@@ -13,7 +13,8 @@ fn build_copy(name: &str, umask: &str, extra: &[&str]) -> (String, String) {
 }
 
 /// Builds a copy of fixture `fixture` in a new directory `name`, under `umask`, into its
-/// own target dir; returns the index digest and the number of blobs.
+/// own target dir; returns the index digest, and the layout's index.json (which lists the
+/// SBOM manifests too) with the number of blobs.
 fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) -> (String, String) {
     let parent = tmp().keep();
     let crate_dir = parent.join(name);
@@ -37,15 +38,24 @@ fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) ->
     let blobs = std::fs::read_dir(out_dir.join("blobs/sha256"))
         .unwrap()
         .count();
-    (digest, blobs.to_string())
+    let index = std::fs::read_to_string(out_dir.join("index.json")).unwrap();
+    (digest, format!("{index}\n{blobs} blobs"))
 }
 
 #[test]
 fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
-    let (a, blobs_a) = build_copy("hello", "022", &[]);
-    let (b, blobs_b) = build_copy("hello-elsewhere", "077", &[]);
+    // With dependency data in the binary (the default) and both SBOM formats: the SBOMs'
+    // digests are in index.json, so they must match too.
+    let both = ["--sbom", "spdx,cyclonedx"];
+    let (a, layout_a) = build_copy("hello", "022", &both);
+    let (b, layout_b) = build_copy("hello-elsewhere", "077", &both);
     assert_eq!(a, b, "index digests differ between checkouts");
-    assert_eq!(blobs_a, blobs_b);
+    assert_eq!(layout_a, layout_b, "SBOM digests or blobs differ");
+    assert_eq!(
+        layout_a.matches("\"artifactType\"").count(),
+        2,
+        "two SBOMs listed: {layout_a}"
+    );
 }
 
 #[test]

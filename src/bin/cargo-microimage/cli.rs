@@ -78,6 +78,8 @@ pub enum Command {
         #[command(flatten)]
         registry: RegistryFlags,
         #[command(flatten)]
+        sign: SignFlag,
+        #[command(flatten)]
         refs: RefsFlag,
     },
     /// Pack prebuilt static binaries (one per platform) into an image
@@ -99,6 +101,8 @@ pub enum Command {
         push: Option<String>,
         #[command(flatten)]
         registry: RegistryFlags,
+        #[command(flatten)]
+        sign: SignFlag,
         #[command(flatten)]
         image: ImageFlags,
         #[command(flatten)]
@@ -308,6 +312,25 @@ pub struct RegistryFlags {
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Registry Options")]
+pub struct SignFlag {
+    /// Sign the index and each platform manifest (cosign format) with this ECDSA P-256 key:
+    /// PKCS#8 PEM, or a cosign key with its password in COSIGN_PASSWORD
+    #[arg(long, value_name = "PATH")]
+    pub sign_key: Option<PathBuf>,
+}
+
+impl SignFlag {
+    /// The key, read and opened now, before anything is built.
+    pub fn key(&self) -> Result<Option<std::sync::Arc<microimage::sign::Key>>> {
+        self.sign_key
+            .as_deref()
+            .map(|p| microimage::sign::Key::load(p).map(std::sync::Arc::new))
+            .transpose()
+    }
+}
+
+#[derive(Args, Debug)]
 #[command(next_help_heading = "Output Options")]
 pub struct OutputFlags {
     /// Where to write: a directory gets an OCI layout, a path ending in .tar an archive
@@ -340,13 +363,19 @@ impl RegistryFlags {
     }
 
     /// A push to `reference` (else to `$MICROIMAGE_REPO/<bin>:<tag>`), adding `tags`.
-    pub fn push(&self, reference: Option<String>, tags: &[String]) -> pipeline::PushRequest {
-        pipeline::PushRequest {
+    pub fn push(
+        &self,
+        reference: Option<String>,
+        tags: &[String],
+        sign: &SignFlag,
+    ) -> Result<pipeline::PushRequest> {
+        Ok(pipeline::PushRequest {
             reference,
             default_repository: std::env::var("MICROIMAGE_REPO").ok(),
             tags: tags.to_vec(),
             options: self.options(),
-        }
+            sign: sign.key()?,
+        })
     }
 }
 

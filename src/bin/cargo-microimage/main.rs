@@ -148,10 +148,11 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             build,
             image,
             registry,
+            sign,
             refs,
         } => {
             // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
-            let push = registry.push(reference.clone(), &image.tags);
+            let push = registry.push(reference.clone(), &image.tags, sign)?;
             let request = build.request(cli.verbose, Some(push))?;
             let outcomes = pipeline::build(
                 &request,
@@ -168,12 +169,17 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             manifest_path,
             push,
             registry,
+            sign,
             image,
             output,
             refs,
         } => {
             if push.is_none() {
                 image.single_tag()?;
+                if sign.sign_key.is_some() {
+                    return Err(Error::usage("--sign-key signs what is pushed: it needs --push")
+                        .with_help("signatures live in the registry beside the image; add --push REFERENCE"));
+                }
             }
             let platforms = if platform.is_empty() {
                 Vec::new()
@@ -187,7 +193,8 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
                 manifest_path: manifest_path.clone(),
                 push: push
                     .as_ref()
-                    .map(|reference| registry.push(Some(reference.clone()), &image.tags)),
+                    .map(|reference| registry.push(Some(reference.clone()), &image.tags, sign))
+                    .transpose()?,
             };
             let outcome = pipeline::pack(
                 &request,
@@ -224,6 +231,18 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
     for path in binaries {
         let verdict = verify::inspect(path);
         let checked = verdict.as_ref().map_err(|_| ()).map(|v| v.require_static());
+        // The crates its cargo-auditable data records, when it has any.
+        let crates = match verdict
+            .as_ref()
+            .map(|v| microimage::build::auditable::read(&v.file))
+        {
+            Ok(Ok(info)) => info.map(|i| i.packages.len()),
+            Ok(Err(e)) => {
+                shell.warn(format!("{}: {}", path.display(), e.message()));
+                None
+            }
+            Err(_) => None,
+        };
         if out.json {
             let problem = match (&verdict, &checked) {
                 (Err(e), _) | (_, Ok(Err(e))) => Some(e.message().to_string()),
@@ -238,6 +257,7 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
                     interpreter: v.interpreter.clone(),
                     needed: v.needed.clone(),
                     size: v.size,
+                    crates,
                     ok: problem.is_none(),
                     problem,
                 },
@@ -249,14 +269,19 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
                     interpreter: None,
                     needed: Vec::new(),
                     size: 0,
+                    crates: None,
                     ok: false,
                     problem,
                 },
             };
             out.record(&Record::BinaryVerified(record));
         } else if let Ok(v) = &verdict {
+            let recorded = match crates {
+                Some(n) => format!(", {n} crate{} recorded", if n == 1 { "" } else { "s" }),
+                None => ", no dependency data".to_string(),
+            };
             let state = match (&checked, v.is_static()) {
-                (Ok(Ok(p)), _) => format!("static, {p} ({})", v.machine),
+                (Ok(Ok(p)), _) => format!("static, {p} ({}){recorded}", v.machine),
                 (_, false) => format!("NOT static ({})", v.machine),
                 _ => format!("cannot run in an image ({})", v.machine),
             };
