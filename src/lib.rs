@@ -12,6 +12,7 @@
 pub mod blob;
 pub mod build;
 pub mod error;
+pub mod guard;
 pub mod image;
 pub mod inspect;
 pub mod layers;

@@ -164,9 +164,12 @@ pub fn build(
     set_rustflags(&mut cmd, &prepared.toolchain.rustflags, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
-    if auditable.iter().any(|a| *a) {
-        set_up_auditable(&mut cmd, plans, auditable, platform, prepared)?;
-    }
+    // Held until cargo is done: the data files the wrapper reads.
+    let _audit_data = if auditable.iter().any(|a| *a) {
+        Some(set_up_auditable(&mut cmd, plans, auditable, prepared)?)
+    } else {
+        None
+    };
     let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
     shell.status(
         "Building",
@@ -182,39 +185,37 @@ pub fn build(
 
 /// Writes the dependency data of each plan with `auditable` for the wrapper, and makes this
 /// binary cargo's `RUSTC_WORKSPACE_WRAPPER` for the build (a wrapper of the user's runs
-/// inside it).
+/// inside it). The data lives in a temporary directory of this run, removed when the
+/// returned value is dropped (or on Ctrl-C), so concurrent builds in one target dir never
+/// read each other's data and nothing is left behind.
 fn set_up_auditable(
     cmd: &mut Command,
     plans: &[&Plan],
     auditable: &[bool],
-    platform: &Platform,
     prepared: &Prepared,
-) -> Result<()> {
-    let first = plans.first().expect("at least one binary to build");
-    let dir = first
-        .target_directory
-        .join("microimage")
-        .join(".auditable")
-        .join(platform.triple);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+) -> Result<(tempfile::TempDir, crate::guard::Temporary)> {
+    let temp = tempfile::Builder::new()
+        .prefix("microimage-auditable-")
+        .tempdir()
+        .map_err(|e| Error::io("creating", &std::env::temp_dir(), e))?;
+    let registered = crate::guard::Temporary::register(temp.path());
+    let dir = temp.path();
     for (plan, on) in plans.iter().zip(auditable) {
         let Some(crates) = prepared.graph.crates.get(&plan.package_id).filter(|_| *on) else {
             continue;
         };
-        let path = auditable::data_file(&dir, &plan.manifest_path);
+        let path = auditable::data_file(dir, &plan.manifest_path);
         let data = auditable::compressed(crates)?;
-        if std::fs::read(&path).ok().as_deref() != Some(&data[..]) {
-            std::fs::write(&path, data).map_err(|e| Error::io("writing", &path, e))?;
-        }
+        std::fs::write(&path, data).map_err(|e| Error::io("writing", &path, e))?;
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::build(format!("finding this program's path failed: {e}")))?;
-    cmd.env(auditable::DATA_DIR, &dir)
+    cmd.env(auditable::DATA_DIR, dir)
         .env("RUSTC_WORKSPACE_WRAPPER", exe);
     if let Some(user) = &prepared.toolchain.workspace_wrapper {
         cmd.env(auditable::USER_WRAPPER, user);
     }
-    Ok(())
+    Ok((temp, registered))
 }
 
 fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {

@@ -20,9 +20,9 @@ use std::path::Path;
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use serde_json::Value;
 
-use super::guard::{self, Temporary, PREFIX};
 use crate::blob;
 use crate::error::{Error, IoContext, Result};
+use crate::guard::{self, Temporary, PREFIX};
 use crate::image::{annotated, canonical_json, ImageSet};
 use crate::shell::Shell;
 

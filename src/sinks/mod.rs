@@ -9,7 +9,6 @@
 //! leaves no half-written output and never damages a previous good one.
 
 pub mod archive;
-pub mod guard;
 pub mod layout;
 pub mod load;
 pub mod registry;
@@ -19,6 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::guard;
 use crate::image::ImageSet;
 use crate::shell::Shell;
 

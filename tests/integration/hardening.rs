@@ -19,7 +19,15 @@ fn build_hello(dir: &Path, extra: &[&str]) -> Run {
         .args(extra))
 }
 
+/// The image entries of a layout's index.json (not the SBOMs that refer to them).
 fn index_entries(layout: &Path) -> Vec<Value> {
+    all_entries(layout)
+        .into_iter()
+        .filter(|e| e["artifactType"].is_null())
+        .collect()
+}
+
+fn all_entries(layout: &Path) -> Vec<Value> {
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     index["manifests"].as_array().unwrap().clone()
@@ -71,10 +79,12 @@ fn writing_into_a_layout_keeps_its_other_images() {
     .ok();
     assert_ne!(result_line(&first.stdout).1, result_line(&second.stdout).1);
     assert_eq!(index_entries(&layout).len(), 2);
+    // One SBOM, about the new image: the old one went with the image it described.
+    assert_eq!(all_entries(&layout).len(), 3, "{:?}", all_entries(&layout));
     assert_eq!(
         blobs(&layout),
         before,
-        "old config, manifest and index replaced one for one"
+        "old config, manifest, index and SBOM replaced one for one"
     );
     external(
         "skopeo",
