@@ -567,8 +567,7 @@ pub fn inspect_remote(
             "application/vnd.docker.distribution.manifest.v2+json",
         ];
         let (top, top_digest) = conn
-            .client
-            .pull_manifest_raw(&target, &conn.auth, ACCEPT)
+            .pull_manifest_raw(&target, ACCEPT)
             .await
             .map_err(|e| conn.fail(e))?;
         let value: serde_json::Value = parse("manifest", &top)?;
@@ -595,8 +594,7 @@ pub fn inspect_remote(
                     m.digest().to_string(),
                 );
                 let (raw, digest) = conn
-                    .client
-                    .pull_manifest_raw(&by_digest, &conn.auth, ACCEPT)
+                    .pull_manifest_raw(&by_digest, ACCEPT)
                     .await
                     .map_err(|e| conn.fail(e))?;
                 manifests.push((digest, raw));
@@ -688,12 +686,7 @@ pub fn inspect_remote(
                 tag.clone(),
             );
             match conn
-                .client
-                .pull_manifest_raw(
-                    &sig_ref,
-                    &conn.auth,
-                    &["application/vnd.oci.image.manifest.v1+json"],
-                )
+                .pull_manifest_raw(&sig_ref, &["application/vnd.oci.image.manifest.v1+json"])
                 .await
             {
                 Ok((raw, manifest_digest)) => {

@@ -1,6 +1,14 @@
-//! One authenticated connection to a registry: the protocol (HTTPS, or plain HTTP only for
-//! loopback hosts or with `--insecure`, and only after a real probe), a retried ping before
-//! authenticating, and credentials from [`super::credentials`].
+//! One connection to a registry: the protocol (HTTPS, or plain HTTP only for loopback
+//! hosts or with `--insecure`, and only after a real probe), a retried ping, and
+//! credentials from [`super::credentials`] — in as few requests as that takes.
+//!
+//! The ping is one `GET /v2/` of our own (with `reqwest`, the HTTP client oci-client is
+//! built on, configured the same way): it decides HTTPS or HTTP, waits out a registry that
+//! answers 5xx, and says whether the registry asks for authentication at all. oci-client
+//! pings `/v2/` again before every request for which it holds credentials but no token —
+//! which, for a registry that needs none, is every request. So for such a registry the
+//! client is given no credentials; for one that does ask, oci-client authenticates once per
+//! repository and operation and reuses the token (or basic credentials) after that.
 
 use std::time::Duration;
 
@@ -44,13 +52,68 @@ fn client(registry: &str, http: bool, options: &ConnectOptions) -> Result<Client
     }))
 }
 
-/// sha256 of nothing: a digest to probe with.
-const EMPTY_DIGEST: &str =
-    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/// The `reqwest` client for the ping: the same roots and timeouts as oci-client's.
+fn http_client(options: &ConnectOptions) -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60));
+    if let Some(path) = &options.ca_file {
+        let data = std::fs::read(path).map_err(|e| {
+            Error::usage(format!("--ca-file `{}`: {e}", path.display())).with_source(e)
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&data).map_err(|e| {
+            Error::usage(format!(
+                "--ca-file `{}` holds no PEM certificate: {e}",
+                path.display()
+            ))
+            .with_help("pass the path of a PEM file with the registry's CA certificate")
+        })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::registry(format!("setting up HTTPS failed: {e}")))
+}
+
+/// What `GET /v2/` answered: whether the registry asks for authentication.
+struct Ping {
+    challenge: bool,
+}
+
+/// `GET <scheme>://<registry>/v2/`. 5xx and 429 are errors (transient ones, so retried);
+/// any other answer — 200, or 401 with a challenge — says how to go on.
+async fn ping(
+    http: &reqwest::Client,
+    scheme: &str,
+    registry: &str,
+) -> std::result::Result<Ping, OciDistributionError> {
+    let url = format!("{scheme}://{registry}/v2/");
+    let answer = http.get(&url).send().await?;
+    let status = answer.status();
+    if status.is_server_error() || status.as_u16() == 429 {
+        return Err(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: String::new(),
+        });
+    }
+    Ok(Ping {
+        challenge: status.as_u16() == 401
+            && answer
+                .headers()
+                .contains_key(reqwest::header::WWW_AUTHENTICATE),
+    })
+}
 
 /// An authenticated client for one registry.
 pub struct Connection {
     pub client: Client,
+    /// For reading manifests from a registry that needs no credentials (see [`connect`]).
+    reader: Option<Client>,
+    /// Plain requests (the ping, and manifest checks where no credentials are needed).
+    http: reqwest::Client,
+    scheme: &'static str,
     pub auth: oci_client::secrets::RegistryAuth,
     pub registry: String,
     credential: credentials::Found,
@@ -59,6 +122,50 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A manifest as the registry stores it, and its digest.
+    pub async fn pull_manifest_raw(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> std::result::Result<(bytes::Bytes, String), OciDistributionError> {
+        self.reader
+            .as_ref()
+            .unwrap_or(&self.client)
+            .pull_manifest_raw(reference, &self.auth, accept)
+            .await
+    }
+
+    /// Whether the registry has the manifest `digest` in `repository` (false when that
+    /// cannot be told). One `HEAD` where no credentials are needed; else oci-client's
+    /// (a `GET` after a `HEAD` that says nothing).
+    pub async fn has_manifest(&self, repository: &str, digest: &str) -> bool {
+        if self.reader.is_some() {
+            let url = format!(
+                "{}://{}/v2/{repository}/manifests/{digest}",
+                self.scheme, self.registry
+            );
+            return self
+                .http
+                .head(&url)
+                .header(
+                    reqwest::header::ACCEPT,
+                    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
+                )
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 200);
+        }
+        let reference = Reference::with_digest(
+            self.registry.clone(),
+            repository.to_string(),
+            digest.to_string(),
+        );
+        self.client
+            .fetch_manifest_digest(&reference, &self.auth)
+            .await
+            .is_ok_and(|d| d == digest)
+    }
+
     /// The one message a user sees for a client error.
     pub fn fail(&self, e: OciDistributionError) -> Error {
         explain(
@@ -94,46 +201,58 @@ pub async fn connect(
     // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
     // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
     // certificate did not verify — and HTTP then does answer.
-    // Any digest will do: the question is only whether and how the registry answers.
-    let probe_digest = EMPTY_DIGEST.to_string();
-    let mut client = client(&registry, false, options)?;
-    if let Err(e) = client.blob_exists(target, &probe_digest).await {
+    let http = http_client(options)?;
+    let mut scheme = "https";
+    let mut first = ping(&http, scheme, &registry).await;
+    if let Err(e) = &first {
         let may_downgrade = is_loopback(&registry) || options.insecure;
-        let certificate = chain(&e).to_ascii_lowercase().contains("certificate");
-        if may_downgrade && !answered(&e) && !certificate {
-            let http = self::client(&registry, true, options)?;
-            let works = match http.blob_exists(target, &probe_digest).await {
-                Ok(_) => true,
-                Err(e) => answered(&e),
-            };
-            if works {
+        let certificate = chain(e).to_ascii_lowercase().contains("certificate");
+        if may_downgrade && !answered(e) && !certificate {
+            let plain = ping(&http, "http", &registry).await;
+            if plain.as_ref().map_or_else(answered, |_| true) {
                 shell.verbose("Using", format!("plain HTTP for {registry}"));
-                client = http;
+                scheme = "http";
+                first = plain;
             }
         }
     }
-    // oci-client's auth takes a 503 on `/v2/` for "no auth needed", so first wait, with
-    // retries, until the registry gives a real answer.
-    retry("contacting the registry", shell, || async {
-        match client.blob_exists(target, &probe_digest).await {
-            Err(e) if !answered(&e) || transient(&e) => Err(e),
-            _ => Ok(()),
-        }
-    })
-    .await
-    .map_err(fail)?;
-    let operations: &[RegistryOperation] = match operation {
-        RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
-        RegistryOperation::Pull => &[RegistryOperation::Pull],
+    // Until the registry gives a real answer (oci-client would take a 503 on `/v2/` for "no
+    // auth needed"): the first attempt counts, only failures are tried again.
+    let answer = match first {
+        Ok(answer) => answer,
+        Err(e) if !transient(&e) => return Err(fail(e)),
+        Err(_) => retry("contacting the registry", shell, || {
+            ping(&http, scheme, &registry)
+        })
+        .await
+        .map_err(fail)?,
     };
-    for op in operations {
-        retry("authenticating", shell, || client.auth(target, &auth, *op))
-            .await
-            .map_err(fail)?;
-    }
+    let client = client(&registry, scheme == "http", options)?;
+    // Manifests are read through oci-client calls that store the credentials they are given,
+    // after which it pings before every request; for a registry that asks for none, those
+    // reads go through a client of their own so the pushing one stays without.
+    let reader = if answer.challenge {
+        // Once per operation, before requests go out concurrently (each would authenticate
+        // on its own otherwise); blob checks are pulls, uploads pushes.
+        let operations: &[RegistryOperation] = match operation {
+            RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+            RegistryOperation::Pull => &[RegistryOperation::Pull],
+        };
+        for op in operations {
+            retry("authenticating", shell, || client.auth(target, &auth, *op))
+                .await
+                .map_err(fail)?;
+        }
+        None
+    } else {
+        Some(self::client(&registry, scheme == "http", options)?)
+    };
 
     Ok(Connection {
         client,
+        reader,
+        http,
+        scheme,
         auth,
         registry,
         credential,

@@ -2,7 +2,10 @@
 //! spec, through [`crate::registry`]), so the registry stores exactly the bytes — and
 //! digests — that were built.
 //!
-//! Order (DESIGN §7): every blob first — a HEAD says whether the registry has it; if not,
+//! First a `HEAD` of the index by digest: a registry that has it has everything it refers
+//! to (registries accept a manifest only once its blobs and manifests are there), so a
+//! re-push checks no blob. Otherwise (DESIGN §7): every blob first — a HEAD says whether
+//! the registry has it; if not,
 //! a cross-repository mount is tried from repositories of the same registry this machine
 //! pushed it to before (the blob-location cache), else it is uploaded — then each platform
 //! manifest by digest, then the index by tag, then every extra tag. No tag ever points at
@@ -100,9 +103,29 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
             human_size(total)
         ),
     );
-    let progress = shell.progress("Uploading", total);
-    let mut cache = BlobCache::load();
     let repository = target.repository().to_string();
+    // An index the registry has is complete (registries accept a manifest only once what
+    // it refers to is there): pushing the same image again needs no blob checks at all.
+    let complete = conn
+        .has_manifest(&repository, &set.index.digest.to_string())
+        .await;
+    // With the index there, what it refers to is too; the SBOMs' blobs are not part of it.
+    let in_index: std::collections::BTreeSet<String> = set
+        .images
+        .iter()
+        .flat_map(|i| {
+            std::iter::once(i.config.digest.to_string())
+                .chain(i.layers.iter().map(|l| l.blob.digest.to_string()))
+        })
+        .collect();
+    let skip = |digest: &String| complete && in_index.contains(digest);
+    let to_send: u64 = blobs
+        .iter()
+        .filter(|(d, _)| !skip(d))
+        .map(|(_, b)| b.size())
+        .sum();
+    let progress = shell.progress("Uploading", to_send);
+    let mut cache = BlobCache::load();
     /// What happened to one blob.
     enum Sent {
         Present,
@@ -153,13 +176,15 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     use futures_util::stream::{self, StreamExt};
     let jobs: Vec<_> = blobs
         .iter()
+        .filter(|(digest, _)| !skip(digest))
         .map(|(digest, blob)| send(digest, blob, cache.sources(&registry, digest, &repository)))
         .collect();
     let results: Vec<_> = stream::iter(jobs)
         .buffer_unordered(CONCURRENT_BLOBS)
         .collect()
         .await;
-    let (mut uploaded, mut mounted, mut present) = (0, 0, 0);
+    let skipped = blobs.keys().filter(|d| skip(d)).count();
+    let (mut uploaded, mut mounted, mut present) = (0, 0, skipped);
     for result in results {
         let (digest, sent) = result.map_err(fail)?;
         match sent {
@@ -172,7 +197,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     drop(progress);
     cache.save();
 
-    let manifests = set.images.iter().map(|image| {
+    let manifests = set.images.iter().filter(|_| !complete).map(|image| {
         let by_digest = Reference::with_digest(
             registry.clone(),
             repository.clone(),
@@ -253,11 +278,7 @@ async fn push_signatures(
         let tag = crate::sign::signature_tag(&digest);
         let sig_ref = Reference::with_tag(registry.clone(), repository.clone(), tag.clone());
         let existing = match retry("reading signatures", shell, || {
-            client.pull_manifest_raw(
-                &sig_ref,
-                &conn.auth,
-                &["application/vnd.oci.image.manifest.v1+json"],
-            )
+            conn.pull_manifest_raw(&sig_ref, &["application/vnd.oci.image.manifest.v1+json"])
         })
         .await
         {

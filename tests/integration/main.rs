@@ -16,6 +16,7 @@ mod pack_verify;
 mod registry;
 mod release;
 mod reproducible;
+mod round_trips;
 mod rustup_target;
 mod supply_chain;
 mod zstd;

@@ -405,12 +405,12 @@ fn re_push_uploads_nothing_and_another_repository_mounts() {
     );
 }
 
-fn docker_config(home: &Path, config: &Value) {
+pub fn docker_config(home: &Path, config: &Value) {
     std::fs::create_dir_all(home.join("docker")).unwrap();
     std::fs::write(home.join("docker/config.json"), config.to_string()).unwrap();
 }
 
-fn basic(user: &str, pass: &str) -> String {
+pub fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
 }

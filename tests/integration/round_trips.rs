@@ -1,0 +1,128 @@
+//! Round trips (issue: push in as few requests as skopeo): the registry's own access log
+//! counts the requests of a push, ours against skopeo's for the same image, on a plain
+//! registry, with htpasswd basic auth and with bearer tokens — a first push to an empty
+//! repository and a second one of the unchanged image.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::*;
+use crate::registry::{basic, docker_config, pusher, Registry, Setup};
+
+/// The requests in the registry's access log (`METHOD path status`).
+fn requests(registry: &Registry) -> Vec<String> {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.1 - "))
+        .filter_map(|l| l.split('"').nth(1).map(String::from))
+        .collect()
+}
+
+/// The example binary, built once by the shared example build.
+fn example_binary() -> PathBuf {
+    example_layout();
+    shared_target().join("x86_64-unknown-linux-musl/release/example-app")
+}
+
+/// A user and password, when the registry wants them.
+type Creds = Option<(&'static str, &'static str)>;
+
+#[test]
+fn a_push_makes_no_more_requests_than_skopeo_plus_the_index() {
+    let binary = example_binary();
+    // The same image on disk, for skopeo to copy (its one platform manifest, as skopeo
+    // copies an image; ours pushes that and the index).
+    let t = tmp();
+    let layout = t.path().join("layout");
+    run(tool()
+        .current_dir(t.path())
+        .args(["microimage", "pack", "--sbom", "none"])
+        .arg(&binary)
+        .arg("-o")
+        .arg(&layout))
+    .ok();
+    let setups: [(&str, Setup, Creds); 3] = [
+        ("plain", Setup::default(), None),
+        (
+            "htpasswd",
+            Setup {
+                user: Some(("ci", "pw-basic")),
+                ..Default::default()
+            },
+            Some(("ci", "pw-basic")),
+        ),
+        (
+            "token",
+            Setup {
+                token: Some(("tok-user", "tok-pass")),
+                ..Default::default()
+            },
+            Some(("tok-user", "tok-pass")),
+        ),
+    ];
+    for (name, setup, creds) in setups {
+        let registry = Registry::start(setup);
+        let home = tmp();
+        if let Some((u, p)) = creds {
+            docker_config(
+                home.path(),
+                &serde_json::json!({"auths": {registry.host(): {"auth": basic(u, p)}}}),
+            );
+        }
+        let ours = |repo: &str| {
+            let before = requests(&registry).len();
+            run(pusher(home.path())
+                .current_dir(t.path())
+                .args(["microimage", "pack", "--sbom", "none"])
+                .arg(&binary)
+                .arg("--push")
+                .arg(format!("{}/{repo}:1", registry.host())))
+            .ok();
+            requests(&registry)[before..].to_vec()
+        };
+        let skopeo = |repo: &str| {
+            let before = requests(&registry).len();
+            let mut cmd = Command::new("skopeo");
+            cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+            if let Some((u, p)) = creds {
+                cmd.arg(format!("--dest-creds={u}:{p}"));
+            }
+            cmd.arg(format!("oci:{}:latest", layout.display()))
+                .arg(format!("docker://{}/{repo}:1", registry.host()));
+            run(&mut cmd).ok();
+            requests(&registry)[before..].to_vec()
+        };
+        let (ours_first, ours_again) = (ours("ours"), ours("ours"));
+        let (theirs_first, theirs_again) = (skopeo("theirs"), skopeo("theirs"));
+        assert!(
+            ours_first.len() <= theirs_first.len() + 1,
+            "{name}, first push: {} requests, skopeo {}:\n{ours_first:#?}\n{theirs_first:#?}",
+            ours_first.len(),
+            theirs_first.len()
+        );
+        assert!(
+            ours_again.len() <= theirs_again.len() + 1,
+            "{name}, second push: {} requests, skopeo {}:\n{ours_again:#?}\n{theirs_again:#?}",
+            ours_again.len(),
+            theirs_again.len()
+        );
+        // Nothing but existence checks and the manifests the second time.
+        assert!(
+            ours_again
+                .iter()
+                .all(|r| !r.starts_with("POST ") && !r.contains("/blobs/uploads/")),
+            "{ours_again:#?}"
+        );
+        // One ping for the run, and where the registry asks for credentials oci-client's
+        // one per operation (checks are pulls, uploads pushes), never one per request.
+        let pings = ours_first
+            .iter()
+            .filter(|r| r.starts_with("GET /v2/ "))
+            .count();
+        assert!(
+            pings <= if creds.is_some() { 3 } else { 1 },
+            "{name}: {pings} pings: {ours_first:#?}"
+        );
+    }
+}
