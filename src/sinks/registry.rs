@@ -107,7 +107,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     // An index the registry has is complete (registries accept a manifest only once what
     // it refers to is there): pushing the same image again needs no blob checks at all.
     let complete = conn
-        .has_manifest(&repository, &set.index.digest.to_string())
+        .has_manifest(&repository, set.index.digest.as_ref())
         .await;
     // With the index there, what it refers to is too; the SBOMs' blobs are not part of it.
     let in_index: std::collections::BTreeSet<String> = set
