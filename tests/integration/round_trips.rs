@@ -126,3 +126,107 @@ fn a_push_makes_no_more_requests_than_skopeo_plus_the_index() {
         );
     }
 }
+
+/// tests/support/delay_proxy.py in front of a registry: every request delayed, and logged.
+struct DelayProxy {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DelayProxy {
+    fn start(upstream: &Registry, delay_ms: u32) -> DelayProxy {
+        let dir = tmp();
+        let log = dir.path().join("requests.log");
+        let port = free_port();
+        let upstream_port = upstream.host().rsplit_once(':').unwrap().1.to_string();
+        let child = Command::new("python3")
+            .arg(repo().join("tests/support/delay_proxy.py"))
+            .args([&port.to_string(), &upstream_port, &delay_ms.to_string()])
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed().as_secs() < 10,
+                "the delay proxy did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        DelayProxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn behind_a_slow_network_the_request_count_holds() {
+    let binary = example_binary();
+    let t = tmp();
+    let layout = t.path().join("layout");
+    run(tool()
+        .current_dir(t.path())
+        .args(["microimage", "pack", "--sbom", "none"])
+        .arg(&binary)
+        .arg("-o")
+        .arg(&layout))
+    .ok();
+    let registry = Registry::start(Setup::default());
+    let proxy = DelayProxy::start(&registry, 20);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let home = tmp();
+    let before = proxy.requests();
+    let out = run(pusher(home.path())
+        .current_dir(t.path())
+        .args(["microimage", "pack", "--sbom", "none"])
+        .arg(&binary)
+        .arg("--push")
+        .arg(format!("{host}/ours:1")))
+    .ok();
+    let ours = proxy.requests() - before;
+    assert!(
+        out.stdout.contains(&format!("{host}/ours:1@sha256:")),
+        "{}",
+        out.stdout
+    );
+    let before = proxy.requests();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{host}/theirs:1")))
+    .ok();
+    let theirs = proxy.requests() - before;
+    assert!(
+        ours <= theirs + 1,
+        "through a 20 ms proxy: {ours} requests, skopeo {theirs}"
+    );
+    // What went through is what the registry holds.
+    let digest = external(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{}/ours:1", registry.host()),
+        ],
+    );
+    assert!(digest.contains("application/vnd.oci.image.index.v1+json"));
+}
