@@ -1,91 +1,102 @@
 #!/usr/bin/env bash
-# Benchmark: packing a large static binary, side by side with the floor and with umoci, in
-# one run on one machine.
+# Benchmark: `cargo microimage pack` against umoci building the same FROM-scratch image
+# (umoci init + new + insert + config), binary by binary, in one run on one machine: wall
+# time (median of RUNS alternating runs) and peak resident memory (the largest of the runs,
+# from /usr/bin/time), and the size of each tool's layers.
 #
-#   floor  = sha256sum + gzip -6 of the binary (what any packer must at least do)
-#   umoci  = umoci init/new/insert of the same FROM-scratch content (compresses in parallel)
-#   pack   = cargo microimage pack (release build) of the same binary
+# The binaries, made by this script (the large ones from fixed seeds):
+#   app     example-app for x86_64 musl with limited debug info (~20 MB)
+#   go      a real 90 MB static Go binary: $BENCH_GO_BINARY, else /usr/local/bin/terraform
+#           (skipped when neither is there)
+#   +100M   example-app (release) with 100 MB of incompressible bytes appended
+#   +300M   likewise, 300 MB
+#   +1G     example-app with 1 GiB appended, 1 MiB of incompressible bytes and 1 MiB of
+#           the ~20 MB binary's bytes in turn (mixed, as embedded assets and code are)
 #
-# It also compares our app layer's size with `gzip -6` of the very same tar.
+# Both tools run outside any cargo project (inside one, `pack` also reads the project).
 # Usage: benches/pack.sh [RUNS]   (needs scripts/setup.sh; builds what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-5}
+RUNS=${1:-3}
 W=$(mktemp -d /tmp/microimage-bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
 cargo build --release --locked -q
 TOOL=$PWD/target/release/cargo-microimage
+export XDG_CACHE_HOME=$W/cache
 
-# A ~20 MB static binary: example-app for x86_64 musl, with debug info and no stripping.
 BENCH_TARGET=$PWD/target/bench
 CARGO_TARGET_DIR=$BENCH_TARGET CARGO_PROFILE_RELEASE_DEBUG=limited CARGO_PROFILE_RELEASE_STRIP=none \
   cargo build -q --release --locked --target x86_64-unknown-linux-musl \
   --manifest-path example-app/Cargo.toml
-BIN=$W/app
-cp "$BENCH_TARGET/x86_64-unknown-linux-musl/release/example-app" "$BIN"
-SIZE=$(stat -c %s "$BIN")
+CARGO_TARGET_DIR=$BENCH_TARGET/small \
+  cargo build -q --release --locked --target x86_64-unknown-linux-musl \
+  --manifest-path example-app/Cargo.toml
+APP=$BENCH_TARGET/x86_64-unknown-linux-musl/release/example-app
+SMALL=$BENCH_TARGET/small/x86_64-unknown-linux-musl/release/example-app
+mkdir -p "$W/bin"
+python3 - "$W/bin" "$APP" "$SMALL" <<'PY'
+import random, sys, os
+out, app, small = sys.argv[1], open(sys.argv[2], "rb").read(), open(sys.argv[3], "rb").read()
+MiB = 1 << 20
+def write(name, chunks):
+    path = os.path.join(out, name)
+    with open(path, "wb") as f:
+        f.write(small)
+        for c in chunks:
+            f.write(c)
+    os.chmod(path, 0o755)
+r = random.Random(20261124)
+write("plus100M", (r.randbytes(MiB) for _ in range(100)))
+r = random.Random(20261124)
+write("plus300M", (r.randbytes(MiB) for _ in range(300)))
+r = random.Random(20261124)
+def mixed():
+    for i in range(1024):
+        if i % 2 == 0:
+            yield r.randbytes(MiB)
+        else:
+            at = (i * MiB) % (len(app) - MiB)
+            yield app[at:at + MiB]
+write("plus1G", mixed())
+PY
+cp "$APP" "$W/bin/app"
+GO=${BENCH_GO_BINARY:-/usr/local/bin/terraform}
+ROWS=(app)
+if [ -f "$GO" ] && file "$GO" | grep -q 'statically linked'; then cp "$GO" "$W/bin/go"; ROWS+=(go); fi
+ROWS+=(plus100M plus300M plus1G)
 
-now() { date +%s.%N; }
-# best-of-N wall time of a command, in seconds
-best() {
-  local best=999999 t0 t1 d
-  for _ in $(seq "$RUNS"); do
-    t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
-    d=$(echo "$t1 - $t0" | bc -l)
-    if (( $(echo "$d < $best" | bc -l) )); then best=$d; fi
-  done
-  printf '%.3f' "$best"
-}
-peak_kib() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
-
-floor() { sha256sum "$BIN" >/dev/null; gzip -6 -c "$BIN" >/dev/null; }
-# Packed from $W, outside any cargo project, as umoci is run: inside one, `pack` also reads
-# the project's metadata for defaults (one `cargo metadata --no-deps`, ~25 ms).
-pack() { rm -rf "$W/out"; (cd "$W" && "$TOOL" pack -q "$BIN" --bin app -o "$W/out"); }
-pack_zstd() { rm -rf "$W/out-zstd"; (cd "$W" && "$TOOL" pack -q "$BIN" --bin app --compression zstd -o "$W/out-zstd"); }
+# One timed run: prints "SECONDS PEAK_KIB".
+timed() { /usr/bin/time -f '%e %M' -o "$W/time" "$@" >/dev/null 2>&1; tail -1 "$W/time"; }
+ours() { rm -rf "$W/ours"; (cd "$W" && timed "$TOOL" pack -q "$W/bin/$1" -o "$W/ours"); }
 umoci_pack() {
   rm -rf "$W/umoci" "$W/rootfs"
   mkdir -p "$W/rootfs/usr/local/bin"
-  cp "$BIN" "$W/rootfs/usr/local/bin/app"
-  umoci init --layout "$W/umoci"
-  umoci new --image "$W/umoci:t"
-  umoci insert --image "$W/umoci:t" "$W/rootfs" /
+  cp "$W/bin/$1" "$W/rootfs/usr/local/bin/$1"
+  timed bash -c 'umoci init --layout "$0/umoci" && umoci new --image "$0/umoci:t" &&
+    umoci insert --image "$0/umoci:t" "$0/rootfs" / &&
+    umoci config --image "$0/umoci:t" --config.entrypoint "/usr/local/bin/$1"' "$W" "$1"
 }
+median() { sort -n | awk '{a[NR]=$1} END {m=(NR+1)/2; if (NR%2) print a[m]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+layers() { du -sb "$1/blobs" | cut -f1; }
+mib() { echo "scale=0; $1 / 1024" | bc; }
 
-T_FLOOR=$(best floor)
-T_PACK=$(best pack)
-T_UMOCI=$(best umoci_pack)
-T_ZSTD=$(best pack_zstd)
-
-# Sizes: our app layer vs gzip -6 of exactly the same tar.
-pack >/dev/null
-pack_zstd >/dev/null
-app_layer() {
-python3 - "$1" <<'PY'
-import json, sys, os
-d = sys.argv[1]
-idx = json.load(open(os.path.join(d, "index.json")))["manifests"][0]["digest"].split(":")[1]
-index = json.load(open(os.path.join(d, "blobs/sha256", idx)))
-m = index["manifests"][0]["digest"].split(":")[1]
-man = json.load(open(os.path.join(d, "blobs/sha256", m)))
-print(man["layers"][-1]["digest"].split(":")[1])
-PY
-}
-APP_LAYER=$(app_layer "$W/out")
-ZSTD_SIZE=$(stat -c %s "$W/out-zstd/blobs/sha256/$(app_layer "$W/out-zstd")")
-OURS=$(stat -c %s "$W/out/blobs/sha256/$APP_LAYER")
-GZIP6=$(gzip -dc "$W/out/blobs/sha256/$APP_LAYER" | gzip -6 -c | wc -c)
-MEM_PACK=$(cd "$W" && peak_kib "$TOOL" pack -q "$BIN" --bin app -o "$W/out-mem")
-
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
-echo "binary: example-app x86_64 musl with limited debug info, $SIZE bytes; best of $RUNS runs"
-printf '%-34s %8s s\n' "floor (sha256sum + gzip -6)" "$T_FLOOR"
-printf '%-34s %8s s  (%sx floor)\n' "umoci init+new+insert" "$T_UMOCI" "$(ratio "$T_UMOCI" "$T_FLOOR")"
-printf '%-34s %8s s  (%sx floor, %sx umoci)\n' "cargo microimage pack" "$T_PACK" "$(ratio "$T_PACK" "$T_FLOOR")" "$(ratio "$T_PACK" "$T_UMOCI")"
-printf '%-34s %8s bytes\n' "app layer, cargo microimage" "$OURS"
-printf '%-34s %8s bytes  (ours/gzip: %s)\n' "same tar through gzip -6" "$GZIP6" "$(ratio "$OURS" "$GZIP6")"
-printf '%-34s %8s KiB\n' "pack peak RSS" "$MEM_PACK"
-printf '%-34s %8s s  (%sx gzip pack)\n' "cargo microimage pack, zstd" "$T_ZSTD" "$(ratio "$T_ZSTD" "$T_PACK")"
-printf '%-34s %8s bytes  (zstd/gzip -6: %s)\n' "app layer, zstd level 9" "$ZSTD_SIZE" "$(ratio "$ZSTD_SIZE" "$GZIP6")"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr); median of $RUNS runs"
+printf '| %-9s | %9s | %-22s | %-22s | %5s | %-27s |\n' binary size "cargo microimage pack" "umoci" ratio "blobs: ours / umoci"
+for row in "${ROWS[@]}"; do
+  o_t=(); u_t=(); o_m=0; u_m=0
+  for _ in $(seq "$RUNS"); do
+    read -r t m <<<"$(ours "$row")"; o_t+=("$t"); (( m > o_m )) && o_m=$m
+    read -r t m <<<"$(umoci_pack "$row")"; u_t+=("$t"); (( m > u_m )) && u_m=$m
+  done
+  ot=$(printf '%s\n' "${o_t[@]}" | median); ut=$(printf '%s\n' "${u_t[@]}" | median)
+  printf '| %-9s | %6s MB | %6.2f s, %4s MiB peak | %6.2f s, %4s MiB peak | %5s | %12s / %12s |\n' \
+    "$row" "$(( $(stat -c %s "$W/bin/$row") / 1000000 ))" "$ot" "$(mib "$o_m")" "$ut" "$(mib "$u_m")" \
+    "$(echo "scale=2; $ot / $ut" | bc -l)" "$(layers "$W/ours")" "$(layers "$W/umoci")"
+done
+# zstd, for the record (umoci has no zstd to compare with).
+for row in app plus1G; do
+  rm -rf "$W/ours"
+  read -r t m <<<"$(cd "$W" && timed "$TOOL" pack -q --compression zstd "$W/bin/$row" -o "$W/ours")"
+  printf '| %-9s | zstd: %6.2f s, %4s MiB peak, %s bytes of blobs |\n' "$row" "$t" "$(mib "$m")" "$(layers "$W/ours")"
+done

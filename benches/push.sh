@@ -7,13 +7,25 @@
 #   pack --push = cargo microimage pack <both binaries> --push …   (pack + push)
 #   push        = cargo microimage push --platform all …           (cargo no-op + pack + push)
 #
+# Then, through tests/support/delay_proxy.py (a fixed delay per request, as a registry
+# across a network adds), the amd64 image alone at 0 and 20 ms per request: skopeo's copy
+# against our registry phase, with the requests each made; and end to end, a prebuilt
+# ~20 MB binary: `pack --push` from inside its cargo project against umoci building the same
+# FROM-scratch image plus skopeo pushing it. Medians of RUNS alternating runs, a fresh
+# registry each.
+#
 # Usage: benches/push.sh [RUNS]   (needs scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 W=$(mktemp -d /tmp/microimage-pushbench.XXXXXX)
 REG_PID=
-cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; rm -rf "$W"; }
+PROXY_PID=
+cleanup() {
+  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
+  [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
+  rm -rf "$W"
+}
 trap cleanup EXIT
 
 cargo build --release --locked -q
@@ -79,3 +91,68 @@ printf '%-40s %8s s\n' "skopeo copy --all (upload only)" "$T_SKOPEO"
 printf '%-40s %8s s  (%sx skopeo)\n' "cargo microimage, registry phase only" "$T_PHASE" "$(ratio "$T_PHASE" "$T_SKOPEO")"
 printf '%-40s %8s s  (%sx skopeo)\n' "cargo microimage pack --push" "$T_PACK" "$(ratio "$T_PACK" "$T_SKOPEO")"
 printf '%-40s %8s s  (%sx skopeo)\n' "cargo microimage push --platform all" "$T_PUSH" "$(ratio "$T_PUSH" "$T_SKOPEO")"
+
+# --- Latency: one platform, through a proxy that delays every request. ---------------------
+AMD=${BINS[0]}
+(cd "$W" && "$TOOL" pack -q --sbom none "$AMD" -o "$W/single" >/dev/null)
+stop_proxy() {
+  if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true; fi
+  PROXY_PID=
+}
+start_proxy() {  # $1 = delay in ms; after start_registry
+  stop_proxy
+  : > "$W/requests.log"
+  PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  python3 tests/support/delay_proxy.py "$PPORT" "$PORT" "$1" "$W/requests.log" &
+  PROXY_PID=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PPORT") 2>/dev/null && break; sleep 0.05; done
+}
+median() { sort -n | awk '{a[NR]=$1} END {m=(NR+1)/2; if (NR%2) print a[m]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+latency() {  # $1 = delay: prints "skopeo_s skopeo_requests ours_s ours_requests"
+  local s_times=() o_times=() s_req o_req t0 t1
+  for _ in $(seq "$RUNS"); do
+    start_registry; start_proxy "$1"
+    t0=$(now); skopeo copy -q --dest-tls-verify=false "oci:$W/single:latest" "docker://127.0.0.1:$PPORT/app:1" >/dev/null 2>&1; t1=$(now)
+    s_times+=("$(echo "$t1 - $t0" | bc -l)"); s_req=$(wc -l < "$W/requests.log")
+    start_registry; start_proxy "$1"
+    o_times+=("$( (cd "$W" && "$TOOL" pack --sbom none "$AMD" --push "127.0.0.1:$PPORT/app:1" 2>&1 >/dev/null) \
+        | sed -n 's/.*Pushed .* in \([0-9.]*\) s$/\1/p')")
+    o_req=$(wc -l < "$W/requests.log")
+  done
+  stop_proxy; stop_registry
+  echo "$(printf '%s\n' "${s_times[@]}" | median) $s_req $(printf '%s\n' "${o_times[@]}" | median) $o_req"
+}
+read -r L0_S L0_SR L0_O L0_OR <<<"$(latency 0)"
+read -r L20_S L20_SR L20_O L20_OR <<<"$(latency 20)"
+printf '%-40s %8.3f s  %2d requests\n' "skopeo copy, 0 ms per request" "$L0_S" "$L0_SR"
+printf '%-40s %8.3f s  %2d requests  (%sx skopeo)\n' "ours, registry phase, 0 ms per request" "$L0_O" "$L0_OR" "$(ratio "$L0_O" "$L0_S")"
+printf '%-40s %8.3f s  %2d requests\n' "skopeo copy, 20 ms per request" "$L20_S" "$L20_SR"
+printf '%-40s %8.3f s  %2d requests  (%sx skopeo)\n' "ours, registry phase, 20 ms per request" "$L20_O" "$L20_OR" "$(ratio "$L20_O" "$L20_S")"
+
+# --- End to end: a prebuilt ~20 MB binary, from inside its cargo project. ------------------
+BENCH_TARGET=$PWD/target/bench
+CARGO_TARGET_DIR=$BENCH_TARGET CARGO_PROFILE_RELEASE_DEBUG=limited CARGO_PROFILE_RELEASE_STRIP=none \
+  cargo build -q --release --locked --target x86_64-unknown-linux-musl --manifest-path example-app/Cargo.toml
+BIG=$W/example-app
+cp "$BENCH_TARGET/x86_64-unknown-linux-musl/release/example-app" "$BIG"
+umoci_skopeo() {
+  rm -rf "$W/umoci" "$W/rootfs"
+  mkdir -p "$W/rootfs/usr/local/bin"
+  cp "$BIG" "$W/rootfs/usr/local/bin/example-app"
+  umoci init --layout "$W/umoci" &&
+  umoci new --image "$W/umoci:t" &&
+  umoci insert --image "$W/umoci:t" "$W/rootfs" / &&
+  umoci config --image "$W/umoci:t" --config.entrypoint /usr/local/bin/example-app --config.user 65532:65532 &&
+  skopeo copy -q --dest-tls-verify=false "oci:$W/umoci:t" "docker://127.0.0.1:$PORT/app:1"
+}
+ours_e2e() { (cd example-app && "$TOOL" pack -q "$BIG" --push "127.0.0.1:$PORT/app:1"); }
+U_TIMES=(); P_TIMES=()
+for _ in $(seq "$RUNS"); do
+  start_registry; t0=$(now); umoci_skopeo >/dev/null 2>&1; t1=$(now); U_TIMES+=("$(echo "$t1 - $t0" | bc -l)")
+  start_registry; t0=$(now); ours_e2e >/dev/null 2>&1; t1=$(now); P_TIMES+=("$(echo "$t1 - $t0" | bc -l)")
+done
+stop_registry
+E_U=$(printf '%s\n' "${U_TIMES[@]}" | median)
+E_P=$(printf '%s\n' "${P_TIMES[@]}" | median)
+printf '%-40s %8.3f s  (%s bytes binary)\n' "umoci init/new/insert/config + skopeo" "$E_U" "$(stat -c %s "$BIG")"
+printf '%-40s %8.3f s  (%sx umoci + skopeo)\n' "cargo microimage pack --push, in project" "$E_P" "$(ratio "$E_P" "$E_U")"

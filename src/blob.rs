@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 pub struct Blob {
     pub media_type: MediaType,
     pub digest: Digest,
-    pub data: Arc<[u8]>,
+    pub data: Data,
 }
 
 impl Blob {
@@ -26,18 +26,288 @@ impl Blob {
         Blob {
             media_type,
             digest,
-            data: data.into(),
+            data: Data::Memory(data.into()),
         }
     }
 
     pub fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.data.len()
     }
 
     /// A descriptor for this blob (no platform, no annotations).
     pub fn descriptor(&self) -> Descriptor {
         Descriptor::new(self.media_type.clone(), self.size(), self.digest.clone())
     }
+}
+
+/// Where a blob's bytes are: in memory (manifests, configs, small layers), or in a file
+/// (large layers), so that memory does not grow with the image. A file is never changed
+/// while a `Data` refers to it; it is read through a handle opened when the `Data` was
+/// made, so it stays readable whatever happens to its name.
+#[derive(Debug, Clone)]
+pub enum Data {
+    Memory(Arc<[u8]>),
+    File(Arc<FileData>),
+}
+
+/// A blob's bytes on disk.
+#[derive(Debug)]
+pub struct FileData {
+    file: std::fs::File,
+    size: u64,
+    path: std::path::PathBuf,
+    /// Ours to delete when no longer used (a spilled layer); else someone else's (a
+    /// layer cache entry).
+    owned: Option<crate::guard::Temporary>,
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        if self.owned.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Data {
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Memory(bytes) => bytes.len() as u64,
+            Data::File(f) => f.size,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, when they are in memory.
+    pub fn bytes(&self) -> Option<&Arc<[u8]>> {
+        match self {
+            Data::Memory(bytes) => Some(bytes),
+            Data::File(_) => None,
+        }
+    }
+
+    /// The file holding the bytes, when they are on disk.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Data::Memory(_) => None,
+            Data::File(f) => Some(&f.path),
+        }
+    }
+
+    /// Whether the bytes are in a file this run made (and removes when done with it).
+    pub fn is_ours(&self) -> bool {
+        matches!(self, Data::File(f) if f.owned.is_some())
+    }
+
+    /// Reads the bytes from the start, in pieces.
+    pub fn reader(&self) -> DataReader {
+        DataReader {
+            data: self.clone(),
+            at: 0,
+        }
+    }
+
+    /// The whole bytes in memory (for blobs known to be small: manifests, configs).
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(self.len()).unwrap_or(0));
+        io::copy(&mut self.reader(), &mut out)?;
+        Ok(out)
+    }
+
+    /// The bytes as a shared buffer: no copy when they are in memory; read from the file
+    /// otherwise (for small blobs).
+    pub fn to_bytes(&self) -> io::Result<bytes::Bytes> {
+        match self {
+            Data::Memory(bytes) => Ok(bytes::Bytes::from_owner(bytes.clone())),
+            Data::File(_) => self.to_vec().map(bytes::Bytes::from),
+        }
+    }
+
+    /// A file already on disk, not ours to delete, whose first `size` bytes are the blob.
+    pub fn borrowed_file(file: std::fs::File, size: u64, path: &std::path::Path) -> Data {
+        Data::File(Arc::new(FileData {
+            file,
+            size,
+            path: path.to_path_buf(),
+            owned: None,
+        }))
+    }
+}
+
+/// Reads a [`Data`] from its start (positioned reads for a file, so readers do not
+/// disturb each other).
+pub struct DataReader {
+    data: Data,
+    at: u64,
+}
+
+impl DataReader {
+    /// Moves the start of what is read next `n` bytes on.
+    pub fn skip(&mut self, n: u64) -> io::Result<()> {
+        self.at = self.at.saturating_add(n);
+        Ok(())
+    }
+}
+
+impl io::Read for DataReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.data {
+            Data::Memory(bytes) => {
+                let at = usize::try_from(self.at)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let n = buf.len().min(bytes.len() - at);
+                buf[..n].copy_from_slice(&bytes[at..at + n]);
+                self.at += n as u64;
+                Ok(n)
+            }
+            Data::File(f) => {
+                use std::os::unix::fs::FileExt;
+                let want = buf
+                    .len()
+                    .min(usize::try_from(f.size - self.at.min(f.size)).unwrap_or(usize::MAX));
+                if want == 0 {
+                    return Ok(0);
+                }
+                let n = f.file.read_at(&mut buf[..want], self.at)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("`{}` became shorter while it was read", f.path.display()),
+                    ));
+                }
+                self.at += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Above this many bytes a blob being written goes to a file instead of memory.
+pub const SPILL_AT: usize = 8 << 20;
+
+/// Where the bytes of a blob being written go: memory up to [`SPILL_AT`], then a file in
+/// [`spill_dir`] (the bytes so far written out first). The file is ours: removed when the
+/// last [`Data`] referring to it is dropped, or by the signal handler on Ctrl-C.
+pub struct SpillWriter {
+    memory: Vec<u8>,
+    file: Option<(
+        io::BufWriter<std::fs::File>,
+        std::path::PathBuf,
+        crate::guard::Temporary,
+    )>,
+}
+
+impl SpillWriter {
+    pub fn new() -> SpillWriter {
+        SpillWriter {
+            memory: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// The bytes written, in memory or on disk.
+    pub fn finish(mut self) -> io::Result<Data> {
+        let Some((writer, path, registered)) = self.file.take() else {
+            return Ok(Data::Memory(std::mem::take(&mut self.memory).into()));
+        };
+        let file = match writer.into_inner() {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into_error());
+            }
+        };
+        let size = file.metadata()?.len();
+        Ok(Data::File(Arc::new(FileData {
+            file,
+            size,
+            path,
+            owned: Some(registered),
+        })))
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = spill_dir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix(crate::guard::PREFIX)
+            .make_in(&dir, |path| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o666)
+                    .open(path)
+            })?;
+        let registered = crate::guard::Temporary::register(tmp.path());
+        // From here the file is removed by `FileData` (or the signal handler), not tempfile.
+        let (file, path) = tmp.keep().map_err(|e| e.error)?;
+        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+        let removed = |e: io::Error, path: &std::path::Path| {
+            let _ = std::fs::remove_file(path);
+            e
+        };
+        writer
+            .write_all(&std::mem::take(&mut self.memory))
+            .map_err(|e| removed(e, &path))?;
+        self.file = Some((writer, path, registered));
+        Ok(())
+    }
+}
+
+impl Default for SpillWriter {
+    fn default() -> Self {
+        SpillWriter::new()
+    }
+}
+
+impl Drop for SpillWriter {
+    fn drop(&mut self) {
+        // Unfinished (an error on the way): the file holds nothing anyone will use.
+        if let Some((_, path, _)) = &self.file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Write for SpillWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.file.is_none() && self.memory.len() + buf.len() > SPILL_AT {
+            self.spill()?;
+        }
+        match &mut self.file {
+            Some((writer, _, _)) => writer.write(buf),
+            None => {
+                self.memory.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some((writer, _, _)) => writer.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The directory large blobs are written to while a run makes them: `cargo-microimage/spill`
+/// in the user's cache directory (beside the plan cache; usually on the same file system
+/// as the outputs, so they are linked into a layout rather than copied), else the system's
+/// temporary directory.
+pub fn spill_dir() -> io::Result<std::path::PathBuf> {
+    let preferred = cache_home().map(|d| d.join("spill"));
+    if let Some(dir) = preferred {
+        if std::fs::create_dir_all(&dir).is_ok() {
+            return Ok(dir);
+        }
+    }
+    Ok(std::env::temp_dir())
 }
 
 /// The sha256 digest of `data`.
@@ -67,6 +337,18 @@ pub fn sha256_open(file: &std::fs::File, size: u64) -> io::Result<Digest> {
         at += n as u64;
     }
     Ok(digest_from(hasher.finalize().as_slice()))
+}
+
+/// The tool's directory in the user's cache: `$XDG_CACHE_HOME/cargo-microimage`, else
+/// `~/.cache/cargo-microimage`.
+pub fn cache_home() -> Option<std::path::PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("cargo-microimage"))
 }
 
 /// Turns 32 raw bytes of sha256 output into a `sha256:<hex>` digest.

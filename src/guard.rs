@@ -61,7 +61,18 @@ pub fn clean_stale(dir: &Path, _held: &Lock) {
 fn remove(path: &Path) {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
-            let _ = std::fs::remove_dir_all(path);
+            // Renamed first, then removed: a writer still working in it by path (the run
+            // being interrupted) can then add nothing to it while it is emptied, which would
+            // leave it behind. The new name is still one of ours, for `clean_stale`.
+            static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dead = path.with_file_name(format!("{PREFIX}removed-{}-{n}", std::process::id()));
+            let doomed = if std::fs::rename(path, &dead).is_ok() {
+                dead
+            } else {
+                path.to_path_buf()
+            };
+            let _ = std::fs::remove_dir_all(doomed);
         }
         Ok(_) => {
             let _ = std::fs::remove_file(path);

@@ -386,6 +386,11 @@ pub fn pack(
         image.source_date_epoch.unwrap_or(0),
         image.compression.unwrap_or_default(),
     );
+    // Nor does the registry handshake: it is made meanwhile too (the repository does not
+    // depend on the tag, which the settings may still change).
+    if let Some(Ok(target)) = request.push.as_ref().map(|p| p.target(&bin, "latest", 1)) {
+        crate::registry::connection::start_early(&target.reference, &target.options, shell);
+    }
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
     let (project, made) = std::thread::scope(|scope| {
         let project = scope.spawn(|| project_of(request.manifest_path.as_deref(), &bin, &cwd));

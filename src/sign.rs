@@ -369,17 +369,20 @@ ZFsLBZoflUPMpiSQkXEqpeBdCeHAfi0MMEKJiuxrpHoXitFyVgX2mDIB
         let k = key(PKCS8);
         let p = payload("r/app", "sha256:00");
         let first = signature_manifest(None, &p, &k).unwrap().unwrap();
-        assert!(signature_manifest(Some(&first.manifest.data), &p, &k)
-            .unwrap()
-            .is_none());
+        assert!(
+            signature_manifest(Some(&first.manifest.data.to_vec().unwrap()), &p, &k)
+                .unwrap()
+                .is_none()
+        );
         let other = Key {
             signing: SigningKey::from_slice(&[7u8; 32]).unwrap(),
             path: "o".into(),
         };
-        let both = signature_manifest(Some(&first.manifest.data), &p, &other)
+        let both = signature_manifest(Some(&first.manifest.data.to_vec().unwrap()), &p, &other)
             .unwrap()
             .unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&both.manifest.data).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&both.manifest.data.to_vec().unwrap()).unwrap();
         assert_eq!(value["layers"].as_array().unwrap().len(), 2);
         assert_eq!(
             value["layers"][0]["annotations"][SIGNATURE_ANNOTATION],

@@ -9,13 +9,12 @@
 //! lives under cargo's target directory (`target/microimage/.layer-cache`), so
 //! `cargo clean` clears it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::blob::{self, Blob};
+use crate::blob::{self, Blob, Data};
 use crate::layers::{Compression, Layer};
 
 /// The cache directory.
@@ -66,16 +65,24 @@ impl LayerCache {
         if record.key != key {
             return None;
         }
-        let bytes = std::fs::read(data).ok()?;
-        let digest = blob::sha256(&bytes);
+        // Read through the handle opened here: a later run replacing the slot renames a new
+        // file over the name, which leaves this one as it is.
+        let file = std::fs::File::open(&data).ok()?;
+        let size = file.metadata().ok()?.len();
+        let digest = blob::sha256_open(&file, size).ok()?;
         if digest.to_string() != record.digest {
             return None;
         }
+        let bytes = if size <= blob::SPILL_AT as u64 {
+            Data::Memory(Data::borrowed_file(file, size, &data).to_vec().ok()?.into())
+        } else {
+            Data::borrowed_file(file, size, &data)
+        };
         Some(Layer {
             blob: Blob {
                 media_type: compression.media_type(),
                 digest,
-                data: bytes.into(),
+                data: bytes,
             },
             diff_id: record.diff_id.parse().ok()?,
             uncompressed_size: record.uncompressed_size,
@@ -99,18 +106,29 @@ impl LayerCache {
             return;
         };
         let _ = std::fs::create_dir_all(&self.dir);
-        let write = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let write = |path: &Path, bytes: &mut dyn std::io::Read| -> std::io::Result<()> {
             let mut tmp = tempfile::Builder::new()
                 .prefix(".microimage-")
                 .tempfile_in(&self.dir)?;
-            tmp.write_all(bytes)?;
+            std::io::copy(bytes, &mut tmp)?;
             tmp.persist(path).map_err(|e| e.error)?;
             Ok(())
         };
+        // A file of this run is linked in (no copy); it is never changed after it is made.
+        let link = |path: &Path| -> std::io::Result<()> {
+            let source = layer.blob.data.path().filter(|_| layer.blob.data.is_ours());
+            let source = source.ok_or_else(|| std::io::Error::other("not a file of this run"))?;
+            let tmp = self.dir.join(format!(".microimage-{slot}.link"));
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::hard_link(source, &tmp)?;
+            std::fs::rename(&tmp, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        };
         // The old record goes first, so a half-replaced slot is never taken for whole.
         let _ = std::fs::remove_file(&meta);
-        if write(&data, &layer.blob.data).is_ok() {
-            let _ = write(&meta, &json);
+        if link(&data).is_ok() || write(&data, &mut layer.blob.data.reader()).is_ok() {
+            let _ = write(&meta, &mut json.as_slice());
         }
     }
 }
@@ -141,7 +159,10 @@ mod tests {
         let back = cache.get("app-x", &key, Compression::Gzip).unwrap();
         assert_eq!(back.blob.digest, layer.blob.digest);
         assert_eq!(back.diff_id, layer.diff_id);
-        assert_eq!(&back.blob.data[..], &layer.blob.data[..]);
+        assert_eq!(
+            back.blob.data.to_vec().unwrap(),
+            layer.blob.data.to_vec().unwrap()
+        );
         // Another binary, another epoch: another key.
         let other = LayerCache::key(&digest, "app", 1, Compression::Gzip);
         assert!(cache.get("app-x", &other, Compression::Gzip).is_none());

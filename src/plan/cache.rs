@@ -191,11 +191,5 @@ impl PlanCache {
 
 /// `$XDG_CACHE_HOME/cargo-microimage/plans`, else `~/.cache/…`.
 fn cache_dir() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
-    Some(base.join("cargo-microimage").join("plans"))
+    Some(blob::cache_home()?.join("plans"))
 }

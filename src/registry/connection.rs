@@ -178,9 +178,81 @@ impl Connection {
     }
 }
 
+/// A push connection being made in the background, for the repository a run will push to.
+struct Early {
+    registry: String,
+    repository: String,
+    options: ConnectOptions,
+    handle: std::thread::JoinHandle<Result<Connection>>,
+}
+
+/// The connection [`start_early`] began, until [`connect`] takes it.
+static EARLY: std::sync::Mutex<Option<Early>> = std::sync::Mutex::new(None);
+
+/// Begins connecting to `target`'s registry for a push, on a thread of its own, while the
+/// caller goes on with work that does not need the registry (compressing the layers): the
+/// ping, the protocol and the authentication are then done when the push starts. The push's
+/// own [`connect`] takes the result — success or the very error it would have met — if it
+/// is for the same registry, repository and options; otherwise it is dropped unused.
+pub fn start_early(target: &Reference, options: &ConnectOptions, shell: &Shell) {
+    let registry = target.resolve_registry().to_string();
+    let repository = target.repository().to_string();
+    let (target, options_, shell) = (target.clone(), options.clone(), shell.clone());
+    let handle = std::thread::spawn(move || {
+        super::block_on(connect_now(
+            &target,
+            &options_,
+            &shell,
+            RegistryOperation::Push,
+        ))
+    });
+    if let Ok(mut slot) = EARLY.lock() {
+        *slot = Some(Early {
+            registry,
+            repository,
+            options: options.clone(),
+            handle,
+        });
+    }
+}
+
+/// The early connection for this push, if one was started for it.
+fn take_early(
+    target: &Reference,
+    options: &ConnectOptions,
+    operation: RegistryOperation,
+) -> Option<Result<Connection>> {
+    let early = EARLY.lock().ok()?.take()?;
+    let fits = matches!(operation, RegistryOperation::Push)
+        && early.registry == target.resolve_registry()
+        && early.repository == target.repository()
+        && &early.options == options;
+    if !fits {
+        return None;
+    }
+    Some(
+        early
+            .handle
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+    )
+}
+
 /// Finds the protocol (HTTPS, or HTTP where allowed), waits for the registry to answer,
-/// and authenticates for `operation`.
+/// and authenticates for `operation` — or takes the connection [`start_early`] made for it.
 pub async fn connect(
+    target: &Reference,
+    options: &ConnectOptions,
+    shell: &Shell,
+    operation: RegistryOperation,
+) -> Result<Connection> {
+    if let Some(early) = take_early(target, options, operation) {
+        return early;
+    }
+    connect_now(target, options, shell, operation).await
+}
+
+async fn connect_now(
     target: &Reference,
     options: &ConnectOptions,
     shell: &Shell,

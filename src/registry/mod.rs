@@ -29,12 +29,26 @@ pub struct ConnectOptions {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Runs registry work to completion on a single-threaded runtime (oci-client is async; the
-/// rest of the tool is not).
+/// The process's async runtime for registry work (oci-client is async; the rest of the
+/// tool is not). One for the whole run, with its own worker threads: a connection made on
+/// one thread (see [`connection::start_early`]) stays usable from another, because the
+/// tasks that drive its sockets live here and not on a runtime that ends with a call.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<std::io::Result<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("registry")
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| Error::registry(format!("starting the async runtime failed: {e}")))
+}
+
+/// Runs registry work to completion on the calling thread.
 pub fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::registry(format!("starting the async runtime failed: {e}")))?
-        .block_on(work)
+    runtime()?.block_on(work)
 }

@@ -31,7 +31,7 @@ pub fn write_oci(set: &ImageSet, file: &mut File) -> Result<()> {
     ];
     for b in set.blobs.values() {
         let path = format!("blobs/sha256/{}", blob::hex(&b.digest));
-        entries.push(Entry::file(&path, 0o644, Content::Shared(b.data.clone())));
+        entries.push(Entry::file(&path, 0o644, Content::Blob(b.data.clone())));
     }
     write_entries(entries, set, file)
 }
@@ -57,7 +57,7 @@ pub fn write_docker(set: &ImageSet, file: &mut File) -> Result<()> {
     let mut entries = vec![Entry::file(
         &config_name,
         0o644,
-        Content::Shared(image.config.data.clone()),
+        Content::Blob(image.config.data.clone()),
     )];
     let mut layer_names = Vec::new();
     for layer in &image.layers {

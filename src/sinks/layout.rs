@@ -94,9 +94,44 @@ fn put_blobs(set: &ImageSet, blobs: &Path) -> Result<()> {
         if fs::metadata(blobs.join(name)).is_ok_and(|m| m.len() == b.size()) {
             continue;
         }
-        put(blobs, name, &b.data)?;
+        match &b.data {
+            blob::Data::Memory(bytes) => put(blobs, name, bytes)?,
+            blob::Data::File(_) => put_file(blobs, name, &b.data)?,
+        }
     }
     guard::sync_dir(blobs)
+}
+
+/// Writes a blob that is on disk into `dir`: linked when it is a file of this run on the
+/// same file system (no copy), else copied; synced and renamed into place either way.
+fn put_file(dir: &Path, name: &str, data: &blob::Data) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    if let Some(source) = data.path().filter(|_| data.is_ours()) {
+        let link = dir.join(format!("{PREFIX}{name}.link"));
+        let _ = fs::remove_file(&link);
+        if fs::hard_link(source, &link).is_ok() {
+            let _registered = Temporary::register(&link);
+            let linked = fs::File::open(&link)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| fs::rename(&link, &path));
+            if linked.is_ok() {
+                return Ok(());
+            }
+            let _ = fs::remove_file(&link);
+        }
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(PREFIX)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .path_context("creating a temporary file in", dir)?;
+    let _registered = Temporary::register(tmp.path());
+    std::io::copy(&mut data.reader(), tmp.as_file_mut()).path_context("writing", &path)?;
+    tmp.as_file().sync_all().path_context("writing", &path)?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("writing", &path, e.error))?;
+    Ok(())
 }
 
 /// Writes `set` into the OCI layout at `dest`: a new one, or an existing one whose other

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use oci_client::errors::OciDistributionError;
 use oci_client::{Reference, RegistryOperation};
 
-use crate::blob::Blob;
+use crate::blob::{Blob, Data};
 use crate::error::Result;
 use crate::image::ImageSet;
 use crate::registry::blob_cache::BlobCache;
@@ -137,7 +137,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
         let (client, registry, progress) = (client, registry.clone(), &progress);
         let (digest, size) = (digest.clone(), blob.size());
-        let data = bytes::Bytes::from_owner(blob.data.clone());
+        let data = blob.data.clone();
         async move {
             let exists = retry("checking a blob", shell, || {
                 client.blob_exists(target, &digest)
@@ -205,14 +205,16 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         );
         let media = header(&image.manifest);
         async move {
+            let raw = raw(&image.manifest)?;
             retry("pushing a manifest", shell, || {
-                client.push_manifest_raw(&by_digest, image.manifest.data.to_vec(), media.clone())
+                client.push_manifest_raw(&by_digest, raw.clone(), media.clone())
             })
             .await
+            .map_err(fail)
         }
     });
     for result in futures_util::future::join_all(manifests).await {
-        result.map_err(fail)?;
+        result?;
     }
     push_referrers(&conn, set, target, shell).await?;
     let mut references = vec![target.clone()];
@@ -224,9 +226,10 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         ));
     }
     let media = header(&set.index);
+    let index = raw(&set.index)?;
     for reference in &references {
         retry("pushing the index", shell, || {
-            client.push_manifest_raw(reference, set.index.data.to_vec(), media.clone())
+            client.push_manifest_raw(reference, index.clone(), media.clone())
         })
         .await
         .map_err(fail)?;
@@ -296,16 +299,18 @@ async fn push_signatures(
                     .await
                     .map_err(fail)?;
                 if !exists {
+                    let body = raw(blob)?;
                     retry("uploading a signature", shell, || {
-                        client.push_blob(target, blob.data.to_vec(), &d)
+                        client.push_blob(target, body.clone(), &d)
                     })
                     .await
                     .map_err(fail)?;
                 }
             }
             let media = header(&image.manifest);
+            let manifest = raw(&image.manifest)?;
             retry("pushing a signature", shell, || {
-                client.push_manifest_raw(&sig_ref, image.manifest.data.to_vec(), media.clone())
+                client.push_manifest_raw(&sig_ref, manifest.clone(), media.clone())
             })
             .await
             .map_err(fail)?;
@@ -354,14 +359,16 @@ async fn push_referrers(
         );
         let media = header(&r.manifest);
         async move {
+            let raw = raw(&r.manifest)?;
             retry("pushing an SBOM", shell, || {
-                client.push_manifest_raw(&by_digest, r.manifest.data.to_vec(), media.clone())
+                client.push_manifest_raw(&by_digest, raw.clone(), media.clone())
             })
             .await
+            .map_err(fail)
         }
     });
     for result in futures_util::future::join_all(pushes).await {
-        result.map_err(fail)?;
+        result?;
     }
     let mut subjects: BTreeMap<String, Vec<&crate::image::Referrer>> = BTreeMap::new();
     for r in &set.referrers {
@@ -394,7 +401,7 @@ async fn push_referrers(
         let mut entries = entries;
         for r in missing {
             let manifest: serde_json::Value =
-                serde_json::from_slice(&r.manifest.data).unwrap_or_default();
+                serde_json::from_slice(&raw(&r.manifest)?).unwrap_or_default();
             entries.push(serde_json::json!({
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": r.manifest.digest.to_string(),
@@ -437,23 +444,52 @@ const UPLOAD_STEP: usize = 256 * 1024;
 /// A blob as an HTTP body stream that counts what has been read into `progress` (and
 /// `counted`, so a failed attempt can take it back).
 fn upload_body(
-    data: bytes::Bytes,
+    data: Data,
     progress: &crate::shell::Progress,
     counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, OciDistributionError>>
        + Send
        + 'static {
     let bar = progress.handle();
-    let steps: Vec<bytes::Bytes> = (0..data.len())
-        .step_by(UPLOAD_STEP)
-        .map(|at| data.slice(at..(at + UPLOAD_STEP).min(data.len())))
-        .collect();
-    use futures_util::StreamExt;
-    futures_util::stream::iter(steps).map(move |step| {
-        let n = step.len() as u64;
-        counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        bar.inc(n);
-        Ok(step)
+    let size = data.len();
+    // Steps of the blob, read as the request body is sent: from memory without a copy, from
+    // a file one step at a time (so a large layer is never whole in memory).
+    futures_util::stream::unfold(0u64, move |at| {
+        let (data, bar, counted) = (data.clone(), bar.clone(), counted.clone());
+        async move {
+            if at >= size {
+                return None;
+            }
+            let n = (size - at).min(UPLOAD_STEP as u64);
+            let step = match &data {
+                Data::Memory(bytes) => {
+                    let (from, to) = (at as usize, (at + n) as usize);
+                    Ok(bytes::Bytes::from_owner(bytes.clone()).slice(from..to))
+                }
+                Data::File(_) => {
+                    let mut buf = vec![0u8; n as usize];
+                    let mut reader = data.reader();
+                    reader.skip(at).and_then(|()| {
+                        std::io::Read::read_exact(&mut reader, &mut buf).map(|()| buf.into())
+                    })
+                }
+            };
+            match step {
+                Ok(step) => {
+                    counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    bar.inc(n);
+                    Some((Ok(step), at + n))
+                }
+                Err(e) => Some((Err(OciDistributionError::IoError(e)), size)),
+            }
+        }
+    })
+}
+
+/// A manifest's bytes (always in memory: only layers are ever large enough to be on disk).
+fn raw(blob: &Blob) -> Result<bytes::Bytes> {
+    blob.data.to_bytes().map_err(|e| {
+        crate::error::Error::output(format!("reading {} failed: {e}", blob.digest)).with_source(e)
     })
 }
 

@@ -501,7 +501,7 @@ fn what_is_packed_is_what_was_checked() {
         use std::io::Read;
         let mut out = Vec::new();
         microimage::layers::Compression::Gzip
-            .decoder(&app.blob.data)
+            .stream_decoder(&app.blob.data)
             .unwrap()
             .read_to_end(&mut out)
             .unwrap();

@@ -18,5 +18,6 @@ mod release;
 mod reproducible;
 mod round_trips;
 mod rustup_target;
+mod scale;
 mod supply_chain;
 mod zstd;
