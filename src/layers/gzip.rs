@@ -26,13 +26,13 @@ use std::sync::{Arc, Mutex};
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
-/// The compression level. 5, not gzip's default 6: on zlib-rs, level 6 spends about 25%
-/// more time for layers 0.1-0.5% smaller (a 1.8 MB release binary: 911,383 bytes at 5,
-/// 910,148 at 6; a 90 MB Go binary: 27.75 MB against 27.63 MB, 0.94 s against 1.20 s on
-/// one core), which made `pack` slower than umoci's pgzip on large binaries. At 5 the
-/// layers are still smaller than umoci's (28.78 MB for that Go binary).
+/// The compression level. 4, not gzip's default 6: on zlib-rs, level 6 spends about 40%
+/// more time for layers 1-3% smaller (a 1.8 MB release binary: 918,774 bytes at 4,
+/// 910,148 at 6; a 90 MB Go binary: 28.35 MB against 27.63 MB, 0.85 s against 1.20 s on
+/// one core), which made `pack` slower than umoci's pgzip. At 4 it is as fast as umoci or
+/// faster (benches/pack.sh) and its layers are still no larger than umoci's.
 /// `examples/gzip_levels.rs` measures every level on a file.
-pub const LEVEL: u32 = 5;
+pub const LEVEL: u32 = 4;
 /// Input bytes per independently compressed chunk. Part of the output format.
 pub const CHUNK: usize = 1 << 20;
 /// Deflate's window: how much preceding input primes each chunk.

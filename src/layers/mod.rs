@@ -110,7 +110,7 @@ impl Entry {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip at level 5 (what every runtime reads).
+    /// gzip at level 4 (what every runtime reads).
     #[default]
     Gzip,
     /// zstd at level 9: smaller layers that unpack faster; needs containerd 1.5+,

@@ -110,7 +110,9 @@ async fn ping(
 pub struct Connection {
     pub client: Client,
     /// For reading manifests from a registry that needs no credentials (see [`connect`]).
-    reader: Option<Client>,
+    /// (Made on first use: most pushes read no manifest, and each client costs loading
+    /// the system's root certificates.)
+    reader: Option<std::sync::OnceLock<Client>>,
     /// Plain requests (the ping, and manifest checks where no credentials are needed).
     http: reqwest::Client,
     scheme: &'static str,
@@ -128,9 +130,18 @@ impl Connection {
         reference: &Reference,
         accept: &[&str],
     ) -> std::result::Result<(bytes::Bytes, String), OciDistributionError> {
-        self.reader
-            .as_ref()
-            .unwrap_or(&self.client)
+        let client = match &self.reader {
+            Some(reader) => match reader.get() {
+                Some(client) => client,
+                None => {
+                    let made = client(&self.registry, self.scheme == "http", &self.options)
+                        .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
+                    reader.get_or_init(|| made)
+                }
+            },
+            None => &self.client,
+        };
+        client
             .pull_manifest_raw(reference, &self.auth, accept)
             .await
     }
@@ -317,7 +328,7 @@ async fn connect_now(
         }
         None
     } else {
-        Some(self::client(&registry, scheme == "http", options)?)
+        Some(std::sync::OnceLock::new())
     };
 
     Ok(Connection {

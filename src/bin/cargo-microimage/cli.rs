@@ -292,7 +292,7 @@ pub struct ImageFlags {
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
-    /// Layer compression: gzip (level 5, read everywhere) or zstd (level 9: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
+    /// Layer compression: gzip (level 4, read everywhere) or zstd (level 9: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
     #[arg(long, value_name = "gzip|zstd")]
     pub compression: Option<microimage::layers::Compression>,
     /// SBOMs attached to each platform image: spdx, cyclonedx, spdx,cyclonedx or none [default: spdx]
