@@ -124,6 +124,27 @@ fn a_half_gigabyte_binary_is_packed_pushed_and_read_back_in_flat_memory() {
         Vec::<String>::new()
     );
 
+    // On a terminal, the long step draws a progress bar; stdout still holds the one result.
+    let stdout = t.path().join("stdout");
+    let mut on_tty = tool();
+    on_tty
+        .current_dir(t.path())
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["pack", "--sbom", "none"])
+        .arg(&bin)
+        .arg("-o")
+        .arg(t.path().join("c"));
+    let terminal = on_terminal(&on_tty, &stdout);
+    assert!(
+        terminal.contains("Packing ["),
+        "no progress bar:\n{terminal}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stdout).unwrap().trim(),
+        first.stdout.trim().replace("/a:", "/c:")
+    );
+    std::fs::remove_dir_all(t.path().join("c")).unwrap();
+
     // skopeo reads it; the app layer holds the whole binary (half of it noise, so the layer
     // is at least a quarter of a gigabyte).
     let raw = external(
