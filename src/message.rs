@@ -45,7 +45,8 @@ impl Record {
                 reference: pushed.reference.clone(),
                 tags: pushed.tags.clone(),
                 index_digest: set.index.digest.to_string(),
-                pinned: format!("{}@{}", pushed.reference, set.index.digest),
+                pinned: pushed.pinned.clone(),
+                pinned_kind: pushed.pinned_kind,
                 blobs: BlobCounts {
                     uploaded: pushed.uploaded,
                     mounted: pushed.mounted,
@@ -91,13 +92,16 @@ pub struct ImageWritten {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImagePushed {
-    /// `registry/repository:tag` as pushed.
+    /// `registry/repository:tag` as pushed (`registry/repository` with `--by-digest`).
     pub reference: String,
     /// Extra tags pushed after it.
     pub tags: Vec<String>,
     pub index_digest: String,
-    /// `reference@index_digest`.
+    /// `reference@digest`: of the index, or with `--by-digest` and one platform, of its
+    /// manifest.
     pub pinned: String,
+    /// What `pinned` names: `index` or `manifest`.
+    pub pinned_kind: crate::sinks::registry::PinnedKind,
     pub blobs: BlobCounts,
     pub platforms: Vec<PlatformRecord>,
     /// With `--sign-key`: the index and each platform manifest, signed.

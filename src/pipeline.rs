@@ -46,6 +46,8 @@ pub struct PushRequest {
     pub options: ConnectOptions,
     /// `--sign-key`, read (and opened) before anything is built.
     pub sign: Option<std::sync::Arc<crate::sign::Key>>,
+    /// `--by-digest`: no tag; REFERENCE is `registry/repository`.
+    pub by_digest: bool,
 }
 
 impl PushRequest {
@@ -58,6 +60,9 @@ impl PushRequest {
                     .with_help("leave REFERENCE out and set MICROIMAGE_REPO: each image goes to $MICROIMAGE_REPO/<bin>:<version>"))
             }
             (Some(r), _) => r.clone(),
+            (None, Some(repo)) if !repo.trim().is_empty() && self.by_digest => {
+                format!("{}/{bin}", repo.trim().trim_end_matches('/'))
+            }
             (None, Some(repo)) if !repo.trim().is_empty() => {
                 format!("{}/{bin}:{tag}", repo.trim().trim_end_matches('/'))
             }
@@ -71,11 +76,23 @@ impl PushRequest {
                 return Err(Error::usage(format!("--tag `{t}`: with push, --tag adds a tag (like `latest`) to the pushed repository")));
             }
         }
+        if self.by_digest && !self.tags.is_empty() {
+            return Err(Error::usage(
+                "--by-digest pushes no tag, but --tag asks for one",
+            )
+            .with_help("tag the image when its platforms are merged: `cargo microimage merge --push REF:TAG --tag T …`, or drop --by-digest"));
+        }
+        let reference = if self.by_digest {
+            crate::registry::reference::parse_repository(&reference)?
+        } else {
+            crate::registry::reference::parse_reference(&reference)?
+        };
         Ok(Target {
-            reference: crate::registry::reference::parse_reference(&reference)?,
+            reference,
             tags: self.tags.clone(),
             options: self.options.clone(),
             sign: self.sign.clone(),
+            by_digest: self.by_digest,
         })
     }
 }

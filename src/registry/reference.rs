@@ -45,6 +45,24 @@ pub fn parse_reference(s: &str) -> Result<Reference> {
 
 /// Whether `text` starts with a registry host (`ghcr.io/…`, `127.0.0.1:5000/…`,
 /// `localhost/…`): a first component with a `.` or a `:`, or `localhost`.
+/// `registry/repository` for a push by digest (`--by-digest`): no tag, no digest; the
+/// returned reference carries the tag `latest` as a placeholder that is never sent.
+pub fn parse_repository(s: &str) -> Result<Reference> {
+    let last = s.rsplit('/').next().unwrap_or(s);
+    if last.contains(':') || s.contains('@') {
+        let repository = s.split('@').next().unwrap_or(s);
+        let repository = match repository.rsplit_once('/') {
+            Some((head, tail)) => format!("{head}/{}", tail.split(':').next().unwrap_or(tail)),
+            None => repository.to_string(),
+        };
+        return Err(Error::usage(format!(
+            "`{s}` names a tag or digest, but --by-digest pushes the image under its digest alone"
+        ))
+        .with_help(format!("pass the repository: `{repository}`")));
+    }
+    parse_reference(&format!("{s}:latest"))
+}
+
 pub fn names_registry(text: &str) -> bool {
     text.split_once('/').is_some_and(|(first, _)| {
         first.contains(['.', ':']) && first != "." && first != ".." || first == "localhost"
@@ -109,6 +127,21 @@ mod tests {
         }
         let hub = parse_reference("docker.io/app:1").unwrap();
         assert_eq!(hub.repository(), "library/app");
+    }
+
+    #[test]
+    fn repositories_for_a_push_by_digest() {
+        let r = parse_repository("127.0.0.1:5000/team/app").unwrap();
+        assert_eq!(
+            (r.registry(), r.repository()),
+            ("127.0.0.1:5000", "team/app")
+        );
+        for tagged in ["127.0.0.1:5000/app:1", "127.0.0.1:5000/app@sha256:abc"] {
+            let e = parse_repository(tagged).unwrap_err();
+            assert!(e.message().contains("--by-digest"), "{e}");
+            assert_eq!(e.help(), Some("pass the repository: `127.0.0.1:5000/app`"));
+        }
+        assert!(parse_repository("app").is_err());
     }
 
     #[test]

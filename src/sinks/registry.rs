@@ -37,13 +37,21 @@ pub struct Target {
     pub options: ConnectOptions,
     /// The key to sign the index and every platform manifest with (`--sign-key`).
     pub sign: Option<std::sync::Arc<crate::sign::Key>>,
+    /// `--by-digest`: push everything but tag nothing (the tag in `reference` is a
+    /// placeholder then, never sent).
+    pub by_digest: bool,
 }
 
 /// Where an image was pushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pushed {
-    /// `registry/repository:tag` as given.
+    /// `registry/repository:tag` as given (`registry/repository` with `--by-digest`).
     pub reference: String,
+    /// `registry/repository[:tag]@sha256:…`: the index, or with `--by-digest` and one
+    /// platform, that platform's manifest (what a later `merge` takes).
+    pub pinned: String,
+    /// What `pinned` names: `index` or `manifest`.
+    pub pinned_kind: PinnedKind,
     /// Extra tags pushed after it.
     pub tags: Vec<String>,
     /// Blobs uploaded, mounted, and already present.
@@ -53,6 +61,14 @@ pub struct Pushed {
     /// The manifests signed (the index first), with whether a signature was added (not
     /// already there).
     pub signatures: Vec<Signed>,
+}
+
+/// What a pushed reference pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinnedKind {
+    Index,
+    Manifest,
 }
 
 /// One signed manifest.
@@ -217,7 +233,15 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         result?;
     }
     push_referrers(&conn, set, target, shell).await?;
-    let mut references = vec![target.clone()];
+    let mut references = if to.by_digest {
+        vec![Reference::with_digest(
+            registry.clone(),
+            repository.clone(),
+            set.index.digest.to_string(),
+        )]
+    } else {
+        vec![target.clone()]
+    };
     for tag in tags {
         references.push(Reference::with_tag(
             registry.clone(),
@@ -238,16 +262,27 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         Some(key) => push_signatures(&conn, set, target, key, shell).await?,
         None => Vec::new(),
     };
+    let shown = if to.by_digest {
+        format!("{}/{repository}", target.registry())
+    } else {
+        target.whole()
+    };
+    let (pinned_digest, pinned_kind) = match set.images.as_slice() {
+        [one] if to.by_digest => (one.manifest.digest.to_string(), PinnedKind::Manifest),
+        _ => (set.index.digest.to_string(), PinnedKind::Index),
+    };
     shell.status(
         "Pushed",
         format!(
-            "{target}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there) in {:.2} s",
+            "{shown}@{} ({uploaded} uploaded, {mounted} mounted, {present} already there) in {:.2} s",
             set.index.digest,
             started.elapsed().as_secs_f64()
         ),
     );
     Ok(Pushed {
-        reference: target.whole(),
+        pinned: format!("{shown}@{pinned_digest}"),
+        pinned_kind,
+        reference: shown,
         tags: tags.to_vec(),
         uploaded,
         mounted,

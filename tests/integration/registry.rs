@@ -1022,3 +1022,96 @@ fn a_slow_push_on_a_terminal_draws_a_progress_bar() {
     let plain = push_example(home.path(), &reference, &[]).ok();
     assert!(!plain.stderr.contains("Uploading"), "{}", plain.stderr);
 }
+
+/// `--by-digest`: everything pushed, no image tag made; the line names the platform
+/// manifest when one platform was packed, the index when more were, and JSON says which.
+#[test]
+fn by_digest_pushes_no_tag_and_pins_the_manifest_or_the_index() {
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    // Both platforms of example-app, built once into the shared target dir.
+    let all = tmp();
+    run(tool()
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--platform",
+            "all",
+            "--manifest-path",
+        ])
+        .arg(repo().join("example-app/Cargo.toml"))
+        .arg("-o")
+        .arg(all.path().join("layout")))
+    .ok();
+    let binary = |triple: &str| shared_target().join(triple).join("release/example-app");
+    let (amd64, arm64) = (
+        binary("x86_64-unknown-linux-musl"),
+        binary("aarch64-unknown-linux-musl"),
+    );
+    let repository = format!("{}/app", registry.host());
+
+    let one = run(pusher(home.path())
+        .args(["microimage", "pack", "--message-format", "json"])
+        .arg(&amd64)
+        .args(["--push", &repository, "--by-digest"]))
+    .ok();
+    let record = first_json(&one.stdout);
+    assert_eq!(record["reason"], "image-pushed", "{record}");
+    assert_eq!(record["reference"], repository.as_str());
+    assert_eq!(record["pinned_kind"], "manifest");
+    let manifest = record["platforms"][0]["manifest_digest"].as_str().unwrap();
+    assert_eq!(record["pinned"], format!("{repository}@{manifest}"));
+    // The registry serves it by that digest; it is an image manifest.
+    assert_eq!(
+        digest_of_raw(&registry, &format!("{repository}@{manifest}")),
+        manifest
+    );
+
+    let both = run(pusher(home.path())
+        .args(["microimage", "pack"])
+        .args([&amd64, &arm64])
+        .args(["--push", &repository, "--by-digest"]))
+    .ok();
+    let (pinned, digest) = both.stdout.trim().split_once('@').unwrap();
+    assert_eq!(pinned, repository);
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{repository}@{digest}")))
+    .ok()
+    .stdout;
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{raw}");
+
+    // No image tag was made: the only tags are the referrers' (`sha256-…`, where the SBOMs
+    // are listed on a registry without the referrers API).
+    let tags = run(Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{repository}")))
+    .ok()
+    .stdout;
+    let tags: Value = serde_json::from_str(&tags).unwrap();
+    let tags = tags["Tags"].as_array().unwrap();
+    assert!(!tags.is_empty());
+    assert!(
+        tags.iter()
+            .all(|t| t.as_str().unwrap().starts_with("sha256-")),
+        "{tags:?}"
+    );
+
+    // A tag in the reference, or --tag, contradicts --by-digest; --by-digest needs --push.
+    run(pusher(home.path())
+        .args(["microimage", "pack"])
+        .arg(&amd64)
+        .args(["--push", &format!("{repository}:1"), "--by-digest"]))
+    .fails_with(2, "--by-digest pushes the image under its digest alone");
+    run(pusher(home.path())
+        .args(["microimage", "pack"])
+        .arg(&amd64)
+        .args(["--push", &repository, "--by-digest", "--tag", "latest"]))
+    .fails_with(2, "--by-digest pushes no tag");
+    run(pusher(home.path())
+        .args(["microimage", "pack", "--by-digest"])
+        .arg(&amd64))
+    .fails_with(2, "--push");
+}

@@ -68,9 +68,12 @@ pub enum Command {
     },
     /// Build like `build`, then push the image to a registry
     Push {
-        /// Where to: registry/repository:tag (default: $MICROIMAGE_REPO/<bin>:<version>)
+        /// Where to: registry/repository:tag (default: $MICROIMAGE_REPO/<bin>:<version>); with --by-digest, registry/repository
         #[arg(value_name = "REFERENCE")]
         reference: Option<String>,
+        /// Push without a tag and print REPOSITORY@DIGEST (of the platform manifest when one platform is built), for `merge` to assemble
+        #[arg(long, help_heading = "Registry Options")]
+        by_digest: bool,
         #[command(flatten)]
         build: BuildFlags,
         #[command(flatten)]
@@ -99,6 +102,9 @@ pub enum Command {
         /// Push to this registry/repository:tag instead of writing to disk
         #[arg(long, value_name = "REFERENCE", help_heading = "Registry Options")]
         push: Option<String>,
+        /// With --push: no tag; print REPOSITORY@DIGEST (of the platform manifest when one platform is packed)
+        #[arg(long, requires = "push", help_heading = "Registry Options")]
+        by_digest: bool,
         #[command(flatten)]
         registry: RegistryFlags,
         #[command(flatten)]
@@ -368,6 +374,7 @@ impl RegistryFlags {
         reference: Option<String>,
         tags: &[String],
         sign: &SignFlag,
+        by_digest: bool,
     ) -> Result<pipeline::PushRequest> {
         Ok(pipeline::PushRequest {
             reference,
@@ -375,6 +382,7 @@ impl RegistryFlags {
             tags: tags.to_vec(),
             options: self.options(),
             sign: sign.key()?,
+            by_digest,
         })
     }
 }

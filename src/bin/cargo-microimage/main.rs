@@ -145,6 +145,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
         }
         Command::Push {
             reference,
+            by_digest,
             build,
             image,
             registry,
@@ -152,7 +153,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             refs,
         } => {
             // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
-            let push = registry.push(reference.clone(), &image.tags, sign)?;
+            let push = registry.push(reference.clone(), &image.tags, sign, *by_digest)?;
             let request = build.request(cli.verbose, Some(push))?;
             let outcomes = pipeline::build(
                 &request,
@@ -168,6 +169,7 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             platform,
             manifest_path,
             push,
+            by_digest,
             registry,
             sign,
             image,
@@ -193,7 +195,9 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
                 manifest_path: manifest_path.clone(),
                 push: push
                     .as_ref()
-                    .map(|reference| registry.push(Some(reference.clone()), &image.tags, sign))
+                    .map(|reference| {
+                        registry.push(Some(reference.clone()), &image.tags, sign, *by_digest)
+                    })
                     .transpose()?,
             };
             let outcome = pipeline::pack(
@@ -354,7 +358,7 @@ impl Printer {
 fn result_line(outcome: &Outcome) -> String {
     let set = &outcome.set;
     match (&outcome.pushed, &outcome.destination) {
-        (Some(pushed), _) => format!("{}@{}", pushed.reference, set.index.digest),
+        (Some(pushed), _) => pushed.pinned.clone(),
         (None, Some(destination)) => format!("{} {}", destination.reference(set), set.index.digest),
         (None, None) => set.index.digest.to_string(),
     }
