@@ -244,6 +244,12 @@ impl SpillWriter {
                     .open(path)
             })?;
         let registered = crate::guard::Temporary::register(tmp.path());
+        // Held while the file is in use: how other runs tell it from one that a killed run
+        // left behind (see `spill_dir`).
+        rustix::fs::flock(
+            tmp.as_file(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )?;
         // From here the file is removed by `FileData` (or the signal handler), not tempfile.
         let (file, path) = tmp.keep().map_err(|e| e.error)?;
         let mut writer = io::BufWriter::with_capacity(1 << 20, file);
@@ -300,14 +306,41 @@ impl Write for SpillWriter {
 /// in the user's cache directory (beside the plan cache; usually on the same file system
 /// as the outputs, so they are linked into a layout rather than copied), else the system's
 /// temporary directory.
+/// Once per run, files that runs killed with SIGKILL left there are removed: every file of
+/// ours (`.microimage-*`) that no process holds a lock on (a run holds one on each file it
+/// writes, for as long as it uses it).
 pub fn spill_dir() -> io::Result<std::path::PathBuf> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
     let preferred = cache_home().map(|d| d.join("spill"));
-    if let Some(dir) = preferred {
-        if std::fs::create_dir_all(&dir).is_ok() {
-            return Ok(dir);
+    let dir = match preferred {
+        Some(dir) if std::fs::create_dir_all(&dir).is_ok() => dir,
+        _ => return Ok(std::env::temp_dir()),
+    };
+    SWEPT.call_once(|| sweep(&dir));
+    Ok(dir)
+}
+
+fn sweep(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(crate::guard::PREFIX)
+        {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        let free =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
+        if free {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(std::env::temp_dir())
 }
 
 /// The sha256 digest of `data`.

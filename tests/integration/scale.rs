@@ -94,6 +94,9 @@ fn a_half_gigabyte_binary_is_packed_pushed_and_read_back_in_flat_memory() {
     let size = std::fs::metadata(&bin).unwrap().len();
     assert!(size >= 500_000_000, "{size}");
     let cache = t.path().join("cache");
+    // What a run killed with SIGKILL while writing a large layer leaves: swept by the next.
+    std::fs::create_dir_all(cache.join("cargo-microimage/spill")).unwrap();
+    std::fs::write(cache.join("cargo-microimage/spill/.microimage-killed"), "x").unwrap();
     let pack = |out: &Path, extra: &[&str]| {
         let mut cmd = tool();
         cmd.current_dir(t.path())
