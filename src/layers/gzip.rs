@@ -272,23 +272,29 @@ fn incompressible(piece: &[u8]) -> io::Result<bool> {
         let mut packed = 0;
         for i in 0..SAMPLES {
             let at = i * step + (step - SAMPLE) / 2;
-            let sample = &piece[at..at + SAMPLE];
-            c.reset();
-            out.clear();
-            // Room for deflate's worst case (stored blocks), so one call always finishes.
-            let status = c
-                .compress_vec(sample, out, FlushCompress::Finish)
-                .map_err(io::Error::other)?;
-            packed += if status == Status::StreamEnd {
-                out.len()
-            } else {
-                // Not finished (cannot happen with that room): count it as not shrinking,
-                // and start the next sample from a new compressor.
-                *c = Compress::new(Compression::fast(), false);
-                2 * SAMPLE
-            };
+            packed += sample_size(c, out, &piece[at..at + SAMPLE])?;
         }
         Ok(packed * 100 > SAMPLES * SAMPLE * STORE_ABOVE)
+    })
+}
+
+/// The size of `sample` deflated at level 1 by `c`, reset first: a function of the sample
+/// alone, whatever `c` compressed before (the tests check it against a new compressor).
+fn sample_size(c: &mut Compress, out: &mut Vec<u8>, sample: &[u8]) -> io::Result<usize> {
+    c.reset();
+    out.clear();
+    out.reserve(2 * sample.len() + 64);
+    // Room for deflate's worst case (stored blocks), so one call always finishes.
+    let status = c
+        .compress_vec(sample, out, FlushCompress::Finish)
+        .map_err(io::Error::other)?;
+    Ok(if status == Status::StreamEnd {
+        out.len()
+    } else {
+        // Not finished (cannot happen with that room): counted as not shrinking, and the
+        // next sample starts from a new compressor.
+        *c = Compress::new(Compression::fast(), false);
+        2 * sample.len()
     })
 }
 
@@ -499,6 +505,36 @@ mod tests {
             assert_eq!(g.finish().unwrap(), gz, "{threads} threads");
         }
         assert_eq!(gzip(&data, 777), gz);
+    }
+
+    #[test]
+    fn a_reused_sampler_measures_like_a_new_one() {
+        // Pieces are judged on whichever worker thread takes them, by that thread's reused
+        // compressor: what it compressed before must not change a size.
+        let text = sample(3 * SAMPLE);
+        let rand = noise(3 * SAMPLE, 3);
+        let samples = [
+            &text[..SAMPLE],
+            &rand[..SAMPLE],
+            &text[SAMPLE..2 * SAMPLE],
+            &rand[100..100 + SAMPLE],
+            &text[..SAMPLE],
+        ];
+        let fresh = |s: &[u8]| {
+            let mut c = Compress::new(Compression::fast(), false);
+            sample_size(&mut c, &mut Vec::new(), s).unwrap()
+        };
+        let mut reused = Compress::new(Compression::fast(), false);
+        let mut out = Vec::new();
+        for order in [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 1, 0, 3, 2]] {
+            for i in order {
+                assert_eq!(
+                    sample_size(&mut reused, &mut out, samples[i]).unwrap(),
+                    fresh(samples[i]),
+                    "sample {i} in order {order:?}"
+                );
+            }
+        }
     }
 
     #[test]
