@@ -102,6 +102,24 @@ impl Data {
         matches!(self, Data::File(f) if f.owned.is_some())
     }
 
+    /// Gives `dest` these bytes without copying them, when they are a file of this run: a
+    /// hard link at `tmp` (registered as a temporary), renamed over `dest`. Fails, leaving
+    /// nothing at `tmp`, when they are not such a file or the link cannot be made (another
+    /// file system); the caller then copies. Files of this run are never changed after
+    /// they are made, so sharing them is safe.
+    pub fn link_as(&self, tmp: &std::path::Path, dest: &std::path::Path) -> io::Result<()> {
+        let source = self
+            .path()
+            .filter(|_| self.is_ours())
+            .ok_or_else(|| io::Error::other("not a file of this run"))?;
+        let _ = std::fs::remove_file(tmp);
+        std::fs::hard_link(source, tmp)?;
+        let _registered = crate::guard::Temporary::register(tmp);
+        std::fs::rename(tmp, dest).inspect_err(|_| {
+            let _ = std::fs::remove_file(tmp);
+        })
+    }
+
     /// Reads the bytes from the start, in pieces.
     pub fn reader(&self) -> DataReader {
         DataReader {

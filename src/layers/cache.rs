@@ -69,15 +69,18 @@ impl LayerCache {
         // file over the name, which leaves this one as it is.
         let file = std::fs::File::open(&data).ok()?;
         let size = file.metadata().ok()?.len();
-        let digest = blob::sha256_open(&file, size).ok()?;
+        // A small layer is read once, into memory, and hashed there; a large one is hashed
+        // from the file and stays there.
+        let (digest, bytes) = if size <= blob::SPILL_AT as u64 {
+            let bytes = Data::borrowed_file(file, size, &data).to_vec().ok()?;
+            (blob::sha256(&bytes), Data::Memory(bytes.into()))
+        } else {
+            let digest = blob::sha256_open(&file, size).ok()?;
+            (digest, Data::borrowed_file(file, size, &data))
+        };
         if digest.to_string() != record.digest {
             return None;
         }
-        let bytes = if size <= blob::SPILL_AT as u64 {
-            Data::Memory(Data::borrowed_file(file, size, &data).to_vec().ok()?.into())
-        } else {
-            Data::borrowed_file(file, size, &data)
-        };
         Some(Layer {
             blob: Blob {
                 media_type: compression.media_type(),
@@ -115,19 +118,12 @@ impl LayerCache {
             Ok(())
         };
         // A file of this run is linked in (no copy); it is never changed after it is made.
-        let link = |path: &Path| -> std::io::Result<()> {
-            let source = layer.blob.data.path().filter(|_| layer.blob.data.is_ours());
-            let source = source.ok_or_else(|| std::io::Error::other("not a file of this run"))?;
-            let tmp = self.dir.join(format!(".microimage-{slot}.link"));
-            let _ = std::fs::remove_file(&tmp);
-            std::fs::hard_link(source, &tmp)?;
-            std::fs::rename(&tmp, path).inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
-        };
+        let link = self.dir.join(format!(".microimage-{slot}.link"));
         // The old record goes first, so a half-replaced slot is never taken for whole.
         let _ = std::fs::remove_file(&meta);
-        if link(&data).is_ok() || write(&data, &mut layer.blob.data.reader()).is_ok() {
+        if layer.blob.data.link_as(&link, &data).is_ok()
+            || write(&data, &mut layer.blob.data.reader()).is_ok()
+        {
             let _ = write(&meta, &mut json.as_slice());
         }
     }

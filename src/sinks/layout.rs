@@ -68,8 +68,12 @@ pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
     canonical_json(&index)
 }
 
-/// Writes a file into `dir` through a temporary name: written, synced, renamed.
-fn put(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+/// Writes a file into `dir` through a temporary name: filled by `fill`, synced, renamed.
+fn put_with(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     let mut tmp = tempfile::Builder::new()
@@ -78,11 +82,16 @@ fn put(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .path_context("creating a temporary file in", dir)?;
     let _registered = Temporary::register(tmp.path());
-    tmp.write_all(data).path_context("writing", &path)?;
+    fill(tmp.as_file_mut()).path_context("writing", &path)?;
     tmp.as_file().sync_all().path_context("writing", &path)?;
     tmp.persist(&path)
         .map_err(|e| Error::io("writing", &path, e.error))?;
     Ok(())
+}
+
+/// [`put_with`] for bytes in memory.
+fn put(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    put_with(dir, name, |f| f.write_all(data))
 }
 
 /// Writes the blobs of `set` that `blobs` (a `blobs/sha256` directory) lacks.
@@ -103,35 +112,19 @@ fn put_blobs(set: &ImageSet, blobs: &Path) -> Result<()> {
 }
 
 /// Writes a blob that is on disk into `dir`: linked when it is a file of this run on the
-/// same file system (no copy), else copied; synced and renamed into place either way.
+/// same file system (no copy), else copied; synced and in place either way.
 fn put_file(dir: &Path, name: &str, data: &blob::Data) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    if let Some(source) = data.path().filter(|_| data.is_ours()) {
-        let link = dir.join(format!("{PREFIX}{name}.link"));
-        let _ = fs::remove_file(&link);
-        if fs::hard_link(source, &link).is_ok() {
-            let _registered = Temporary::register(&link);
-            let linked = fs::File::open(&link)
-                .and_then(|f| f.sync_all())
-                .and_then(|()| fs::rename(&link, &path));
-            if linked.is_ok() {
-                return Ok(());
-            }
-            let _ = fs::remove_file(&link);
-        }
+    let link = dir.join(format!("{PREFIX}{name}.link"));
+    if data.link_as(&link, &path).is_ok() {
+        // Synced where it now is (before the directory is, and before index.json names it).
+        return fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .path_context("writing", &path);
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(PREFIX)
-        .permissions(fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
-        .path_context("creating a temporary file in", dir)?;
-    let _registered = Temporary::register(tmp.path());
-    std::io::copy(&mut data.reader(), tmp.as_file_mut()).path_context("writing", &path)?;
-    tmp.as_file().sync_all().path_context("writing", &path)?;
-    tmp.persist(&path)
-        .map_err(|e| Error::io("writing", &path, e.error))?;
-    Ok(())
+    put_with(dir, name, |f| {
+        std::io::copy(&mut data.reader(), f).map(drop)
+    })
 }
 
 /// Writes `set` into the OCI layout at `dest`: a new one, or an existing one whose other
