@@ -48,6 +48,10 @@ impl Blob {
 pub enum Data {
     Memory(Arc<[u8]>),
     File(Arc<FileData>),
+    /// `n` bytes that are only in a registry (a layer of an image `merge` pushes to the
+    /// registry it came from): mounted or already there, never read. Reading it is an
+    /// error.
+    Remote(u64),
 }
 
 /// A blob's bytes on disk.
@@ -74,6 +78,7 @@ impl Data {
         match self {
             Data::Memory(bytes) => bytes.len() as u64,
             Data::File(f) => f.size,
+            Data::Remote(n) => *n,
         }
     }
 
@@ -85,14 +90,14 @@ impl Data {
     pub fn bytes(&self) -> Option<&Arc<[u8]>> {
         match self {
             Data::Memory(bytes) => Some(bytes),
-            Data::File(_) => None,
+            Data::File(_) | Data::Remote(_) => None,
         }
     }
 
     /// The file holding the bytes, when they are on disk.
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
-            Data::Memory(_) => None,
+            Data::Memory(_) | Data::Remote(_) => None,
             Data::File(f) => Some(&f.path),
         }
     }
@@ -140,7 +145,7 @@ impl Data {
     pub fn to_bytes(&self) -> io::Result<bytes::Bytes> {
         match self {
             Data::Memory(bytes) => Ok(bytes::Bytes::from_owner(bytes.clone())),
-            Data::File(_) => self.to_vec().map(bytes::Bytes::from),
+            Data::File(_) | Data::Remote(_) => self.to_vec().map(bytes::Bytes::from),
         }
     }
 
@@ -200,6 +205,9 @@ impl io::Read for DataReader {
                 self.at += n as u64;
                 Ok(n)
             }
+            Data::Remote(_) => Err(io::Error::other(
+                "this blob is in a registry, not here (it can only be mounted there)",
+            )),
         }
     }
 }

@@ -316,7 +316,14 @@ pub struct PlatformImage {
     pub manifest: Blob,
     pub config: Blob,
     pub layers: Vec<Layer>,
-    /// The binary packed into the app layer, as given.
+    /// The binary packed into the app layer, as given; `None` for an image taken whole
+    /// from elsewhere (`merge`), whose binary and uncompressed sizes are not known.
+    pub packed: Option<Packed>,
+}
+
+/// What was packed into a [`PlatformImage`] this run.
+#[derive(Debug, Clone)]
+pub struct Packed {
     pub binary: PathBuf,
     pub binary_size: u64,
 }
@@ -327,8 +334,11 @@ impl PlatformImage {
         self.config.size() + self.layers.iter().map(|l| l.blob.size()).sum::<u64>()
     }
 
-    pub fn uncompressed_size(&self) -> u64 {
-        self.layers.iter().map(|l| l.uncompressed_size).sum()
+    /// The layers' tars, when this run made them.
+    pub fn uncompressed_size(&self) -> Option<u64> {
+        self.packed
+            .as_ref()
+            .map(|_| self.layers.iter().map(|l| l.uncompressed_size).sum())
     }
 }
 
@@ -444,18 +454,13 @@ pub fn assemble_with(
             manifest,
             config,
             layers: layer_list,
-            binary: bin.path.clone(),
-            binary_size: bin.size,
+            packed: Some(Packed {
+                binary: bin.path.clone(),
+                binary_size: bin.size,
+            }),
         });
     }
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(index_entries)
-        .annotations(annotations)
-        .build()
-        .map_err(spec_err)?;
-    let index = Blob::new(MediaType::ImageIndex, canonical_json(&index)?);
+    let index = index_blob(MediaType::ImageIndex, index_entries, &all_annotations)?;
     blobs.insert(index.digest.to_string(), index.clone());
     Ok(ImageSet {
         name: spec.name.clone(),
@@ -465,6 +470,23 @@ pub fn assemble_with(
         blobs,
         source_date_epoch: spec.source_date_epoch,
     })
+}
+
+/// The image index of `entries` (platform manifests, in order) with `annotations`: the
+/// one way an index is made, so `merge` of images gives the bytes `build` of them gives.
+pub fn index_blob(
+    media_type: MediaType,
+    entries: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Blob> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(media_type.clone())
+        .manifests(entries)
+        .annotations(to_hash_map(annotations))
+        .build()
+        .map_err(spec_err)?;
+    Ok(Blob::new(media_type, canonical_json(&index)?))
 }
 
 /// The app layer of `bin`, named `bin_name` in the image: `/usr/local/bin/<bin_name>`,

@@ -220,6 +220,15 @@ impl Source {
                 "pass an OCI layout directory or an image archive, as `cargo microimage build` printed it",
             ));
         }
+        // `DIR:TAG` / `FILE:TAG`: an existing path and a tag (no `/` in a tag).
+        if let Some((p, tag)) = text.rsplit_once(':') {
+            if !tag.is_empty() && !tag.contains('/') && !p.is_empty() && Path::new(p).exists() {
+                return Ok(Source::Local {
+                    path: p.into(),
+                    tag: Some(tag.to_string()),
+                });
+            }
+        }
         // A registry reference names its host first (`ghcr.io/…`, `127.0.0.1:5000/…`);
         // anything else that does not exist is a mistyped path, not Docker Hub.
         Ok(if crate::registry::reference::names_registry(text) {
@@ -282,7 +291,7 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
 }
 
 /// Whether an index.json entry (or docker-archive name) is the one `wanted` asks for.
-fn selected(wanted: Option<&str>, tags: &[String]) -> bool {
+pub(crate) fn selected(wanted: Option<&str>, tags: &[String]) -> bool {
     wanted.is_none_or(|w| {
         tags.iter()
             .any(|t| t == w || t.rsplit_once(':').is_some_and(|(_, tag)| tag == w))

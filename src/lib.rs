@@ -16,6 +16,7 @@ pub mod guard;
 pub mod image;
 pub mod inspect;
 pub mod layers;
+pub mod merge;
 pub mod message;
 pub mod pipeline;
 pub mod plan;

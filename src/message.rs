@@ -144,10 +144,11 @@ pub struct PlatformRecord {
     pub config_digest: String,
     /// Config and layers as stored: what a pull downloads.
     pub compressed_size: u64,
-    pub uncompressed_size: u64,
-    /// The binary that was packed.
-    pub binary: String,
-    pub binary_size: u64,
+    /// The layers' tars; null for a platform taken whole from another image (`merge`).
+    pub uncompressed_size: Option<u64>,
+    /// The binary that was packed; null for a platform taken whole (`merge`).
+    pub binary: Option<String>,
+    pub binary_size: Option<u64>,
     /// The SBOMs attached to this platform's manifest.
     pub sboms: Vec<AttachedRecord>,
 }
@@ -161,8 +162,8 @@ fn platforms(set: &ImageSet) -> Vec<PlatformRecord> {
             config_digest: i.config.digest.to_string(),
             compressed_size: i.compressed_size(),
             uncompressed_size: i.uncompressed_size(),
-            binary: path_text(&i.binary),
-            binary_size: i.binary_size,
+            binary: i.packed.as_ref().map(|p| path_text(&p.binary)),
+            binary_size: i.packed.as_ref().map(|p| p.binary_size),
             sboms: set
                 .referrers
                 .iter()

@@ -93,6 +93,7 @@ impl PushRequest {
             options: self.options.clone(),
             sign: self.sign.clone(),
             by_digest: self.by_digest,
+            mounts: Default::default(),
         })
     }
 }
@@ -640,11 +641,11 @@ fn pack_and_deliver(
     drop(bar);
     sbom::attach(&mut set, spec, &contents, formats)?;
     if !formats.is_empty() {
-        for (img, contents) in set.images.iter().zip(&contents) {
+        for (bin, contents) in binaries.iter().zip(&contents) {
             if contents.crates.is_empty() {
                 shell.warn(format!(
                     "{} holds no dependency data (it was not built by cargo microimage or cargo auditable): its SBOM lists only the image's base contents",
-                    img.binary.display()
+                    bin.path.display()
                 ));
             }
         }
@@ -666,7 +667,7 @@ fn pack_and_deliver(
         );
     }
     let delivered = crate::sinks::deliver(&set, sinks, shell)?;
-    for img in &set.images {
+    for (img, bin) in set.images.iter().zip(binaries) {
         shell.status(
             "Finished",
             format!(
@@ -674,11 +675,131 @@ fn pack_and_deliver(
                 spec.name,
                 img.platform,
                 human_size(img.compressed_size()),
-                human_size(img.binary_size),
+                human_size(bin.size),
                 img.manifest.digest
             ),
         );
     }
+    Ok(Outcome {
+        set,
+        destination: delivered.destination,
+        pushed: delivered.pushed,
+    })
+}
+
+/// What `merge` takes.
+#[derive(Debug, Clone, Default)]
+pub struct MergeRequest {
+    /// Registry references, OCI layouts (`DIR[:TAG]`) and OCI archives (`FILE[:TAG]`).
+    pub sources: Vec<std::ffi::OsString>,
+    /// `--tag NAME[:TAG]` for an image written to disk (default: the name the sources
+    /// carry, when they agree).
+    pub name: Option<String>,
+    /// `--push REFERENCE` (with `--tag`s, `--by-digest`, `--sign-key`).
+    pub push: Option<PushRequest>,
+    /// Source registries are read with these (and `push`'s, when pushing).
+    pub options: ConnectOptions,
+    /// The mtime of an archive's entries.
+    pub source_date_epoch: u64,
+}
+
+/// `cargo microimage merge`: the platform images of every source → one index, written to
+/// disk or pushed (see [`crate::merge`]).
+pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> Result<Outcome> {
+    let sources = request
+        .sources
+        .iter()
+        .map(|s| crate::inspect::Source::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    // Everything the command line can get wrong, before anything is read.
+    let target = request
+        .push
+        .as_ref()
+        .map(|push| {
+            if push.reference.is_none() {
+                return Err(Error::usage("merge --push needs a REFERENCE"));
+            }
+            push.target("", "", 1)
+        })
+        .transpose()?;
+    let disk = match (&target, output.output.as_deref()) {
+        (Some(_), _) => None,
+        (None, Some(path)) => {
+            let destination = Destination::resolve(Some(path), output.format, path)?;
+            if destination.format == crate::sinks::Format::DockerArchive {
+                return Err(Error::usage(
+                    "a docker-archive holds one platform's image, not an index",
+                )
+                .with_help("write the merged image as an OCI layout or an OCI archive (a path ending in .tar)"));
+            }
+            Some(destination)
+        }
+        (None, None) => {
+            return Err(Error::usage("merge needs -o PATH or --push REFERENCE")
+                .with_help("e.g. `cargo microimage merge -o app.tar amd64/ arm64/`"))
+        }
+    };
+    let given_name = request.name.as_deref().map(ImageName::parse).transpose()?;
+    let options = match &request.push {
+        Some(push) => &push.options,
+        None => &request.options,
+    };
+    let push_to = target.as_ref().map(|t| t.reference.registry().to_string());
+    let read = crate::merge::read_sources(&sources, push_to.as_deref(), options, shell)?;
+    // The sources are checked (platforms, kinds) before a missing name is asked for.
+    let agreed = crate::merge::agreed_name(&read);
+    let summary: Vec<String> = read
+        .iter()
+        .flat_map(|s| {
+            s.parts
+                .iter()
+                .map(move |p| format!("{} from {}", p.platform, s.label))
+        })
+        .collect();
+    let mut merged = crate::merge::combine(read, request.source_date_epoch)?;
+    merged.set.name = match (&target, given_name) {
+        (Some(t), _) => ImageName::parse(&format!(
+            "{}/{}:{}",
+            t.reference.registry(),
+            t.reference.repository(),
+            t.reference.tag().unwrap_or("latest")
+        ))?,
+        (None, Some(name)) => name,
+        (None, None) => match agreed {
+            Some(name) => ImageName::parse(&name)?,
+            None => {
+                return Err(Error::usage("the sources carry no common image name")
+                    .with_help("name the merged image: --tag NAME[:TAG]"))
+            }
+        },
+    };
+    shell.status(
+        "Merging",
+        format!("{} ({})", merged.set.name, summary.join(", ")),
+    );
+    let sink = match (target, disk) {
+        (Some(mut target), _) => {
+            target.mounts = merged
+                .mounts
+                .get(target.reference.registry())
+                .cloned()
+                .unwrap_or_default();
+            Sink::Registry(target)
+        }
+        (None, Some(destination)) => Sink::Disk(destination),
+        (None, None) => return Err(Error::usage("merge needs -o PATH or --push REFERENCE")),
+    };
+    let set = merged.set;
+    let delivered = crate::sinks::deliver(&set, &[sink], shell)?;
+    shell.status(
+        "Finished",
+        format!(
+            "{} ({} platforms): index {}",
+            set.name,
+            set.images.len(),
+            set.index.digest
+        ),
+    );
     Ok(Outcome {
         set,
         destination: delivered.destination,

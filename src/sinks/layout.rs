@@ -105,7 +105,7 @@ fn put_blobs(set: &ImageSet, blobs: &Path) -> Result<()> {
         }
         match &b.data {
             blob::Data::Memory(bytes) => put(blobs, name, bytes)?,
-            blob::Data::File(_) => put_file(blobs, name, &b.data)?,
+            blob::Data::File(_) | blob::Data::Remote(_) => put_file(blobs, name, &b.data)?,
         }
     }
     guard::sync_dir(blobs)

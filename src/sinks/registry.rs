@@ -40,6 +40,9 @@ pub struct Target {
     /// `--by-digest`: push everything but tag nothing (the tag in `reference` is a
     /// placeholder then, never sent).
     pub by_digest: bool,
+    /// Repositories of the target's registry known to hold a blob (by digest): tried
+    /// first as cross-repository mount sources (`merge` of images already in it).
+    pub mounts: BTreeMap<String, Vec<String>>,
 }
 
 /// Where an image was pushed.
@@ -171,6 +174,12 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
                         break;
                     }
                 }
+                if matches!(sent, Sent::Uploaded) && matches!(data, Data::Remote(_)) {
+                    return Err(OciDistributionError::GenericError(Some(format!(
+                        "the registry has no blob {digest} in {} and would not mount it from the repository it came from",
+                        target.repository()
+                    ))));
+                }
                 if matches!(sent, Sent::Uploaded) {
                     // Counted as the HTTP body is read; an attempt that fails takes its
                     // count back before the next one starts.
@@ -193,7 +202,16 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     let jobs: Vec<_> = blobs
         .iter()
         .filter(|(digest, _)| !skip(digest))
-        .map(|(digest, blob)| send(digest, blob, cache.sources(&registry, digest, &repository)))
+        .map(|(digest, blob)| {
+            let known = to.mounts.get(digest).into_iter().flatten();
+            let mut sources: Vec<String> = known.filter(|r| **r != repository).cloned().collect();
+            for r in cache.sources(&registry, digest, &repository) {
+                if !sources.contains(&r) {
+                    sources.push(r);
+                }
+            }
+            send(digest, blob, sources)
+        })
         .collect();
     let results: Vec<_> = stream::iter(jobs)
         .buffer_unordered(CONCURRENT_BLOBS)
@@ -501,7 +519,7 @@ fn upload_body(
                     let (from, to) = (at as usize, (at + n) as usize);
                     Ok(bytes::Bytes::from_owner(bytes.clone()).slice(from..to))
                 }
-                Data::File(_) => {
+                Data::File(_) | Data::Remote(_) => {
                     let mut buf = vec![0u8; n as usize];
                     let mut reader = data.reader();
                     reader.skip(at).and_then(|()| {

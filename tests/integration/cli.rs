@@ -513,7 +513,10 @@ fn json_records_deserialize_into_their_types_and_end_with_run_finished() {
         Record::ImageWritten(w) => w.clone(),
         _ => unreachable!(),
     };
-    let binary = &written.platforms[0].binary;
+    let binary = &written.platforms[0]
+        .binary
+        .as_deref()
+        .expect("a packed binary");
     let verified = run(tool().args(["verify", binary, "--message-format", "json"])).ok();
     assert!(matches!(records(&verified)[0], Record::BinaryVerified(ref v) if v.ok && v.is_static));
     let reference = written.reference.clone().unwrap();

@@ -443,7 +443,10 @@ fn pack_after_build_gives_the_same_index() {
             .expect("an image-written record")
     };
     let built = written(&build.stdout);
-    let binary = &built.platforms[0].binary;
+    let binary = &built.platforms[0]
+        .binary
+        .as_deref()
+        .expect("a packed binary");
     let pack = run(tool()
         .current_dir(dir.path().join("api"))
         .env("CARGO_TARGET_DIR", &target)

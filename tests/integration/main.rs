@@ -10,6 +10,7 @@ mod config_workspace;
 mod elf_fuzz;
 mod errors;
 mod hardening;
+mod merge;
 mod multiarch;
 mod openssl;
 mod pack_verify;

@@ -126,7 +126,7 @@ impl Registry {
     }
 
     /// Blob uploads started (POSTs to /blobs/uploads/ that are not mounts).
-    fn uploads(&self) -> usize {
+    pub fn uploads(&self) -> usize {
         self.log()
             .lines()
             .filter(|l| {
@@ -135,7 +135,7 @@ impl Registry {
             .count()
     }
 
-    fn mounts(&self) -> usize {
+    pub fn mounts(&self) -> usize {
         self.log()
             .lines()
             .filter(|l| l.contains("\"POST /v2/") && l.contains("mount="))

@@ -166,7 +166,11 @@ fn build_monorepo(
     for line in out.stdout.lines() {
         if let microimage::message::Record::ImageWritten(w) = serde_json::from_str(line).unwrap() {
             digest = w.index_digest;
-            binary = w.platforms[0].binary.clone().into();
+            binary = w.platforms[0]
+                .binary
+                .clone()
+                .expect("a packed binary")
+                .into();
         }
     }
     (digest, binary, out)

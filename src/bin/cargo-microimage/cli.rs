@@ -116,6 +116,48 @@ pub enum Command {
         #[command(flatten)]
         refs: RefsFlag,
     },
+    /// Merge per-platform images (from registries, layouts, archives) into one multi-platform image
+    #[command(
+        after_help = "Platform manifests are kept as they are (their digests, SBOMs and signatures stay valid); \
+                      two sources for one platform are an error. Pushed to the registry the sources are in, \
+                      their layers are mounted, never downloaded.\n\n\
+                      Examples:\n  \
+                      cargo microimage merge --push ghcr.io/o/app:1.4.0 --tag latest ghcr.io/o/app@sha256:A ghcr.io/o/app@sha256:B\n  \
+                      cargo microimage merge -o app.tar amd64/ arm64.tar",
+        group(clap::ArgGroup::new("destination").required(true).args(["push", "output"]))
+    )]
+    Merge {
+        /// Registry references (by tag or digest), OCI layouts (DIR[:TAG]) and OCI archives (FILE[:TAG])
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<OsString>,
+        /// Push the index to this registry/repository:tag (with --by-digest, registry/repository)
+        #[arg(long, value_name = "REFERENCE", help_heading = "Registry Options",
+              conflicts_with_all = ["output", "format"])]
+        push: Option<String>,
+        /// With --push: no tag; print REPOSITORY@DIGEST of the index
+        #[arg(long, requires = "push", help_heading = "Registry Options")]
+        by_digest: bool,
+        /// With -o, the image's name (default: the sources' name); with --push, an extra tag (repeatable)
+        #[arg(
+            long = "tag",
+            value_name = "NAME[:TAG]",
+            help_heading = "Image Options"
+        )]
+        tags: Vec<String>,
+        /// Write the image here: a directory gets an OCI layout, a path ending in .tar an OCI archive
+        #[arg(short, long, value_name = "PATH", help_heading = "Output Options")]
+        output: Option<PathBuf>,
+        /// oci or oci-archive (default: from the -o path)
+        #[arg(long, value_name = "oci|oci-archive", help_heading = "Output Options",
+              value_parser = |s: &str| Format::parse(s).map_err(|e| e.to_string()))]
+        format: Option<Format>,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[command(flatten)]
+        sign: SignFlag,
+        #[command(flatten)]
+        refs: RefsFlag,
+    },
     /// Show an image's platforms, digests, layers and run configuration
     Inspect {
         /// An OCI layout directory, an OCI archive or a docker-archive (a bare path, or

@@ -208,6 +208,52 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             )?;
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
+        Command::Merge {
+            sources,
+            push,
+            by_digest,
+            tags,
+            output,
+            format,
+            registry,
+            sign,
+            refs,
+        } => {
+            if push.is_none() {
+                if tags.len() > 1 {
+                    return Err(Error::usage(format!(
+                        "--tag given {} times, but an image written to disk has one name",
+                        tags.len()
+                    ))
+                    .with_help("pass one --tag NAME[:TAG]; several tags are for --push"));
+                }
+                if sign.sign_key.is_some() {
+                    return Err(Error::usage(
+                        "--sign-key signs what is pushed: it needs --push",
+                    ));
+                }
+            }
+            let request = pipeline::MergeRequest {
+                sources: sources.clone(),
+                name: push.is_none().then(|| tags.first().cloned()).flatten(),
+                push: push
+                    .as_ref()
+                    .map(|reference| registry.push(Some(reference.clone()), tags, sign, *by_digest))
+                    .transpose()?,
+                options: registry.options(),
+                source_date_epoch: microimage::settings::parse_source_date_epoch(
+                    std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+                )?
+                .unwrap_or(0),
+            };
+            let options = OutputOptions {
+                output: output.clone(),
+                format: *format,
+                load: None,
+            };
+            let outcome = pipeline::merge(&request, &options, shell)?;
+            out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
+        }
         Command::Inspect { image, registry } => {
             let report = match inspect::Source::parse(image)? {
                 inspect::Source::Remote(reference) => {
