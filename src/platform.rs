@@ -7,7 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use target_lexicon::{Aarch64Architecture, Architecture, Environment, OperatingSystem, Triple};
+use target_lexicon::{
+    Aarch64Architecture, Architecture, ArmArchitecture, Environment, OperatingSystem,
+    Riscv64Architecture, Triple, X86_32Architecture,
+};
 
 use crate::error::{Error, Result};
 
@@ -37,7 +40,13 @@ pub struct Platform {
     arch: Architecture,
 }
 
-/// Every target the tool builds for. Keep sorted by OCI architecture.
+/// Every target the tool builds for. The order is the order of an index's manifests:
+/// amd64 and arm64 (the common pair, `--platform all`) first, then the others; `linux/arm`
+/// without a variant means the first arm entry, v7 (as Docker takes it).
+///
+/// ELF `e_flags`: armv7/armv6 hard-float EABI 5 (`EF_ARM_EABI_VER5 | EF_ARM_ABI_FLOAT_HARD`),
+/// riscv64gc the double-float ABI with compressed instructions (`EF_RISCV_FLOAT_ABI_DOUBLE |
+/// EF_RISCV_RVC`), ppc64le the ELFv2 ABI; what rustc writes into objects for these targets.
 pub static SUPPORTED: &[Platform] = &[
     Platform {
         triple: "x86_64-unknown-linux-musl",
@@ -63,7 +72,73 @@ pub static SUPPORTED: &[Platform] = &[
         object_arch: object::Architecture::Aarch64,
         arch: Architecture::Aarch64(Aarch64Architecture::Aarch64),
     },
+    Platform {
+        triple: "armv7-unknown-linux-musleabihf",
+        os: "linux",
+        architecture: "arm",
+        variant: Some("v7"),
+        elf_machine: object::elf::EM_ARM,
+        elf_64: false,
+        elf_big_endian: false,
+        elf_flags: 0x0500_0400,
+        object_arch: object::Architecture::Arm,
+        arch: Architecture::Arm(ArmArchitecture::Armv7),
+    },
+    Platform {
+        triple: "arm-unknown-linux-musleabihf",
+        os: "linux",
+        architecture: "arm",
+        variant: Some("v6"),
+        elf_machine: object::elf::EM_ARM,
+        elf_64: false,
+        elf_big_endian: false,
+        elf_flags: 0x0500_0400,
+        object_arch: object::Architecture::Arm,
+        arch: Architecture::Arm(ArmArchitecture::Arm),
+    },
+    Platform {
+        triple: "i686-unknown-linux-musl",
+        os: "linux",
+        architecture: "386",
+        variant: None,
+        elf_machine: object::elf::EM_386,
+        elf_64: false,
+        elf_big_endian: false,
+        elf_flags: 0,
+        object_arch: object::Architecture::I386,
+        arch: Architecture::X86_32(X86_32Architecture::I686),
+    },
+    Platform {
+        triple: "riscv64gc-unknown-linux-musl",
+        os: "linux",
+        architecture: "riscv64",
+        variant: None,
+        elf_machine: object::elf::EM_RISCV,
+        elf_64: true,
+        elf_big_endian: false,
+        elf_flags: 0x0005,
+        object_arch: object::Architecture::Riscv64,
+        arch: Architecture::Riscv64(Riscv64Architecture::Riscv64gc),
+    },
+    Platform {
+        triple: "powerpc64le-unknown-linux-musl",
+        os: "linux",
+        architecture: "ppc64le",
+        variant: None,
+        elf_machine: object::elf::EM_PPC64,
+        elf_64: true,
+        elf_big_endian: false,
+        elf_flags: 2,
+        object_arch: object::Architecture::PowerPc64,
+        arch: Architecture::Powerpc64le,
+    },
 ];
+
+/// `--platform all`: the common pair.
+pub const ALL: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+
+/// `--platform all-supported`: every platform in [`SUPPORTED`].
+pub const ALL_SUPPORTED: &str = "all-supported";
 
 impl Platform {
     /// The architecture as the `object` crate writes it.
@@ -79,9 +154,15 @@ impl Platform {
         }
     }
 
-    /// `linux/amd64`, `linux/arm64`: the short form people type.
+    /// `linux/amd64`, `linux/arm64`, `linux/arm/v7`: the short form people type (the
+    /// variant only where it tells platforms apart).
     pub fn short_name(&self) -> String {
-        format!("{}/{}", self.os, self.architecture)
+        match self.variant {
+            Some(v) if self.architecture == "arm" => {
+                format!("{}/{}/{v}", self.os, self.architecture)
+            }
+            _ => format!("{}/{}", self.os, self.architecture),
+        }
     }
 
     /// The platform of the machine this runs on.
@@ -99,7 +180,9 @@ impl Platform {
             })
     }
 
-    /// Parses `linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `amd64`, `arm64`.
+    /// Parses `linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `amd64`, `arm64`,
+    /// `linux/arm/v7`, `linux/arm/v6`, `linux/arm` (v7), `linux/386`, `linux/riscv64`,
+    /// `linux/ppc64le`.
     pub fn from_oci(name: &str) -> Result<&'static Platform> {
         let parts: Vec<&str> = name.trim().split('/').collect();
         let (os, arch, variant) = match parts.as_slice() {
@@ -115,7 +198,7 @@ impl Platform {
             })
             .ok_or_else(|| {
                 Error::usage(format!("unsupported platform `{name}`")).with_help(format!(
-                    "supported platforms: {}, or `all`",
+                    "supported platforms: {}; `all` (linux/amd64 and linux/arm64) or `{ALL_SUPPORTED}`",
                     supported_list()
                 ))
             })
@@ -137,10 +220,18 @@ impl Platform {
         if parsed.operating_system != OperatingSystem::Linux {
             return Err(unsupported("the operating system must be linux"));
         }
-        if parsed.environment != Environment::Musl {
-            return Err(unsupported(
-                "only musl targets give fully static binaries for a scratch image",
-            ));
+        match parsed.environment {
+            Environment::Musl | Environment::Musleabihf => {}
+            Environment::Musleabi => {
+                return Err(unsupported(
+                    "soft-float arm is not supported: use the hard-float (musleabihf) target",
+                ))
+            }
+            _ => {
+                return Err(unsupported(
+                    "only musl targets give fully static binaries for a scratch image",
+                ))
+            }
         }
         SUPPORTED
             .iter()
@@ -148,15 +239,26 @@ impl Platform {
             .ok_or_else(|| unsupported("this architecture is not supported yet"))
     }
 
-    /// The platform of an ELF binary, from its header.
-    /// The platform of an ELF binary: its machine, class and byte order.
+    /// The platform of an ELF binary: its machine, class and byte order, and for 32-bit
+    /// arm the architecture version its `.ARM.attributes` record (`Tag_CPU_arch`: 6 to 9
+    /// are ARMv6 variants, 10 and up v7 or later; without one, v7).
     pub fn from_elf(
         machine: object::elf::Machine,
         is_64: bool,
         big_endian: bool,
+        arm_cpu_arch: Option<u64>,
     ) -> Option<&'static Platform> {
+        let variant = match (machine, arm_cpu_arch) {
+            (object::elf::EM_ARM, Some(6..=9)) => Some("v6"),
+            (object::elf::EM_ARM, Some(0..=5)) => return None,
+            (object::elf::EM_ARM, _) => Some("v7"),
+            _ => None,
+        };
         SUPPORTED.iter().find(|p| {
-            p.elf_machine == machine && p.elf_64 == is_64 && p.elf_big_endian == big_endian
+            p.elf_machine == machine
+                && p.elf_64 == is_64
+                && p.elf_big_endian == big_endian
+                && (variant.is_none() || p.variant == variant)
         })
     }
 
@@ -208,6 +310,8 @@ pub fn resolve(platforms: &[String], targets: &[String]) -> Result<Vec<&'static 
     for value in platforms {
         for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             if name == "all" {
+                out.extend(SUPPORTED.iter().filter(|p| ALL.contains(&p.triple)));
+            } else if name == ALL_SUPPORTED {
                 out.extend(SUPPORTED.iter());
             } else {
                 out.push(Platform::from_oci(name)?);
@@ -261,13 +365,55 @@ mod tests {
         let gnu = Platform::from_triple("x86_64-unknown-linux-gnu").unwrap_err();
         assert!(gnu.message().contains("only musl targets"), "{gnu}");
         assert!(Platform::from_triple("x86_64-apple-darwin").is_err());
-        assert!(Platform::from_triple("riscv64gc-unknown-linux-musl").is_err());
+        for p in SUPPORTED {
+            assert_eq!(Platform::from_triple(p.triple).unwrap(), p);
+            assert_eq!(Platform::from_oci(&p.oci_name()).unwrap(), p);
+            assert_eq!(Platform::from_oci(&p.short_name()).unwrap(), p);
+            let arm_arch =
+                (p.architecture == "arm").then(|| if p.variant == Some("v6") { 6 } else { 10 });
+            assert_eq!(
+                Platform::from_elf(p.elf_machine, p.elf_64, p.elf_big_endian, arm_arch).unwrap(),
+                p
+            );
+        }
+        assert_eq!(Platform::from_oci("linux/arm").unwrap().variant, Some("v7"));
+        assert!(Platform::from_triple("armv7-unknown-linux-musleabi").is_err());
+        assert!(Platform::from_triple("loongarch64-unknown-linux-musl").is_err());
     }
 
     #[test]
     fn resolve_lists() {
         let all = resolve(&["all".into()], &[]).unwrap();
-        assert_eq!(all.len(), SUPPORTED.len());
+        assert_eq!(
+            all.iter().map(|p| p.short_name()).collect::<Vec<_>>(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        let every = resolve(&[ALL_SUPPORTED.into()], &[]).unwrap();
+        assert_eq!(
+            every.iter().map(|p| p.short_name()).collect::<Vec<_>>(),
+            [
+                "linux/amd64",
+                "linux/arm64",
+                "linux/arm/v7",
+                "linux/arm/v6",
+                "linux/386",
+                "linux/riscv64",
+                "linux/ppc64le"
+            ]
+        );
+        let listed = resolve(
+            &["linux/riscv64,linux/386".into(), "linux/arm/v7".into()],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            listed.iter().map(|p| p.triple).collect::<Vec<_>>(),
+            [
+                "armv7-unknown-linux-musleabihf",
+                "i686-unknown-linux-musl",
+                "riscv64gc-unknown-linux-musl"
+            ]
+        );
         let two = resolve(&["linux/arm64,linux/amd64".into(), "amd64".into()], &[]).unwrap();
         assert_eq!(
             two.iter().map(|p| p.architecture).collect::<Vec<_>>(),

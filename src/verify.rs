@@ -226,7 +226,12 @@ pub fn inspect(path: &Path) -> Result<Verdict> {
     let facts = parsed.map_err(|e| fail(format!("a damaged or truncated ELF file ({e})")))?;
     Ok(Verdict {
         path: path.to_path_buf(),
-        platform: Platform::from_elf(facts.machine, facts.is_64, facts.big_endian),
+        platform: Platform::from_elf(
+            facts.machine,
+            facts.is_64,
+            facts.big_endian,
+            facts.arm_cpu_arch,
+        ),
         machine: machine_name(facts.machine, facts.big_endian),
         kind: facts.kind,
         is_64: facts.is_64,
@@ -261,6 +266,8 @@ struct Facts {
     kind: ElfKind,
     interpreter: Option<String>,
     needed: Vec<String>,
+    /// 32-bit arm: `Tag_CPU_arch` of the `aeabi` attributes, when there are some.
+    arm_cpu_arch: Option<u64>,
 }
 
 fn read_elf<'data, Elf, R>(data: R, is_64: bool) -> object::read::Result<Facts>
@@ -317,6 +324,11 @@ where
         elf::ET_CORE => ElfKind::Core,
         other => ElfKind::Other(other.0),
     };
+    let arm_cpu_arch = if machine == elf::EM_ARM {
+        arm_cpu_arch(&file, endian, data)
+    } else {
+        None
+    };
     Ok(Facts {
         machine,
         is_64,
@@ -324,7 +336,69 @@ where
         kind,
         interpreter,
         needed,
+        arm_cpu_arch,
     })
+}
+
+/// `Tag_CPU_arch` from the `aeabi` subsection of `.ARM.attributes` (ARM's "Addenda to the
+/// ABI", build attributes): what tells an ARMv6 binary from an ARMv7 one, which share
+/// their ELF header. The format is small but the `object` crate reads only its framing, so
+/// the tags are walked here: each value is a string or a number by the ABI's rule.
+/// `None` when the section or the tag is not there or unreadable.
+fn arm_cpu_arch<'data, Elf, R>(
+    file: &ElfFile<'data, Elf, R>,
+    endian: Endianness,
+    data: R,
+) -> Option<u64>
+where
+    Elf: FileHeader<Endian = Endianness>,
+    R: ReadRef<'data>,
+{
+    use object::read::elf::SectionHeader as _;
+    const TAG_CPU_RAW_NAME: u64 = 4;
+    const TAG_CPU_NAME: u64 = 5;
+    const TAG_CPU_ARCH: u64 = 6;
+    const TAG_COMPATIBILITY: u64 = 32;
+    let section = file
+        .elf_section_table()
+        .iter()
+        .find(|s| s.sh_type(endian) == elf::SHT_ARM_ATTRIBUTES)?;
+    let attributes = section.attributes(endian, data).ok()?;
+    let mut subsections = attributes.subsections().ok()?;
+    while let Ok(Some(sub)) = subsections.next() {
+        if sub.vendor() != b"aeabi" {
+            continue;
+        }
+        let mut subsubsections = sub.subsubsections();
+        while let Ok(Some(subsub)) = subsubsections.next() {
+            if subsub.tag() != elf::Tag_File {
+                continue;
+            }
+            let mut reader = subsub.attributes();
+            while let Ok(Some(tag)) = reader.read_tag() {
+                match tag {
+                    TAG_CPU_ARCH => return reader.read_integer().ok(),
+                    TAG_CPU_RAW_NAME | TAG_CPU_NAME => {
+                        reader.read_string().ok()?;
+                    }
+                    // Tag_compatibility: a flag and a vendor name.
+                    TAG_COMPATIBILITY => {
+                        reader.read_integer().ok()?;
+                        reader.read_string().ok()?;
+                    }
+                    // Past 32 the value's kind follows the tag: odd a string (such as
+                    // Tag_conformance, which comes first), even a number.
+                    t if t > 32 && t % 2 == 1 => {
+                        reader.read_string().ok()?;
+                    }
+                    _ => {
+                        reader.read_integer().ok()?;
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Checks that `path` is static and built for `expected`; the error names both.

@@ -77,7 +77,7 @@ fn utc_offset_seconds() -> i64 {
         if libc::localtime_r(&now, &mut tm).is_null() {
             return 0;
         }
-        tm.tm_gmtoff
+        i64::from(tm.tm_gmtoff)
     }
 }
 

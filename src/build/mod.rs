@@ -322,16 +322,74 @@ fn ensure_target(sysroot: &Path, triple: &str, shell: &Shell) -> Result<()> {
         .with_help(format!("install it, e.g. with `{command}`")));
     }
     shell.status("Installing", format!("Rust target {triple} (`{command}`)"));
-    let ok = Command::new("rustup")
+    let out = Command::new("rustup")
         .args(["target", "add", triple])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return Err(Error::build(format!("`{command}` failed"))
-            .with_help(format!("run `{command}` yourself and look at its error")));
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(rustup_refused(
+            triple,
+            &String::from_utf8_lossy(&out.stderr),
+        )),
+        Err(e) => Err(Error::build(format!("`{command}` could not be run: {e}"))
+            .with_help(format!("run `{command}` yourself and look at its error"))),
     }
-    Ok(())
+}
+
+/// The error for a `rustup target add` that failed: rustup's own reason (its `error:`
+/// line and the causes under it, without the backtrace), and what to do. A download that
+/// is not there (HTTP 404) means this Rust release does not ship the target's standard
+/// library (its channel marks it unavailable), which no retry changes.
+fn rustup_refused(triple: &str, stderr: &str) -> Error {
+    let reason: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("error"))
+        .take_while(|l| !l.starts_with("Stack backtrace"))
+        .filter(|l| !l.is_empty() && *l != "Caused by:")
+        .take(4)
+        .map(|l| {
+            // `error: …`, `0: could not download file from 'URL' to 'TEMPORARY'`.
+            let l = l.strip_prefix("error:").unwrap_or(l).trim();
+            let l = l
+                .split_once(": ")
+                .filter(|(n, _)| n.parse::<u32>().is_ok())
+                .map_or(l, |(_, rest)| rest);
+            l.split(" to '").next().unwrap_or(l)
+        })
+        .collect();
+    let reason = if reason.is_empty() {
+        stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("no reason given")
+            .to_string()
+    } else {
+        reason.join("; ")
+    };
+    let toolchain = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "this toolchain".to_string());
+    let unshipped = reason.contains("404") || reason.contains("not available");
+    let error = Error::build(format!(
+        "rustup cannot install the Rust standard library for {triple} ({toolchain}): {reason}"
+    ));
+    if unshipped {
+        error.with_help(format!(
+            "this Rust release does not ship {triple}; use a release that does (a rust-toolchain.toml naming it), \
+             or build the binary elsewhere and `cargo microimage pack` it"
+        ))
+    } else {
+        error.with_help(format!(
+            "run `rustup target add {triple}` yourself and look at its error"
+        ))
+    }
 }
 
 /// The path prefixes taken out of what the build embeds, and what they become (DESIGN §6):

@@ -14,6 +14,7 @@ mod merge;
 mod multiarch;
 mod openssl;
 mod pack_verify;
+mod platforms;
 mod registry;
 mod release;
 mod reproducible;

@@ -246,7 +246,7 @@ pub struct BuildFlags {
     /// Do not abort the build as soon as there is an error
     #[arg(long, help_heading = "Compilation Options")]
     pub keep_going: bool,
-    /// Image platforms: linux/amd64, linux/arm64, comma-separated or repeated, or `all`
+    /// Image platforms, comma-separated or repeated: linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le; `all` = linux/amd64,linux/arm64; `all-supported` = every one [default: this machine's]
     #[arg(long, value_name = "PLATFORM", help_heading = "Compilation Options")]
     pub platform: Vec<String>,
     /// Rust target triples, as an alternative to --platform
