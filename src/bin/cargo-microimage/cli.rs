@@ -645,6 +645,121 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The `cargo microimage …` command lines of a shell script (YAML `run:`/`script:`
+    /// text): continuation lines joined, cut at the first `|`, `>`, `;` or `&&`, CI
+    /// expressions (`${{ … }}`) and command substitutions (`$(…)`) turned into one word.
+    fn microimage_lines(script: &str) -> Vec<Vec<String>> {
+        let joined = script.replace("\\\n", " ");
+        let mut out = Vec::new();
+        for line in joined.lines() {
+            let Some(at) = line.find("cargo microimage") else {
+                continue;
+            };
+            let mut text = line[at..].to_string();
+            for (open, close) in [("${{", "}}"), ("$(", ")")] {
+                while let Some(start) = text.find(open) {
+                    let end = text[start..]
+                        .find(close)
+                        .map_or(text.len(), |e| start + e + close.len());
+                    text.replace_range(start..end, "VALUE");
+                }
+            }
+            let text = text.split(" # ").next().unwrap_or(&text);
+            let words = shlex::split(text).unwrap_or_else(|| panic!("unbalanced quotes: {text}"));
+            let end = words
+                .iter()
+                .position(|w| {
+                    ["|", ">", ";", "&&", "||"].contains(&w.as_str()) || w.starts_with('>')
+                })
+                .unwrap_or(words.len());
+            out.push(words[..end].to_vec());
+        }
+        out
+    }
+
+    /// Every string in a YAML document (the scripts are among them).
+    fn strings(yaml: &yaml_rust2::Yaml, out: &mut Vec<String>) {
+        use yaml_rust2::Yaml;
+        match yaml {
+            Yaml::String(s) => out.push(s.clone()),
+            Yaml::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            Yaml::Hash(map) => map.iter().for_each(|(k, v)| {
+                strings(k, out);
+                strings(v, out);
+            }),
+            _ => {}
+        }
+    }
+
+    /// The CI recipes in docs/ci are valid YAML, and every `cargo microimage` command in
+    /// them is one this CLI accepts (an explicit subcommand, flags it knows).
+    #[test]
+    fn ci_recipes_parse_and_their_commands_are_accepted() {
+        use clap::FromArgMatches;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ci");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        let mut subcommands = std::collections::BTreeSet::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(docs.len(), 1, "{}", file.display());
+            let mut all = Vec::new();
+            strings(&docs[0], &mut all);
+            let lines: Vec<Vec<String>> = all.iter().flat_map(|s| microimage_lines(s)).collect();
+            assert!(lines.len() >= 2, "{}: {lines:?}", file.display());
+            for words in lines {
+                let args: Vec<OsString> = std::iter::once("cargo-microimage".into())
+                    .chain(words.iter().skip(1).map(Into::into))
+                    .collect();
+                let matches = Cli::command()
+                    .bin_name("cargo microimage")
+                    .try_get_matches_from(normalise(args))
+                    .unwrap_or_else(|e| panic!("{}: {words:?}:\n{e}", file.display()));
+                let cli = Cli::from_arg_matches(&matches).unwrap();
+                assert_ne!(words.get(2).map(String::as_str), None, "{words:?}");
+                subcommands.insert(
+                    format!("{:?}", cli.command)
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+        }
+        // The recipes push by digest per platform and merge at the end.
+        assert!(
+            subcommands.contains("Push") && subcommands.contains("Merge"),
+            "{subcommands:?}"
+        );
+    }
+
+    #[test]
+    fn the_recipe_line_reader_sees_what_the_shell_would_run() {
+        let script = "export X=1\ncargo microimage push \"$IMAGE\" --platform ${{ matrix.platform }} \\\n  --by-digest > out.txt\ncargo microimage merge --push a/b:1 $(cat x) | tee y # note\n";
+        assert_eq!(
+            microimage_lines(script),
+            [
+                vec![
+                    "cargo",
+                    "microimage",
+                    "push",
+                    "$IMAGE",
+                    "--platform",
+                    "VALUE",
+                    "--by-digest"
+                ],
+                vec!["cargo", "microimage", "merge", "--push", "a/b:1", "VALUE"],
+            ]
+        );
+    }
+
     #[test]
     fn jobs() {
         assert!(parse_jobs("4").is_ok());
