@@ -291,7 +291,7 @@ fn verify_accepts_only_runnable_executables_and_says_what_the_rest_are() {
     let t = tmp();
     let d = t.path();
     let be = zig_elf(d, "be", "aarch64_be-linux-musl", &["-static"], START);
-    let i386 = zig_elf(d, "i386", "x86-linux-musl", &["-static"], START);
+    let rv32 = zig_elf(d, "rv32", "riscv32-linux-musl", &["-static"], START);
     let lib = zig_elf(d, "lib.so", "x86_64-linux-musl", &["-shared"], START);
     let object = zig_elf(d, "obj.o", "x86_64-linux-musl", &["-c"], START);
     let fifo = d.join("fifo");
@@ -304,7 +304,7 @@ fn verify_accepts_only_runnable_executables_and_says_what_the_rest_are() {
             &be,
             "aarch64_be (64-bit, big-endian), which no image platform runs",
         ),
-        (&i386, "i386 (32-bit), which no image platform runs"),
+        (&rv32, "riscv (32-bit), which no image platform runs"),
         (&lib, "is an ELF shared library"),
         (&object, "is an ELF relocatable object"),
         (&fifo, "is a named pipe (FIFO)"),

@@ -275,18 +275,16 @@ fn merge_push_of_by_digest_pushes_mounts_blobs_and_both_platforms_run() {
     let home = tmp();
     let t = tmp();
     let both = build("all", &t.path().join("both"));
-    let binary = |triple: &str| shared_target().join(triple).join("release/example-app");
     let host = registry.host();
     let repository = format!("{host}/app");
     // One push per platform, as matrix jobs on two runners do, each pinned by digest.
-    let pinned: Vec<String> = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"]
+    let pinned: Vec<String> = ["linux/amd64", "linux/arm64"]
         .iter()
-        .map(|triple| {
+        .map(|platform| {
             let done = run(pusher(home.path())
-                .args(["microimage", "pack", "--manifest-path"])
-                .arg(repo().join("example-app/Cargo.toml"))
-                .arg(binary(triple))
-                .args(["--push", &repository, "--by-digest"]))
+                .args(["microimage", "push", &repository, "--by-digest", "--locked"])
+                .args(["--platform", platform, "--manifest-path"])
+                .arg(repo().join("example-app/Cargo.toml")))
             .ok();
             done.stdout.trim().to_string()
         })
