@@ -327,12 +327,16 @@ impl Files {
         if path.is_dir() {
             return Ok(Files::Dir(path.to_path_buf()));
         }
-        let file = File::open(path).path_context("opening", path)?;
         let bad = |e: std::io::Error| {
             Error::input(format!("`{label}` is not a readable tar archive: {e}")).with_help(
                 "merge takes OCI layout directories, OCI archives and registry references",
             )
         };
+        // A docker-archive is told apart from its headers alone, before any entry is read.
+        if crate::sinks::is_image_archive(path) && !archive_has(path, "oci-layout") {
+            return Err(docker_archive(label));
+        }
+        let file = File::open(path).path_context("opening", path)?;
         let mut files = HashMap::new();
         let mut archive = tar::Archive::new(file);
         for entry in archive.entries().map_err(bad)? {
@@ -420,6 +424,30 @@ impl Files {
     }
 }
 
+fn docker_archive(label: &str) -> Error {
+    Error::input(format!(
+        "`{label}` is a docker-archive, which holds no OCI manifests to merge"
+    ))
+    .with_help(
+        "write the platform images as OCI layouts or OCI archives (--format oci or oci-archive)",
+    )
+}
+
+/// Whether the tar at `path` has an entry `name` (headers only).
+fn archive_has(path: &Path, name: &str) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut archive = tar::Archive::new(file);
+    let Ok(entries) = archive.entries_with_seek() else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.path()
+            .is_ok_and(|p| p.to_string_lossy().trim_start_matches("./") == name)
+    })
+}
+
 /// Reads an OCI layout or archive: the image of `tag` (or its one image).
 pub fn read_local(path: &Path, tag: Option<&str>) -> Result<SourceImage> {
     let label = match tag {
@@ -434,8 +462,7 @@ pub fn read_local(path: &Path, tag: Option<&str>) -> Result<SourceImage> {
     let files = Files::open(path, &label)?;
     if !files.has("oci-layout") {
         return Err(if files.has("manifest.json") {
-            Error::input(format!("`{label}` is a docker-archive, which holds no OCI manifests to merge"))
-                .with_help("write the platform images as OCI layouts or OCI archives (--format oci or oci-archive)")
+            docker_archive(&label)
         } else {
             Error::input(format!(
                 "`{label}` is not an OCI layout or OCI archive (no oci-layout file)"

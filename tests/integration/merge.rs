@@ -384,6 +384,27 @@ fn merge_push_of_by_digest_pushes_mounts_blobs_and_both_platforms_run() {
     assert_eq!(record["blobs"]["uploaded"], 0);
     assert_eq!(record["blobs"]["mounted"], 0);
 
+    // From a local layout: only what the repository lacks is uploaded (here: nothing, the
+    // by-digest pushes sent the same blobs).
+    let local = run(pusher(home.path())
+        .args([
+            "microimage",
+            "merge",
+            "--message-format",
+            "json",
+            "--push",
+            &format!("{repository}:local"),
+        ])
+        .arg(t.path().join("both")))
+    .ok();
+    let record = first_json(&local.stdout);
+    assert_eq!(record["index_digest"], both.as_str());
+    assert_eq!(record["blobs"]["uploaded"], 0, "{record}");
+    assert!(
+        record["blobs"]["present"].as_u64().unwrap() >= 4,
+        "{record}"
+    );
+
     // To disk: the layers are downloaded; the same index.
     let local = t.path().join("pulled.tar");
     run(pusher(home.path())
