@@ -569,12 +569,7 @@ pub fn inspect_remote(
             oci_client::RegistryOperation::Pull,
         )
         .await?;
-        const ACCEPT: &[&str] = &[
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        ];
+        const ACCEPT: &[&str] = crate::registry::MANIFEST_TYPES;
         let (top, top_digest) = conn
             .pull_manifest_raw(&target, ACCEPT)
             .await
@@ -614,16 +609,7 @@ pub fn inspect_remote(
         for (digest, raw) in manifests {
             let manifest: ImageManifest = parse("manifest", &raw)?;
             let config_digest = manifest.config().digest().to_string();
-            let mut config_raw: Vec<u8> = Vec::new();
-            conn.client
-                .pull_blob(&target, config_digest.as_str(), &mut config_raw)
-                .await
-                .map_err(|e| conn.fail(e))?;
-            if blob::sha256(&config_raw).to_string() != config_digest {
-                return Err(Error::registry(format!(
-                    "the registry sent a config that does not match {config_digest}"
-                )));
-            }
+            let config_raw = conn.pull_checked(&target, &config_digest, "config").await?;
             let config: ImageConfiguration = parse("config", &config_raw)?;
             let layers = manifest
                 .layers()

@@ -269,6 +269,15 @@ fn platform_of(
     })
 }
 
+/// An optional annotation map, sorted (empty when absent).
+fn sorted(annotations: &Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 /// Whether a descriptor's media type is an index (OCI, or a Docker manifest list).
 fn is_index(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageIndex || media_type.to_string() == DOCKER_LIST
@@ -278,28 +287,23 @@ fn is_manifest(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageManifest || media_type.to_string() == DOCKER_MANIFEST
 }
 
-/// The layers of `manifest` (blobs from `blob`) with their diff_ids from `config`.
-fn layers_of(
-    label: &str,
-    manifest: &ImageManifest,
-    config: &ImageConfiguration,
-    mut blob: impl FnMut(&Descriptor) -> Result<Blob>,
-) -> Result<Vec<Layer>> {
+/// A manifest's layers — `blobs`, one per layer descriptor, in order — with their
+/// diff_ids from its `config`.
+fn layers_of(label: &str, blobs: Vec<Blob>, config: &ImageConfiguration) -> Result<Vec<Layer>> {
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
+    if diff_ids.len() != blobs.len() {
         return Err(Error::input(format!(
             "`{label}` is damaged: a manifest has {} layers but its config lists {}",
-            manifest.layers().len(),
+            blobs.len(),
             diff_ids.len()
         )));
     }
-    manifest
-        .layers()
-        .iter()
+    blobs
+        .into_iter()
         .zip(diff_ids)
-        .map(|(d, diff_id)| {
+        .map(|(blob, diff_id)| {
             Ok(Layer {
-                blob: blob(d)?,
+                blob,
                 diff_id: diff_id.parse().map_err(|_| {
                     Error::input(format!(
                         "`{label}`: its config has a bad diff_id `{diff_id}`"
@@ -562,13 +566,13 @@ pub fn read_local(path: &Path, tag: Option<&str>) -> Result<SourceImage> {
             &config.data.to_vec().path_context("reading", path)?,
         )?;
         let platform = platform_of(&label, platform, &config_json)?;
-        let layers = layers_of(&label, &parsed, &config_json, blob)?;
-        let annotations = parsed
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let blobs = parsed
+            .layers()
+            .iter()
+            .map(blob)
+            .collect::<Result<Vec<_>>>()?;
+        let layers = layers_of(&label, blobs, &config_json)?;
+        let annotations = sorted(parsed.annotations());
         Ok((
             Part {
                 platform,
@@ -591,15 +595,7 @@ pub fn read_local(path: &Path, tag: Option<&str>) -> Result<SourceImage> {
             .iter()
             .map(|m| part(m, m.platform().as_ref()).map(|(p, _)| p))
             .collect::<Result<Vec<_>>>()?;
-        (
-            parts,
-            index
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-        )
+        (parts, sorted(index.annotations()))
     } else {
         let (p, annotations) = part(entry, entry.platform().as_ref())?;
         (vec![p], annotations)
@@ -642,12 +638,7 @@ pub fn read_local(path: &Path, tag: Option<&str>) -> Result<SourceImage> {
 
 // ----- registry sources -----
 
-const ACCEPT: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-];
+const ACCEPT: &[&str] = crate::registry::MANIFEST_TYPES;
 
 /// Reads a registry source: manifests and configs; layers downloaded unless the result is
 /// pushed to this same registry (`push_to`).
@@ -699,28 +690,11 @@ pub fn read_remote(
             )
         };
         let kind: serde_json::Value = parse(&label, "manifest", &top)?;
-        let media = |v: &serde_json::Value| {
-            v["mediaType"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| {
-                    if v.get("manifests").is_some() {
-                        MediaType::ImageIndex.to_string()
-                    } else {
-                        MediaType::ImageManifest.to_string()
-                    }
-                })
-        };
         let mut manifests = Vec::new();
         let annotations: BTreeMap<String, String>;
         if kind.get("manifests").is_some() {
             let index: ImageIndex = parse(&label, "image index", &top)?;
-            annotations = index
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            annotations = sorted(index.annotations());
             for m in index.manifests() {
                 let (raw, digest) = conn
                     .pull_manifest_raw(&at(m.digest().as_ref()), ACCEPT)
@@ -738,38 +712,26 @@ pub fn read_remote(
             }
         } else {
             let manifest: ImageManifest = parse(&label, "manifest", &top)?;
-            annotations = manifest
-                .annotations()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            annotations = sorted(manifest.annotations());
             manifests.push((top, None));
         }
         let mut parts = Vec::new();
         for (raw, platform) in manifests {
-            let value: serde_json::Value = parse(&label, "manifest", &raw)?;
-            let manifest_type = MediaType::from(media(&value).as_str());
+            let parsed: ImageManifest = parse(&label, "manifest", &raw)?;
+            // A manifest that does not say its type is an OCI one (the spec's default).
+            let manifest_type = parsed
+                .media_type()
+                .clone()
+                .unwrap_or(MediaType::ImageManifest);
             if !is_manifest(&manifest_type) {
                 return Err(Error::input(format!(
                     "`{label}` holds a {manifest_type} where an image manifest should be"
                 )));
             }
-            let parsed: ImageManifest = parse(&label, "manifest", &raw)?;
             let config_digest = parsed.config().digest().to_string();
-            let mut config_raw: Vec<u8> = Vec::new();
-            conn.client
-                .pull_blob(&target, config_digest.as_str(), &mut config_raw)
-                .await
-                .map_err(|e| conn.fail(e))?;
+            let config_raw = conn.pull_checked(&target, &config_digest, "config").await?;
+            let config_json: ImageConfiguration = parse(&label, "config", &config_raw)?;
             let config = Blob::new(parsed.config().media_type().clone(), config_raw);
-            if config.digest.to_string() != config_digest {
-                return Err(Error::registry(format!(
-                    "the registry sent a config that does not match {config_digest}"
-                )));
-            }
-            let config_json: ImageConfiguration =
-                parse(&label, "config", &config.data.to_vec().unwrap_or_default())?;
             let platform = platform_of(&label, platform.as_ref(), &config_json)?;
             let mut blobs = Vec::new();
             for d in parsed.layers() {
@@ -784,10 +746,7 @@ pub fn read_remote(
                     data,
                 });
             }
-            let mut blobs = blobs.into_iter();
-            let layers = layers_of(&label, &parsed, &config_json, |_| {
-                Ok(blobs.next().expect("one blob per layer"))
-            })?;
+            let layers = layers_of(&label, blobs, &config_json)?;
             parts.push(Part {
                 platform,
                 manifest: Blob::new(manifest_type, raw.to_vec()),

@@ -177,6 +177,26 @@ impl Connection {
             .is_ok_and(|d| d == digest)
     }
 
+    /// A small blob of `image`'s repository (a config), checked against `digest`.
+    pub async fn pull_checked(
+        &self,
+        image: &Reference,
+        digest: &str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let mut data: Vec<u8> = Vec::new();
+        self.client
+            .pull_blob(image, digest, &mut data)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if crate::blob::sha256(&data).to_string() != digest {
+            return Err(Error::registry(format!(
+                "the registry sent a {what} that does not match {digest}"
+            )));
+        }
+        Ok(data)
+    }
+
     /// The one message a user sees for a client error.
     pub fn fail(&self, e: OciDistributionError) -> Error {
         explain(

@@ -20,6 +20,14 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
+/// The manifest media types asked for when reading an image: OCI and Docker indexes and
+/// manifests.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
 /// Registry connection options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
