@@ -117,6 +117,7 @@ struct Job {
     plan: Plan,
     spec: ImageSpec,
     sbom: Vec<sbom::Format>,
+    runtime: settings::Runtime,
     platforms: Vec<&'static Platform>,
     sinks: Vec<Sink>,
 }
@@ -231,7 +232,12 @@ pub fn build(
             annotations: with_git(&plan.annotations, plan.package_root()),
             cwd: &cwd,
         };
-        let settings::Resolved { spec, sbom, .. } = resolve(image, &plan.levels, &cx, shell)?;
+        let settings::Resolved {
+            spec,
+            sbom,
+            runtime,
+            ..
+        } = resolve(image, &plan.levels, &cx, shell)?;
         let platforms = settings::platforms(&request.platforms, &plan.levels)?;
         let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
         let sinks = sinks(
@@ -249,6 +255,7 @@ pub fn build(
             plan,
             spec,
             sbom,
+            runtime,
             platforms,
             sinks,
         });
@@ -286,21 +293,65 @@ pub fn build(
         }
         cache.store(&known);
     }
-    for ((platform, plans), prepared) in targets.iter().zip(&prepared) {
-        let auditable: Vec<bool> = wanted(platform)
+    // What each binary links besides its own code (compiled once per target and cached).
+    let linked = std::thread::scope(|scope| {
+        let work: Vec<_> = targets
             .iter()
-            .map(|&i| jobs[i].spec.auditable)
+            .zip(&prepared)
+            .map(|((platform, _), prepared)| {
+                let jobs = &jobs;
+                let facts = &facts;
+                scope.spawn(move || {
+                    let wanted = wanted(platform);
+                    let requests: Vec<build::runtime::Request> = wanted
+                        .iter()
+                        .map(|&i| build::runtime::Request {
+                            bin: &jobs[i].plan.bin,
+                            runtime: &jobs[i].runtime,
+                            crates: crates_of(&prepared.graph, &jobs[i].plan),
+                        })
+                        .collect();
+                    build::runtime::prepare(
+                        platform,
+                        &requests,
+                        &prepared.toolchain,
+                        facts.toolchain.as_deref(),
+                        &request.cargo,
+                        &jobs[wanted[0]].plan.target_directory,
+                        shell,
+                    )
+                })
+            })
             .collect();
-        let paths = build::build(plans, &auditable, &request.cargo, platform, prepared, shell)?;
-        for (i, path) in wanted(platform).into_iter().zip(paths) {
+        work.into_iter()
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for (((platform, plans), prepared), linked) in targets.iter().zip(&prepared).zip(linked) {
+        let links: Vec<build::Link> = wanted(platform)
+            .iter()
+            .zip(linked)
+            .map(|(&i, runtime)| {
+                let crates = runtime.crates(crates_of(&prepared.graph, &jobs[i].plan));
+                build::Link {
+                    additions: build::wrapper::Additions {
+                        crates: jobs[i].spec.auditable.then_some(crates),
+                        link_args: runtime.args.clone(),
+                        link_key: runtime.key.clone(),
+                    },
+                    runtime: Some(runtime),
+                }
+            })
+            .collect();
+        let paths = build::build(plans, &links, &request.cargo, platform, prepared, shell)?;
+        for ((i, path), link) in wanted(platform).into_iter().zip(paths).zip(links) {
             built[i].push(verified(&path, platform, shell)?);
+            let runtime = link.runtime.as_ref();
             contents[i].push(sbom::Contents {
-                crates: prepared
-                    .graph
-                    .crates
-                    .get(&jobs[i].plan.package_id)
-                    .cloned()
-                    .unwrap_or_default(),
+                crates: runtime.map_or_else(
+                    || crates_of(&prepared.graph, &jobs[i].plan).to_vec(),
+                    |r| r.crates(crates_of(&prepared.graph, &jobs[i].plan)),
+                ),
                 toolchain: facts.toolchain.clone(),
             });
         }
@@ -324,6 +375,15 @@ pub fn build(
             )
         })
         .collect()
+}
+
+/// The crates linked into `plan`'s binary, its package first (empty if unknown).
+fn crates_of<'a>(graph: &'a plan::graph::Graph, plan: &Plan) -> &'a [plan::graph::Crate] {
+    graph
+        .crates
+        .get(&plan.package_id)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// What `pack` takes besides the image and output options.

@@ -146,6 +146,14 @@ impl Platform {
         self.object_arch
     }
 
+    /// x86 or x86_64 (where musl's `memcpy` is a `rep movs` loop; see `build::runtime`).
+    pub fn is_x86(&self) -> bool {
+        matches!(
+            self.object_arch,
+            object::Architecture::X86_64 | object::Architecture::I386
+        )
+    }
+
     /// `linux/amd64`, `linux/arm64/v8`.
     pub fn oci_name(&self) -> String {
         match self.variant {

@@ -12,7 +12,9 @@
 //! Not for: checking the result (see `crate::verify`).
 
 pub mod auditable;
+pub mod runtime;
 pub mod toolchain;
+pub mod wrapper;
 
 use std::ffi::OsString;
 use std::io::BufReader;
@@ -95,12 +97,66 @@ pub fn prepare(
     Ok((prepared, Facts { sysroot, toolchain }))
 }
 
-/// Builds the binaries of `plans` for `platform` in one cargo invocation and returns their
-/// executables, in the order of `plans`. The packages of plans with `auditable` set get
-/// their dependency data linked into their binaries (see [`auditable`]).
+/// How one binary is linked: what the workspace wrapper adds (see [`wrapper`]), and the
+/// runtime it gets, for the Building line.
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    pub additions: wrapper::Additions,
+    pub runtime: Option<runtime::Linked>,
+}
+
+impl Link {
+    fn describe(&self) -> String {
+        self.runtime
+            .as_ref()
+            .map(|r| format!(" {}", r.describe()))
+            .unwrap_or_default()
+    }
+}
+
+/// Builds the binaries of `plans` for `platform` and returns their executables, in the
+/// order of `plans`, linking each with its [`Link`]. Binaries whose links add the same
+/// kinds of things are built by one cargo invocation; others by one each (the workspace
+/// wrapper's name, which cargo hashes into the build, says what is added).
 pub fn build(
     plans: &[&Plan],
-    auditable: &[bool],
+    links: &[Link],
+    options: &CargoOptions,
+    platform: &Platform,
+    prepared: &Prepared,
+    shell: &Shell,
+) -> Result<Vec<PathBuf>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        let key = link.additions.group_key();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    let mut built: Vec<Option<PathBuf>> = vec![None; plans.len()];
+    for (_, members) in groups {
+        let group_plans: Vec<&Plan> = members.iter().map(|&i| plans[i]).collect();
+        let group_links: Vec<&Link> = members.iter().map(|&i| &links[i]).collect();
+        let paths = build_group(
+            &group_plans,
+            &group_links,
+            options,
+            platform,
+            prepared,
+            shell,
+        )?;
+        for (i, path) in members.into_iter().zip(paths) {
+            built[i] = Some(path);
+        }
+    }
+    Ok(built.into_iter().flatten().collect())
+}
+
+/// One cargo invocation for `plans`, whose links add the same kinds of things.
+fn build_group(
+    plans: &[&Plan],
+    links: &[&Link],
     options: &CargoOptions,
     platform: &Platform,
     prepared: &Prepared,
@@ -164,58 +220,38 @@ pub fn build(
     set_rustflags(&mut cmd, &prepared.toolchain.rustflags, &remap_flags(first));
     add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
-    // Held until cargo is done: the data files the wrapper reads.
-    let _audit_data = if auditable.iter().any(|a| *a) {
-        Some(set_up_auditable(&mut cmd, plans, auditable, prepared)?)
+    // Held until cargo is done: the files the wrapper reads.
+    let additions: Vec<&wrapper::Additions> = links.iter().map(|l| &l.additions).collect();
+    let _held = wrapper::set_up(
+        &mut cmd,
+        plans,
+        &additions,
+        prepared.toolchain.workspace_wrapper.as_deref(),
+    )?;
+    let described: Vec<String> = links.iter().map(|l| l.describe()).collect();
+    let names = if described.iter().all(|d| *d == described[0]) {
+        let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
+        format!(
+            "{} for {platform} ({}){}",
+            names.join(", "),
+            platform.triple,
+            described[0]
+        )
     } else {
-        None
+        let names: Vec<String> = plans
+            .iter()
+            .zip(&described)
+            .map(|(p, d)| format!("{} ({})", p.bin, d.trim()))
+            .collect();
+        format!("{} for {platform} ({})", names.join(", "), platform.triple)
     };
-    let names: Vec<&str> = plans.iter().map(|p| p.bin.as_str()).collect();
-    shell.status(
-        "Building",
-        format!("{} for {platform} ({})", names.join(", "), platform.triple),
-    );
+    shell.status("Building", names);
     shell.verbose("Running", format!("{cmd:?}"));
     let built = run_cargo(cmd, plans, platform)?;
     if let Some(libc) = zig_libc {
         libc.mark_built();
     }
     Ok(built)
-}
-
-/// Writes the dependency data of each plan with `auditable` for the wrapper, and makes this
-/// binary cargo's `RUSTC_WORKSPACE_WRAPPER` for the build (a wrapper of the user's runs
-/// inside it). The data lives in a temporary directory of this run, removed when the
-/// returned value is dropped (or on Ctrl-C), so concurrent builds in one target dir never
-/// read each other's data and nothing is left behind.
-fn set_up_auditable(
-    cmd: &mut Command,
-    plans: &[&Plan],
-    auditable: &[bool],
-    prepared: &Prepared,
-) -> Result<(tempfile::TempDir, crate::guard::Temporary)> {
-    let temp = tempfile::Builder::new()
-        .prefix("microimage-auditable-")
-        .tempdir()
-        .map_err(|e| Error::io("creating", &std::env::temp_dir(), e))?;
-    let registered = crate::guard::Temporary::register(temp.path());
-    let dir = temp.path();
-    for (plan, on) in plans.iter().zip(auditable) {
-        let Some(crates) = prepared.graph.crates.get(&plan.package_id).filter(|_| *on) else {
-            continue;
-        };
-        let path = auditable::data_file(dir, &plan.manifest_path);
-        let data = auditable::compressed(crates)?;
-        std::fs::write(&path, data).map_err(|e| Error::io("writing", &path, e))?;
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::build(format!("finding this program's path failed: {e}")))?;
-    cmd.env(auditable::DATA_DIR, dir)
-        .env("RUSTC_WORKSPACE_WRAPPER", exe);
-    if let Some(user) = &prepared.toolchain.workspace_wrapper {
-        cmd.env(auditable::USER_WRAPPER, user);
-    }
-    Ok((temp, registered))
 }
 
 fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {

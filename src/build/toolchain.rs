@@ -204,6 +204,131 @@ fn zig_for(triple: &'static str) -> std::result::Result<ZigWrapper, ZigProblem> 
         .clone()
 }
 
+/// A C compiler for the target, for C code the tool compiles itself (mimalloc, see
+/// `super::runtime`): the one the build would use for the app's C code.
+#[derive(Debug, Clone)]
+pub struct CCompiler {
+    /// What cc-rs is told (`CC_<t>`, `AR_<t>`, …); empty when the user's settings apply.
+    pub env: Vec<(String, std::path::PathBuf)>,
+    /// The compiler and its version: part of the cache key of what it compiles.
+    pub identity: String,
+    /// For messages: `zig 0.17.1`, `x86_64-linux-musl-gcc 12.2.0`.
+    pub name: String,
+}
+
+/// The first line `PROGRAM --version` prints (`CC` values may carry arguments).
+fn version_line(command: &str) -> String {
+    let mut words = command.split_whitespace();
+    let Some(program) = words.next() else {
+        return String::new();
+    };
+    Command::new(program)
+        .args(words)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// The zig version cargo-zigbuild wrote into its wrapper script (it exports it there so
+/// that zig is not asked again), else `zig version` itself.
+fn zig_version(wrapper: &ZigWrapper) -> String {
+    let script = std::fs::read_to_string(&wrapper.cc).unwrap_or_default();
+    let written = script.lines().find_map(|l| {
+        l.strip_prefix("export CARGO_ZIGBUILD_ZIG_VERSION=")
+            .map(|v| v.trim().to_string())
+    });
+    written.unwrap_or_else(|| match cargo_zigbuild::Zig::find_zig() {
+        Ok((program, args)) => Command::new(program)
+            .args(args)
+            .arg("version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    })
+}
+
+/// The C compiler for the target that a build with C code would use: the user's
+/// `CC_<target>`, else `x86_64-linux-musl-gcc` for the native x86_64 target when it is
+/// installed, else zig. `None` when there is none (zig is missing).
+pub fn c_compiler(toolchain: &Toolchain) -> Result<Option<CCompiler>> {
+    let triple = toolchain.platform.triple;
+    if toolchain.user_cc {
+        let cc = std::env::var(format!("CC_{}", under(triple)))
+            .or_else(|_| std::env::var(format!("CC_{triple}")))
+            .unwrap_or_default();
+        return Ok(Some(CCompiler {
+            env: Vec::new(),
+            identity: format!("{cc}: {}", version_line(&cc)),
+            name: cc,
+        }));
+    }
+    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
+    if toolchain.native && on_path(&musl_gcc) {
+        let version = version_line(&musl_gcc);
+        return Ok(Some(CCompiler {
+            env: vec![
+                (format!("CC_{}", under(triple)), musl_gcc.clone().into()),
+                (format!("AR_{}", under(triple)), "ar".into()),
+            ],
+            identity: format!("{musl_gcc}: {version}"),
+            name: musl_gcc,
+        }));
+    }
+    match zig_for(triple) {
+        Ok(wrapper) => {
+            let version = zig_version(&wrapper);
+            Ok(Some(CCompiler {
+                env: vec![
+                    (format!("CC_{}", under(triple)), wrapper.cc.clone()),
+                    (format!("CXX_{}", under(triple)), wrapper.cxx.clone()),
+                    (format!("AR_{}", under(triple)), wrapper.ar.clone()),
+                    (format!("RANLIB_{}", under(triple)), wrapper.ranlib.clone()),
+                ],
+                identity: format!("zig {version}"),
+                name: format!("zig {version}"),
+            }))
+        }
+        Err(ZigProblem::Missing) => Ok(None),
+        Err(ZigProblem::Prepare { zig, error }) => Err(Error::build(format!(
+            "preparing zig ({zig}) for {triple} failed: {error}"
+        ))),
+    }
+}
+
+/// How to get a C compiler for `triple` (for the error or warning when there is none).
+pub fn how_to_get_zig(toolchain: &Toolchain) -> String {
+    let triple = toolchain.platform.triple;
+    format!(
+        "install zig, which cargo-microimage uses as C compiler for musl targets: \
+         `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{} at a C compiler for {triple}",
+        if toolchain.native {
+            ", or install musl-tools for x86_64-linux-musl-gcc"
+        } else {
+            ""
+        },
+        under(triple)
+    )
+}
+
+impl Toolchain {
+    /// The platform this toolchain builds for.
+    pub fn platform(&self) -> &'static Platform {
+        self.platform
+    }
+}
+
 /// Sets zig up ahead of [`configure`] when it will be needed, so that this can run
 /// alongside other targets' work. Errors are left for `configure` to report.
 pub fn warm_up(toolchain: &Toolchain, c_crates: &[String]) {

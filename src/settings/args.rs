@@ -32,6 +32,10 @@ pub struct ImageArgs {
     pub auditable: Option<bool>,
     /// `--sbom FORMATS`.
     pub sbom: Option<String>,
+    /// `--allocator` (a build option: `pack` cannot change a binary's allocator).
+    pub allocator: Option<super::Allocator>,
+    /// `--no-pid1-signals`: `Some(false)` (a build option, like `allocator`).
+    pub pid1_signals: Option<bool>,
 }
 
 /// Parses `KEY=VALUE` (the value may be empty or contain `=`).

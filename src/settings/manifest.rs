@@ -35,6 +35,10 @@ pub struct ImageConfig {
     pub auditable: Option<bool>,
     /// SBOM formats: `spdx`, `cyclonedx`, `spdx,cyclonedx` or `none`.
     pub sbom: Option<String>,
+    /// The allocator `build` links in: `auto`, `mimalloc` or `system`.
+    pub allocator: Option<super::Allocator>,
+    /// Link the PID 1 signal hook into binaries `build` compiles.
+    pub pid1_signals: Option<bool>,
 }
 
 /// `expose = ["8080/tcp", 9090]`: a string or a bare port number (checked by

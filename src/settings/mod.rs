@@ -73,7 +73,69 @@ pub struct Resolved {
     pub spec: ImageSpec,
     /// The SBOMs to attach (default: SPDX).
     pub sbom: Vec<sbom_format::Format>,
+    /// What `build` links into the binary besides its own code.
+    pub runtime: Runtime,
     pub origins: BTreeMap<String, Origin>,
+}
+
+/// `--allocator`, key `allocator` (DESIGN §9): the `malloc` a binary that `build` compiles
+/// gets (see `crate::build::runtime`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocator {
+    /// mimalloc, unless the binary's crates bring an allocator of their own; musl's, with a
+    /// warning, when no C compiler for the target is there to compile mimalloc.
+    #[default]
+    Auto,
+    /// mimalloc, or an error.
+    Mimalloc,
+    /// musl's own malloc: the binary as cargo links it.
+    System,
+}
+
+impl Allocator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Allocator::Auto => "auto",
+            Allocator::Mimalloc => "mimalloc",
+            Allocator::System => "system",
+        }
+    }
+}
+
+impl std::str::FromStr for Allocator {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Allocator> {
+        match s {
+            "auto" => Ok(Allocator::Auto),
+            "mimalloc" => Ok(Allocator::Mimalloc),
+            "system" => Ok(Allocator::System),
+            _ => Err(Error::usage("expected `auto`, `mimalloc` or `system`")),
+        }
+    }
+}
+
+/// What `build` links into a binary besides its own code (DESIGN §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub allocator: Allocator,
+    /// Where `allocator` came from (an explicit `mimalloc` fails where `auto` falls back).
+    pub allocator_origin: Origin,
+    /// The PID 1 signal hook (default on; `--no-pid1-signals`, `pid1-signals = false`).
+    pub pid1_signals: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            allocator: Allocator::Auto,
+            allocator_origin: Origin::Default,
+            pid1_signals: true,
+        }
+    }
 }
 
 /// The value of `key`: the command line's if given, else the highest level that sets it.
@@ -311,6 +373,19 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     let auditable = pick("auditable", args.auditable, levels, |c| c.auditable);
     spec.auditable = auditable.as_ref().is_none_or(|(a, _)| *a);
     note("auditable", auditable.map(|(_, o)| o));
+    let allocator = pick("allocator", args.allocator, levels, |c| c.allocator);
+    let pid1 = pick("pid1-signals", args.pid1_signals, levels, |c| {
+        c.pid1_signals
+    });
+    let runtime = Runtime {
+        allocator: allocator.as_ref().map(|(a, _)| *a).unwrap_or_default(),
+        allocator_origin: allocator
+            .as_ref()
+            .map_or(Origin::Default, |(_, o)| o.clone()),
+        pid1_signals: pid1.as_ref().is_none_or(|(p, _)| *p),
+    };
+    note("allocator", allocator.map(|(_, o)| o));
+    note("pid1-signals", pid1.map(|(_, o)| o));
     spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
     note(
         "source-date-epoch",
@@ -328,6 +403,7 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     Ok(Resolved {
         spec,
         sbom,
+        runtime,
         origins,
     })
 }

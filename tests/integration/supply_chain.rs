@@ -186,7 +186,7 @@ fn example_with_sboms() -> &'static (PathBuf, PathBuf) {
         .ok();
         assert!(
             out.stderr
-                .contains("Attached SPDX 2.3 and CycloneDX 1.5 SBOMs (linux/amd64: 30 crates)"),
+                .contains("Attached SPDX 2.3 and CycloneDX 1.5 SBOMs (linux/amd64: 31 crates)"),
             "{}",
             out.stderr
         );
@@ -202,7 +202,15 @@ fn trivy_finds_the_crates_the_sboms_list_and_both_sboms_validate() {
     let (layout, _) = example_with_sboms();
     let bundle = unpack(layout, "0.1.0");
     let scanned = trivy_crates(&bundle.path().join("bundle/rootfs"));
-    for name in ["ring@", "rustls@", "hyper@", "tokio@", "example-app@0.1.0"] {
+    // mimalloc, which the build linked in, is recorded like any crate.
+    for name in [
+        "ring@",
+        "rustls@",
+        "hyper@",
+        "tokio@",
+        "example-app@0.1.0",
+        "libmimalloc-sys@0.1.49",
+    ] {
         assert!(
             scanned.iter().any(|c| c.starts_with(name)),
             "trivy does not see {name}: {scanned:?}"
@@ -264,6 +272,14 @@ fn trivy_finds_the_crates_the_sboms_list_and_both_sboms_validate() {
         ring["checksums"][0]["algorithm"], "SHA256",
         "Cargo.lock's checksum: {ring}"
     );
+    let mimalloc = spdx_doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "libmimalloc-sys")
+        .unwrap();
+    assert_eq!(mimalloc["versionInfo"], "0.1.49", "{mimalloc}");
+    assert_eq!(mimalloc["licenseDeclared"], "MIT", "{mimalloc}");
     // Other tools still read the layout by tag: the SBOM entries do not get in their way.
     let skopeo = external(
         "skopeo",
@@ -292,12 +308,12 @@ fn a_packed_prebuilt_binary_keeps_its_crates_for_scanners_and_its_sbom() {
         .args(["microimage", "verify", "--message-format", "json"])
         .arg(binary))
     .ok();
-    assert_eq!(first_json(&verified.stdout)["crates"], 30);
+    assert_eq!(first_json(&verified.stdout)["crates"], 31);
     let human = run(tool().args(["microimage", "verify"]).arg(binary)).ok();
     assert!(
         human
             .stdout
-            .contains("static, linux/amd64 (x86_64), 30 crates recorded"),
+            .contains("static, linux/amd64 (x86_64), 31 crates recorded"),
         "{}",
         human.stdout
     );

@@ -268,6 +268,16 @@ pub struct BuildFlags {
     /// Do not record the crates in the binary (cargo-auditable format; on by default)
     #[arg(long, help_heading = "Compilation Options")]
     pub no_auditable: bool,
+    /// The binary's malloc: auto (mimalloc, unless its crates bring an allocator), mimalloc, or system (musl's own) [default: auto]
+    #[arg(
+        long,
+        value_name = "auto|mimalloc|system",
+        help_heading = "Compilation Options"
+    )]
+    pub allocator: Option<microimage::settings::Allocator>,
+    /// Do not link the hook that makes the program stop on SIGTERM, SIGINT and SIGHUP when it runs as PID 1
+    #[arg(long, help_heading = "Compilation Options")]
+    pub no_pid1_signals: bool,
 
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
@@ -430,10 +440,13 @@ impl RegistryFlags {
 }
 
 impl BuildFlags {
-    /// `image`'s IMAGE options with this build's `--no-auditable`.
+    /// `image`'s IMAGE options with this build's `--no-auditable`, `--allocator` and
+    /// `--no-pid1-signals`.
     pub fn image_args(&self, image: &ImageFlags, named: bool) -> Result<ImageArgs> {
         let mut args = image.args(named)?;
         args.auditable = self.no_auditable.then_some(false);
+        args.allocator = self.allocator;
+        args.pid1_signals = self.no_pid1_signals.then_some(false);
         Ok(args)
     }
 
@@ -537,6 +550,8 @@ impl ImageFlags {
             compression: self.compression,
             auditable: None,
             sbom: self.sbom.clone(),
+            allocator: None,
+            pid1_signals: None,
         })
     }
 }

@@ -47,10 +47,11 @@ fn main() -> ExitCode {
         rest.remove(1);
         return run_zig(&ZigCli::parse_from(rest).zig);
     }
-    // cargo runs this binary as its RUSTC_WORKSPACE_WRAPPER to link dependency data in
-    // (`build::auditable`): `cargo-microimage <rustc> <args…>`, only in a build it set up.
-    if std::env::var_os(microimage::build::auditable::DATA_DIR).is_some() && args.len() >= 2 {
-        let code = microimage::build::auditable::wrap(&args);
+    // cargo runs this binary as its RUSTC_WORKSPACE_WRAPPER to add dependency data and the
+    // runtime to the link (`build::wrapper`): `microimage-rustc-<hash> <rustc> <args…>`,
+    // only in a build it set up.
+    if std::env::var_os(microimage::build::wrapper::DATA_DIR).is_some() && args.len() >= 2 {
+        let code = microimage::build::wrapper::wrap(&args);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = cli::parse(args);

@@ -1,0 +1,191 @@
+//! cargo-microimage's runtime object: compiled by `rustc --emit=obj` for the image's target
+//! and linked into the final link of binaries that `cargo microimage build` compiles, before
+//! the C library (`-l static:+verbatim=microimage_rt.o`), so its definitions win over musl's.
+//! Nothing here runs unless a part is compiled in (`--cfg`):
+//!
+//! - `microimage_pid1`: when the process is PID 1 — the program of a container, where the
+//!   kernel delivers no signal whose action is the default — SIGHUP, SIGINT and SIGTERM get
+//!   a handler that ends the process as the default action would outside a container, with
+//!   exit status 128 + the signal. A program that installs its own handlers later replaces
+//!   this one (and one that chains to the previous handler, as signal-hook does, finds that
+//!   this one does nothing once replaced).
+//! - `microimage_mem`: `memcpy` and `memmove` for x86 and x86_64 that are fast for small
+//!   copies. musl's are `rep movs` loops, whose start-up costs tens of cycles per call;
+//!   allocation-heavy Rust code makes millions of small copies.
+//!
+//! `no_std`, no `core` function called (the object may only need the C library), and
+//! `no_builtins` so that the copy loops are not turned back into calls to `memcpy`.
+#![no_std]
+#![no_builtins]
+
+#[cfg(microimage_pid1)]
+mod pid1 {
+    extern "C" {
+        fn getpid() -> i32;
+        fn signal(sig: i32, handler: usize) -> usize;
+        fn sigaction(sig: i32, act: *const u8, old: *mut u8) -> i32;
+        fn _exit(code: i32) -> !;
+    }
+
+    const SIG_IGN: usize = 1;
+    /// SIGHUP, SIGINT, SIGTERM (the same numbers on every Linux platform in the table).
+    const SIGNALS: [i32; 3] = [1, 2, 15];
+
+    /// What `cargo microimage verify` looks for to tell that a binary has this hook.
+    #[used]
+    static MARKER: [u8; 32] = *b"cargo-microimage: pid1-signals 1";
+
+    extern "C" fn on_signal(sig: i32) {
+        // A handler installed after this one may still call it (signal-hook calls the
+        // handler it replaced): act only while this one is the installed handler. The
+        // buffer is larger than any libc's `struct sigaction`; its first field is the
+        // handler.
+        let mut old = core::mem::MaybeUninit::<[usize; 64]>::uninit();
+        unsafe {
+            if sigaction(sig, core::ptr::null(), old.as_mut_ptr() as *mut u8) == 0
+                && old.assume_init_ref()[0] != on_signal as *const () as usize
+            {
+                return;
+            }
+            _exit(128 + sig)
+        }
+    }
+
+    extern "C" fn init() {
+        unsafe {
+            // Keeps the marker in the linked binary.
+            core::ptr::read_volatile(&MARKER[0]);
+            if getpid() != 1 {
+                return;
+            }
+            for sig in SIGNALS {
+                // A signal the container was started with ignored stays ignored.
+                if signal(sig, on_signal as *const () as usize) == SIG_IGN {
+                    signal(sig, SIG_IGN);
+                }
+            }
+        }
+    }
+
+    /// Run by the C library's start-up code before `main`.
+    #[used]
+    #[link_section = ".init_array"]
+    static INIT: extern "C" fn() = init;
+}
+
+#[cfg(microimage_mem)]
+pub mod mem {
+    use core::ptr::{read_unaligned as load, write_unaligned as store};
+
+    /// 16 bytes: one SSE2 load or store.
+    type V = u128;
+    /// Above this, `rep movsb` (fast on CPUs with ERMS/FSRM, which long copies pay off on).
+    const LARGE: usize = 2048;
+
+    /// Copies `n <= 32` bytes. Every load happens before any store, so the ranges may overlap.
+    #[inline(always)]
+    unsafe fn small(d: *mut u8, s: *const u8, n: usize) {
+        if n >= 16 {
+            let a: V = load(s as *const V);
+            let b: V = load(s.add(n - 16) as *const V);
+            store(d as *mut V, a);
+            store(d.add(n - 16) as *mut V, b);
+        } else if n >= 8 {
+            let a: u64 = load(s as *const u64);
+            let b: u64 = load(s.add(n - 8) as *const u64);
+            store(d as *mut u64, a);
+            store(d.add(n - 8) as *mut u64, b);
+        } else if n >= 4 {
+            let a: u32 = load(s as *const u32);
+            let b: u32 = load(s.add(n - 4) as *const u32);
+            store(d as *mut u32, a);
+            store(d.add(n - 4) as *mut u32, b);
+        } else if n > 0 {
+            let a = *s;
+            let b = *s.add(n / 2);
+            let c = *s.add(n - 1);
+            *d = a;
+            *d.add(n / 2) = b;
+            *d.add(n - 1) = c;
+        }
+    }
+
+    /// Copies `n > 32` bytes front to back, 32 at a time, the last 32 loaded first and
+    /// stored last. Correct for overlapping ranges when `d` is below `s`: a store only ever
+    /// reaches source bytes that were loaded already.
+    #[inline(always)]
+    unsafe fn forward(d: *mut u8, s: *const u8, n: usize) {
+        let ta: V = load(s.add(n - 32) as *const V);
+        let tb: V = load(s.add(n - 16) as *const V);
+        let mut i = 0;
+        while i + 32 < n {
+            let a: V = load(s.add(i) as *const V);
+            let b: V = load(s.add(i + 16) as *const V);
+            store(d.add(i) as *mut V, a);
+            store(d.add(i + 16) as *mut V, b);
+            i += 32;
+        }
+        store(d.add(n - 32) as *mut V, ta);
+        store(d.add(n - 16) as *mut V, tb);
+    }
+
+    /// Copies `n > 32` bytes back to front, the first 32 loaded first and stored last:
+    /// for overlapping ranges where `d` is above `s`.
+    #[inline(always)]
+    unsafe fn backward(d: *mut u8, s: *const u8, n: usize) {
+        let ha: V = load(s as *const V);
+        let hb: V = load(s.add(16) as *const V);
+        let mut i = n;
+        while i > 32 {
+            let a: V = load(s.add(i - 32) as *const V);
+            let b: V = load(s.add(i - 16) as *const V);
+            store(d.add(i - 32) as *mut V, a);
+            store(d.add(i - 16) as *mut V, b);
+            i -= 32;
+        }
+        store(d as *mut V, ha);
+        store(d.add(16) as *mut V, hb);
+    }
+
+    /// Copies front to back, byte by byte as the architecture defines it (so also for
+    /// overlapping ranges with `d` below `s`).
+    #[inline(always)]
+    unsafe fn rep_movsb(d: *mut u8, s: *const u8, n: usize) {
+        core::arch::asm!(
+            "rep movsb",
+            inout("cx") n => _,
+            inout("di") d => _,
+            inout("si") s => _,
+            options(nostack, preserves_flags)
+        );
+    }
+
+    #[cfg_attr(not(test), no_mangle)]
+    pub unsafe extern "C" fn memcpy(d: *mut u8, s: *const u8, n: usize) -> *mut u8 {
+        if n <= 32 {
+            small(d, s, n);
+        } else if n <= LARGE {
+            forward(d, s, n);
+        } else {
+            rep_movsb(d, s, n);
+        }
+        d
+    }
+
+    #[cfg_attr(not(test), no_mangle)]
+    pub unsafe extern "C" fn memmove(d: *mut u8, s: *const u8, n: usize) -> *mut u8 {
+        if n <= 32 {
+            small(d, s, n);
+        } else if (d as usize).wrapping_sub(s as usize) >= n {
+            // `d` below `s`, or no overlap.
+            if n <= LARGE {
+                forward(d, s, n);
+            } else {
+                rep_movsb(d, s, n);
+            }
+        } else {
+            backward(d, s, n);
+        }
+        d
+    }
+}
