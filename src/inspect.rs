@@ -73,6 +73,17 @@ pub struct PlatformReport {
     pub config: RunConfig,
     /// SBOMs and other artifacts whose subject is this platform's manifest.
     pub attached: Vec<AttachedReport>,
+    /// The entrypoint's binary, when it was found in the layers (local images only).
+    pub binary: Option<BinaryReport>,
+}
+
+/// The program the image runs (its `Entrypoint`), read from the layers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryReport {
+    pub path: String,
+    pub size: u64,
+    /// Its `malloc`, and whether cargo-microimage's PID 1 signal hook is in it.
+    pub runtime: crate::verify::Runtime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,19 +419,30 @@ fn platform_report(store: &Store, manifest_digest: &str) -> Result<PlatformRepor
     let manifest: ImageManifest = parse("manifest", &store.blob(manifest_digest)?)?;
     let config_digest = manifest.config().digest().to_string();
     let config: ImageConfiguration = parse("config", &store.blob(&config_digest)?)?;
+    let program = entrypoint(&config);
     let mut layers = Vec::new();
+    let mut binary = None;
     for l in manifest.layers() {
         let digest = l.digest().to_string();
         let data = store.blob(&digest)?;
-        layers.push(layer_report(&digest, l.media_type().to_string(), &data)?);
+        let (layer, found) = layer_report(
+            &digest,
+            l.media_type().to_string(),
+            &data,
+            program.as_deref(),
+        )?;
+        layers.push(layer);
+        binary = found.or(binary);
     }
-    Ok(summarise(
+    let mut report = summarise(
         Some(manifest_digest.to_string()),
         config_digest,
         manifest.config().size(),
         &config,
         layers,
-    ))
+    );
+    report.binary = binary;
+    Ok(report)
 }
 
 fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Result<Report> {
@@ -455,13 +477,22 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
             .ok_or_else(|| Error::input(format!("the docker-archive is missing {}", e.config)))?;
         let config_digest = blob::sha256(&raw).to_string();
         let config: ImageConfiguration = parse("config", &raw)?;
+        let program = entrypoint(&config);
         let mut layers = Vec::new();
+        let mut binary = None;
         for name in &e.layers {
             let data = store
                 .get(name)
                 .ok_or_else(|| Error::input(format!("the docker-archive is missing {name}")))?;
             let digest = blob::sha256(&data).to_string();
-            layers.push(layer_report(&digest, "application/x-tar".into(), &data)?);
+            let (layer, found) = layer_report(
+                &digest,
+                "application/x-tar".into(),
+                &data,
+                program.as_deref(),
+            )?;
+            layers.push(layer);
+            binary = found.or(binary);
         }
         report.tags.extend(
             e.repo_tags
@@ -469,13 +500,9 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
                 .filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string())),
         );
         report.names.extend(e.repo_tags);
-        report.platforms.push(summarise(
-            None,
-            config_digest,
-            raw.len() as u64,
-            &config,
-            layers,
-        ));
+        let mut platform = summarise(None, config_digest, raw.len() as u64, &config, layers);
+        platform.binary = binary;
+        report.platforms.push(platform);
     }
     if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
         return Err(no_such_tag(&report.location, w, &all_tags));
@@ -483,7 +510,21 @@ fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Resu
     Ok(report)
 }
 
-fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerReport> {
+/// The path of the program the image runs (the entrypoint's first word), without the
+/// leading `/`, as tar entries name it.
+fn entrypoint(config: &ImageConfiguration) -> Option<String> {
+    let c = config.config().as_ref()?;
+    let first = c.entrypoint().as_ref()?.first()?;
+    Some(first.trim_start_matches('/').to_string()).filter(|p| !p.is_empty())
+}
+
+/// A layer's report, and the program at `program` if the layer holds it (a regular file).
+fn layer_report(
+    digest: &str,
+    media_type: String,
+    data: &[u8],
+    program: Option<&str>,
+) -> Result<(LayerReport, Option<BinaryReport>)> {
     let bad = |e: std::io::Error| Error::input(format!("layer {digest} cannot be read: {e}"));
     // By content, not media type: docker-archives hold plain tars whatever they say.
     let compression = if data.starts_with(&[0x1f, 0x8b]) {
@@ -503,14 +544,32 @@ fn layer_report(digest: &str, media_type: String, data: &[u8]) -> Result<LayerRe
         }
         None => data.to_vec(),
     };
-    let files = tar::Archive::new(&tar[..]).entries().map_err(bad)?.count();
-    Ok(LayerReport {
+    let mut files = 0;
+    let mut binary = None;
+    let mut archive = tar::Archive::new(&tar[..]);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        files += 1;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").trim_start_matches('/');
+        if Some(name) == program && entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(bad)?;
+            binary = Some(BinaryReport {
+                path: format!("/{name}"),
+                size: bytes.len() as u64,
+                runtime: crate::verify::runtime_of_bytes(&bytes),
+            });
+        }
+    }
+    let layer = LayerReport {
         digest: digest.to_string(),
         media_type,
         size: data.len() as u64,
         uncompressed_size: Some(tar.len() as u64),
         files: Some(files),
-    })
+    };
+    Ok((layer, binary))
 }
 
 fn summarise(
@@ -529,6 +588,7 @@ fn summarise(
     exposed_ports.sort();
     PlatformReport {
         attached: Vec::new(),
+        binary: None,
         platform,
         manifest_digest,
         config_digest,
@@ -743,6 +803,15 @@ pub fn render(report: &Report) -> String {
                 human_size(l.size),
                 l.uncompressed_size.map_or("?".to_string(), human_size),
                 l.files.map_or("?".to_string(), |f| f.to_string())
+            );
+        }
+        if let Some(b) = &p.binary {
+            let _ = writeln!(
+                s,
+                "  Binary:     {} ({}): {}",
+                b.path,
+                human_size(b.size),
+                b.runtime.describe()
             );
         }
         let c = &p.config;

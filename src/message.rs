@@ -191,6 +191,10 @@ pub struct BinaryVerified {
     pub size: u64,
     /// The crates its dependency data (cargo-auditable's `.dep-v0`) records, if it has any.
     pub crates: Option<usize>,
+    /// Its `malloc`: `mimalloc`, `jemalloc`, `musl`, `glibc` or `unknown` (when it is ELF).
+    pub allocator: Option<crate::verify::Allocator>,
+    /// Whether cargo-microimage's PID 1 signal hook is linked in (when it is ELF).
+    pub pid1_signals: Option<bool>,
     /// Whether it can go into an image.
     pub ok: bool,
     /// Why not, when it cannot.

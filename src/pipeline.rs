@@ -436,6 +436,10 @@ pub fn pack(
             )));
         }
         shell.status("Verified", describe(path, platform, verdict.size));
+        // pack cannot change a prebuilt binary's allocator, but it can say what it costs.
+        if let Some(warning) = verify::runtime_of(&verdict).warning(path) {
+            shell.warn(warning);
+        }
         binaries.push(PlatformBinary::verified(&verdict, platform));
     }
     if let Some(missing) = request

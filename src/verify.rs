@@ -19,6 +19,8 @@ use std::sync::Arc;
 use object::read::elf::{Dyn, ElfFile, FileHeader, ProgramHeader};
 use object::{elf, Endianness, FileKind, ReadCache, ReadRef};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 
@@ -399,6 +401,162 @@ where
         }
     }
     None
+}
+
+/// The `malloc` a binary carries, as its read-only data tells: each allocator leaves its
+/// own message strings there, and musl and glibc theirs (`strerror`'s table, the malloc
+/// tunables). Stripping does not remove them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocator {
+    Mimalloc,
+    Jemalloc,
+    /// musl's own (mallocng): a musl binary with none of the above.
+    Musl,
+    /// glibc's (a static glibc binary).
+    Glibc,
+    /// None of the above could be told.
+    Unknown,
+}
+
+impl Allocator {
+    /// For people: `mimalloc`, `musl's malloc`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Allocator::Mimalloc => "mimalloc",
+            Allocator::Jemalloc => "jemalloc",
+            Allocator::Musl => "musl's malloc",
+            Allocator::Glibc => "glibc's malloc",
+            Allocator::Unknown => "unknown malloc",
+        }
+    }
+}
+
+/// What a binary carries at run time besides its own code (see `crate::build::runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub allocator: Allocator,
+    /// cargo-microimage's PID 1 signal hook is linked in.
+    pub pid1_signals: bool,
+}
+
+impl Runtime {
+    /// `mimalloc, PID 1 signal hook`.
+    pub fn describe(&self) -> String {
+        let hook = if self.pid1_signals {
+            ", PID 1 signal hook"
+        } else {
+            ""
+        };
+        format!("{}{hook}", self.allocator.describe())
+    }
+
+    /// The warning for a binary that carries musl's own malloc (`verify`, `pack`).
+    pub fn warning(&self, path: &Path) -> Option<String> {
+        (self.allocator == Allocator::Musl).then(|| {
+            format!(
+                "`{}` uses musl's own malloc, with which allocation-heavy code runs several times slower than on \
+                 glibc (3-9x, measured: README, \"Runtime parity\"); `cargo microimage build` links mimalloc in by \
+                 default, or give the program a global allocator such as the `mimalloc` crate",
+                path.display()
+            )
+        })
+    }
+}
+
+/// The strings that tell them apart.
+const MIMALLOC: &[u8] = b"mimalloc: ";
+const JEMALLOC: &[u8] = b"<jemalloc>";
+const MUSL: &[u8] = b"No error information";
+const GLIBC: &[u8] = b"glibc.malloc.";
+/// In `templates/runtime/rt.rs`.
+const HOOK: &[u8] = b"cargo-microimage: pid1-signals";
+/// At most this much read-only data is read (a binary with gigabytes of embedded data
+/// keeps its allocator's strings among the first of it).
+const SCAN_LIMIT: u64 = 256 << 20;
+
+/// The read-only data of an ELF file (its `.rodata*` sections; without section headers,
+/// the whole file), as (offset, length) ranges.
+fn read_only_ranges<'data, R: ReadRef<'data>>(data: R, size: u64) -> Vec<(u64, u64)> {
+    use object::{Object, ObjectSection};
+    let ranges: Vec<(u64, u64)> = match object::File::parse(data) {
+        Ok(file) => file
+            .sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".rodata")))
+            .filter_map(|s| s.file_range())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if ranges.is_empty() {
+        vec![(0, size)]
+    } else {
+        ranges
+    }
+}
+
+/// Scans `ranges` through `read_at` (a step at a time, overlapping by a pattern's length).
+fn scan(ranges: &[(u64, u64)], read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
+    let patterns = [MIMALLOC, JEMALLOC, MUSL, GLIBC, HOOK];
+    let finders: Vec<memchr::memmem::Finder> =
+        patterns.iter().map(memchr::memmem::Finder::new).collect();
+    let mut found = [false; 5];
+    let overlap = patterns.iter().map(|p| p.len()).max().unwrap_or(0) as u64;
+    let mut budget = SCAN_LIMIT;
+    let mut buf = vec![0u8; 1 << 20];
+    for &(start, len) in ranges {
+        let mut at = start;
+        let end = start + len.min(budget);
+        while at < end && !found.iter().all(|f| *f) {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let n = read_at(at, &mut buf[..want]);
+            if n == 0 {
+                break;
+            }
+            for (f, finder) in found.iter_mut().zip(&finders) {
+                *f |= finder.find(&buf[..n]).is_some();
+            }
+            let step = (n as u64).saturating_sub(overlap).max(1);
+            if at + n as u64 >= end {
+                break;
+            }
+            at += step;
+        }
+        budget = budget.saturating_sub(len);
+    }
+    let allocator = if found[0] {
+        Allocator::Mimalloc
+    } else if found[1] {
+        Allocator::Jemalloc
+    } else if found[3] {
+        Allocator::Glibc
+    } else if found[2] {
+        Allocator::Musl
+    } else {
+        Allocator::Unknown
+    };
+    Runtime {
+        allocator,
+        pid1_signals: found[4],
+    }
+}
+
+/// What the binary behind `verdict` carries at run time, read from the file it checked.
+pub fn runtime_of(verdict: &Verdict) -> Runtime {
+    use std::os::unix::fs::FileExt;
+    let file = &*verdict.file;
+    let ranges = read_only_ranges(&ReadCache::new(file), verdict.size);
+    scan(&ranges, &mut |at, buf| file.read_at(buf, at).unwrap_or(0))
+}
+
+/// The same for a binary held in memory (one read from an image's layer).
+pub fn runtime_of_bytes(data: &[u8]) -> Runtime {
+    let ranges = read_only_ranges(data, data.len() as u64);
+    scan(&ranges, &mut |at, buf| {
+        let from = (at as usize).min(data.len());
+        let n = buf.len().min(data.len() - from);
+        buf[..n].copy_from_slice(&data[from..from + n]);
+        n
+    })
 }
 
 /// Checks that `path` is static and built for `expected`; the error names both.

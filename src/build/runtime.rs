@@ -91,13 +91,22 @@ impl Choice {
     }
 }
 
-/// The allocator crate among `crates` (the binary's package first, which is not counted).
+/// The allocator crate among `crates` (the binary's package first, which is not counted):
+/// one the package depends on directly if there is one (`tikv-jemallocator`, rather than
+/// the `tikv-jemalloc-sys` under it).
 pub fn own_allocator(crates: &[Crate]) -> Option<&str> {
-    crates
-        .iter()
-        .skip(1)
+    let is_allocator = |c: &&Crate| ALLOCATOR_CRATES.contains(&c.name.as_str());
+    let direct = crates.first().into_iter().flat_map(|root| {
+        root.dependencies
+            .iter()
+            .filter_map(|&i| crates.get(i))
+            .filter(|&c| !std::ptr::eq(c, root))
+    });
+    direct
+        .filter(is_allocator)
+        .chain(crates.iter().skip(1).filter(is_allocator))
         .map(|c| c.name.as_str())
-        .find(|n| ALLOCATOR_CRATES.contains(n))
+        .next()
 }
 
 /// What `allocator` means for a binary with `crates`.

@@ -22,7 +22,12 @@ pub fn shared_target() -> PathBuf {
 
 /// The tool, with a clean environment for assertions on stderr.
 pub fn tool() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-microimage"));
+    tool_at(Path::new(env!("CARGO_BIN_EXE_cargo-microimage")))
+}
+
+/// A copy of the tool at `program`, with the environment of [`tool`].
+pub fn tool_at(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("RUST_BACKTRACE")
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("RUSTFLAGS")

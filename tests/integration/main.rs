@@ -19,6 +19,7 @@ mod registry;
 mod release;
 mod reproducible;
 mod round_trips;
+mod runtime;
 mod rustup_target;
 mod scale;
 mod supply_chain;

@@ -129,6 +129,23 @@ fn both_platforms_run_under_podman_and_answer_alike() {
     amd.as_object_mut().unwrap().remove("arch");
     arm.as_object_mut().unwrap().remove("arch");
     assert_eq!(amd, arm);
+    // mimalloc serves the allocations on both (ring's C code included): it prints its
+    // statistics at exit when asked.
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let out = podman
+            .run_oci(
+                layout,
+                TAG,
+                &["--platform", platform, "-e", "MIMALLOC_SHOW_STATS=1"],
+                &["--check"],
+            )
+            .ok();
+        assert!(
+            out.stderr.contains("committed") && out.stderr.contains("peak rss"),
+            "{platform}: no mimalloc statistics:\n{}",
+            out.stderr
+        );
+    }
 }
 
 /// The binaries `build` left in the shared target dir.
@@ -157,18 +174,19 @@ fn pack_of_the_same_binaries_gives_the_same_index() {
     .ok();
     let (_, packed) = result_line(&out.stdout);
     assert_eq!(packed, built);
-    // Both carry their dependency data (arm64 linked by zig): the same 30 crates.
+    // Both carry their dependency data (arm64 linked by zig): the same 31 crates, with
+    // mimalloc's; and mimalloc and the PID 1 hook.
     for bin in &bins {
-        let verified = run(tool()
-            .args(["microimage", "verify", "--message-format", "json"])
-            .arg(bin))
-        .ok();
-        assert_eq!(
-            first_json(&verified.stdout)["crates"],
-            30,
-            "{}",
-            bin.display()
+        let verified = first_json(
+            &run(tool()
+                .args(["microimage", "verify", "--message-format", "json"])
+                .arg(bin))
+            .ok()
+            .stdout,
         );
+        assert_eq!(verified["crates"], 31, "{}", bin.display());
+        assert_eq!(verified["allocator"], "mimalloc", "{}", bin.display());
+        assert_eq!(verified["pid1_signals"], true, "{}", bin.display());
     }
 }
 
@@ -256,7 +274,8 @@ fn pure_rust_links_for_arm64_with_rust_lld_and_runs_under_qemu() {
         .run_oci(&layout, "1.2.3", &["--platform", "linux/arm64"], &[])
         .ok();
     assert_eq!(out.stdout.trim(), "hello from hello [\"x\"] (aarch64)");
-    // Linked by rust-lld alone, it still carries its dependency data.
+    // Linked by rust-lld alone, it still carries its dependency data, and mimalloc
+    // (compiled by zig: pure Rust needs no C compiler, mimalloc does) with the PID 1 hook.
     let verified = run(tool().args(["microimage", "verify"]).arg(
         target
             .path()
@@ -264,9 +283,9 @@ fn pure_rust_links_for_arm64_with_rust_lld_and_runs_under_qemu() {
     ))
     .ok();
     assert!(
-        verified
-            .stdout
-            .contains("static, linux/arm64 (aarch64), 1 crate recorded"),
+        verified.stdout.contains(
+            "static, linux/arm64 (aarch64), 2 crates recorded, mimalloc, PID 1 signal hook"
+        ),
         "{}",
         verified.stdout
     );

@@ -294,6 +294,12 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
             }
             Err(_) => None,
         };
+        let runtime = verdict.as_ref().ok().map(verify::runtime_of);
+        if let (Some(runtime), Ok(Ok(_))) = (&runtime, &checked) {
+            if let Some(warning) = runtime.warning(path) {
+                shell.warn(warning);
+            }
+        }
         if out.json {
             let problem = match (&verdict, &checked) {
                 (Err(e), _) | (_, Ok(Err(e))) => Some(e.message().to_string()),
@@ -309,6 +315,8 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
                     needed: v.needed.clone(),
                     size: v.size,
                     crates,
+                    allocator: runtime.map(|r| r.allocator),
+                    pid1_signals: runtime.map(|r| r.pid1_signals),
                     ok: problem.is_none(),
                     problem,
                 },
@@ -321,6 +329,8 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
                     needed: Vec::new(),
                     size: 0,
                     crates: None,
+                    allocator: None,
+                    pid1_signals: None,
                     ok: false,
                     problem,
                 },
@@ -331,8 +341,11 @@ fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result
                 Some(n) => format!(", {n} crate{} recorded", if n == 1 { "" } else { "s" }),
                 None => ", no dependency data".to_string(),
             };
+            let runtime = runtime
+                .map(|r| format!(", {}", r.describe()))
+                .unwrap_or_default();
             let state = match (&checked, v.is_static()) {
-                (Ok(Ok(p)), _) => format!("static, {p} ({}){recorded}", v.machine),
+                (Ok(Ok(p)), _) => format!("static, {p} ({}){recorded}{runtime}", v.machine),
                 (_, false) => format!("NOT static ({})", v.machine),
                 _ => format!("cannot run in an image ({})", v.machine),
             };

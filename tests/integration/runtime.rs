@@ -1,0 +1,416 @@
+//! Runtime parity (DESIGN §9): what `build` links into a binary besides its code, seen from
+//! outside — mimalloc serving the allocations (its own statistics), the copy routines
+//! checked against a byte-by-byte copy, the PID 1 hook under `podman stop`, a program's own
+//! SIGTERM handler still in charge, nothing changed outside PID 1, musl's malloc kept on
+//! request or when a crate brings its own allocator, and the failures without a C compiler
+//! or offline. example-app (ring) under podman on amd64 and arm64 is in `multiarch.rs`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use serde_json::Value;
+
+/// The runtime-probe fixture built with the defaults (`--workspace`: `probe` and
+/// `graceful`) into `DIR/<bin>`: (fixture copy, DIR, stdout, stderr).
+fn probes() -> &'static (PathBuf, PathBuf, String, String) {
+    static BUILT: OnceLock<(PathBuf, PathBuf, String, String)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = fixture("runtime-probe").keep();
+        let out_dir = tmp().keep().join("probes");
+        let out = run(tool()
+            .current_dir(&dir)
+            .args(["microimage", "build", "--locked", "--workspace", "-o"])
+            .arg(&out_dir))
+        .ok();
+        (dir, out_dir, out.stdout, out.stderr)
+    })
+}
+
+/// The digest `build` printed for `bin`.
+fn digest_of(stdout: &str, bin: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.contains(&format!("/{bin}:")))
+        .map(|l| result_line(l).1)
+        .unwrap_or_else(|| panic!("no line for {bin} in {stdout}"))
+}
+
+fn binary(name: &str) -> PathBuf {
+    shared_target()
+        .join("x86_64-unknown-linux-musl/release")
+        .join(name)
+}
+
+fn verify_json(path: &Path) -> Value {
+    first_json(
+        &run(tool()
+            .args(["microimage", "verify", "--message-format", "json"])
+            .arg(path))
+        .ok()
+        .stdout,
+    )
+}
+
+/// Starts `oci:LAYOUT:TAG ARGS` detached, waits for its `ready` line, then stops it with
+/// `podman stop -t TIMEOUT`: (exit code, seconds the stop took, logs).
+fn stop_in_podman(
+    podman: &Podman,
+    layout: &Path,
+    timeout: u32,
+    args: &[&str],
+) -> (i64, f64, String) {
+    let name = format!(
+        "microimage-stop-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    );
+    podman.forget_later(&format!("localhost{}:0.1.0", layout.display()));
+    run(podman
+        .command()
+        .args(["run", "-d", "--name", &name])
+        .arg(format!("oci:{}:0.1.0", layout.display()))
+        .args(args))
+    .ok();
+    let started = Instant::now();
+    let logs = || run(podman.command().args(["logs", &name])).stdout;
+    while !logs().contains("ready") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never ready: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = Instant::now();
+    run(podman
+        .command()
+        .args(["stop", "-t", &timeout.to_string(), &name]))
+    .ok();
+    let took = t.elapsed().as_secs_f64();
+    let code = run(podman
+        .command()
+        .args(["inspect", &name, "--format", "{{.State.ExitCode}}"]))
+    .ok()
+    .stdout
+    .trim()
+    .parse()
+    .unwrap();
+    let out = logs();
+    run(podman.command().args(["rm", "-f", &name]));
+    (code, took, out)
+}
+
+#[test]
+fn the_default_links_mimalloc_and_the_hook_and_both_work_under_podman() {
+    let (_, dir, _, stderr) = probes();
+    assert!(
+        stderr.contains(
+            "Building graceful, probe for linux/amd64 (x86_64-unknown-linux-musl) with mimalloc and the PID 1 signal hook"
+        ),
+        "{stderr}"
+    );
+    let verified = verify_json(&binary("probe"));
+    assert_eq!(verified["allocator"], "mimalloc", "{verified}");
+    assert_eq!(verified["pid1_signals"], true, "{verified}");
+    // inspect reads the same from the image's layer.
+    let inspect = first_json(
+        &run(tool()
+            .args(["microimage", "inspect", "--message-format", "json"])
+            .arg(dir.join("probe")))
+        .ok()
+        .stdout,
+    );
+    let runtime = &inspect["platforms"][0]["binary"]["runtime"];
+    assert_eq!(runtime["allocator"], "mimalloc", "{inspect}");
+    assert_eq!(runtime["pid1_signals"], true, "{inspect}");
+
+    let podman = Podman::new();
+    // The copy routines linked in on x86_64, against a byte-by-byte copy.
+    let checked = podman
+        .run_oci(&dir.join("probe"), "0.1.0", &[], &["memcheck"])
+        .ok();
+    assert!(
+        checked.stdout.contains("memcpy and memmove ok"),
+        "{}",
+        checked.stdout
+    );
+    // mimalloc serves the allocations: it prints its statistics when asked.
+    let stats = podman
+        .run_oci(
+            &dir.join("probe"),
+            "0.1.0",
+            &["-e", "MIMALLOC_SHOW_STATS=1"],
+            &["alloc"],
+        )
+        .ok();
+    assert!(
+        stats.stdout.contains("allocated 100000 strings"),
+        "{}",
+        stats.stdout
+    );
+    assert!(
+        stats.stderr.contains("committed") && stats.stderr.contains("peak rss"),
+        "no mimalloc statistics:\n{}",
+        stats.stderr
+    );
+}
+
+#[test]
+fn as_pid_1_a_program_without_handlers_stops_at_once_and_one_with_handlers_shuts_down_its_way() {
+    let (_, dir, _, _) = probes();
+    let podman = Podman::new();
+    // Without the hook podman would wait the whole 30 s and then SIGKILL it (137).
+    let (code, took, _) = stop_in_podman(&podman, &dir.join("probe"), 30, &["wait"]);
+    assert_eq!(code, 143, "SIGTERM ends it as it would outside a container");
+    assert!(took < 10.0, "podman stop took {took:.1} s");
+    // A program with its own SIGTERM handler (signal-hook, which also calls the handler it
+    // replaced — ours, which then does nothing) runs its own shutdown.
+    let (code, _, logs) = stop_in_podman(&podman, &dir.join("graceful"), 30, &[]);
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("shutting down cleanly"), "{logs}");
+}
+
+#[test]
+fn outside_pid_1_the_hook_does_nothing() {
+    probes();
+    let mut child = Command::new(binary("probe"))
+        .arg("wait")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()])).ok();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "killed by SIGTERM, not exited: {status:?}"
+    );
+}
+
+#[test]
+fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
+    let (dir, _, stdout, _) = probes();
+    let t = tmp();
+    let out = run(tool()
+        .current_dir(dir)
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--bin",
+            "probe",
+            "--allocator",
+            "system",
+            "--no-pid1-signals",
+            "-o",
+        ])
+        .arg(t.path().join("system")))
+    .ok();
+    assert!(
+        out.stderr.contains(
+            "Building probe for linux/amd64 (x86_64-unknown-linux-musl) with musl's malloc\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    let verified = run(tool().args(["microimage", "verify"]).arg(binary("probe"))).ok();
+    assert!(
+        verified.stdout.contains("crates recorded, musl's malloc\n"),
+        "{}",
+        verified.stdout
+    );
+    assert!(
+        verified.stderr.contains("uses musl's own malloc")
+            && verified.stderr.contains("links mimalloc in by default"),
+        "{}",
+        verified.stderr
+    );
+    // What the hook prevents: as PID 1 the program ignores SIGTERM until it is killed.
+    let podman = Podman::new();
+    let (code, _, _) = stop_in_podman(&podman, &t.path().join("system"), 1, &["wait"]);
+    assert_eq!(code, 137);
+    // Back to the defaults: relinked (cargo saw the change), the same image as before.
+    let again = run(tool()
+        .current_dir(dir)
+        .args(["microimage", "build", "--locked", "--bin", "probe", "-o"])
+        .arg(t.path().join("default")))
+    .ok();
+    assert_eq!(result_line(&again.stdout).1, digest_of(stdout, "probe"));
+    assert_eq!(verify_json(&binary("probe"))["allocator"], "mimalloc");
+}
+
+#[test]
+fn the_tool_installed_elsewhere_builds_the_same_image() {
+    // cargo hashes the workspace wrapper's path into the build: with the tool's own path,
+    // every install location gave other digests.
+    let (dir, _, stdout, _) = probes();
+    let t = tmp();
+    let elsewhere = t.path().join("opt/tools/bin");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let copy = elsewhere.join("cargo-microimage");
+    std::fs::copy(env!("CARGO_BIN_EXE_cargo-microimage"), &copy).unwrap();
+    let out = run(tool_at(&copy)
+        .env("CARGO_TARGET_DIR", t.path().join("target"))
+        .current_dir(dir)
+        .args(["microimage", "build", "--locked", "--bin", "probe", "-o"])
+        .arg(t.path().join("image")))
+    .ok();
+    assert_eq!(result_line(&out.stdout).1, digest_of(stdout, "probe"));
+}
+
+#[test]
+fn a_crate_with_its_own_allocator_keeps_it() {
+    let c = fixture("jemalloc");
+    let t = tmp();
+    let out = run(tool()
+        .current_dir(c.path())
+        .args(["microimage", "build", "--locked", "-o"])
+        .arg(t.path().join("image")))
+    .ok();
+    assert!(
+        out.stderr.contains(
+            "Building jemalloc-app for linux/amd64 (x86_64-unknown-linux-musl) with its own allocator (tikv-jemallocator) and the PID 1 signal hook"
+        ),
+        "{}",
+        out.stderr
+    );
+    let verified = verify_json(&binary("jemalloc-app"));
+    assert_eq!(verified["allocator"], "jemalloc", "{verified}");
+    let podman = Podman::new();
+    let ran = podman
+        .run_oci(&t.path().join("image"), "0.1.0", &[], &[])
+        .ok();
+    assert_eq!(ran.stdout.trim(), "jemalloc-app allocated 10000 strings");
+    // Asking for mimalloc as well is refused, before anything is written.
+    run(tool()
+        .current_dir(c.path())
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--allocator",
+            "mimalloc",
+            "-o",
+        ])
+        .arg(t.path().join("refused")))
+    .fails_with(
+        1,
+        "--allocator mimalloc: `jemalloc-app` brings an allocator of its own (tikv-jemallocator)",
+    );
+    assert!(!t.path().join("refused").exists());
+}
+
+#[test]
+fn without_a_c_compiler_auto_keeps_musls_malloc_with_a_warning_and_mimalloc_fails() {
+    let c = fixture("hello");
+    let t = tmp();
+    // Hide zig (no `zig` on PATH, a `python3` without ziglang): arm64 has no C compiler.
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("python3"), "#!/bin/sh\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let build = |allocator: &str, out: &str| {
+        run(tool()
+            .current_dir(c.path())
+            .env("PATH", &path)
+            .env("CARGO_TARGET_DIR", t.path().join("target"))
+            .args([
+                "microimage",
+                "build",
+                "--bin",
+                "hello",
+                "--platform",
+                "linux/arm64",
+            ])
+            .args(["--allocator", allocator, "-o"])
+            .arg(t.path().join(out)))
+    };
+    let auto = build("auto", "auto").ok();
+    assert!(
+        auto.stderr
+            .contains("warning: `hello` keeps musl's malloc on linux/arm64")
+            && auto.stderr.contains("python3 -m pip install ziglang"),
+        "{}",
+        auto.stderr
+    );
+    assert!(
+        auto.stderr
+            .contains("(aarch64-unknown-linux-musl) with musl's malloc and the PID 1 signal hook"),
+        "{}",
+        auto.stderr
+    );
+    let refused = build("mimalloc", "refused").fails_with(
+        1,
+        "--allocator mimalloc: compiling mimalloc for linux/arm64 needs a C compiler for aarch64-unknown-linux-musl",
+    );
+    assert!(
+        refused.stderr.contains("python3 -m pip install ziglang"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!t.path().join("refused").exists());
+}
+
+#[test]
+fn offline_needs_mimalloc_compiled_once_and_then_works() {
+    let c = fixture("hello");
+    let t = tmp();
+    // A machine that never compiled mimalloc and has no crates downloaded.
+    let cache = t.path().join("cache");
+    let empty_cargo_home = t.path().join("cargo-home");
+    std::fs::create_dir_all(&empty_cargo_home).unwrap();
+    let build = |cargo_home: Option<&Path>, offline: bool, out: &str| {
+        let mut cmd = tool();
+        cmd.current_dir(c.path())
+            .env("XDG_CACHE_HOME", &cache)
+            .env("CARGO_TARGET_DIR", t.path().join("target"))
+            .args(["microimage", "build", "--bin", "hello"]);
+        if let Some(home) = cargo_home {
+            cmd.env("CARGO_HOME", home);
+        }
+        if offline {
+            cmd.arg("--offline");
+        }
+        run(cmd.arg("-o").arg(t.path().join(out)))
+    };
+    let refused = build(Some(&empty_cargo_home), true, "refused").fails_with(
+        1,
+        "compiling mimalloc (libmimalloc-sys v0.1.49) for x86_64-unknown-linux-musl",
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("with --offline/--frozen cargo cannot download libmimalloc-sys")
+            && refused.stderr.contains("--allocator system"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!t.path().join("refused").exists());
+    // Once, online: compiled and kept.
+    let first = build(None, false, "online").ok();
+    assert!(
+        first.stderr.contains("Compiling mimalloc"),
+        "{}",
+        first.stderr
+    );
+    // Then offline, with nothing downloaded: from the cache, not compiled again.
+    let offline = build(Some(&empty_cargo_home), true, "offline").ok();
+    assert!(
+        !offline.stderr.contains("Compiling mimalloc"),
+        "{}",
+        offline.stderr
+    );
+    assert_eq!(result_line(&offline.stdout).1, result_line(&first.stdout).1);
+}
