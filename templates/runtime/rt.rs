@@ -10,8 +10,10 @@
 //!   this one (and one that chains to the previous handler, as signal-hook does, finds that
 //!   this one does nothing once replaced).
 //! - `microimage_mem`: `memcpy` and `memmove` for x86 and x86_64 that are fast for small
-//!   copies. musl's are `rep movs` loops, whose start-up costs tens of cycles per call;
-//!   allocation-heavy Rust code makes millions of small copies.
+//!   copies, and `memcmp`/`bcmp` that compare 16 bytes at a time. musl's copies are `rep
+//!   movs` loops, whose start-up costs tens of cycles per call, and its `memcmp` is a loop
+//!   over single bytes; allocation-heavy Rust code makes millions of small copies and
+//!   string comparisons (sorting, `BTreeMap`, `HashMap` lookups).
 //!
 //! `no_std`, no `core` function called (the object may only need the C library), and
 //! `no_builtins` so that the copy loops are not turned back into calls to `memcpy`.
@@ -75,6 +77,10 @@ mod pid1 {
 
 #[cfg(microimage_mem)]
 pub mod mem {
+    #[cfg(target_arch = "x86")]
+    use core::arch::x86::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+    #[cfg(target_arch = "x86_64")]
+    use core::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
     use core::ptr::{read_unaligned as load, write_unaligned as store};
 
     /// 16 bytes: one SSE2 load or store.
@@ -149,15 +155,23 @@ pub mod mem {
 
     /// Copies front to back, byte by byte as the architecture defines it (so also for
     /// overlapping ranges with `d` below `s`).
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn rep_movsb(d: *mut u8, s: *const u8, n: usize) {
         core::arch::asm!(
             "rep movsb",
-            inout("cx") n => _,
-            inout("di") d => _,
-            inout("si") s => _,
+            inout("rcx") n => _,
+            inout("rdi") d => _,
+            inout("rsi") s => _,
             options(nostack, preserves_flags)
         );
+    }
+
+    /// On 32-bit x86 LLVM keeps `esi` for itself: long copies take the vector loop.
+    #[cfg(target_arch = "x86")]
+    #[inline(always)]
+    unsafe fn rep_movsb(d: *mut u8, s: *const u8, n: usize) {
+        forward(d, s, n);
     }
 
     #[cfg_attr(not(test), no_mangle)]
@@ -187,5 +201,82 @@ pub mod mem {
             backward(d, s, n);
         }
         d
+    }
+
+    /// The mask of bytes that differ between 16 bytes at `a` and at `b` (SSE2, which every
+    /// x86_64 CPU and the i686 target have).
+    #[inline(always)]
+    unsafe fn differ16(a: *const u8, b: *const u8) -> u32 {
+        let x = _mm_loadu_si128(a as *const __m128i);
+        let y = _mm_loadu_si128(b as *const __m128i);
+        !(_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) as u32) & 0xffff
+    }
+
+    /// The order of the first differing byte within 8 bytes at `a` and `b`, compared as
+    /// big-endian numbers (the first byte weighs most).
+    #[inline(always)]
+    unsafe fn order8(a: *const u8, b: *const u8) -> i32 {
+        let x = u64::from_be(load(a as *const u64));
+        let y = u64::from_be(load(b as *const u64));
+        (x > y) as i32 - (x < y) as i32
+    }
+
+    #[inline(always)]
+    unsafe fn order4(a: *const u8, b: *const u8) -> i32 {
+        let x = u32::from_be(load(a as *const u32));
+        let y = u32::from_be(load(b as *const u32));
+        (x > y) as i32 - (x < y) as i32
+    }
+
+    #[cfg_attr(not(test), no_mangle)]
+    pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        if n >= 16 {
+            let mut i = 0;
+            while i + 16 <= n {
+                let d = differ16(a.add(i), b.add(i));
+                if d != 0 {
+                    let j = i + d.trailing_zeros() as usize;
+                    return *a.add(j) as i32 - *b.add(j) as i32;
+                }
+                i += 16;
+            }
+            if i < n {
+                // The last 16 bytes, overlapping what was compared: everything before
+                // `i` is equal, so their first difference is the first one.
+                let i = n - 16;
+                let d = differ16(a.add(i), b.add(i));
+                if d != 0 {
+                    let j = i + d.trailing_zeros() as usize;
+                    return *a.add(j) as i32 - *b.add(j) as i32;
+                }
+            }
+            0
+        } else if n >= 8 {
+            match order8(a, b) {
+                0 => order8(a.add(n - 8), b.add(n - 8)),
+                o => o,
+            }
+        } else if n >= 4 {
+            match order4(a, b) {
+                0 => order4(a.add(n - 4), b.add(n - 4)),
+                o => o,
+            }
+        } else {
+            let mut i = 0;
+            while i < n {
+                let (x, y) = (*a.add(i), *b.add(i));
+                if x != y {
+                    return x as i32 - y as i32;
+                }
+                i += 1;
+            }
+            0
+        }
+    }
+
+    /// Zero when equal, as `memcmp` (what LLVM calls for `==` on byte slices).
+    #[cfg_attr(not(test), no_mangle)]
+    pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        memcmp(a, b, n)
     }
 }

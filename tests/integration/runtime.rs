@@ -1,6 +1,6 @@
 //! Runtime parity (DESIGN §9): what `build` links into a binary besides its code, seen from
-//! outside — mimalloc serving the allocations (its own statistics), the copy routines
-//! checked against a byte-by-byte copy, the PID 1 hook under `podman stop`, a program's own
+//! outside — mimalloc serving the allocations (its own statistics), the string routines
+//! checked against byte-by-byte copies and comparisons, the PID 1 hook under `podman stop`, a program's own
 //! SIGTERM handler still in charge, nothing changed outside PID 1, musl's malloc kept on
 //! request or when a crate brings its own allocator, and the failures without a C compiler
 //! or offline. example-app (ring) under podman on amd64 and arm64 is in `multiarch.rs`.
