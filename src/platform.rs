@@ -154,6 +154,11 @@ impl Platform {
         )
     }
 
+    /// 64-bit arm.
+    pub fn is_aarch64(&self) -> bool {
+        self.object_arch == object::Architecture::Aarch64
+    }
+
     /// `linux/amd64`, `linux/arm64/v8`.
     pub fn oci_name(&self) -> String {
         match self.variant {

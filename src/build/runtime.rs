@@ -10,10 +10,11 @@
 //!   compiled by a small helper package (`templates/runtime/mimalloc.Cargo.*`, version and
 //!   checksums pinned) with the C compiler the build uses for other C code, once per
 //!   target, version and compiler, and kept in the user's cache directory.
-//! - On x86 and x86_64, with mimalloc, **`memcpy`, `memmove`, `memcmp` and `bcmp`** that
-//!   are fast for short strings (musl's copies are `rep movs`, measured as 40% of the run
-//!   time of an allocation-heavy program, and its `memcmp` a byte loop, half the time of one
-//!   that sorts strings: see `templates/runtime/rt.rs` and the README).
+//! - With mimalloc, **`memcpy` and `memmove`** on x86 and x86_64, and **`memcmp` and
+//!   `bcmp`** on x86, x86_64 and aarch64, that are fast for short strings (musl's copies are
+//!   `rep movs`, measured as 40% of the run time of an allocation-heavy program, and its
+//!   `memcmp` a byte loop, half the time of one that sorts strings: see
+//!   `templates/runtime/rt.rs` and the README).
 //! - The **PID 1 signal hook** (`--no-pid1-signals` turns it off): SIGTERM, SIGINT and
 //!   SIGHUP end the program with 128 + the signal when it runs as PID 1, where the kernel
 //!   would otherwise ignore them.
@@ -261,20 +262,20 @@ pub fn prepare(
             }
         }
     }
-    let mut objects: BTreeMap<(bool, bool), Part> = BTreeMap::new();
+    let mut objects: BTreeMap<Vec<&str>, Part> = BTreeMap::new();
     requests
         .iter()
         .zip(choices)
         .map(|(r, allocator)| {
             let pid1 = r.runtime.pid1_signals;
-            let mem = allocator == Choice::Mimalloc && platform.is_x86();
+            let parts_of_rt = rt_parts(platform, pid1, allocator == Choice::Mimalloc);
             let mut parts = Vec::new();
-            if pid1 || mem {
-                let part = match objects.get(&(pid1, mem)) {
+            if !parts_of_rt.is_empty() {
+                let part = match objects.get(&parts_of_rt) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = rt_object(platform, pid1, mem, rustc_version, &root)?;
-                        objects.insert((pid1, mem), p.clone());
+                        let p = rt_object(platform, &parts_of_rt, rustc_version, &root)?;
+                        objects.insert(parts_of_rt, p.clone());
                         p
                     }
                 };
@@ -490,13 +491,31 @@ fn compile_failed(triple: &str, cc: &CCompiler, options: &CargoOptions, errors: 
     }
 }
 
-/// The runtime object (`templates/runtime/rt.rs`) for `platform` with the PID 1 hook
-/// and/or the string routines, compiled by the build's `rustc` (cached per source, parts,
-/// target and compiler).
+/// The parts of the runtime object (its `--cfg`s) a binary gets: the PID 1 hook when asked
+/// for, and with mimalloc the string routines where musl's are slow — the copies on x86,
+/// the comparisons on x86 and aarch64 (musl's aarch64 copies are ARM's optimised ones; the
+/// other 32-bit and big-endian-capable platforms keep musl's, as unaligned word access
+/// there is not always cheap).
+fn rt_parts(platform: &Platform, pid1: bool, mimalloc: bool) -> Vec<&'static str> {
+    let mut cfgs = Vec::new();
+    if pid1 {
+        cfgs.push("microimage_pid1");
+    }
+    if mimalloc && platform.is_x86() {
+        cfgs.push("microimage_copy");
+    }
+    if mimalloc && (platform.is_x86() || platform.is_aarch64()) {
+        cfgs.push("microimage_cmp");
+    }
+    cfgs
+}
+
+/// The runtime object (`templates/runtime/rt.rs`) for `platform` with `cfgs` (see
+/// [`rt_parts`]), compiled by the build's `rustc` (cached per source, parts, target and
+/// compiler).
 fn rt_object(
     platform: &Platform,
-    pid1: bool,
-    mem: bool,
+    cfgs: &[&str],
     rustc_version: Option<&str>,
     root: &Path,
 ) -> Result<Part> {
@@ -510,13 +529,6 @@ fn rt_object(
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default(),
     };
-    let mut cfgs = Vec::new();
-    if pid1 {
-        cfgs.push("microimage_pid1");
-    }
-    if mem {
-        cfgs.push("microimage_mem");
-    }
     let key = short_key(&[RT_SOURCE, &cfgs.join(","), &version, triple]);
     let dir = root.join(format!("rt-{triple}-{key}"));
     let file = dir.join(RT_OBJECT);
@@ -554,7 +566,7 @@ fn rt_object(
         .arg(&object)
         .arg(&source)
         .stdin(Stdio::null());
-    for cfg in &cfgs {
+    for cfg in cfgs {
         cmd.args(["--cfg", cfg]);
     }
     let out = cmd

@@ -9,11 +9,12 @@
 //!   exit status 128 + the signal. A program that installs its own handlers later replaces
 //!   this one (and one that chains to the previous handler, as signal-hook does, finds that
 //!   this one does nothing once replaced).
-//! - `microimage_mem`: `memcpy` and `memmove` for x86 and x86_64 that are fast for small
-//!   copies, and `memcmp`/`bcmp` that compare 16 bytes at a time. musl's copies are `rep
-//!   movs` loops, whose start-up costs tens of cycles per call, and its `memcmp` is a loop
-//!   over single bytes; allocation-heavy Rust code makes millions of small copies and
-//!   string comparisons (sorting, `BTreeMap`, `HashMap` lookups).
+//! - `microimage_copy` (x86 and x86_64): `memcpy` and `memmove` that are fast for small
+//!   copies. musl's are `rep movs` loops, whose start-up costs tens of cycles per call;
+//!   allocation-heavy Rust code makes millions of small copies.
+//! - `microimage_cmp` (x86, x86_64 and aarch64): `memcmp` and `bcmp` that compare 16 bytes
+//!   (SSE2) or 8 bytes at a time. musl's `memcmp` is a loop over single bytes on every
+//!   architecture, and sorting strings, `BTreeMap` and `HashMap` lookups call it all the time.
 //!
 //! `no_std`, no `core` function called (the object may only need the C library), and
 //! `no_builtins` so that the copy loops are not turned back into calls to `memcpy`.
@@ -75,12 +76,8 @@ mod pid1 {
     static INIT: extern "C" fn() = init;
 }
 
-#[cfg(microimage_mem)]
-pub mod mem {
-    #[cfg(target_arch = "x86")]
-    use core::arch::x86::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
-    #[cfg(target_arch = "x86_64")]
-    use core::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+#[cfg(microimage_copy)]
+pub mod copy {
     use core::ptr::{read_unaligned as load, write_unaligned as store};
 
     /// 16 bytes: one SSE2 load or store.
@@ -202,14 +199,41 @@ pub mod mem {
         }
         d
     }
+}
+
+#[cfg(microimage_cmp)]
+pub mod cmp {
+    #[cfg(target_arch = "x86")]
+    use core::arch::x86::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+    #[cfg(target_arch = "x86_64")]
+    use core::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+    use core::ptr::read_unaligned as load;
 
     /// The mask of bytes that differ between 16 bytes at `a` and at `b` (SSE2, which every
     /// x86_64 CPU and the i686 target have).
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     #[inline(always)]
     unsafe fn differ16(a: *const u8, b: *const u8) -> u32 {
         let x = _mm_loadu_si128(a as *const __m128i);
         let y = _mm_loadu_si128(b as *const __m128i);
         !(_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) as u32) & 0xffff
+    }
+
+    /// The same from two 8-byte words, with only the first differing byte's bit set (the
+    /// caller uses only the lowest set bit).
+    #[cfg(target_arch = "aarch64")]
+    #[inline(always)]
+    unsafe fn differ16(a: *const u8, b: *const u8) -> u32 {
+        let lo = u64::from_le(load(a as *const u64)) ^ u64::from_le(load(b as *const u64));
+        if lo != 0 {
+            return 1 << (lo.trailing_zeros() / 8);
+        }
+        let hi = u64::from_le(load(a.add(8) as *const u64))
+            ^ u64::from_le(load(b.add(8) as *const u64));
+        if hi != 0 {
+            return 1 << (8 + hi.trailing_zeros() / 8);
+        }
+        0
     }
 
     /// The order of the first differing byte within 8 bytes at `a` and `b`, compared as

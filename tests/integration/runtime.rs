@@ -414,3 +414,53 @@ fn offline_needs_mimalloc_compiled_once_and_then_works() {
     );
     assert_eq!(result_line(&offline.stdout).1, result_line(&first.stdout).1);
 }
+
+#[test]
+fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
+    // 32-bit x86 has its own path through the routines (no `rep movsb`), arm64 its own
+    // comparisons (musl's copies stay there); mimalloc is compiled by zig for both.
+    let (dir, _, _, _) = probes();
+    let t = tmp();
+    let out = run(tool()
+        .current_dir(dir)
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--bin",
+            "probe",
+            "--platform",
+            "linux/386,linux/arm64",
+            "-o",
+        ])
+        .arg(t.path().join("image")))
+    .ok();
+    for triple in ["aarch64-unknown-linux-musl", "i686-unknown-linux-musl"] {
+        assert!(
+            out.stderr.contains(&format!(
+                "({triple}) with mimalloc and the PID 1 signal hook"
+            )),
+            "{}",
+            out.stderr
+        );
+        let bin = shared_target().join(triple).join("release/probe");
+        assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
+        // i386 binaries run on this machine as they are, arm64 ones through qemu-user.
+        let checked = run(Command::new(&bin).arg("memcheck")).ok();
+        assert!(
+            checked.stdout.contains("memcpy and memmove ok")
+                && checked.stdout.contains("memcmp and bcmp ok"),
+            "{triple}: {}",
+            checked.stdout
+        );
+        let stats = run(Command::new(&bin)
+            .arg("alloc")
+            .env("MIMALLOC_SHOW_STATS", "1"))
+        .ok();
+        assert!(
+            stats.stderr.contains("peak rss"),
+            "{triple}: {}",
+            stats.stderr
+        );
+    }
+}
