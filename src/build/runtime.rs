@@ -51,6 +51,9 @@ const MIMALLOC_LICENSE: &str = "MIT";
 const MANIFEST: &str = include_str!("../../templates/runtime/mimalloc.Cargo.toml");
 const LOCK: &str = include_str!("../../templates/runtime/mimalloc.Cargo.lock");
 const RT_SOURCE: &str = include_str!("../../templates/runtime/rt.rs");
+/// How mimalloc is compiled, beyond the pinned sources, the target and the compiler: part
+/// of its cache key, so that a change here never reuses an archive made the old way.
+const MIMALLOC_RECIPE: &str = "release opt-level=3 debug=false SOURCE_DATE_EPOCH=0 file-prefix-map";
 /// The file names of what is linked (distinct from anything a user's build would link).
 const MIMALLOC_LIB: &str = "microimage_mimalloc";
 const RT_OBJECT: &str = "microimage_rt.o";
@@ -360,7 +363,7 @@ fn mimalloc_archive(
     shell: &Shell,
 ) -> Result<Part> {
     let triple = platform.triple;
-    let key = short_key(&[MANIFEST, LOCK, triple, &cc.identity]);
+    let key = short_key(&[MANIFEST, LOCK, MIMALLOC_RECIPE, triple, &cc.identity]);
     let dir = root.join(format!("mimalloc-{MIMALLOC_SYS_VERSION}-{triple}-{key}"));
     let file = dir.join(format!("lib{MIMALLOC_LIB}.a"));
     let part = |dir: PathBuf, sha256| Part {
@@ -413,8 +416,11 @@ fn mimalloc_archive(
             cmd.env_remove(name.as_ref());
         }
     }
+    // mimalloc prints `__DATE__` and `__TIME__` in its statistics; gcc and clang (zig)
+    // take them from SOURCE_DATE_EPOCH, without which two compiles differ.
     cmd.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false");
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("SOURCE_DATE_EPOCH", "0");
     let mut maps = vec![format!(
         "-ffile-prefix-map={}=/build",
         work.path().display()
