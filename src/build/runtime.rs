@@ -278,7 +278,7 @@ pub fn prepare(
                     Some(p) => p.clone(),
                     None => {
                         let p = rt_object(platform, &parts_of_rt, rustc_version, &root)?;
-                        objects.insert(parts_of_rt, p.clone());
+                        objects.insert(parts_of_rt.clone(), p.clone());
                         p
                     }
                 };
@@ -286,6 +286,21 @@ pub fn prepare(
             }
             if allocator == Choice::Mimalloc {
                 parts.extend(mimalloc.clone());
+            }
+            if !parts.is_empty() {
+                let files: Vec<String> = parts
+                    .iter()
+                    .map(|p| crate::shell::path_text(&p.dir))
+                    .collect();
+                shell.verbose(
+                    "Runtime",
+                    format!(
+                        "{} on {platform}: {} ({})",
+                        r.bin,
+                        parts_of_rt_text(&parts_of_rt, &allocator),
+                        files.join(", ")
+                    ),
+                );
             }
             let args = parts.iter().flat_map(|p| p.args()).collect();
             let key = parts
@@ -301,6 +316,24 @@ pub fn prepare(
             })
         })
         .collect()
+}
+
+/// `mimalloc, PID 1 hook, copy and compare routines`, for `-v`.
+fn parts_of_rt_text(cfgs: &[&str], allocator: &Choice) -> String {
+    let mut out = Vec::new();
+    if *allocator == Choice::Mimalloc {
+        out.push("mimalloc");
+    }
+    for (cfg, what) in [
+        ("microimage_pid1", "PID 1 hook"),
+        ("microimage_copy", "copy routines"),
+        ("microimage_cmp", "compare routines"),
+    ] {
+        if cfgs.contains(&cfg) {
+            out.push(what);
+        }
+    }
+    out.join(", ")
 }
 
 /// A compiled part: a file in its own cache directory, and how rustc links it.
