@@ -170,9 +170,15 @@ fn verify_reports_static_binaries_and_their_platform() {
     assert_eq!(
         out.stdout.trim(),
         format!(
-            "{}: static, linux/amd64 (x86_64), no dependency data",
+            "{}: static, linux/amd64 (x86_64), no dependency data, musl's malloc",
             static_hello().display()
         )
+    );
+    // Built by plain cargo: musl's own malloc, which verify warns about.
+    assert!(
+        out.stderr.contains("uses musl's own malloc"),
+        "{}",
+        out.stderr
     );
     let json = run(tool()
         .args(["microimage", "verify", "--message-format", "json"])
@@ -184,6 +190,8 @@ fn verify_reports_static_binaries_and_their_platform() {
         (Value::Bool(true), Value::from("linux/amd64"))
     );
     assert_eq!(v["crates"], Value::Null, "plain cargo records no crates");
+    assert_eq!(v["allocator"], "musl");
+    assert_eq!(v["pid1_signals"], false);
 }
 
 #[test]
