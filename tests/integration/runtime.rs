@@ -201,21 +201,20 @@ fn outside_pid_1_the_hook_does_nothing() {
 fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
     let (dir, _, stdout, _) = probes();
     let t = tmp();
-    let out = run(tool()
-        .current_dir(dir)
-        .args([
-            "microimage",
-            "build",
-            "--locked",
-            "--bin",
-            "probe",
-            "--allocator",
-            "system",
-            "--no-pid1-signals",
-            "-o",
-        ])
-        .arg(t.path().join("system")))
-    .ok();
+    // A target dir of its own: the shared one's `probe` is what the other tests check.
+    let target = t.path().join("target");
+    let build = |extra: &[&str], out: &str| {
+        run(tool()
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["microimage", "build", "--locked", "--bin", "probe"])
+            .args(extra)
+            .arg("-o")
+            .arg(t.path().join(out)))
+        .ok()
+    };
+    let bin = target.join("x86_64-unknown-linux-musl/release/probe");
+    let out = build(&["--allocator", "system", "--no-pid1-signals"], "system");
     assert!(
         out.stderr.contains(
             "Building probe for linux/amd64 (x86_64-unknown-linux-musl) with musl's malloc\n"
@@ -223,7 +222,7 @@ fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
         "{}",
         out.stderr
     );
-    let verified = run(tool().args(["microimage", "verify"]).arg(binary("probe"))).ok();
+    let verified = run(tool().args(["microimage", "verify"]).arg(&bin)).ok();
     assert!(
         verified.stdout.contains("crates recorded, musl's malloc\n"),
         "{}",
@@ -239,14 +238,11 @@ fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
     let podman = Podman::new();
     let (code, _, _) = stop_in_podman(&podman, &t.path().join("system"), 1, &["wait"]);
     assert_eq!(code, 137);
-    // Back to the defaults: relinked (cargo saw the change), the same image as before.
-    let again = run(tool()
-        .current_dir(dir)
-        .args(["microimage", "build", "--locked", "--bin", "probe", "-o"])
-        .arg(t.path().join("default")))
-    .ok();
+    // Back to the defaults: relinked (cargo saw the change), the same image as the
+    // defaults gave in the shared target dir.
+    let again = build(&[], "default");
     assert_eq!(result_line(&again.stdout).1, digest_of(stdout, "probe"));
-    assert_eq!(verify_json(&binary("probe"))["allocator"], "mimalloc");
+    assert_eq!(verify_json(&bin)["allocator"], "mimalloc");
 }
 
 #[test]
