@@ -20,7 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 REPO=$PWD
-W=$(mktemp -d /tmp/microimage-alloc.XXXXXX)
+# Lowercase: podman imports `oci:DIR` as an image named after DIR.
+W=/tmp/microimage-alloc-$$-$RANDOM
+mkdir "$W"
 cleanup() {
   for image in system default; do
     podman rmi -f "localhost$W/$image:0.1.0" >/dev/null 2>&1 || true
@@ -53,7 +55,8 @@ cd "$REPO"
 run() { # KIND THREADS -> one result line
   case $1 in
     glibc) "$W/glibc" "$2" ;;
-    *) podman run --rm "oci:$W/$1:0.1.0" "$2" 2>/dev/null ;;
+    *) podman run --rm "oci:$W/$1:0.1.0" "$2" 2>"$W/podman.log" \
+         || { cat "$W/podman.log" >&2; echo "podman run of $1 failed" >&2; exit 1; } ;;
   esac
 }
 # Imports each image once before timing.
@@ -62,7 +65,8 @@ run default 1 >/dev/null
 for i in $(seq "$RUNS"); do
   for threads in 1 2 8; do
     for kind in glibc system default; do
-      echo "$kind $(run "$kind" "$threads")"
+      line=$(run "$kind" "$threads")
+      echo "$kind $line"
     done
   done
 done > "$W/results"
