@@ -212,6 +212,23 @@ impl io::Read for DataReader {
     }
 }
 
+impl io::Seek for DataReader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let to = match pos {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::Current(d) => self.at.checked_add_signed(d),
+            io::SeekFrom::End(d) => self.data.len().checked_add_signed(d),
+        };
+        self.at = to.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of a blob",
+            )
+        })?;
+        Ok(self.at)
+    }
+}
+
 /// Above this many bytes a blob being written goes to a file instead of memory.
 pub const SPILL_AT: usize = 8 << 20;
 

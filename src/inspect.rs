@@ -1,23 +1,21 @@
-//! `inspect`: reads an image back from an OCI layout directory, an OCI archive or a
-//! docker-archive and reports its tag, platforms, manifest digests, layers (media type,
-//! compressed and uncompressed size, file count) and run configuration. Every blob read is
-//! checked against its digest, so a damaged image is reported, not described.
-//!
-//! Remote images (`registry/repository:tag`) are read through a registry connection
-//! (`crate::registry::connection`): same credentials, same transport rules as a push.
+//! `inspect`: describes an image read through `crate::sources` — an OCI layout directory,
+//! an OCI archive, a docker-archive or a registry reference: its tags, platforms, manifest
+//! digests, layers (media type, compressed and uncompressed size, file count), the program
+//! and what it carries at run time, run configuration, attached artifacts and signatures.
+//! Every blob read is checked against its digest, so a damaged image is reported, not
+//! described.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
-use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
 use crate::blob;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::layers::Compression;
 use crate::shell::human_size;
+pub use crate::sources::Source;
 
 /// What `inspect` reports about one image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,403 +108,104 @@ pub struct RunConfig {
     pub created: Option<String>,
 }
 
-/// Where image files are read from.
-enum Store {
-    Dir(PathBuf),
-    Archive(HashMap<String, Vec<u8>>),
-}
-
-impl Store {
-    fn open(path: &Path) -> Result<Store> {
-        if path.is_dir() {
-            return Ok(Store::Dir(path.to_path_buf()));
-        }
-        let file = File::open(path).path_context("opening", path)?;
-        let mut files = HashMap::new();
-        let mut archive = tar::Archive::new(file);
-        let bad = |e: std::io::Error| {
-            Error::input(format!(
-                "`{}` is not a readable tar archive: {e}",
-                path.display()
-            ))
-            .with_help("inspect takes an OCI layout directory, an OCI archive or a docker-archive")
-        };
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            if entry.header().entry_type().is_file() {
-                let name = entry
-                    .path()
-                    .map_err(bad)?
-                    .to_string_lossy()
-                    .trim_start_matches("./")
-                    .to_string();
-                let mut data = Vec::new();
-                entry.read_to_end(&mut data).map_err(bad)?;
-                files.insert(name, data);
-            }
-        }
-        Ok(Store::Archive(files))
-    }
-
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        match self {
-            Store::Dir(dir) => std::fs::read(dir.join(name)).ok(),
-            Store::Archive(files) => files.get(name).cloned(),
-        }
-    }
-
-    fn has(&self, name: &str) -> bool {
-        match self {
-            Store::Dir(dir) => dir.join(name).is_file(),
-            Store::Archive(files) => files.contains_key(name),
-        }
-    }
-
-    /// A blob by digest, checked against it.
-    fn blob(&self, digest: &str) -> Result<Vec<u8>> {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        let data = self.get(&format!("blobs/sha256/{hex}")).ok_or_else(|| {
-            Error::input(format!("the image is incomplete: blob {digest} is missing"))
-        })?;
-        self.checked(digest, data)
-    }
-
-    fn checked(&self, digest: &str, data: Vec<u8>) -> Result<Vec<u8>> {
-        let actual = blob::sha256(&data);
-        if actual.to_string() != digest {
-            return Err(Error::input(format!(
-                "the image is damaged: blob {digest} has content with digest {actual}"
-            )));
-        }
-        Ok(data)
-    }
-}
-
-/// What `inspect` is asked to read: a path (bare, or with the transport prefix the tool
-/// prints: `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME]`), or a
-/// registry reference (`registry/repository:tag`, also as `docker://…`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Local {
-        path: PathBuf,
-        /// The tag (OCI) or name (docker-archive) of one image among several.
-        tag: Option<String>,
-    },
-    Remote(String),
-}
-
-impl Source {
-    pub fn parse(arg: &std::ffi::OsStr) -> Result<Source> {
-        let path = Path::new(arg);
-        let Some(text) = arg.to_str().filter(|_| !path.exists()) else {
-            return Ok(Source::Local {
-                path: path.to_path_buf(),
-                tag: None,
-            });
-        };
-        if let Some(reference) = text.strip_prefix("docker://") {
-            return Ok(Source::Remote(reference.to_string()));
-        }
-        let prefixed = ["oci:", "oci-archive:", "docker-archive:"]
-            .iter()
-            .find_map(|p| text.strip_prefix(p));
-        if let Some(rest) = prefixed {
-            // The path may itself hold a `:`; the tag is what follows the last one.
-            if Path::new(rest).exists() {
-                return Ok(Source::Local {
-                    path: rest.into(),
-                    tag: None,
-                });
-            }
-            if let Some((p, tag)) = rest.rsplit_once(':') {
-                if Path::new(p).exists() && !tag.is_empty() {
-                    return Ok(Source::Local {
-                        path: p.into(),
-                        tag: Some(tag.to_string()),
-                    });
-                }
-            }
-            let shown = rest.rsplit_once(':').map_or(rest, |(p, _)| p);
-            return Err(Error::input(format!("`{shown}` does not exist")).with_help(
-                "pass an OCI layout directory or an image archive, as `cargo microimage build` printed it",
-            ));
-        }
-        // `DIR:TAG` / `FILE:TAG`: an existing path and a tag (no `/` in a tag).
-        if let Some((p, tag)) = text.rsplit_once(':') {
-            if !tag.is_empty() && !tag.contains('/') && !p.is_empty() && Path::new(p).exists() {
-                return Ok(Source::Local {
-                    path: p.into(),
-                    tag: Some(tag.to_string()),
-                });
-            }
-        }
-        // A registry reference names its host first (`ghcr.io/…`, `127.0.0.1:5000/…`);
-        // anything else that does not exist is a mistyped path, not Docker Hub.
-        Ok(if crate::registry::reference::names_registry(text) {
-            Source::Remote(text.to_string())
-        } else {
-            Source::Local {
-                path: path.to_path_buf(),
-                tag: None,
-            }
-        })
-    }
-}
-
-/// Reads a local [`Source`].
-pub fn inspect_source(source: &Source) -> Result<Report> {
-    match source {
-        Source::Local { path, tag } => inspect_tagged(path, tag.as_deref()),
-        Source::Remote(r) => Err(Error::input(format!("`{r}` is a registry reference"))),
-    }
-}
-
-/// Reads the image at `path` (layout directory, OCI archive or docker-archive).
-pub fn inspect(path: &Path) -> Result<Report> {
-    inspect_tagged(path, None)
-}
-
-/// Reads the image at `path`; with `tag`, only the image of that tag (OCI
-/// `org.opencontainers.image.ref.name`, or a docker-archive's `RepoTags` name or tag).
-pub fn inspect_tagged(path: &Path, tag: Option<&str>) -> Result<Report> {
-    if !path.exists() {
-        return Err(
-            Error::input(format!("`{}` does not exist", path.display())).with_help(
-                "pass an OCI layout directory (e.g. target/microimage/<bin>) or an image archive",
-            ),
-        );
-    }
-    let store = Store::open(path)?;
-    let location =
-        crate::shell::path_text(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
-    if store.has("oci-layout") {
-        let format = if matches!(store, Store::Dir(_)) {
-            "oci"
-        } else {
-            "oci-archive"
-        };
-        inspect_oci(&store, location, format, tag)
-    } else if store.has("manifest.json") {
-        inspect_docker(&store, location, tag)
-    } else {
-        Err(Error::input(format!(
-            "`{}` is not an OCI layout, an OCI archive or a docker-archive (no oci-layout or manifest.json)",
-            path.display()
-        )))
-    }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, data: &[u8]) -> Result<T> {
-    serde_json::from_slice(data)
-        .map_err(|e| Error::input(format!("the image's {what} is not valid: {e}")))
-}
-
-/// Whether an index.json entry (or docker-archive name) is the one `wanted` asks for.
-pub(crate) fn selected(wanted: Option<&str>, tags: &[String]) -> bool {
-    wanted.is_none_or(|w| {
-        tags.iter()
-            .any(|t| t == w || t.rsplit_once(':').is_some_and(|(_, tag)| tag == w))
-    })
-}
-
-/// The error for a tag that no image in the file has.
-fn no_such_tag(location: &str, wanted: &str, tags: &[String]) -> Error {
-    Error::input(format!("`{location}` has no image tagged `{wanted}`")).with_help(
-        if tags.is_empty() {
-            "its images have no tags: inspect it without one".to_string()
-        } else {
-            format!("its tags: {}", tags.join(", "))
-        },
-    )
-}
-
-fn inspect_oci(
-    store: &Store,
-    location: String,
-    format: &'static str,
-    wanted: Option<&str>,
+/// Reads `source` (a layout, an archive or a registry reference) through
+/// `crate::sources` and describes it. Local images' layers are read (streamed and
+/// decompressed) to count their files and to find the program; a registry's are described
+/// from their descriptors, not downloaded.
+pub fn inspect(
+    source: &Source,
+    options: &crate::registry::ConnectOptions,
+    shell: &crate::shell::Shell,
 ) -> Result<Report> {
-    let top: ImageIndex = parse("index.json", &store.get("index.json").unwrap_or_default())?;
-    let mut all_tags = Vec::new();
+    let read = crate::sources::read(
+        source,
+        &crate::sources::Options {
+            connect: options,
+            shell,
+            layers: crate::sources::Layers::Describe,
+            attachments: true,
+        },
+    )?;
     let mut report = Report {
-        location,
-        format: format.to_string(),
+        location: read.location.clone(),
+        format: read.format.name().to_string(),
         tags: Vec::new(),
         names: Vec::new(),
         index_digest: None,
         platforms: Vec::new(),
-        signatures: Vec::new(),
+        signatures: read
+            .signatures
+            .iter()
+            .map(|s| SignatureReport {
+                digest: s.digest.clone(),
+                tag: s.tag.clone(),
+                manifest_digest: s.manifest_digest.clone(),
+                count: s.count,
+            })
+            .collect(),
     };
-    // Artifacts about the images (SBOMs) are listed in index.json beside them, untagged;
-    // a manifest with a `subject` is one of those, not an image.
-    let mut attached: HashMap<String, Vec<AttachedReport>> = HashMap::new();
-    let mut images = Vec::new();
-    for entry in top.manifests() {
-        let digest = entry.digest().to_string();
-        if *entry.media_type() == MediaType::ImageManifest {
-            let manifest: ImageManifest = parse("manifest", &store.blob(&digest)?)?;
-            if let Some(subject) = manifest.subject() {
-                let artifact_type = manifest
-                    .artifact_type()
-                    .as_ref()
-                    .or(entry.artifact_type().as_ref())
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| manifest.config().media_type().to_string());
-                attached
-                    .entry(subject.digest().to_string())
-                    .or_default()
-                    .push(AttachedReport {
-                        format: crate::sbom::Format::of(&artifact_type)
-                            .map(|f| f.name().to_string()),
-                        artifact_type,
-                        manifest_digest: digest,
-                        size: Some(manifest.layers().iter().map(|l| l.size()).sum()),
-                    });
-                continue;
-            }
-        }
-        images.push(entry);
-    }
-    for entry in images {
-        let ann = entry.annotations().clone().unwrap_or_default();
-        let tags: Vec<String> = ann
-            .get("org.opencontainers.image.ref.name")
+    if let Source::Remote(reference) = source {
+        // A reference names itself, by tag or by digest.
+        let target: Option<oci_client::Reference> = reference.parse().ok();
+        report.names = target.iter().map(|t| t.whole()).collect();
+        report.tags = target
+            .as_ref()
+            .and_then(|t| t.tag().map(str::to_string))
             .into_iter()
-            .chain(ann.get("io.containerd.image.name"))
-            .cloned()
             .collect();
-        all_tags.extend(ann.get("org.opencontainers.image.ref.name").cloned());
-        if !selected(wanted, &tags) {
-            continue;
-        }
-        report
-            .tags
-            .extend(ann.get("org.opencontainers.image.ref.name").cloned());
-        report
-            .names
-            .extend(ann.get("io.containerd.image.name").cloned());
-        let digest = entry.digest().to_string();
-        match entry.media_type() {
-            MediaType::ImageIndex => {
-                report.index_digest.get_or_insert(digest.clone());
-                let index: ImageIndex = parse("image index", &store.blob(&digest)?)?;
-                for m in index.manifests() {
-                    report
-                        .platforms
-                        .push(platform_report(store, m.digest().as_ref())?);
-                }
-            }
-            MediaType::ImageManifest => report.platforms.push(platform_report(store, &digest)?),
-            other => {
-                return Err(Error::input(format!(
-                    "index.json points at an unsupported {other}"
-                )));
-            }
-        }
     }
-    for p in &mut report.platforms {
-        if let Some(list) = p.manifest_digest.as_ref().and_then(|d| attached.get(d)) {
-            p.attached = list.clone();
-        }
+    let mut attached: HashMap<String, Vec<AttachedReport>> = HashMap::new();
+    for a in &read.attached {
+        attached
+            .entry(a.subject.clone())
+            .or_default()
+            .push(AttachedReport {
+                format: crate::sbom::Format::of(&a.artifact_type).map(|f| f.name().to_string()),
+                artifact_type: a.artifact_type.clone(),
+                manifest_digest: a.manifest_digest.clone(),
+                size: a.size,
+            });
     }
-    if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
-        return Err(no_such_tag(&report.location, w, &all_tags));
+    for image in &read.images {
+        if read.format != crate::sources::Format::Registry {
+            report.tags.extend(image.tags.iter().cloned());
+            report.names.extend(image.names.iter().cloned());
+        }
+        if let Some(index) = &image.index {
+            report.index_digest.get_or_insert(index.digest.to_string());
+        }
+        for m in &image.manifests {
+            let mut platform = platform_report(&read.label, m)?;
+            if let Some(list) = platform
+                .manifest_digest
+                .as_ref()
+                .and_then(|d| attached.get(d))
+            {
+                platform.attached = list.clone();
+            }
+            report.platforms.push(platform);
+        }
     }
     Ok(report)
 }
 
-fn platform_report(store: &Store, manifest_digest: &str) -> Result<PlatformReport> {
-    let manifest: ImageManifest = parse("manifest", &store.blob(manifest_digest)?)?;
-    let config_digest = manifest.config().digest().to_string();
-    let config: ImageConfiguration = parse("config", &store.blob(&config_digest)?)?;
-    let program = entrypoint(&config);
+fn platform_report(label: &str, m: &crate::sources::Manifest) -> Result<PlatformReport> {
+    let program = entrypoint(&m.config_json);
     let mut layers = Vec::new();
     let mut binary = None;
-    for l in manifest.layers() {
-        let digest = l.digest().to_string();
-        let data = store.blob(&digest)?;
-        let (layer, found) = layer_report(
-            &digest,
-            l.media_type().to_string(),
-            &data,
-            program.as_deref(),
-        )?;
+    for l in &m.layers {
+        let (layer, found) = layer_report(label, l, program.as_deref())?;
         layers.push(layer);
         binary = found.or(binary);
     }
     let mut report = summarise(
-        Some(manifest_digest.to_string()),
-        config_digest,
-        manifest.config().size(),
-        &config,
+        m.digest(),
+        m.config.digest.to_string(),
+        m.config.size(),
+        &m.config_json,
         layers,
     );
     report.binary = binary;
-    Ok(report)
-}
-
-fn inspect_docker(store: &Store, location: String, wanted: Option<&str>) -> Result<Report> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Entry {
-        config: String,
-        #[serde(default)]
-        repo_tags: Vec<String>,
-        layers: Vec<String>,
-    }
-    let entries: Vec<Entry> = parse(
-        "manifest.json",
-        &store.get("manifest.json").unwrap_or_default(),
-    )?;
-    let mut report = Report {
-        location,
-        format: "docker-archive".to_string(),
-        tags: Vec::new(),
-        names: Vec::new(),
-        index_digest: None,
-        platforms: Vec::new(),
-        signatures: Vec::new(),
-    };
-    let all_tags: Vec<String> = entries.iter().flat_map(|e| e.repo_tags.clone()).collect();
-    for e in entries
-        .into_iter()
-        .filter(|e| selected(wanted, &e.repo_tags))
-    {
-        let raw = store
-            .get(&e.config)
-            .ok_or_else(|| Error::input(format!("the docker-archive is missing {}", e.config)))?;
-        let config_digest = blob::sha256(&raw).to_string();
-        let config: ImageConfiguration = parse("config", &raw)?;
-        let program = entrypoint(&config);
-        let mut layers = Vec::new();
-        let mut binary = None;
-        for name in &e.layers {
-            let data = store
-                .get(name)
-                .ok_or_else(|| Error::input(format!("the docker-archive is missing {name}")))?;
-            let digest = blob::sha256(&data).to_string();
-            let (layer, found) = layer_report(
-                &digest,
-                "application/x-tar".into(),
-                &data,
-                program.as_deref(),
-            )?;
-            layers.push(layer);
-            binary = found.or(binary);
-        }
-        report.tags.extend(
-            e.repo_tags
-                .iter()
-                .filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string())),
-        );
-        report.names.extend(e.repo_tags);
-        let mut platform = summarise(None, config_digest, raw.len() as u64, &config, layers);
-        platform.binary = binary;
-        report.platforms.push(platform);
-    }
-    if let Some(w) = wanted.filter(|_| report.platforms.is_empty()) {
-        return Err(no_such_tag(&report.location, w, &all_tags));
-    }
     Ok(report)
 }
 
@@ -518,58 +217,83 @@ fn entrypoint(config: &ImageConfiguration) -> Option<String> {
     Some(first.trim_start_matches('/').to_string()).filter(|p| !p.is_empty())
 }
 
-/// A layer's report, and the program at `program` if the layer holds it (a regular file).
+/// Counts what passes through it.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A layer's report, and the program at `program` if the layer holds it (a regular
+/// file). The layer is streamed: decompressed as it is read, the program's bytes spilled
+/// to disk past a few MiB. A registry layer is described from its descriptor.
 fn layer_report(
-    digest: &str,
-    media_type: String,
-    data: &[u8],
+    label: &str,
+    layer: &crate::blob::Blob,
     program: Option<&str>,
 ) -> Result<(LayerReport, Option<BinaryReport>)> {
-    let bad = |e: std::io::Error| Error::input(format!("layer {digest} cannot be read: {e}"));
-    // By content, not media type: docker-archives hold plain tars whatever they say.
-    let compression = if data.starts_with(&[0x1f, 0x8b]) {
-        Some(Compression::Gzip)
-    } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(Compression::Zstd)
-    } else {
-        None
+    let digest = layer.digest.to_string();
+    let mut report = LayerReport {
+        digest: digest.clone(),
+        media_type: layer.media_type.to_string(),
+        size: layer.size(),
+        uncompressed_size: None,
+        files: None,
     };
-    let tar = match compression {
-        Some(c) => {
-            let mut out = Vec::new();
-            c.decoder(data)
-                .and_then(|mut d| d.read_to_end(&mut out))
-                .map_err(bad)?;
-            out
-        }
-        None => data.to_vec(),
+    if matches!(layer.data, crate::blob::Data::Remote(_)) {
+        return Ok((report, None));
+    }
+    let bad =
+        |e: std::io::Error| Error::input(format!("`{label}`: layer {digest} cannot be read: {e}"));
+    // By content, not media type: docker-archives hold plain tars whatever they say.
+    let mut head = [0u8; 4];
+    let n = layer.data.reader().read(&mut head).map_err(bad)?;
+    let compression = match &head[..n] {
+        [0x1f, 0x8b, ..] => Some(Compression::Gzip),
+        [0x28, 0xb5, 0x2f, 0xfd] => Some(Compression::Zstd),
+        _ => None,
+    };
+    let reader: Box<dyn Read> = match compression {
+        Some(c) => c.stream_decoder(&layer.data).map_err(bad)?,
+        None => Box::new(std::io::BufReader::new(layer.data.reader())),
+    };
+    let mut counted = Counting {
+        inner: reader,
+        count: 0,
     };
     let mut files = 0;
     let mut binary = None;
-    let mut archive = tar::Archive::new(&tar[..]);
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        files += 1;
-        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let name = name.trim_start_matches("./").trim_start_matches('/');
-        if Some(name) == program && entry.header().entry_type().is_file() {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(bad)?;
-            binary = Some(BinaryReport {
-                path: format!("/{name}"),
-                size: bytes.len() as u64,
-                runtime: crate::verify::runtime_of_bytes(&bytes),
-            });
+    {
+        let mut archive = tar::Archive::new(&mut counted);
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            files += 1;
+            let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+            let name = name.trim_start_matches("./").trim_start_matches('/');
+            if Some(name) == program && entry.header().entry_type().is_file() {
+                let mut out = blob::SpillWriter::new();
+                std::io::copy(&mut entry, &mut out).map_err(bad)?;
+                let data = out.finish().map_err(bad)?;
+                binary = Some(BinaryReport {
+                    path: format!("/{name}"),
+                    size: data.len(),
+                    runtime: crate::verify::runtime_of_data(&data),
+                });
+            }
         }
     }
-    let layer = LayerReport {
-        digest: digest.to_string(),
-        media_type,
-        size: data.len() as u64,
-        uncompressed_size: Some(tar.len() as u64),
-        files: Some(files),
-    };
-    Ok((layer, binary))
+    // What follows the tar's end (its padding) is part of the layer too.
+    std::io::copy(&mut counted, &mut std::io::sink()).map_err(bad)?;
+    report.uncompressed_size = Some(counted.count);
+    report.files = Some(files);
+    Ok((report, binary))
 }
 
 fn summarise(
@@ -606,159 +330,6 @@ fn summarise(
             created: config.created().clone(),
         },
     }
-}
-
-/// Reads an image from a registry: `registry/repository:tag` or `…@sha256:…`. Manifests
-/// and configs are fetched and checked against their digests; layers are described from
-/// their descriptors, not downloaded.
-pub fn inspect_remote(
-    reference: &str,
-    options: &crate::registry::ConnectOptions,
-    shell: &crate::shell::Shell,
-) -> Result<Report> {
-    let target: oci_client::Reference = reference.parse().map_err(|e| {
-        Error::usage(format!(
-            "`{reference}` is neither a local path nor an image reference: {e}"
-        ))
-    })?;
-    crate::registry::block_on(async {
-        let conn = crate::registry::connection::connect(
-            &target,
-            options,
-            shell,
-            oci_client::RegistryOperation::Pull,
-        )
-        .await?;
-        const ACCEPT: &[&str] = crate::registry::MANIFEST_TYPES;
-        let (top, top_digest) = conn
-            .pull_manifest_raw(&target, ACCEPT)
-            .await
-            .map_err(|e| conn.fail(e))?;
-        let value: serde_json::Value = parse("manifest", &top)?;
-        let mut report = Report {
-            location: reference.to_string(),
-            format: "registry".to_string(),
-            tags: target
-                .tag()
-                .map(|t| vec![t.to_string()])
-                .unwrap_or_default(),
-            names: vec![target.whole()],
-            index_digest: None,
-            platforms: Vec::new(),
-            signatures: Vec::new(),
-        };
-        let mut manifests = Vec::new();
-        if value.get("manifests").is_some() {
-            report.index_digest = Some(top_digest.clone());
-            let index: ImageIndex = parse("image index", &top)?;
-            for m in index.manifests() {
-                let by_digest = oci_client::Reference::with_digest(
-                    target.registry().to_string(),
-                    target.repository().to_string(),
-                    m.digest().to_string(),
-                );
-                let (raw, digest) = conn
-                    .pull_manifest_raw(&by_digest, ACCEPT)
-                    .await
-                    .map_err(|e| conn.fail(e))?;
-                manifests.push((digest, raw));
-            }
-        } else {
-            manifests.push((top_digest, top));
-        }
-        for (digest, raw) in manifests {
-            let manifest: ImageManifest = parse("manifest", &raw)?;
-            let config_digest = manifest.config().digest().to_string();
-            let config_raw = conn.pull_checked(&target, &config_digest, "config").await?;
-            let config: ImageConfiguration = parse("config", &config_raw)?;
-            let layers = manifest
-                .layers()
-                .iter()
-                .map(|l| LayerReport {
-                    digest: l.digest().to_string(),
-                    media_type: l.media_type().to_string(),
-                    size: l.size(),
-                    uncompressed_size: None,
-                    files: None,
-                })
-                .collect();
-            let mut platform = summarise(
-                Some(digest.clone()),
-                config_digest,
-                manifest.config().size(),
-                &config,
-                layers,
-            );
-            // The referrers API, or the `sha256-<hex>` tag where the registry has none.
-            let by_digest = oci_client::Reference::with_digest(
-                target.registry().to_string(),
-                target.repository().to_string(),
-                digest.clone(),
-            );
-            // What is attached is extra: a registry that cannot list it does not stop the
-            // report.
-            let referrers = match conn.client.pull_referrers(&by_digest, None).await {
-                Ok(r) => r.manifests,
-                Err(e) => {
-                    shell.warn(format!(
-                        "the artifacts attached to {digest} cannot be listed: {}",
-                        conn.fail(e).message()
-                    ));
-                    Vec::new()
-                }
-            };
-            platform.attached = referrers
-                .iter()
-                .map(|m| {
-                    let artifact_type = m.artifact_type.clone().unwrap_or_default();
-                    AttachedReport {
-                        format: crate::sbom::Format::of(&artifact_type)
-                            .map(|f| f.name().to_string()),
-                        artifact_type,
-                        manifest_digest: m.digest.clone(),
-                        size: None,
-                    }
-                })
-                .collect();
-            report.platforms.push(platform);
-        }
-        let signed = report
-            .index_digest
-            .iter()
-            .chain(
-                report
-                    .platforms
-                    .iter()
-                    .filter_map(|p| p.manifest_digest.as_ref()),
-            )
-            .cloned()
-            .collect::<Vec<_>>();
-        for digest in signed {
-            let tag = crate::sign::signature_tag(&digest);
-            let sig_ref = oci_client::Reference::with_tag(
-                target.registry().to_string(),
-                target.repository().to_string(),
-                tag.clone(),
-            );
-            match conn
-                .pull_manifest_raw(&sig_ref, &["application/vnd.oci.image.manifest.v1+json"])
-                .await
-            {
-                Ok((raw, manifest_digest)) => {
-                    let manifest: ImageManifest = parse("signature manifest", &raw)?;
-                    report.signatures.push(SignatureReport {
-                        digest,
-                        tag,
-                        manifest_digest,
-                        count: manifest.layers().len(),
-                    });
-                }
-                Err(e) if crate::registry::errors::is_not_found(&e) => {}
-                Err(e) => return Err(conn.fail(e)),
-            }
-        }
-        Ok(report)
-    })
 }
 
 /// The human-readable form of a report.

@@ -6,7 +6,8 @@
 //! metadata) → [`build`] (cargo build for a musl target) → [`verify`] (ELF static check) →
 //! [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests, index) →
 //! [`sinks`] (OCI layout, OCI archive, docker-archive, a registry, `--load`).
-//! [`pipeline`] runs them in order; [`inspect`] reads images back; [`message`] is the
+//! [`sources`] reads images made elsewhere (layouts, archives, registries) for
+//! [`inspect`] and [`merge`]. [`pipeline`] runs the stages in order; [`message`] is the
 //! schema of `--message-format json`.
 
 pub mod blob;
@@ -27,6 +28,7 @@ pub mod settings;
 pub mod shell;
 pub mod sign;
 pub mod sinks;
+pub mod sources;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -773,7 +773,7 @@ pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> R
     let sources = request
         .sources
         .iter()
-        .map(|s| crate::inspect::Source::parse(s))
+        .map(|s| crate::sources::Source::parse(s))
         .collect::<Result<Vec<_>>>()?;
     // Everything the command line can get wrong, before anything is read.
     let target = request

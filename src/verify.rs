@@ -548,13 +548,22 @@ pub fn runtime_of(verdict: &Verdict) -> Runtime {
     scan(&ranges, &mut |at, buf| file.read_at(buf, at).unwrap_or(0))
 }
 
-/// The same for a binary held in memory (one read from an image's layer).
-pub fn runtime_of_bytes(data: &[u8]) -> Runtime {
-    let ranges = read_only_ranges(data, data.len() as u64);
+/// The same for a binary read from an image's layer (in memory, or spilled to a file).
+pub fn runtime_of_data(data: &crate::blob::Data) -> Runtime {
+    use std::io::{Read, Seek};
+    let ranges = read_only_ranges(&ReadCache::new(data.reader()), data.len());
+    let mut reader = data.reader();
     scan(&ranges, &mut |at, buf| {
-        let from = (at as usize).min(data.len());
-        let n = buf.len().min(data.len() - from);
-        buf[..n].copy_from_slice(&data[from..from + n]);
+        if reader.seek(std::io::SeekFrom::Start(at)).is_err() {
+            return 0;
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            match reader.read(&mut buf[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
         n
     })
 }

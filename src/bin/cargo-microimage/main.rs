@@ -256,12 +256,8 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
         Command::Inspect { image, registry } => {
-            let report = match inspect::Source::parse(image)? {
-                inspect::Source::Remote(reference) => {
-                    inspect::inspect_remote(&reference, &registry.options(), shell)?
-                }
-                local => inspect::inspect_source(&local)?,
-            };
+            let source = inspect::Source::parse(image)?;
+            let report = inspect::inspect(&source, &registry.options(), shell)?;
             if out.json {
                 out.record(&Record::ImageInspected(report));
             } else {
