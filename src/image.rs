@@ -202,6 +202,50 @@ pub struct ImageSpec {
     /// `build` links the crates' dependency data into the binary (cargo-auditable
     /// format); not part of the image itself.
     pub auditable: bool,
+    /// Which of the defaults were set explicitly (a base image's own apply otherwise).
+    pub explicit: Explicit,
+    /// `--base`: the image the app goes on, read for the platforms built; `None` for the
+    /// tool's own FROM-scratch base layer.
+    pub from: Option<FromImage>,
+}
+
+/// Settings given explicitly rather than by default, where a base image has its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Explicit {
+    pub user: bool,
+    pub workdir: bool,
+    pub ca_certs: bool,
+}
+
+/// The image the app goes on (`--base`), read for the platforms being built.
+#[derive(Debug, Clone)]
+pub struct FromImage {
+    /// The reference as given: `org.opencontainers.image.base.name`.
+    pub name: String,
+    /// What it was read as: the digest of its index, or of its one manifest (for the SBOM).
+    pub digest: Option<String>,
+    /// Its registry and repository, when it is in one (its blobs can be mounted there).
+    pub remote: Option<(String, String)>,
+    pub platforms: Vec<FromPlatform>,
+}
+
+/// One platform of a base image.
+#[derive(Debug, Clone)]
+pub struct FromPlatform {
+    pub platform: &'static Platform,
+    /// The platform manifest used (`org.opencontainers.image.base.digest`); a
+    /// docker-archive has none.
+    pub manifest_digest: Option<String>,
+    pub config: oci_spec::image::ImageConfiguration,
+    /// Its layers, with OCI media types, and their diff_ids from its config.
+    pub layers: Vec<Layer>,
+}
+
+impl FromImage {
+    /// The base's image for `platform`.
+    pub fn for_platform(&self, platform: &Platform) -> Option<&FromPlatform> {
+        self.platforms.iter().find(|p| p.platform == platform)
+    }
 }
 
 impl ImageSpec {
@@ -222,6 +266,8 @@ impl ImageSpec {
             include: Vec::new(),
             compression: layers::Compression::default(),
             auditable: true,
+            explicit: Explicit::default(),
+            from: None,
         }
     }
 
@@ -229,6 +275,7 @@ impl ImageSpec {
     /// and version, and the tz database version. Explicit annotations win.
     pub fn content_annotations(&self) -> BTreeMap<String, String> {
         let ca = match &self.base.ca_certs {
+            _ if self.from.is_some() && !self.explicit.ca_certs => "base image".to_string(),
             base::CaCerts::Bundled => format!(
                 "webpki-root-certs {} (Mozilla roots)",
                 env!("MICROIMAGE_WEBPKI_ROOT_CERTS_VERSION")
@@ -334,10 +381,12 @@ impl PlatformImage {
         self.config.size() + self.layers.iter().map(|l| l.blob.size()).sum::<u64>()
     }
 
-    /// The layers' tars, when this run made them.
+    /// The layers' tars, when this run made them (a base image's layers are not unpacked:
+    /// their size is not known).
     pub fn uncompressed_size(&self) -> Option<u64> {
         self.packed
             .as_ref()
+            .filter(|_| self.layers.iter().all(|l| l.uncompressed_size > 0))
             .map(|_| self.layers.iter().map(|l| l.uncompressed_size).sum())
     }
 }
@@ -393,15 +442,25 @@ pub fn assemble_with(
         return Err(Error::output("no binaries to pack"));
     }
     let compression = spec.compression;
-    let base_layer = layers::write(
-        base::entries(&spec.base)?,
-        spec.source_date_epoch,
-        compression,
-    )?;
+    // The tool's own FROM-scratch base layer; on a base image, only what was asked for on
+    // top of it (an explicit CA bundle, the tz database), if anything.
+    let base_entries = match &spec.from {
+        None => base::entries(&spec.base)?,
+        Some(_) => base::entries_on_base(&spec.base, spec.explicit.ca_certs)?,
+    };
+    let base_layer = if base_entries.is_empty() {
+        None
+    } else {
+        Some(layers::write(
+            base_entries,
+            spec.source_date_epoch,
+            compression,
+        )?)
+    };
     let include_layer = if spec.include.is_empty() {
         None
     } else {
-        let lower = lower_paths(&spec.base, &spec.bin_name)?;
+        let lower = lower_paths_of(spec)?;
         Some(layers::write(
             layers::include::without_lower_dirs(layers::include::entries(&spec.include)?, &lower),
             spec.source_date_epoch,
@@ -419,12 +478,36 @@ pub fn assemble_with(
             Some(Some(layer)) => layer.clone(),
             _ => cached_app_layer(spec, bin, packing)?,
         };
-        let mut layer_list = vec![base_layer.clone(), app_layer];
+        let from = match &spec.from {
+            Some(f) => Some(f.for_platform(bin.platform).ok_or_else(|| {
+                Error::input(format!(
+                    "the base image `{}` was not read for {}",
+                    f.name, bin.platform
+                ))
+            })?),
+            None => None,
+        };
+        let mut layer_list: Vec<Layer> = from.map(|f| f.layers.clone()).unwrap_or_default();
+        layer_list.extend(base_layer.clone());
+        layer_list.push(app_layer);
         layer_list.extend(include_layer.clone());
         let config = Blob::new(
             MediaType::ImageConfig,
-            canonical_json(&config_for(spec, bin.platform, &layer_list)?)?,
+            canonical_json(&config_for(
+                spec,
+                bin.platform,
+                &layer_list,
+                from,
+                from.is_some() && base_layer.is_some(),
+            )?)?,
         );
+        let mut annotations = annotations.clone();
+        if let (Some(image), Some(platform)) = (&spec.from, from) {
+            annotations.insert(BASE_NAME.to_string(), image.name.clone());
+            if let Some(digest) = &platform.manifest_digest {
+                annotations.insert(BASE_DIGEST.to_string(), digest.clone());
+            }
+        }
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -435,7 +518,7 @@ pub fn assemble_with(
                     .map(|l| l.blob.descriptor())
                     .collect::<Vec<_>>(),
             )
-            .annotations(annotations.clone())
+            .annotations(annotations)
             .build()
             .map_err(spec_err)?;
         let manifest = Blob::new(MediaType::ImageManifest, canonical_json(&manifest)?);
@@ -542,6 +625,29 @@ fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -
     Ok(layer)
 }
 
+/// The annotations naming the base image on each manifest (OCI image spec).
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// [`lower_paths`] of `spec`: on a base image, what the tool adds on top of it (the base's
+/// own files are not known without reading its layers).
+fn lower_paths_of(spec: &ImageSpec) -> Result<BTreeMap<String, bool>> {
+    match &spec.from {
+        None => lower_paths(&spec.base, &spec.bin_name),
+        Some(_) => {
+            let target = format!("usr/local/bin/{}", spec.bin_name);
+            let mut out: BTreeMap<String, bool> =
+                base::entries_on_base(&spec.base, spec.explicit.ca_certs)?
+                    .into_iter()
+                    .map(|e| (e.path, matches!(e.kind, layers::Kind::Dir)))
+                    .collect();
+            out.extend(layers::parents(&target).map(|d| (d.to_string(), true)));
+            out.insert(target, false);
+            Ok(out)
+        }
+    }
+}
+
 /// What the base and app layers hold, path → is a directory: what an include may not
 /// replace.
 pub fn lower_paths(base: &base::BaseOptions, bin_name: &str) -> Result<BTreeMap<String, bool>> {
@@ -573,44 +679,125 @@ fn app_entries(bin_name: &str, bin: &PlatformBinary) -> Vec<Entry> {
     entries
 }
 
+/// Whether a config's `User` runs as root (`0`, `root`, `0:0`, `root:root`, …).
+fn is_root(user: &str) -> bool {
+    let name = user.split(':').next().unwrap_or("");
+    name == "0" || name == "root"
+}
+
+/// The `Env` of an image on `base`: the base's first, ours winning key by key, with
+/// `/usr/local/bin` put first on the base's `PATH` (the app is there).
+fn env_on(spec: &ImageSpec, base: &[String]) -> Vec<String> {
+    let mut env: Vec<(String, String)> = base
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect();
+    let path = match env.iter().find(|(k, _)| k == "PATH") {
+        Some((_, p)) if p.split(':').any(|d| d == "/usr/local/bin") => p.clone(),
+        Some((_, p)) if !p.is_empty() => format!("/usr/local/bin:{p}"),
+        _ => "/usr/local/bin".to_string(),
+    };
+    set_key(&mut env, "PATH", &path);
+    if spec.explicit.ca_certs && spec.base.ca_certs != base::CaCerts::None {
+        set_key(&mut env, "SSL_CERT_FILE", base::CA_BUNDLE_PATH);
+    }
+    for (k, v) in &spec.env {
+        set_key(&mut env, k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
 fn config_for(
     spec: &ImageSpec,
     platform: &Platform,
     layer_list: &[Layer],
+    from: Option<&FromPlatform>,
+    on_base: bool,
 ) -> Result<oci_spec::image::ImageConfiguration> {
+    let inherited = from
+        .and_then(|f| f.config.config().clone())
+        .unwrap_or_default();
+    let env = match from {
+        Some(_) => env_on(spec, &inherited.env().clone().unwrap_or_default()),
+        None => spec.full_env(),
+    };
+    // On a base: ours if set; else the base's, unless it is root; else nonroot.
+    let user = match (from, inherited.user().as_deref()) {
+        (Some(_), Some(u)) if !spec.explicit.user && !u.is_empty() && !is_root(u) => u.to_string(),
+        _ => spec.user.clone(),
+    };
     let mut config = ConfigBuilder::default()
-        .user(spec.user.clone())
-        .env(spec.full_env())
-        .entrypoint(vec![spec.entrypoint()])
-        .working_dir(spec.workdir.clone());
+        .user(user)
+        .env(env)
+        .entrypoint(vec![spec.entrypoint()]);
+    match (from, spec.explicit.workdir) {
+        (Some(_), false) => {
+            if let Some(dir) = inherited.working_dir().clone().filter(|d| !d.is_empty()) {
+                config = config.working_dir(dir);
+            }
+        }
+        _ => config = config.working_dir(spec.workdir.clone()),
+    }
     if !spec.args.is_empty() {
         config = config.cmd(spec.args.clone());
     }
-    if !spec.expose.is_empty() {
-        config = config.exposed_ports(spec.expose.clone());
+    let mut ports: Vec<String> = inherited.exposed_ports().clone().unwrap_or_default();
+    ports.extend(spec.expose.iter().cloned());
+    ports.sort();
+    ports.dedup();
+    if !ports.is_empty() {
+        config = config.exposed_ports(ports);
     }
-    if !spec.labels.is_empty() {
-        config = config.labels(to_hash_map(&spec.labels));
+    let mut labels: BTreeMap<String, String> = inherited
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.extend(spec.labels.clone());
+    if !labels.is_empty() {
+        config = config.labels(to_hash_map(&labels));
+    }
+    if let Some(volumes) = inherited.volumes().clone().filter(|v| !v.is_empty()) {
+        let mut volumes = volumes;
+        volumes.sort();
+        config = config.volumes(volumes);
+    }
+    if let Some(signal) = inherited.stop_signal().clone() {
+        config = config.stop_signal(signal);
     }
     let created = spec.created()?;
-    let history = [
-        "cargo-microimage base: ca-certificates, passwd, group, os-release, /home/nonroot, /tmp"
-            .to_string(),
-        format!(
-            "cargo-microimage app: COPY {} {}",
-            spec.bin_name,
-            spec.entrypoint()
+    let mut ours = Vec::new();
+    match (from, on_base) {
+        (None, _) => ours.push(
+            "cargo-microimage base: ca-certificates, passwd, group, os-release, /home/nonroot, /tmp"
+                .to_string(),
         ),
-    ]
-    .into_iter()
-    .map(|created_by| {
-        HistoryBuilder::default()
-            .created(created.clone())
-            .created_by(created_by)
-            .build()
-            .map_err(spec_err)
-    })
-    .collect::<Result<Vec<_>>>()?;
+        (Some(_), true) => ours.push(
+            "cargo-microimage: ca-certificates and tzdata on top of the base".to_string(),
+        ),
+        (Some(_), false) => {}
+    }
+    ours.push(format!(
+        "cargo-microimage app: COPY {} {}",
+        spec.bin_name,
+        spec.entrypoint()
+    ));
+    let mut history = from
+        .and_then(|f| f.config.history().clone())
+        .unwrap_or_default();
+    for created_by in ours {
+        history.push(
+            HistoryBuilder::default()
+                .created(created.clone())
+                .created_by(created_by)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(

@@ -73,6 +73,16 @@ pub struct PlatformReport {
     pub attached: Vec<AttachedReport>,
     /// The entrypoint's binary, when it was found in the layers (local images only).
     pub binary: Option<BinaryReport>,
+    /// The base image it was built on (`org.opencontainers.image.base.name` and
+    /// `.base.digest` on its manifest), if it says.
+    pub base: Option<BaseReport>,
+}
+
+/// The base image a platform image names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseReport {
+    pub name: String,
+    pub digest: Option<String>,
 }
 
 /// The program the image runs (its `Entrypoint`), read from the layers.
@@ -206,6 +216,13 @@ fn platform_report(label: &str, m: &crate::sources::Manifest) -> Result<Platform
         layers,
     );
     report.binary = binary;
+    report.base = m
+        .annotations
+        .get(crate::image::BASE_NAME)
+        .map(|name| BaseReport {
+            name: name.clone(),
+            digest: m.annotations.get(crate::image::BASE_DIGEST).cloned(),
+        });
     Ok(report)
 }
 
@@ -313,6 +330,7 @@ fn summarise(
     PlatformReport {
         attached: Vec::new(),
         binary: None,
+        base: None,
         platform,
         manifest_digest,
         config_digest,
@@ -375,6 +393,14 @@ pub fn render(report: &Report) -> String {
                 l.uncompressed_size.map_or("?".to_string(), human_size),
                 l.files.map_or("?".to_string(), |f| f.to_string())
             );
+        }
+        if let Some(b) = &p.base {
+            let digest = b
+                .digest
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "Base:     {}{digest}", b.name);
         }
         if let Some(b) = &p.binary {
             let _ = writeln!(

@@ -118,6 +118,7 @@ struct Job {
     spec: ImageSpec,
     sbom: Vec<sbom::Format>,
     runtime: settings::Runtime,
+    base: Option<settings::BaseRequest>,
     platforms: Vec<&'static Platform>,
     sinks: Vec<Sink>,
 }
@@ -236,6 +237,7 @@ pub fn build(
             spec,
             sbom,
             runtime,
+            base,
             ..
         } = resolve(image, &plan.levels, &cx, shell)?;
         let platforms = settings::platforms(&request.platforms, &plan.levels)?;
@@ -256,9 +258,24 @@ pub fn build(
             spec,
             sbom,
             runtime,
+            base,
             platforms,
             sinks,
         });
+    }
+
+    // The base images, read before anything is compiled (a missing platform fails fast).
+    let connect = request
+        .push
+        .as_ref()
+        .map(|p| p.options.clone())
+        .unwrap_or_default();
+    let mut bases = Bases::default();
+    for job in &mut jobs {
+        if let Some(base) = &job.base {
+            let from = bases.read(base, &job.platforms, &job.sinks, &connect, shell)?;
+            with_base(&mut job.spec, &mut job.sinks, from);
+        }
     }
 
     let mut all_platforms: Vec<&'static Platform> =
@@ -375,6 +392,100 @@ pub fn build(
             )
         })
         .collect()
+}
+
+/// The base images of a run, each read once per set of platforms.
+#[derive(Default)]
+struct Bases {
+    read: Vec<(String, Vec<&'static Platform>, bool, ImageFromBase)>,
+}
+
+type ImageFromBase = crate::image::FromImage;
+
+impl Bases {
+    /// The base of `request` for `platforms`: read now, or as read before in this run. Its
+    /// registry layers are downloaded unless every destination is its own registry.
+    fn read(
+        &mut self,
+        request: &settings::BaseRequest,
+        platforms: &[&'static Platform],
+        sinks: &[Sink],
+        connect: &ConnectOptions,
+        shell: &Shell,
+    ) -> Result<ImageFromBase> {
+        let registry = match &request.source {
+            crate::sources::Source::Remote(r) => r
+                .parse::<oci_client::Reference>()
+                .ok()
+                .map(|r| r.registry().to_string()),
+            crate::sources::Source::Local { .. } => None,
+        };
+        let mounted = registry.is_some()
+            && sinks.iter().all(|s| match s {
+                Sink::Registry(t) => Some(t.reference.registry()) == registry.as_deref(),
+                _ => false,
+            });
+        let mut wanted = platforms.to_vec();
+        wanted.sort();
+        if let Some((.., from)) = self
+            .read
+            .iter()
+            .find(|(name, p, m, _)| *name == request.name && *p == wanted && *m == mounted)
+        {
+            return Ok(from.clone());
+        }
+        let layers = if mounted {
+            crate::sources::Layers::Describe
+        } else {
+            crate::sources::Layers::Download
+        };
+        let from = crate::sources::base::read(
+            &request.name,
+            &request.source,
+            &wanted,
+            &crate::sources::Options {
+                connect,
+                shell,
+                layers,
+                attachments: false,
+            },
+        )?;
+        let digest = from
+            .digest
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        shell.status(
+            "Base",
+            format!("{}{digest} for {}", request.name, list(&wanted)),
+        );
+        self.read
+            .push((request.name.clone(), wanted, mounted, from.clone()));
+        Ok(from)
+    }
+}
+
+/// Puts the app on `from`: the spec takes it, and pushes to its registry may mount its
+/// layers from its repository.
+fn with_base(spec: &mut ImageSpec, sinks: &mut [Sink], from: ImageFromBase) {
+    if let Some((registry, repository)) = &from.remote {
+        for sink in sinks.iter_mut() {
+            if let Sink::Registry(target) = sink {
+                if target.reference.registry() == registry {
+                    for layer in from.platforms.iter().flat_map(|p| &p.layers) {
+                        let at = target
+                            .mounts
+                            .entry(layer.blob.digest.to_string())
+                            .or_default();
+                        if !at.contains(repository) {
+                            at.push(repository.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    spec.from = Some(from);
 }
 
 /// The crates linked into `plan`'s binary, its package first (empty if unknown).
@@ -513,10 +624,25 @@ pub fn pack(
             Path::new("target").join("microimage").join(&bin),
         ),
     };
-    let settings::Resolved { spec, sbom, .. } = resolve(image, &levels, &cx, shell)?;
-    let sinks = sinks(request.push.as_ref(), output, &bin, &spec, 1, || {
+    let settings::Resolved {
+        mut spec,
+        sbom,
+        base,
+        ..
+    } = resolve(image, &levels, &cx, shell)?;
+    let mut sinks = sinks(request.push.as_ref(), output, &bin, &spec, 1, || {
         Destination::resolve(output.output.as_deref(), output.format, &default_dir)
     })?;
+    if let Some(base) = &base {
+        let platforms: Vec<&'static Platform> = binaries.iter().map(|b| b.platform).collect();
+        let connect = request
+            .push
+            .as_ref()
+            .map(|p| p.options.clone())
+            .unwrap_or_default();
+        let from = Bases::default().read(base, &platforms, &sinks, &connect, shell)?;
+        with_base(&mut spec, &mut sinks, from);
+    }
     let cache = project
         .as_ref()
         .map(|p| LayerCache::in_target_dir(&p.target_directory));

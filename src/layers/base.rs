@@ -172,6 +172,31 @@ fn zoneinfo() -> Vec<Entry> {
 }
 
 /// The PEM bundle for `ca_certs`, or `None` for `--ca-certs none`.
+/// What goes on top of a base image (`--base`), which has its own `/etc`: the CA bundle
+/// when one was asked for explicitly, and the tz database with `--tzdata`. Empty when
+/// neither applies.
+pub fn entries_on_base(options: &BaseOptions, ca_explicit: bool) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let bundle = match ca_explicit {
+        true => ca_bundle(&options.ca_certs)?,
+        false => None,
+    };
+    if let Some(bundle) = bundle {
+        entries.push(Entry::dir("etc", 0o755));
+        entries.push(Entry::dir("etc/ssl", 0o755));
+        entries.push(Entry::dir("etc/ssl/certs", 0o755));
+        entries.push(Entry::file(
+            CA_BUNDLE_PATH.trim_start_matches('/'),
+            0o644,
+            Content::Bytes(bundle.into()),
+        ));
+    }
+    if options.tzdata {
+        entries.extend(zoneinfo());
+    }
+    Ok(entries)
+}
+
 pub fn ca_bundle(ca_certs: &CaCerts) -> Result<Option<Vec<u8>>> {
     match ca_certs {
         CaCerts::None => Ok(None),

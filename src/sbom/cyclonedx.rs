@@ -11,6 +11,7 @@ use cyclonedx_bom::models::hash::{Hash, HashAlgorithm, HashValue, Hashes};
 use cyclonedx_bom::models::license::{LicenseChoice, Licenses};
 use cyclonedx_bom::models::metadata::Metadata;
 use cyclonedx_bom::models::tool::{Tool, Tools};
+use std::str::FromStr;
 
 use super::{license_expression, purl, Subject};
 use crate::error::{Error, Result};
@@ -104,6 +105,31 @@ pub fn document(s: &Subject) -> Result<Vec<u8>> {
             let (_, rest) = p.split_once('/').unwrap_or(("", &p));
             let (n, v) = rest.split_once('@').unwrap_or((rest, ""));
             component.purl = Some(Purl::new("cargo", n, v).map_err(failed)?);
+        }
+        components.push(component);
+        contained.push(reference);
+    }
+    if let Some((name, digest, purl_text)) = s.base_image() {
+        let version = digest.clone().unwrap_or_default();
+        let reference = format!("base-image:{name}@{version}");
+        let mut component = Component::new(
+            Classification::Container,
+            &name,
+            &version,
+            Some(reference.clone()),
+        );
+        component.description = Some(NormalizedString::new(
+            "the base image the app was put on (--base)",
+        ));
+        if let Some(hex) = digest.as_deref().and_then(|d| d.strip_prefix("sha256:")) {
+            component.hashes = Some(Hashes(vec![Hash {
+                alg: HashAlgorithm::SHA_256,
+                content: HashValue(hex.to_string()),
+            }]));
+        }
+        if let Some(p) = purl_text {
+            component.purl =
+                Some(Purl::from_str(&p).map_err(|()| failed(format!("`{p}` is not a purl")))?);
         }
         components.push(component);
         contained.push(reference);

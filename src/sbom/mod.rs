@@ -48,7 +48,10 @@ impl Subject<'_> {
     /// `rs.microimage` names for what the base layer holds: (name, version, purl).
     fn base_packages(&self) -> Vec<(&'static str, String, Option<String>)> {
         let mut out = Vec::new();
+        // On a base image, the CA bundle is the base's unless one was asked for.
+        let ours = self.spec.from.is_none() || self.spec.explicit.ca_certs;
         match &self.spec.base.ca_certs {
+            _ if !ours => {}
             CaCerts::Bundled => {
                 let v = env!("MICROIMAGE_WEBPKI_ROOT_CERTS_VERSION");
                 out.push((
@@ -66,6 +69,30 @@ impl Subject<'_> {
             out.push(("tzdata", base::tzdata_version().to_string(), None));
         }
         out
+    }
+}
+
+impl Subject<'_> {
+    /// The base image this platform image was built on: its name as given, the digest of
+    /// the platform manifest used (else of what the name resolved to), and its purl
+    /// (`pkg:oci/NAME@DIGEST?repository_url=…` for a registry base).
+    fn base_image(&self) -> Option<(String, Option<String>, Option<String>)> {
+        let from = self.spec.from.as_ref()?;
+        let digest = from
+            .for_platform(self.platform)
+            .and_then(|p| p.manifest_digest.clone())
+            .or_else(|| from.digest.clone());
+        let purl = match (&from.remote, &digest) {
+            (Some((registry, repository)), Some(digest)) => {
+                let last = repository.rsplit('/').next().unwrap_or(repository);
+                Some(format!(
+                    "pkg:oci/{last}@{}?repository_url={registry}/{repository}",
+                    digest.replace(':', "%3A")
+                ))
+            }
+            _ => None,
+        };
+        Some((from.name.clone(), digest, purl))
     }
 }
 

@@ -126,6 +126,35 @@ pub fn document(s: &Subject) -> Result<Value> {
             }));
         }
     }
+    if let Some((name, digest, purl)) = s.base_image() {
+        let mut p = json!({
+            "SPDXID": "SPDXRef-BaseImage",
+            "name": name,
+            "versionInfo": digest.clone().unwrap_or_else(|| "NOASSERTION".to_string()),
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "CONTAINER",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+        });
+        if let Some(digest) = digest.as_deref().and_then(|d| d.strip_prefix("sha256:")) {
+            p["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": digest}]);
+        }
+        if let Some(purl) = purl {
+            p["externalRefs"] = json!([{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": purl,
+            }]);
+        }
+        packages.push(p);
+        relationships.push(json!({
+            "spdxElementId": image_id,
+            "relationshipType": "DESCENDANT_OF",
+            "relatedSpdxElement": "SPDXRef-BaseImage",
+        }));
+    }
     for (name, version, purl) in s.base_packages() {
         let pid = id("Base", name);
         let mut p = json!({

@@ -36,6 +36,8 @@ pub struct ImageArgs {
     pub allocator: Option<super::Allocator>,
     /// `--no-pid1-signals`: `Some(false)` (a build option, like `allocator`).
     pub pid1_signals: Option<bool>,
+    /// `--base REF`: the image the app goes on.
+    pub base: Option<String>,
 }
 
 /// Parses `KEY=VALUE` (the value may be empty or contain `=`).

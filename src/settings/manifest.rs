@@ -39,6 +39,9 @@ pub struct ImageConfig {
     pub allocator: Option<super::Allocator>,
     /// Link the PID 1 signal hook into binaries `build` compiles.
     pub pid1_signals: Option<bool>,
+    /// The image the app goes on: a registry reference, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]` or `docker-archive:FILE`.
+    pub base: Option<String>,
 }
 
 /// `expose = ["8080/tcp", 9090]`: a string or a bare port number (checked by

@@ -75,7 +75,57 @@ pub struct Resolved {
     pub sbom: Vec<sbom_format::Format>,
     /// What `build` links into the binary besides its own code.
     pub runtime: Runtime,
+    /// `--base`: the image the app goes on, to be read (see `crate::sources::base`).
+    pub base: Option<BaseRequest>,
     pub origins: BTreeMap<String, Origin>,
+}
+
+/// A base image asked for, not read yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseRequest {
+    /// As written (the `org.opencontainers.image.base.name` annotation).
+    pub name: String,
+    pub source: crate::sources::Source,
+    pub origin: Origin,
+}
+
+/// `--base REF`: a path with a transport prefix (`oci:`, `oci-archive:`,
+/// `docker-archive:`) or an existing path is local, relative to `dir`; anything else is a
+/// registry reference (a Docker Hub short name such as `busybox:1.36` included).
+pub fn parse_base(text: &str, dir: &Path) -> std::result::Result<crate::sources::Source, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".to_string());
+    }
+    let prefixes = ["oci:", "oci-archive:", "docker-archive:"];
+    let local = |rest: &str| -> String {
+        if Path::new(rest).is_absolute() {
+            rest.to_string()
+        } else {
+            dir.join(rest).to_string_lossy().into_owned()
+        }
+    };
+    if let Some((prefix, rest)) = prefixes
+        .iter()
+        .find_map(|p| text.strip_prefix(p).map(|rest| (*p, rest)))
+    {
+        let arg = format!("{prefix}{}", local(rest));
+        return crate::sources::Source::parse(std::ffi::OsStr::new(&arg))
+            .map_err(|e| e.message().to_string());
+    }
+    if Path::new(&local(text)).exists() {
+        return crate::sources::Source::parse(std::ffi::OsStr::new(&local(text)))
+            .map_err(|e| e.message().to_string());
+    }
+    let reference = text.strip_prefix("docker://").unwrap_or(text);
+    reference
+        .parse::<oci_client::Reference>()
+        .map(|_| crate::sources::Source::Remote(reference.to_string()))
+        .map_err(|e| {
+            format!(
+                "`{text}` is neither an image reference ({e}) nor an existing path; a local base is written oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE"
+            )
+        })
 }
 
 /// `--allocator`, key `allocator` (DESIGN §9): the `malloc` a binary that `build` compiles
@@ -386,6 +436,22 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     };
     note("allocator", allocator.map(|(_, o)| o));
     note("pid1-signals", pid1.map(|(_, o)| o));
+    let base = match pick("base", args.base.clone(), levels, |c| c.base.clone()) {
+        Some((text, origin)) => {
+            let source = parse_base(&text, base_of(&origin, cx.cwd))
+                .map_err(|why| bad_value(&origin, "--base", why))?;
+            note("base", Some(origin.clone()));
+            Some(BaseRequest {
+                name: text.trim().to_string(),
+                source,
+                origin,
+            })
+        }
+        None => {
+            note("base", None);
+            None
+        }
+    };
     spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
     note(
         "source-date-epoch",
@@ -399,11 +465,21 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     );
     annotations.extend(explicit);
     spec.annotations = annotations;
+    spec.explicit = crate::image::Explicit {
+        user: origins.get("user").is_some_and(|o| *o != Origin::Default),
+        workdir: origins
+            .get("workdir")
+            .is_some_and(|o| *o != Origin::Default),
+        ca_certs: origins
+            .get("ca-certs")
+            .is_some_and(|o| *o != Origin::Default),
+    };
     origins.extend(maps);
     Ok(Resolved {
         spec,
         sbom,
         runtime,
+        base,
         origins,
     })
 }

@@ -63,16 +63,18 @@ pub fn write_docker(set: &ImageSet, file: &mut File) -> Result<()> {
     for layer in &image.layers {
         let name = format!("{}.tar", blob::hex(&layer.diff_id));
         if !layer_names.contains(&name) {
-            entries.push(Entry::file(
-                &name,
-                0o644,
-                Content::Decompressed {
+            // The tool's layers are written as the plain tars they hold; a base image's
+            // layer as it is (a plain tar, or one whose unpacked size is not known:
+            // `docker load` and `podman load` unpack a compressed layer file themselves).
+            let content = match layers::Compression::of(&layer.blob.media_type) {
+                Some(compression) if layer.uncompressed_size > 0 => Content::Decompressed {
                     blob: layer.blob.data.clone(),
-                    compression: layers::Compression::of(&layer.blob.media_type)
-                        .expect("the tool's own layers are gzip or zstd"),
+                    compression,
                     size: layer.uncompressed_size,
                 },
-            ));
+                _ => Content::Blob(layer.blob.data.clone()),
+            };
+            entries.push(Entry::file(&name, 0o644, content));
         }
         layer_names.push(name);
     }

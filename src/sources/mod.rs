@@ -12,6 +12,7 @@
 //!
 //! `inspect`, `merge` and `--base` read through here and nowhere else.
 
+pub mod base;
 pub mod docker;
 mod files;
 pub mod oci;

@@ -356,6 +356,9 @@ pub struct ImageFlags {
     /// SBOMs attached to each platform image: spdx, cyclonedx, spdx,cyclonedx or none [default: spdx]
     #[arg(long, value_name = "FORMATS", value_parser = |s: &str| microimage::sbom::parse_formats(s).map(|_| s.to_string()))]
     pub sbom: Option<String>,
+    /// The image to put the app on: a registry reference, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE [default: none, FROM scratch]
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -552,6 +555,7 @@ impl ImageFlags {
             sbom: self.sbom.clone(),
             allocator: None,
             pid1_signals: None,
+            base: self.base.clone(),
         })
     }
 }

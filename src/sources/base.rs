@@ -1,0 +1,441 @@
+//! The base image of `--base`, read for the platforms being built: for each, the base's
+//! manifest for that platform (variant included; one it lacks is an error listing what it
+//! has), its config, and its layers with their OCI media types (Docker schema 2 types map
+//! to their OCI twins; the bytes, so the digests, stay the same).
+//!
+//! A local base (layout, OCI archive, docker-archive) is read where it is. A registry base
+//! is read through a cache of blobs by digest in the user's cache directory: manifests and
+//! configs are checked against their digests whenever they are read from it, layers when
+//! they are stored (downloaded a step at a time to a temporary file, never whole in
+//! memory). So a base given by digest whose blobs are cached costs no request at all, and
+//! one given by tag costs the connection and one manifest request to learn what the tag
+//! points at. With [`Layers::Describe`] (every destination is the base's own registry,
+//! which mounts them) layers are not downloaded at all.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+
+use super::{is_index, is_manifest, parse, Layers, Options, Source, DOCKER_LAYER};
+use crate::blob::{self, Blob, Data};
+use crate::error::{Error, Result};
+use crate::image::{FromImage, FromPlatform};
+use crate::layers::Layer;
+use crate::platform::Platform;
+use crate::registry::connection::Connection;
+
+/// Reads the base `source` (named `name`, as given) for `platforms`.
+pub fn read(
+    name: &str,
+    source: &Source,
+    platforms: &[&'static Platform],
+    options: &Options,
+) -> Result<FromImage> {
+    match source {
+        Source::Remote(reference) => read_remote(name, reference, platforms, options),
+        Source::Local { .. } => read_local(name, source, platforms, options),
+    }
+}
+
+fn read_local(
+    name: &str,
+    source: &Source,
+    platforms: &[&'static Platform],
+    options: &Options,
+) -> Result<FromImage> {
+    let read = super::read(source, options)?;
+    let (image, rest) = read.one_image()?;
+    let digest = match &image.index {
+        Some(index) => Some(index.digest.to_string()),
+        None => image.manifests.first().and_then(|m| m.digest()),
+    };
+    let have: Vec<String> = image.manifests.iter().map(|m| m.platform_name()).collect();
+    let mut out = Vec::new();
+    for &platform in platforms {
+        let m = image
+            .manifests
+            .iter()
+            .find(|m| m.platform() == Some(platform))
+            .ok_or_else(|| missing_platform(name, platform, &have))?;
+        out.push(FromPlatform {
+            platform,
+            manifest_digest: m.digest(),
+            config: m.config_json.clone(),
+            layers: layers(name, m.layers.clone(), &m.config_json)?,
+        });
+    }
+    Ok(FromImage {
+        name: name.to_string(),
+        digest,
+        remote: rest.remote,
+        platforms: out,
+    })
+}
+
+fn missing_platform(name: &str, platform: &Platform, have: &[String]) -> Error {
+    Error::input(format!(
+        "the base image `{name}` has no image for {}: it has {}",
+        platform.oci_name(),
+        if have.is_empty() {
+            "none".to_string()
+        } else {
+            have.join(", ")
+        }
+    ))
+    .with_help("build for the platforms the base has (--platform), or use a base that has this one")
+}
+
+/// The base's layers as this tool's: OCI media types, their diff_ids from `config`.
+fn layers(name: &str, blobs: Vec<Blob>, config: &ImageConfiguration) -> Result<Vec<Layer>> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != blobs.len() {
+        return Err(Error::input(format!(
+            "the base image `{name}` is damaged: a manifest has {} layers but its config lists {}",
+            blobs.len(),
+            diff_ids.len()
+        )));
+    }
+    blobs
+        .into_iter()
+        .zip(diff_ids)
+        .map(|(mut blob, diff_id)| {
+            blob.media_type = oci_layer_type(name, &blob.media_type)?;
+            Ok(Layer {
+                blob,
+                diff_id: diff_id.parse().map_err(|_| {
+                    Error::input(format!(
+                        "the base image `{name}`: its config has a bad diff_id `{diff_id}`"
+                    ))
+                })?,
+                // Not known without reading the layer (0: unknown).
+                uncompressed_size: 0,
+                entries: 0,
+            })
+        })
+        .collect()
+}
+
+/// A layer media type as OCI names it: Docker schema 2's map to their twins.
+fn oci_layer_type(name: &str, media_type: &MediaType) -> Result<MediaType> {
+    let text = media_type.to_string();
+    Ok(match text.as_str() {
+        DOCKER_LAYER => MediaType::ImageLayerGzip,
+        "application/vnd.docker.image.rootfs.diff.tar" => MediaType::ImageLayer,
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => MediaType::ImageLayerZstd,
+        _ if matches!(
+            media_type,
+            MediaType::ImageLayer | MediaType::ImageLayerGzip | MediaType::ImageLayerZstd
+        ) =>
+        {
+            media_type.clone()
+        }
+        _ => {
+            return Err(Error::input(format!(
+                "the base image `{name}` has a layer of type {text}, which cannot be carried into an image"
+            ))
+            .with_help("use a base whose layers are tar, tar+gzip or tar+zstd"))
+        }
+    })
+}
+
+// ----- registry bases -----
+
+const ACCEPT: &[&str] = crate::registry::MANIFEST_TYPES;
+
+/// Blobs by digest, under the user's cache directory.
+struct Cache {
+    dir: Option<PathBuf>,
+}
+
+impl Cache {
+    fn open() -> Cache {
+        Cache {
+            dir: crate::blob::cache_home().map(|h| h.join("base-blobs")),
+        }
+    }
+
+    fn path(&self, digest: &str) -> Option<PathBuf> {
+        let (algorithm, hex) = digest.split_once(':')?;
+        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+        (ok(algorithm) && ok(hex))
+            .then(|| self.dir.as_ref().map(|d| d.join(algorithm).join(hex)))?
+    }
+
+    /// A small blob (manifest, config), if cached and still what its digest says.
+    fn small(&self, digest: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.path(digest)?).ok()?;
+        (blob::sha256(&bytes).to_string() == digest).then_some(bytes)
+    }
+
+    fn put_small(&self, digest: &str, bytes: &[u8]) {
+        if let Some(path) = self.path(digest) {
+            let _ = write_atomic(&path, |f| f.write_all(bytes));
+        }
+    }
+
+    /// A cached layer of `size` bytes (stored only after it was checked).
+    fn layer(&self, digest: &str, size: u64) -> Option<Data> {
+        let path = self.path(digest)?;
+        let file = std::fs::File::open(&path).ok()?;
+        let meta = file.metadata().ok()?;
+        (meta.is_file() && meta.len() == size).then(|| Data::borrowed_file(file, size, &path))
+    }
+}
+
+/// Writes a file through a temporary beside it and renames it in.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(crate::guard::PREFIX)
+        .tempfile_in(dir)?;
+    let _registered = crate::guard::Temporary::register(temp.path());
+    write(temp.as_file_mut())?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A registry connection made when first needed (a base cached whole needs none).
+struct Lazy<'a> {
+    target: &'a oci_client::Reference,
+    options: &'a Options<'a>,
+    conn: Option<Connection>,
+}
+
+impl Lazy<'_> {
+    async fn get(&mut self) -> Result<&Connection> {
+        if self.conn.is_none() {
+            self.conn = Some(
+                crate::registry::connection::connect(
+                    self.target,
+                    self.options.connect,
+                    self.options.shell,
+                    oci_client::RegistryOperation::Pull,
+                )
+                .await?,
+            );
+        }
+        Ok(self.conn.as_ref().expect("just made"))
+    }
+}
+
+fn read_remote(
+    name: &str,
+    reference: &str,
+    platforms: &[&'static Platform],
+    options: &Options,
+) -> Result<FromImage> {
+    let target: oci_client::Reference = reference.parse().map_err(|e| {
+        Error::usage(format!(
+            "--base `{reference}` is not an image reference: {e}"
+        ))
+    })?;
+    let cache = Cache::open();
+    let at = |digest: &str| {
+        oci_client::Reference::with_digest(
+            target.registry().to_string(),
+            target.repository().to_string(),
+            digest.to_string(),
+        )
+    };
+    crate::registry::block_on(async {
+        let mut lazy = Lazy {
+            target: &target,
+            options,
+            conn: None,
+        };
+        let not_found = |conn: &Connection, e: oci_client::errors::OciDistributionError| {
+            if crate::registry::errors::is_not_found(&e) {
+                Error::input(format!(
+                    "the base image `{name}` does not exist in the registry"
+                ))
+                .with_help("check the reference: its repository, and its tag or digest")
+            } else {
+                conn.fail(e)
+            }
+        };
+        // What the reference points at: by digest, from the cache if it is there; by tag,
+        // asked (the one request a warm build makes).
+        let (top, top_digest) = match target.digest().map(str::to_string) {
+            Some(digest) => match cache.small(&digest) {
+                Some(bytes) => (bytes, digest),
+                None => {
+                    let conn = lazy.get().await?;
+                    let (raw, got) = conn
+                        .pull_manifest_raw(&target, ACCEPT)
+                        .await
+                        .map_err(|e| not_found(conn, e))?;
+                    if got != digest || blob::sha256(&raw).to_string() != digest {
+                        return Err(Error::registry(format!(
+                            "the registry sent a manifest that does not match {digest}"
+                        )));
+                    }
+                    cache.put_small(&digest, &raw);
+                    (raw.to_vec(), digest)
+                }
+            },
+            None => {
+                let conn = lazy.get().await?;
+                let (raw, digest) = conn
+                    .pull_manifest_raw(&target, ACCEPT)
+                    .await
+                    .map_err(|e| not_found(conn, e))?;
+                if blob::sha256(&raw).to_string() != digest {
+                    return Err(Error::registry(format!(
+                        "the registry sent a manifest for `{name}` whose content does not match its digest {digest}"
+                    )));
+                }
+                cache.put_small(&digest, &raw);
+                (raw.to_vec(), digest)
+            }
+        };
+        // The platform manifests wanted, by digest.
+        let kind: serde_json::Value = parse(name, "manifest", &top)?;
+        let mut chosen: Vec<(&'static Platform, String, Vec<u8>)> = Vec::new();
+        if kind.get("manifests").is_some() {
+            let index: ImageIndex = parse(name, "image index", &top)?;
+            let named = |d: &Descriptor| {
+                d.platform().as_ref().map(|p| {
+                    let base = format!("{}/{}", p.os(), p.architecture());
+                    match p.variant() {
+                        Some(v) => format!("{base}/{v}"),
+                        None => base,
+                    }
+                })
+            };
+            let have: Vec<String> = index.manifests().iter().filter_map(named).collect();
+            for &platform in platforms {
+                let entry = index
+                    .manifests()
+                    .iter()
+                    .filter(|d| is_manifest(d.media_type()))
+                    .find(|d| {
+                        named(d).is_some_and(|n| Platform::from_oci(&n).ok() == Some(platform))
+                    })
+                    .ok_or_else(|| missing_platform(name, platform, &have))?;
+                let digest = entry.digest().to_string();
+                let raw = match cache.small(&digest) {
+                    Some(bytes) => bytes,
+                    None => {
+                        let conn = lazy.get().await?;
+                        let (raw, got) = conn
+                            .pull_manifest_raw(&at(&digest), ACCEPT)
+                            .await
+                            .map_err(|e| not_found(conn, e))?;
+                        if got != digest || blob::sha256(&raw).to_string() != digest {
+                            return Err(Error::registry(format!(
+                                "the registry sent a manifest that does not match {digest}"
+                            )));
+                        }
+                        cache.put_small(&digest, &raw);
+                        raw.to_vec()
+                    }
+                };
+                chosen.push((platform, digest, raw));
+            }
+        } else {
+            chosen.push((platforms[0], top_digest.clone(), top.clone()));
+        }
+        let mut out = Vec::new();
+        for (platform, digest, raw) in chosen {
+            let manifest: ImageManifest = parse(name, "manifest", &raw)?;
+            let manifest_type = manifest
+                .media_type()
+                .clone()
+                .unwrap_or(MediaType::ImageManifest);
+            if is_index(&manifest_type) || !is_manifest(&manifest_type) {
+                return Err(Error::input(format!(
+                    "the base image `{name}` holds a {manifest_type} where an image manifest should be"
+                )));
+            }
+            let config_digest = manifest.config().digest().to_string();
+            let config_raw = match cache.small(&config_digest) {
+                Some(bytes) => bytes,
+                None => {
+                    let conn = lazy.get().await?;
+                    let bytes = conn.pull_checked(&target, &config_digest, "config").await?;
+                    cache.put_small(&config_digest, &bytes);
+                    bytes.to_vec()
+                }
+            };
+            let config: ImageConfiguration = parse(name, "config", &config_raw)?;
+            // A single-manifest base says its platform in its config only.
+            let actual = format!(
+                "{}/{}{}",
+                config.os(),
+                config.architecture(),
+                config
+                    .variant()
+                    .as_ref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            );
+            if Platform::from_oci(&actual).ok() != Some(platform) {
+                return Err(missing_platform(name, platform, &[actual]));
+            }
+            let mut blobs = Vec::new();
+            for d in manifest.layers() {
+                let data = match options.layers {
+                    Layers::Describe => Data::Remote(d.size()),
+                    Layers::Download => {
+                        let digest = d.digest().to_string();
+                        match cache.layer(&digest, d.size()) {
+                            Some(data) => data,
+                            None => {
+                                let conn = lazy.get().await?;
+                                download(conn, &target, d, &cache).await?
+                            }
+                        }
+                    }
+                };
+                blobs.push(Blob {
+                    media_type: d.media_type().clone(),
+                    digest: d.digest().clone(),
+                    data,
+                });
+            }
+            out.push(FromPlatform {
+                platform,
+                manifest_digest: Some(digest),
+                layers: layers(name, blobs, &config)?,
+                config,
+            });
+        }
+        Ok(FromImage {
+            name: name.to_string(),
+            digest: Some(top_digest),
+            remote: Some((
+                target.registry().to_string(),
+                target.repository().to_string(),
+            )),
+            platforms: out,
+        })
+    })
+}
+
+/// Downloads a layer into the cache (a step at a time), checked against its size and
+/// digest before it is stored; without a cache directory, to a spill file.
+async fn download(
+    conn: &Connection,
+    image: &oci_client::Reference,
+    d: &Descriptor,
+    cache: &Cache,
+) -> Result<Data> {
+    let Some(path) = cache.path(d.digest().as_ref()) else {
+        return super::registry::fetch(conn, image, d).await;
+    };
+    let data = super::registry::fetch(conn, image, d).await?;
+    // Checked by fetch; stored for the next build (a spill file in memory or on disk).
+    let stored = write_atomic(&path, |f| {
+        std::io::copy(&mut data.reader().take(d.size()), f).map(|_| ())
+    });
+    match (stored, cache.layer(d.digest().as_ref(), d.size())) {
+        (Ok(()), Some(cached)) => Ok(cached),
+        _ => Ok(data),
+    }
+}
