@@ -79,3 +79,27 @@ if ! "$tools/venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, 
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' cryptography==50.0.2 pynacl==1.6.2
 fi
+
+# Base images for the --base tests are made from Debian's static busybox, for amd64 and
+# arm64 (kept with the other tools; the arm64 package needs dpkg to know that
+# architecture, which changes nothing installed).
+if [ ! -x "$tools/busybox/amd64/busybox" ] || [ ! -x "$tools/busybox/arm64/busybox" ]; then
+  echo "setup: fetching busybox-static for amd64 and arm64 (Debian)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $SUDO dpkg --add-architecture arm64
+    $SUDO apt-get update -qq
+  fi
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && apt-get download -q busybox-static:amd64 busybox-static:arm64 >/dev/null 2>&1 \
+     || { $SUDO apt-get update -qq && apt-get download -q busybox-static:amd64 busybox-static:arm64 >/dev/null; })
+  for arch in amd64 arm64; do
+    dpkg-deb -x "$work"/busybox-static_*_"$arch".deb "$work/$arch"
+    mkdir -p "$tools/busybox/$arch"
+    install -m 755 "$work/$arch/bin/busybox" "$tools/busybox/$arch/busybox.new"
+    mv "$tools/busybox/$arch/busybox.new" "$tools/busybox/$arch/busybox"
+  done
+  rm -rf "$work"
+  trap - EXIT
+fi

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod base;
 mod build_example;
 mod build_options;
 mod cli;
