@@ -18,8 +18,6 @@
 //! and merging the platforms of a `build` gives that build's index digest.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::Path;
 
 use oci_spec::image::{ImageConfiguration, MediaType};
 
@@ -75,8 +73,8 @@ pub fn read_sources(
                 // A docker-archive is told apart from its headers alone, before any
                 // entry is read.
                 if path.is_file()
-                    && crate::sinks::is_image_archive(path)
-                    && !archive_has(path, "oci-layout")
+                    && crate::sources::archive_kind(path)
+                        == Some(crate::sources::Format::DockerArchive)
                 {
                     return Err(docker_archive(&source.label()));
                 }
@@ -362,19 +360,4 @@ fn docker_archive(label: &str) -> Error {
     .with_help(
         "write the platform images as OCI layouts or OCI archives (--format oci or oci-archive)",
     )
-}
-
-/// Whether the tar at `path` has an entry `name` (headers only).
-fn archive_has(path: &Path, name: &str) -> bool {
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    let mut archive = tar::Archive::new(file);
-    let Ok(entries) = archive.entries_with_seek() else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        e.path()
-            .is_ok_and(|p| p.to_string_lossy().trim_start_matches("./") == name)
-    })
 }

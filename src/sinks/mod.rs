@@ -233,28 +233,9 @@ pub fn through_symlink(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Whether `path` is a tar archive of an image: it holds `oci-layout` and `index.json`
-/// (an OCI archive) or `manifest.json` (a docker-archive). Only headers are read.
+/// Whether `path` is a tar archive of an image (see [`crate::sources::archive_kind`]).
 pub fn is_image_archive(path: &Path) -> bool {
-    let Ok(file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut archive = tar::Archive::new(file);
-    let Ok(entries) = archive.entries_with_seek() else {
-        return false;
-    };
-    let (mut layout, mut index, mut docker) = (false, false, false);
-    for entry in entries.take(100_000) {
-        let Ok(entry) = entry else { return false };
-        let Ok(name) = entry.path() else { return false };
-        match name.to_string_lossy().trim_start_matches("./") {
-            "oci-layout" => layout = true,
-            "index.json" => index = true,
-            "manifest.json" => docker = true,
-            _ => {}
-        }
-    }
-    layout && index || docker
+    crate::sources::archive_kind(path).is_some()
 }
 
 fn parent_of(dest: &Path) -> Result<&Path> {

@@ -383,6 +383,33 @@ fn read_local(path: &Path, tag: Option<&str>) -> Result<Read> {
     }
 }
 
+/// What kind of image archive the tar at `path` is, from its headers alone (no entry is
+/// read): an OCI archive holds `oci-layout` and `index.json`, a docker-archive
+/// `manifest.json` (and newer `docker save` output both, which is read as OCI).
+pub fn archive_kind(path: &Path) -> Option<Format> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut archive = tar::Archive::new(file);
+    let entries = archive.entries_with_seek().ok()?;
+    let (mut layout, mut index, mut docker) = (false, false, false);
+    for entry in entries.take(100_000) {
+        let entry = entry.ok()?;
+        let name = entry.path().ok()?;
+        match name.to_string_lossy().trim_start_matches("./") {
+            "oci-layout" => layout = true,
+            "index.json" => index = true,
+            "manifest.json" => docker = true,
+            _ => {}
+        }
+    }
+    if layout && index {
+        Some(Format::OciArchive)
+    } else if docker {
+        Some(Format::DockerArchive)
+    } else {
+        None
+    }
+}
+
 /// A small blob's bytes (a manifest, a config), read from `label`.
 pub(crate) fn bytes(label: &str, blob: &Blob) -> Result<Vec<u8>> {
     blob.data.to_vec().map_err(|e| {
