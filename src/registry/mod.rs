@@ -1,6 +1,6 @@
 //! Registries: everything the tool needs to talk to one, whatever it is doing there —
 //! pushing an image (the sink in `crate::sinks::registry`) or reading one back
-//! (`crate::inspect`).
+//! (`crate::sources::registry`).
 //!
 //! - [`reference`]: parsing references, telling a registry host from a path;
 //! - [`connection`]: protocol, ping, authentication, one [`connection::Connection`];
@@ -56,7 +56,50 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         .map_err(|e| Error::registry(format!("starting the async runtime failed: {e}")))
 }
 
-/// Runs registry work to completion on the calling thread.
+/// Runs registry work to completion on the calling thread. A panic inside it — the
+/// registry client unwrapping something a registry sent (oci-client 0.18 does, on a token
+/// that is not a valid header value) — ends the work with a registry error, not the
+/// process (see [`quiet_panics`]).
 pub fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    runtime()?.block_on(work)
+    use futures_util::FutureExt;
+    let runtime = runtime()?;
+    let _guard = quiet_panics();
+    match runtime.block_on(std::panic::AssertUnwindSafe(work).catch_unwind()) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "no reason given".to_string());
+            Err(Error::registry(format!(
+                "the registry sent an answer the registry client could not handle ({what})"
+            ))
+            .with_help("the registry or something between it and this machine is misbehaving; try again, or check it with `curl -v`"))
+        }
+    }
+}
+
+/// While registry work runs, a panic is not printed by the default hook (it becomes the
+/// work's error instead, see [`block_on`]); panics elsewhere print as usual.
+fn quiet_panics() -> impl Drop {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if RUNNING.load(Ordering::SeqCst) == 0 {
+                default(info);
+            }
+        }));
+    });
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    Guard
 }

@@ -248,10 +248,21 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| conn.fail(e))?;
     let mut out = blob::HashingWriter::new(blob::SpillWriter::new());
+    let mut received: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             Error::registry(format!("downloading layer {} failed: {e}", d.digest()))
         })?;
+        // The descriptor says how much there is: not a byte more is taken (a registry
+        // that keeps sending would otherwise fill the disk before the digest check).
+        received += chunk.len() as u64;
+        if received > d.size() {
+            return Err(Error::registry(format!(
+                "the registry sent more than the {} bytes layer {} has; the download was stopped",
+                d.size(),
+                d.digest()
+            )));
+        }
         out.write_all(&chunk).map_err(failed)?;
     }
     let (spill, digest, size) = out.finish();

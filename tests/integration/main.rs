@@ -11,6 +11,7 @@ mod config_workspace;
 mod elf_fuzz;
 mod errors;
 mod hardening;
+mod hostile;
 mod merge;
 mod multiarch;
 mod openssl;

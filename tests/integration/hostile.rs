@@ -1,0 +1,123 @@
+//! Untrusted input: registries that misbehave on purpose (`tests/support/
+//! hostile_registry.py`). Each case ends with exit status 1 and one clear message — no
+//! panic, no hang, memory within bounds, nothing left behind.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+struct Hostile {
+    child: Child,
+    port: u16,
+}
+
+impl Hostile {
+    fn start(mode: &str) -> Hostile {
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg(repo().join("tests/support/hostile_registry.py"))
+            .args([&port.to_string(), mode])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "it never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Hostile { child, port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the tool under `/usr/bin/time` with a deadline: (run, peak RSS in KiB).
+fn bounded(cache: &Path, args: &[&str]) -> (Run, u64) {
+    let t = tmp();
+    let rss = t.path().join("rss");
+    let started = Instant::now();
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-o")
+        .arg(&rss)
+        .args(["-f", "%M"])
+        .arg(env!("CARGO_BIN_EXE_cargo-microimage"))
+        .arg("microimage")
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env("XDG_CACHE_HOME", cache);
+    let out = run(&mut cmd);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "it took {:?}",
+        started.elapsed()
+    );
+    let kib = std::fs::read_to_string(&rss)
+        .unwrap_or_default()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    (out, kib)
+}
+
+#[test]
+fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
+    // oci-client 0.18 unwraps the token into a header value (client.rs), which panics.
+    let registry = Hostile::start("token-newline");
+    let cache = tmp();
+    let (out, _) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", registry.host())],
+    );
+    let out = out.fails_with(
+        1,
+        "the registry sent an answer the registry client could not handle",
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("error:").count(),
+        1,
+        "one message: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_layer_longer_than_its_descriptor_is_stopped_at_once() {
+    let registry = Hostile::start("oversize-blob");
+    let cache = tmp();
+    let t = tmp();
+    let out_dir = t.path().join("merged");
+    let (out, kib) = bounded(
+        cache.path(),
+        &[
+            "merge",
+            "-o",
+            out_dir.to_str().unwrap(),
+            &format!("{}/team/app:1", registry.host()),
+        ],
+    );
+    out.fails_with(1, "sent more than the 97 bytes layer");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+    assert!(!out_dir.exists());
+    let spill = cache.path().join("cargo-microimage/spill");
+    let left: Vec<_> = std::fs::read_dir(&spill)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the spill dir: {left:?}");
+}

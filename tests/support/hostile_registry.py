@@ -1,0 +1,115 @@
+"""A registry that misbehaves on purpose, for the tests of what the tool reads from
+registries it does not trust. Python's standard library only.
+
+    hostile_registry.py PORT MODE
+
+Modes:
+  token-newline   asks for a bearer token, and the token endpoint answers one with a
+                  newline in it (not a valid header value)
+  oversize-blob   serves an image whose one layer's descriptor says 97 bytes, then sends
+                  that layer's body without end
+"""
+import hashlib
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+MODE = sys.argv[2]
+
+
+def digest(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# A one-platform image whose layer is said to be 97 bytes long.
+CONFIG = json.dumps(
+    {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
+        "config": {},
+    }
+).encode()
+LAYER_DIGEST = "sha256:" + "1" * 64
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest(CONFIG),
+            "size": len(CONFIG),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": LAYER_DIGEST,
+                "size": 97,
+            }
+        ],
+    }
+).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        sys.stderr.write("%s\n" % (self.requestline,))
+
+    def send(self, code, body=b"", headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if MODE == "token-newline":
+            if path == "/token":
+                return self.send(
+                    200,
+                    json.dumps({"token": "tok\nInjected: 1"}).encode(),
+                    [("Content-Type", "application/json")],
+                )
+            if self.headers.get("Authorization", "").startswith("Bearer "):
+                return self.send(404)
+            realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT
+            return self.send(401, b"{}", [("WWW-Authenticate", realm)])
+        if MODE == "oversize-blob":
+            if path == "/v2/":
+                return self.send(200, b"{}")
+            if "/manifests/" in path:
+                return self.send(
+                    200,
+                    MANIFEST,
+                    [
+                        ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+                        ("Docker-Content-Digest", digest(MANIFEST)),
+                    ],
+                )
+            if path.endswith(digest(CONFIG)):
+                return self.send(200, CONFIG)
+            if path.endswith(LAYER_DIGEST):
+                # No length: the body goes on until the client stops reading.
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                chunk = b"\0" * 65536
+                try:
+                    while True:
+                        self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+            return self.send(404)
+        self.send(500)
+
+
+ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
