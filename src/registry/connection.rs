@@ -123,6 +123,9 @@ pub struct Connection {
     purpose: Purpose,
 }
 
+/// The most a config (or another small blob read whole) may hold.
+pub const SMALL_BLOB_LIMIT: usize = 8 << 20;
+
 impl Connection {
     /// A manifest as the registry stores it, and its digest.
     pub async fn pull_manifest_raw(
@@ -177,18 +180,33 @@ impl Connection {
             .is_ok_and(|d| d == digest)
     }
 
-    /// A small blob of `image`'s repository (a config), checked against `digest`.
+    /// A small blob of `image`'s repository (a config), checked against `digest`: read a
+    /// piece at a time, and refused as soon as it passes [`SMALL_BLOB_LIMIT`] (a registry
+    /// that sends without end would otherwise take all the memory there is).
     pub async fn pull_checked(
         &self,
         image: &Reference,
         digest: &str,
         what: &str,
     ) -> Result<Vec<u8>> {
-        let mut data: Vec<u8> = Vec::new();
-        self.client
-            .pull_blob(image, digest, &mut data)
+        use futures_util::StreamExt;
+        let mut stream = self
+            .client
+            .pull_blob_stream(image, digest)
             .await
             .map_err(|e| self.fail(e))?;
+        let mut data: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| Error::registry(format!("reading the {what} {digest} failed: {e}")))?;
+            if data.len() + chunk.len() > SMALL_BLOB_LIMIT {
+                return Err(Error::registry(format!(
+                    "the registry sent more than {} MiB for the {what} {digest}; a {what} is far smaller, so the read was stopped",
+                    SMALL_BLOB_LIMIT >> 20
+                )));
+            }
+            data.extend_from_slice(&chunk);
+        }
         if crate::blob::sha256(&data).to_string() != digest {
             return Err(Error::registry(format!(
                 "the registry sent a {what} that does not match {digest}"

@@ -121,3 +121,16 @@ fn a_layer_longer_than_its_descriptor_is_stopped_at_once() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left in the spill dir: {left:?}");
 }
+
+#[test]
+fn an_endless_config_is_refused_in_bounded_memory() {
+    // Read whole into memory before: a 3 GB config took 3.2 GB.
+    let registry = Hostile::start("endless-config");
+    let cache = tmp();
+    let (out, kib) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", registry.host())],
+    );
+    out.fails_with(1, "the registry sent more than 8 MiB for the config");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+}

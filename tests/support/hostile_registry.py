@@ -8,6 +8,7 @@ Modes:
                   newline in it (not a valid header value)
   oversize-blob   serves an image whose one layer's descriptor says 97 bytes, then sends
                   that layer's body without end
+  endless-config  serves an image whose config's body has no end
 """
 import hashlib
 import json
@@ -83,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(404)
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
-        if MODE == "oversize-blob":
+        if MODE in ("oversize-blob", "endless-config"):
             if path == "/v2/":
                 return self.send(200, b"{}")
             if "/manifests/" in path:
@@ -95,9 +96,12 @@ class Handler(BaseHTTPRequestHandler):
                         ("Docker-Content-Digest", digest(MANIFEST)),
                     ],
                 )
-            if path.endswith(digest(CONFIG)):
+            endless = (MODE == "endless-config" and path.endswith(digest(CONFIG))) or (
+                MODE == "oversize-blob" and path.endswith(LAYER_DIGEST)
+            )
+            if path.endswith(digest(CONFIG)) and not endless:
                 return self.send(200, CONFIG)
-            if path.endswith(LAYER_DIGEST):
+            if endless:
                 # No length: the body goes on until the client stops reading.
                 self.send_response(200)
                 self.send_header("Connection", "close")
