@@ -13,7 +13,7 @@ use crate::common::*;
 use crate::registry::{basic, docker_config, pusher, Registry, Setup};
 use serde_json::{json, Value};
 
-fn tools() -> PathBuf {
+pub fn tools() -> PathBuf {
     std::env::var_os("MICROIMAGE_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

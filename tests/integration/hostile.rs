@@ -134,3 +134,108 @@ fn an_endless_config_is_refused_in_bounded_memory() {
     out.fails_with(1, "the registry sent more than 8 MiB for the config");
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
 }
+
+/// A small image of this machine's static busybox (scripts/setup.sh fetches it), packed
+/// into an OCI layout (`DIR:1`) and a docker-archive unpacked into a directory.
+fn local_images() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let t = tmp();
+    let busybox = crate::base::tools().join("busybox/amd64/busybox");
+    let layout = t.path().join("layout");
+    run(tool()
+        .current_dir(t.path())
+        .args(["microimage", "pack", "--tag", "bb:1", "--sbom", "none"])
+        .arg(&busybox)
+        .arg("-o")
+        .arg(&layout))
+    .ok();
+    let archive = t.path().join("docker.tar");
+    run(tool()
+        .current_dir(t.path())
+        .args(["microimage", "pack", "--tag", "bb:1", "--sbom", "none"])
+        .args(["--format", "docker-archive"])
+        .arg(&busybox)
+        .arg("-o")
+        .arg(&archive))
+    .ok();
+    let docker = t.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&docker))
+    .ok();
+    (t, layout, docker)
+}
+
+/// The layer blobs of a layout (every blob bigger than a manifest).
+fn big_blobs(layout: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.metadata().unwrap().len() > 100_000)
+        .collect()
+}
+
+#[test]
+fn local_images_are_read_inside_themselves_only() {
+    let (_t, layout, docker) = local_images();
+    let cache = tmp();
+    // A docker-archive directory whose manifest.json names a file outside it: refused,
+    // nothing of that file read (its size and digest were printed before).
+    let manifest = docker.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let config = serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["Config"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &manifest,
+        text.replace(&config, "../../../../../../etc/shadow"),
+    )
+    .unwrap();
+    let (out, _) = bounded(cache.path(), &["inspect", docker.to_str().unwrap()]);
+    let out = out.fails_with(
+        1,
+        "`../../../../../../etc/shadow`, which its manifest.json names, is not in it",
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+
+    // A layer blob that is a symlink to /dev/zero, and one that is a FIFO: refused at
+    // once, in bounded memory (an endless read, or a hang, before).
+    let blob = big_blobs(&layout).pop().unwrap();
+    let saved = std::fs::read(&blob).unwrap();
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+    let (out, kib) = bounded(cache.path(), &["inspect", layout.to_str().unwrap()]);
+    out.fails_with(1, "is incomplete: blob sha256:");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+    std::fs::remove_file(&blob).unwrap();
+    run(Command::new("mkfifo").arg(&blob)).ok();
+    for args in [
+        vec!["inspect", layout.to_str().unwrap()],
+        vec![
+            "merge",
+            "-o",
+            "/nonexistent-merge-out",
+            layout.to_str().unwrap(),
+        ],
+    ] {
+        let (out, _) = bounded(cache.path(), &args);
+        out.fails_with(1, "is incomplete: blob sha256:");
+    }
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::write(&blob, saved).unwrap();
+    run(tool().args(["microimage", "inspect"]).arg(&layout)).ok();
+
+    // index.json as a symlink to /dev/zero, and missing: said so, not "invalid JSON".
+    let index = layout.join("index.json");
+    std::fs::rename(&index, layout.join("index.json.saved")).unwrap();
+    let (out, _) = bounded(cache.path(), &["inspect", layout.to_str().unwrap()]);
+    out.fails_with(1, "it has no index.json");
+    std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+    let (out, kib) = bounded(cache.path(), &["inspect", layout.to_str().unwrap()]);
+    out.fails_with(1, "it has no index.json");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+}
