@@ -239,3 +239,44 @@ fn local_images_are_read_inside_themselves_only() {
     out.fails_with(1, "it has no index.json");
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
 }
+
+#[test]
+fn credential_helpers_are_named_when_missing_and_stopped_when_they_hang() {
+    // A registry that asks for credentials, and a docker config naming helpers.
+    let registry = Hostile::start("token-newline");
+    let home = tmp();
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let hang = bin.join("docker-credential-hangs");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let inspect = |helper: &str| {
+        crate::registry::docker_config(
+            home.path(),
+            &serde_json::json!({"credHelpers": {registry.host(): helper}}),
+        );
+        let started = Instant::now();
+        let out = run(tool()
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", home.path().join("docker"))
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .args([
+                "microimage",
+                "inspect",
+                &format!("{}/team/app:1", registry.host()),
+            ]));
+        (out, started.elapsed())
+    };
+    // Missing: named, at once (it said "Unable to communicate with credential helper").
+    let (out, _) = inspect("nothere");
+    out.fails_with(
+        1,
+        "the credential helper `docker-credential-nothere` (named in the docker config",
+    );
+    // Hanging: stopped after the deadline (it hung for ever).
+    let (out, took) = inspect("hangs");
+    out.fails_with(1, "did not answer within 30 s");
+    assert!(took < Duration::from_secs(90), "{took:?}");
+}
