@@ -185,7 +185,7 @@ pub fn inspect(
             report.index_digest.get_or_insert(index.digest.to_string());
         }
         for m in &image.manifests {
-            let mut platform = platform_report(&read.label, m)?;
+            let mut platform = platform_report(&read.label, m, shell)?;
             if let Some(list) = platform
                 .manifest_digest
                 .as_ref()
@@ -199,12 +199,16 @@ pub fn inspect(
     Ok(report)
 }
 
-fn platform_report(label: &str, m: &crate::sources::Manifest) -> Result<PlatformReport> {
+fn platform_report(
+    label: &str,
+    m: &crate::sources::Manifest,
+    shell: &crate::shell::Shell,
+) -> Result<PlatformReport> {
     let program = entrypoint(&m.config_json);
     let mut layers = Vec::new();
     let mut binary = None;
     for l in &m.layers {
-        let (layer, found) = layer_report(label, l, program.as_deref())?;
+        let (layer, found) = layer_report(label, l, program.as_deref(), shell)?;
         layers.push(layer);
         binary = found.or(binary);
     }
@@ -234,18 +238,42 @@ fn entrypoint(config: &ImageConfiguration) -> Option<String> {
     Some(first.trim_start_matches('/').to_string()).filter(|p| !p.is_empty())
 }
 
-/// Counts what passes through it.
+/// The most of one layer `inspect` unpacks for its report (a layer that unpacks to more —
+/// or a decompression bomb — is reported without its unpacked size and file count).
+const UNPACK_LIMIT: u64 = 8 << 30;
+
+/// Counts what passes through it, and fails past `limit`.
 struct Counting<R> {
     inner: R,
     count: u64,
+    limit: u64,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.count > self.limit {
+            return Err(std::io::Error::other(TooBig));
+        }
         let n = self.inner.read(buf)?;
         self.count += n as u64;
         Ok(n)
     }
+}
+
+/// The error [`Counting`] ends a read with.
+#[derive(Debug)]
+struct TooBig;
+
+impl std::fmt::Display for TooBig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unpacks to more than {} GiB", UNPACK_LIMIT >> 30)
+    }
+}
+
+impl std::error::Error for TooBig {}
+
+fn too_big(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TooBig>())
 }
 
 /// A layer's report, and the program at `program` if the layer holds it (a regular
@@ -255,6 +283,7 @@ fn layer_report(
     label: &str,
     layer: &crate::blob::Blob,
     program: Option<&str>,
+    shell: &crate::shell::Shell,
 ) -> Result<(LayerReport, Option<BinaryReport>)> {
     let digest = layer.digest.to_string();
     let mut report = LayerReport {
@@ -284,20 +313,22 @@ fn layer_report(
     let mut counted = Counting {
         inner: reader,
         count: 0,
+        limit: UNPACK_LIMIT,
     };
     let mut files = 0;
     let mut binary = None;
-    {
+    let read = (|| -> std::io::Result<()> {
         let mut archive = tar::Archive::new(&mut counted);
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
+        let entries = archive.entries()?;
+        for entry in entries {
+            let mut entry = entry?;
             files += 1;
-            let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+            let name = entry.path()?.to_string_lossy().into_owned();
             let name = name.trim_start_matches("./").trim_start_matches('/');
             if Some(name) == program && entry.header().entry_type().is_file() {
                 let mut out = blob::SpillWriter::new();
-                std::io::copy(&mut entry, &mut out).map_err(bad)?;
-                let data = out.finish().map_err(bad)?;
+                std::io::copy(&mut entry, &mut out)?;
+                let data = out.finish()?;
                 binary = Some(BinaryReport {
                     path: format!("/{name}"),
                     size: data.len(),
@@ -305,11 +336,23 @@ fn layer_report(
                 });
             }
         }
+        // What follows the tar's end (its padding) is part of the layer too.
+        std::io::copy(archive.into_inner(), &mut std::io::sink())?;
+        Ok(())
+    })();
+    match read {
+        Ok(()) => {
+            report.uncompressed_size = Some(counted.count);
+            report.files = Some(files);
+        }
+        Err(e) if too_big(&e) => {
+            shell.warn(format!(
+                "`{label}`: layer {digest} {}; its unpacked size and files are not reported",
+                TooBig
+            ));
+        }
+        Err(e) => return Err(bad(e)),
     }
-    // What follows the tar's end (its padding) is part of the layer too.
-    std::io::copy(&mut counted, &mut std::io::sink()).map_err(bad)?;
-    report.uncompressed_size = Some(counted.count);
-    report.files = Some(files);
     Ok((report, binary))
 }
 
@@ -465,4 +508,30 @@ pub fn render(report: &Report) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacking_stops_past_the_limit() {
+        let mut c = Counting {
+            inner: std::io::repeat(0),
+            count: 0,
+            limit: 1 << 20,
+        };
+        let e = std::io::copy(&mut c, &mut std::io::sink()).unwrap_err();
+        assert!(too_big(&e), "{e}");
+        assert!(c.count <= (1 << 20) + 65536);
+        let mut small = Counting {
+            inner: &[0u8; 100][..],
+            count: 0,
+            limit: 1 << 20,
+        };
+        assert_eq!(
+            std::io::copy(&mut small, &mut std::io::sink()).unwrap(),
+            100
+        );
+    }
 }
