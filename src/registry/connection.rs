@@ -121,6 +121,8 @@ pub struct Connection {
     credential: credentials::Found,
     options: ConnectOptions,
     purpose: Purpose,
+    /// For the Retrying lines of reads.
+    shell: Shell,
 }
 
 /// The most a config (or another small blob read whole) may hold.
@@ -144,9 +146,11 @@ impl Connection {
             },
             None => &self.client,
         };
-        client
-            .pull_manifest_raw(reference, &self.auth, accept)
-            .await
+        // Retried like every request (429, 5xx, connection trouble), as the README says.
+        retry("reading a manifest", &self.shell, || {
+            client.pull_manifest_raw(reference, &self.auth, accept)
+        })
+        .await
     }
 
     /// Whether the registry has the manifest `digest` in `repository` (false when that
@@ -190,11 +194,11 @@ impl Connection {
         what: &str,
     ) -> Result<Vec<u8>> {
         use futures_util::StreamExt;
-        let mut stream = self
-            .client
-            .pull_blob_stream(image, digest)
-            .await
-            .map_err(|e| self.fail(e))?;
+        let mut stream = retry(&format!("reading the {what}"), &self.shell, || {
+            self.client.pull_blob_stream(image, digest)
+        })
+        .await
+        .map_err(|e| self.fail(e))?;
         let mut data: Vec<u8> = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
@@ -379,5 +383,6 @@ async fn connect_now(
         credential,
         options: options.clone(),
         purpose,
+        shell: shell.clone(),
     })
 }

@@ -11,16 +11,18 @@ use crate::common::*;
 struct Hostile {
     child: Child,
     port: u16,
+    log: tempfile::TempDir,
 }
 
 impl Hostile {
     fn start(mode: &str) -> Hostile {
         let port = free_port();
+        let log = tmp();
         let child = Command::new("python3")
             .arg(repo().join("tests/support/hostile_registry.py"))
             .args([&port.to_string(), mode])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log.path().join("requests")).unwrap())
             .spawn()
             .unwrap();
         let start = Instant::now();
@@ -31,7 +33,16 @@ impl Hostile {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Hostile { child, port }
+        Hostile { child, port, log }
+    }
+
+    /// The request lines it got that contain `part`.
+    fn requests(&self, part: &str) -> usize {
+        std::fs::read_to_string(self.log.path().join("requests"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(part))
+            .count()
     }
 
     fn host(&self) -> String {
@@ -279,4 +290,31 @@ fn credential_helpers_are_named_when_missing_and_stopped_when_they_hang() {
     let (out, took) = inspect("hangs");
     out.fails_with(1, "did not answer within 30 s");
     assert!(took < Duration::from_secs(90), "{took:?}");
+}
+
+#[test]
+fn manifest_reads_are_retried_as_the_readme_says_and_the_message_counts_true() {
+    // Not retried before: a 503 ended the read, and a 429 said "after 5 attempts" after one.
+    let flaky = Hostile::start("manifest-flaky");
+    let cache = tmp();
+    let (out, _) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", flaky.host())],
+    );
+    let out = out.ok();
+    assert_eq!(
+        out.stderr.matches("Retrying reading a manifest").count(),
+        2,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(flaky.requests("/manifests/1 "), 3);
+
+    let limited = Hostile::start("manifest-429");
+    let (out, _) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", limited.host())],
+    );
+    out.fails_with(1, "still answered 429 Too Many Requests after 5 attempts");
+    assert_eq!(limited.requests("/manifests/1 "), 5);
 }

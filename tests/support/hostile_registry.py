@@ -9,6 +9,10 @@ Modes:
   oversize-blob   serves an image whose one layer's descriptor says 97 bytes, then sends
                   that layer's body without end
   endless-config  serves an image whose config's body has no end
+  manifest-flaky  answers the first manifest request 503 and the second 429, then well
+  manifest-429    answers every manifest request 429 Too Many Requests
+
+Every request line is written to stderr.
 """
 import hashlib
 import json
@@ -53,6 +57,9 @@ MANIFEST = json.dumps(
 ).encode()
 
 
+MANIFEST_REQUESTS = [0]
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -84,10 +91,18 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(404)
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
-        if MODE in ("oversize-blob", "endless-config"):
+        if MODE in ("oversize-blob", "endless-config", "manifest-flaky", "manifest-429"):
             if path == "/v2/":
                 return self.send(200, b"{}")
+            if "/manifests/" in path and not path.endswith("/manifests/1"):
+                return self.send(404)
             if "/manifests/" in path:
+                MANIFEST_REQUESTS[0] += 1
+                n = MANIFEST_REQUESTS[0]
+                if MODE == "manifest-429" or (MODE == "manifest-flaky" and n == 2):
+                    return self.send(429, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}')
+                if MODE == "manifest-flaky" and n == 1:
+                    return self.send(503, b"busy")
                 return self.send(
                     200,
                     MANIFEST,
@@ -99,6 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             endless = (MODE == "endless-config" and path.endswith(digest(CONFIG))) or (
                 MODE == "oversize-blob" and path.endswith(LAYER_DIGEST)
             )
+            if MODE == "manifest-flaky" and path.endswith(LAYER_DIGEST):
+                return self.send(404)
             if path.endswith(digest(CONFIG)) and not endless:
                 return self.send(200, CONFIG)
             if endless:
