@@ -76,9 +76,39 @@ fn http_client(options: &ConnectOptions) -> Result<reqwest::Client> {
         .map_err(|e| Error::registry(format!("setting up HTTPS failed: {e}")))
 }
 
-/// What `GET /v2/` answered: whether the registry asks for authentication.
+/// What `GET /v2/` answered: whether the registry asks for authentication, and where a
+/// bearer-token challenge sends the credentials (its `realm`).
 struct Ping {
     challenge: bool,
+    realm: Option<String>,
+}
+
+/// The `realm` of a `WWW-Authenticate: Bearer realm="…",…` challenge.
+fn bearer_realm(header: &str) -> Option<String> {
+    let rest = header.trim().strip_prefix("Bearer")?.trim_start();
+    rest.split(',').find_map(|part| {
+        let (key, value) = part.trim().split_once('=')?;
+        (key.trim().eq_ignore_ascii_case("realm"))
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Why credentials may not go to a token `realm` for a registry reached over `scheme`: a
+/// realm over plain HTTP for a registry over HTTPS, or for a host that is not this machine
+/// (they would cross the network in the clear). `None` when they may.
+fn unsafe_realm(realm: &str, scheme: &str) -> Option<String> {
+    let url = reqwest::Url::parse(realm).ok()?;
+    match url.scheme() {
+        "https" => None,
+        "http" if scheme == "https" => Some(format!(
+            "its token service `{realm}` is plain HTTP while the registry is HTTPS"
+        )),
+        "http" if !url.host_str().is_some_and(is_loopback) => Some(format!(
+            "its token service `{realm}` is plain HTTP on another machine"
+        )),
+        "http" => None,
+        other => Some(format!("its token service `{realm}` uses `{other}`")),
+    }
 }
 
 /// `GET <scheme>://<registry>/v2/`. 5xx and 429 are errors (transient ones, so retried);
@@ -98,11 +128,12 @@ async fn ping(
             message: String::new(),
         });
     }
+    let challenge = answer.headers().get(reqwest::header::WWW_AUTHENTICATE);
     Ok(Ping {
-        challenge: status.as_u16() == 401
-            && answer
-                .headers()
-                .contains_key(reqwest::header::WWW_AUTHENTICATE),
+        challenge: status.as_u16() == 401 && challenge.is_some(),
+        realm: challenge
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer_realm),
     })
 }
 
@@ -356,6 +387,19 @@ async fn connect_now(
     // Manifests are read through oci-client calls that store the credentials they are given,
     // after which it pings before every request; for a registry that asks for none, those
     // reads go through a client of their own so the pushing one stays without.
+    // Credentials go to a token service only over a connection as safe as the registry's.
+    if let (Some(realm), false) = (
+        &answer.realm,
+        credential.credential == credentials::Credential::Anonymous,
+    ) {
+        if let Some(why) = unsafe_realm(realm, scheme) {
+            return Err(Error::registry(format!(
+                "the credentials for {registry} ({}) were not sent: {why}",
+                credential.source
+            ))
+            .with_help("the registry's token service must be HTTPS; if this registry is yours, fix its auth.token.realm"));
+        }
+    }
     let reader = if answer.challenge {
         // Once per operation, before requests go out concurrently (each would authenticate
         // on its own otherwise); blob checks are pulls, uploads pushes.

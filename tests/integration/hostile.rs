@@ -16,11 +16,16 @@ struct Hostile {
 
 impl Hostile {
     fn start(mode: &str) -> Hostile {
+        Hostile::start_with(mode, &[])
+    }
+
+    fn start_with(mode: &str, extra: &[&str]) -> Hostile {
         let port = free_port();
         let log = tmp();
         let child = Command::new("python3")
             .arg(repo().join("tests/support/hostile_registry.py"))
             .args([&port.to_string(), mode])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log.path().join("requests")).unwrap())
             .spawn()
@@ -317,4 +322,40 @@ fn manifest_reads_are_retried_as_the_readme_says_and_the_message_counts_true() {
     );
     out.fails_with(1, "still answered 429 Too Many Requests after 5 attempts");
     assert_eq!(limited.requests("/manifests/1 "), 5);
+}
+
+#[test]
+fn basic_credentials_never_go_to_a_plain_http_token_service_of_an_https_registry() {
+    let certs = tmp();
+    server_certificate(certs.path());
+    let realm_port = free_port();
+    let registry = Hostile::start_with(
+        "http-realm",
+        &[
+            &realm_port.to_string(),
+            certs.path().join("cert.pem").to_str().unwrap(),
+            certs.path().join("key.pem").to_str().unwrap(),
+        ],
+    );
+    let home = tmp();
+    crate::registry::docker_config(
+        home.path(),
+        &serde_json::json!({"auths": {registry.host(): {"auth": crate::registry::basic("ci", "s3cret")}}}),
+    );
+    let out = run(tool()
+        .env("DOCKER_CONFIG", home.path().join("docker"))
+        .env("XDG_CACHE_HOME", home.path().join("cache"))
+        .args(["microimage", "inspect", "--ca-file"])
+        .arg(certs.path().join("ca.pem"))
+        .arg(format!("{}/team/app:1", registry.host())));
+    let out = out.fails_with(
+        1,
+        &format!("were not sent: its token service `http://127.0.0.1:{realm_port}/token` is plain HTTP while the registry is HTTPS"),
+    );
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    assert_eq!(
+        registry.requests("REALM"),
+        0,
+        "something reached the token service"
+    );
 }

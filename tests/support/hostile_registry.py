@@ -1,7 +1,7 @@
 """A registry that misbehaves on purpose, for the tests of what the tool reads from
 registries it does not trust. Python's standard library only.
 
-    hostile_registry.py PORT MODE
+    hostile_registry.py PORT MODE [REALM_PORT CERT KEY]
 
 Modes:
   token-newline   asks for a bearer token, and the token endpoint answers one with a
@@ -11,6 +11,8 @@ Modes:
   endless-config  serves an image whose config's body has no end
   manifest-flaky  answers the first manifest request 503 and the second 429, then well
   manifest-429    answers every manifest request 429 Too Many Requests
+  http-realm      HTTPS (with CERT and KEY) asking for a bearer token from a plain-HTTP
+                  token service on REALM_PORT, which logs what reaches it
 
 Every request line is written to stderr.
 """
@@ -80,6 +82,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
+        if MODE == "http-realm":
+            if self.server.server_port == REALM_PORT:
+                sys.stderr.write(
+                    "REALM %s authorization=%s\n"
+                    % (self.requestline, "yes" if self.headers.get("Authorization") else "no")
+                )
+                return self.send(200, json.dumps({"token": "t"}).encode())
+            realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % REALM_PORT
+            return self.send(401, b"{}", [("WWW-Authenticate", realm)])
         if MODE == "token-newline":
             if path == "/token":
                 return self.send(
@@ -133,4 +144,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send(500)
 
 
-ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
+REALM_PORT = int(sys.argv[3]) if len(sys.argv) > 3 else None
+if MODE == "http-realm":
+    import ssl
+    import threading
+
+    realm = ThreadingHTTPServer(("127.0.0.1", REALM_PORT), Handler)
+    threading.Thread(target=realm.serve_forever, daemon=True).start()
+    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+else:
+    ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
