@@ -430,3 +430,33 @@ async fn connect_now(
         shell: shell.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realms_are_read_from_bearer_challenges() {
+        assert_eq!(
+            bearer_realm(r#"Bearer realm="https://auth.example/token",service="registry""#)
+                .as_deref(),
+            Some("https://auth.example/token")
+        );
+        assert_eq!(
+            bearer_realm(r#"Bearer service="s", Realm="http://127.0.0.1:9/t""#).as_deref(),
+            Some("http://127.0.0.1:9/t")
+        );
+        assert_eq!(bearer_realm(r#"Basic realm="registry""#), None);
+    }
+
+    #[test]
+    fn credentials_go_only_to_realms_as_safe_as_the_registry() {
+        assert!(unsafe_realm("https://auth.example/token", "https").is_none());
+        assert!(unsafe_realm("http://auth.example/token", "https").is_some());
+        assert!(unsafe_realm("http://127.0.0.1:9/token", "https").is_some());
+        assert!(unsafe_realm("http://127.0.0.1:9/token", "http").is_none());
+        assert!(unsafe_realm("http://[::1]:9/token", "http").is_none());
+        assert!(unsafe_realm("http://auth.example/token", "http").is_some());
+        assert!(unsafe_realm("ftp://auth.example/token", "https").is_some());
+    }
+}
