@@ -308,3 +308,37 @@ fn platforms_come_from_the_command_line_else_the_highest_level() {
         [platform::Platform::host().unwrap()]
     );
 }
+
+#[test]
+fn base_references_and_paths() {
+    use crate::sources::Source;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bases/runtime")).unwrap();
+    // A prefixed or existing path is local, relative to the Cargo.toml's directory.
+    assert_eq!(
+        super::parse_base("oci:bases/runtime:1", dir.path()).unwrap(),
+        Source::Local {
+            path: dir.path().join("bases/runtime"),
+            tag: Some("1".into())
+        }
+    );
+    assert_eq!(
+        super::parse_base("bases/runtime", dir.path()).unwrap(),
+        Source::Local {
+            path: dir.path().join("bases/runtime"),
+            tag: None
+        }
+    );
+    // Anything else is a registry reference, Docker Hub short names included.
+    assert_eq!(
+        super::parse_base("busybox:1.36", dir.path()).unwrap(),
+        Source::Remote("busybox:1.36".into())
+    );
+    assert_eq!(
+        super::parse_base("docker://ghcr.io/acme/base@sha256:0000000000000000000000000000000000000000000000000000000000000000", dir.path()).unwrap(),
+        Source::Remote("ghcr.io/acme/base@sha256:0000000000000000000000000000000000000000000000000000000000000000".into())
+    );
+    assert!(super::parse_base("oci:missing/dir", dir.path()).is_err());
+    assert!(super::parse_base("Not A Reference", dir.path()).is_err());
+    assert!(super::parse_base("  ", dir.path()).is_err());
+}
