@@ -378,7 +378,10 @@ pub struct Packed {
 impl PlatformImage {
     /// Config plus compressed layers: what a pull downloads.
     pub fn compressed_size(&self) -> u64 {
-        self.config.size() + self.layers.iter().map(|l| l.blob.size()).sum::<u64>()
+        // Saturating: a base image's sizes are declared by its registry.
+        self.layers.iter().fold(self.config.size(), |sum, l| {
+            sum.saturating_add(l.blob.size())
+        })
     }
 
     /// The layers' tars, when this run made them (a base image's layers are not unpacked:
@@ -387,7 +390,11 @@ impl PlatformImage {
         self.packed
             .as_ref()
             .filter(|_| self.layers.iter().all(|l| l.uncompressed_size > 0))
-            .map(|_| self.layers.iter().map(|l| l.uncompressed_size).sum())
+            .map(|_| {
+                self.layers
+                    .iter()
+                    .fold(0u64, |sum, l| sum.saturating_add(l.uncompressed_size))
+            })
     }
 }
 

@@ -377,8 +377,13 @@ fn summarise(
         platform,
         manifest_digest,
         config_digest,
-        compressed_size: config_size + layers.iter().map(|l| l.size).sum::<u64>(),
-        uncompressed_size: layers.iter().map(|l| l.uncompressed_size).sum(),
+        // Saturating: sizes are checked where manifests are read, but a total never wraps.
+        compressed_size: layers
+            .iter()
+            .fold(config_size, |sum, l| sum.saturating_add(l.size)),
+        uncompressed_size: layers.iter().try_fold(0u64, |sum, l| {
+            l.uncompressed_size.map(|n| sum.saturating_add(n))
+        }),
         layers,
         config: RunConfig {
             entrypoint: c.entrypoint().clone().unwrap_or_default(),

@@ -10,20 +10,24 @@
 //! client is given no credentials; for one that does ask, oci-client authenticates once per
 //! repository and operation and reuses the token (or basic credentials) after that.
 
-use std::time::Duration;
-
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference, RegistryOperation};
 
 use super::errors::{chain, explain, Purpose};
+use super::limits::{Pace, Timeouts, MANIFEST_LIMIT};
 use super::reference::is_loopback;
 use super::retry::{answered, retry, transient};
 use super::{credentials, ConnectOptions};
 use crate::error::{Error, Result};
 use crate::shell::Shell;
 
-fn client(registry: &str, http: bool, options: &ConnectOptions) -> Result<Client> {
+fn client(
+    registry: &str,
+    http: bool,
+    options: &ConnectOptions,
+    timeouts: Timeouts,
+) -> Result<Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut extra_root_certificates = Vec::new();
     if let Some(path) = &options.ca_file {
@@ -46,18 +50,19 @@ fn client(registry: &str, http: bool, options: &ConnectOptions) -> Result<Client
         extra_root_certificates,
         // One POST and one streamed PUT per blob (the chunked default adds a PATCH per 4 MiB).
         use_monolithic_push: true,
-        connect_timeout: Some(Duration::from_secs(20)),
-        read_timeout: Some(Duration::from_secs(60)),
+        connect_timeout: Some(timeouts.timeout),
+        read_timeout: Some(timeouts.timeout),
         ..ClientConfig::default()
     }))
 }
 
-/// The `reqwest` client for the ping: the same roots and timeouts as oci-client's.
-fn http_client(options: &ConnectOptions) -> Result<reqwest::Client> {
+/// The `reqwest` client for our own requests (the ping, manifests, referrers lists): the
+/// same roots and timeouts as oci-client's.
+fn http_client(options: &ConnectOptions, timeouts: Timeouts) -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(Duration::from_secs(60));
+        .connect_timeout(timeouts.timeout)
+        .read_timeout(timeouts.timeout);
     if let Some(path) = &options.ca_file {
         let data = std::fs::read(path).map_err(|e| {
             Error::usage(format!("--ca-file `{}`: {e}", path.display())).with_source(e)
@@ -140,11 +145,13 @@ async fn ping(
 /// An authenticated client for one registry.
 pub struct Connection {
     pub client: Client,
-    /// For reading manifests from a registry that needs no credentials (see [`connect`]).
-    /// (Made on first use: most pushes read no manifest, and each client costs loading
-    /// the system's root certificates.)
-    reader: Option<std::sync::OnceLock<Client>>,
-    /// Plain requests (the ping, and manifest checks where no credentials are needed).
+    /// Whether the registry asked for authentication (see [`connect`]): our own requests
+    /// then carry a token or the credentials, else nothing.
+    needs_auth: bool,
+    /// The pull token of each repository our own requests read (`None`: the registry takes
+    /// the credentials themselves, or none).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// Our own requests (the ping, manifests, referrers lists, manifest checks).
     http: reqwest::Client,
     scheme: &'static str,
     pub auth: oci_client::secrets::RegistryAuth,
@@ -152,35 +159,276 @@ pub struct Connection {
     credential: credentials::Found,
     options: ConnectOptions,
     purpose: Purpose,
+    timeouts: Timeouts,
     /// For the Retrying lines of reads.
     shell: Shell,
 }
 
-/// The most a config (or another small blob read whole) may hold.
-pub const SMALL_BLOB_LIMIT: usize = 8 << 20;
+pub use super::limits::SMALL_BLOB_LIMIT;
+
+/// A refusal of what a registry sent (too much, too slowly): not worth retrying, and
+/// reported as it is (see `errors::describe`).
+fn refused(message: String) -> OciDistributionError {
+    OciDistributionError::SpecViolationError(message)
+}
+
+/// The status and body of a registry's answer to [`Connection::get_document`].
+struct Answer {
+    status: reqwest::StatusCode,
+    body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The body of a 200; any other status as the error oci-client would give for it.
+    fn ok(self, url: &str) -> std::result::Result<bytes::Bytes, OciDistributionError> {
+        let status = self.status;
+        match status.as_u16() {
+            200 => Ok(self.body),
+            401 => Err(OciDistributionError::UnauthorizedError {
+                url: url.to_string(),
+            }),
+            400..=499 => match serde_json::from_slice(&self.body) {
+                Ok(envelope) => Err(OciDistributionError::RegistryError {
+                    envelope,
+                    url: url.to_string(),
+                }),
+                Err(_) => Err(OciDistributionError::ServerError {
+                    code: status.as_u16(),
+                    url: url.to_string(),
+                    message: String::from_utf8_lossy(&self.body).into_owned(),
+                }),
+            },
+            code if status.is_success() => Err(refused(format!(
+                "the registry answered {code} where 200 was expected ({url})"
+            ))),
+            code => Err(OciDistributionError::ServerError {
+                code,
+                url: url.to_string(),
+                message: String::from_utf8_lossy(&self.body).into_owned(),
+            }),
+        }
+    }
+}
+
+/// Reads `response`'s body whole, up to `limit` bytes and at the pace [`Pace`] asks.
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+    timeouts: Timeouts,
+) -> std::result::Result<bytes::Bytes, OciDistributionError> {
+    let too_big = || {
+        refused(format!(
+            "the registry sent more than {} MiB for {what}; that is far more than one can hold, so the read was stopped",
+            limit >> 20
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut pace = Pace::new(timeouts);
+    let mut body = Vec::new();
+    let slow = |why: String| refused(format!("the registry is too slow sending {what}: {why}"));
+    while let Some(chunk) = pace.wait(response.chunk()).await.map_err(slow)?? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+        pace.got(chunk.len()).map_err(slow)?;
+    }
+    Ok(body.into())
+}
 
 impl Connection {
-    /// A manifest as the registry stores it, and its digest.
+    /// A manifest as the registry stores it, and its digest: at most [`MANIFEST_LIMIT`]
+    /// bytes, checked against the reference's digest when it has one. (Our own request:
+    /// oci-client reads a manifest whole, however long the body.)
     pub async fn pull_manifest_raw(
         &self,
         reference: &Reference,
         accept: &[&str],
     ) -> std::result::Result<(bytes::Bytes, String), OciDistributionError> {
-        let client = match &self.reader {
-            Some(reader) => match reader.get() {
-                Some(client) => client,
-                None => {
-                    let made = client(&self.registry, self.scheme == "http", &self.options)
-                        .map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
-                    reader.get_or_init(|| made)
-                }
-            },
-            None => &self.client,
-        };
+        let at = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let url = self.url(reference.repository(), &format!("manifests/{at}"));
         // Retried like every request (429, 5xx, connection trouble), as the README says.
-        retry("reading a manifest", &self.shell, || {
-            client.pull_manifest_raw(reference, &self.auth, accept)
+        let body = retry("reading a manifest", &self.shell, || async {
+            self.get_document(reference, &url, accept, MANIFEST_LIMIT, "a manifest")
+                .await?
+                .ok(&url)
         })
+        .await?;
+        let digest = crate::blob::sha256(&body).to_string();
+        if let Some(wanted) = reference.digest() {
+            if wanted != digest {
+                return Err(refused(format!(
+                    "the registry sent a manifest with digest {digest} for {wanted}"
+                )));
+            }
+        }
+        Ok((body, digest))
+    }
+
+    /// The referrers of the manifest at `subject` (its digest): the referrers API's index,
+    /// or, where the registry has no such API (404), the index under the `sha256-<hex>`
+    /// tag; an empty list when neither exists. At most [`MANIFEST_LIMIT`] bytes.
+    pub async fn pull_referrers(
+        &self,
+        subject: &Reference,
+    ) -> std::result::Result<oci_client::manifest::OciImageIndex, OciDistributionError> {
+        let digest = subject.digest().unwrap_or_default();
+        let url = self.url(subject.repository(), &format!("referrers/{digest}"));
+        let answer = retry("listing referrers", &self.shell, || async {
+            let answer = self
+                .get_document(
+                    subject,
+                    &url,
+                    &["application/vnd.oci.image.index.v1+json"],
+                    MANIFEST_LIMIT,
+                    "a referrers list",
+                )
+                .await?;
+            match answer.status.as_u16() {
+                404 => Ok(None),
+                _ => answer.ok(&url).map(Some),
+            }
+        })
+        .await?;
+        let body = match answer {
+            Some(body) => body,
+            None => {
+                let tagged = Reference::with_tag(
+                    subject.registry().to_string(),
+                    subject.repository().to_string(),
+                    digest.replacen(':', "-", 1),
+                );
+                match self
+                    .pull_manifest_raw(&tagged, &["application/vnd.oci.image.index.v1+json"])
+                    .await
+                {
+                    Ok((body, _)) => body,
+                    Err(e) if super::errors::is_not_found(&e) => {
+                        return Ok(oci_client::manifest::OciImageIndex {
+                            schema_version: 2,
+                            media_type: Some("application/vnd.oci.image.index.v1+json".to_string()),
+                            manifests: Vec::new(),
+                            artifact_type: None,
+                            annotations: None,
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        serde_json::from_slice(&body)
+            .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))
+    }
+
+    /// `<scheme>://<registry>/v2/<repository>/<rest>`.
+    fn url(&self, repository: &str, rest: &str) -> String {
+        format!("{}://{}/v2/{repository}/{rest}", self.scheme, self.registry)
+    }
+
+    /// One `GET` of a document read whole: authorized as oci-client would (a pull token of
+    /// the repository, or the credentials), once more with a new token after a 401 (the
+    /// old one may have expired), and bounded in size and time.
+    async fn get_document(
+        &self,
+        reference: &Reference,
+        url: &str,
+        accept: &[&str],
+        limit: usize,
+        what: &str,
+    ) -> std::result::Result<Answer, OciDistributionError> {
+        let deadline = self.timeouts.document();
+        let work = async {
+            let mut renew = false;
+            loop {
+                let mut request = self
+                    .http
+                    .get(url)
+                    .header(reqwest::header::ACCEPT, accept.join(", "));
+                if self.needs_auth {
+                    request = self.authorize(request, reference, renew).await?;
+                }
+                let response = request.send().await?;
+                let status = response.status();
+                if status.as_u16() == 401 && self.needs_auth && !renew {
+                    renew = true;
+                    continue;
+                }
+                let body = read_body(response, limit, what, self.timeouts).await?;
+                return Ok(Answer { status, body });
+            }
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(refused(format!(
+                    "the registry did not send {what} whole within {} s",
+                    deadline.as_secs()
+                )))
+            })
+    }
+
+    /// `request` with the repository's pull token (asked for once, or again if `renew`),
+    /// or the credentials where the registry takes them as they are.
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        reference: &Reference,
+        renew: bool,
+    ) -> std::result::Result<reqwest::RequestBuilder, OciDistributionError> {
+        let repository = reference.repository().to_string();
+        let known = match self.tokens.lock() {
+            Ok(tokens) if !renew => tokens.get(&repository).cloned(),
+            _ => None,
+        };
+        let token = match known {
+            Some(token) => token,
+            None => {
+                let token = self.token(reference).await?;
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    tokens.insert(repository, token.clone());
+                }
+                token
+            }
+        };
+        Ok(match (token, &self.auth) {
+            (Some(token), _) => {
+                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| {
+                        refused(
+                            "the registry's token service sent a token that is not a valid header value"
+                                .to_string(),
+                        )
+                    })?;
+                request.header(reqwest::header::AUTHORIZATION, value)
+            }
+            (None, oci_client::secrets::RegistryAuth::Basic(user, password)) => {
+                request.basic_auth(user, Some(password))
+            }
+            (None, _) => request,
+        })
+    }
+
+    /// A pull token for `reference`'s repository from the registry's token service
+    /// (through oci-client, which keeps it for its own requests too), within the time a
+    /// document has.
+    async fn token(
+        &self,
+        reference: &Reference,
+    ) -> std::result::Result<Option<String>, OciDistributionError> {
+        authenticate(
+            &self.client,
+            reference,
+            &self.auth,
+            RegistryOperation::Pull,
+            self.timeouts,
+        )
         .await
     }
 
@@ -188,7 +436,7 @@ impl Connection {
     /// cannot be told). One `HEAD` where no credentials are needed; else oci-client's
     /// (a `GET` after a `HEAD` that says nothing).
     pub async fn has_manifest(&self, repository: &str, digest: &str) -> bool {
-        if self.reader.is_some() {
+        if !self.needs_auth {
             let url = format!(
                 "{}://{}/v2/{repository}/manifests/{digest}",
                 self.scheme, self.registry
@@ -216,8 +464,9 @@ impl Connection {
     }
 
     /// A small blob of `image`'s repository (a config), checked against `digest`: read a
-    /// piece at a time, and refused as soon as it passes [`SMALL_BLOB_LIMIT`] (a registry
-    /// that sends without end would otherwise take all the memory there is).
+    /// piece at a time, refused as soon as it passes [`SMALL_BLOB_LIMIT`] (a registry that
+    /// sends without end would otherwise take all the memory there is), and within the
+    /// time bounds of [`super::limits`].
     pub async fn pull_checked(
         &self,
         image: &Reference,
@@ -225,29 +474,55 @@ impl Connection {
         what: &str,
     ) -> Result<Vec<u8>> {
         use futures_util::StreamExt;
-        let mut stream = retry(&format!("reading the {what}"), &self.shell, || {
-            self.client.pull_blob_stream(image, digest)
-        })
-        .await
-        .map_err(|e| self.fail(e))?;
-        let mut data: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::registry(format!("reading the {what} {digest} failed: {e}")))?;
-            if data.len() + chunk.len() > SMALL_BLOB_LIMIT {
-                return Err(Error::registry(format!(
-                    "the registry sent more than {} MiB for the {what} {digest}; a {what} is far smaller, so the read was stopped",
-                    SMALL_BLOB_LIMIT >> 20
-                )));
+        let deadline = self.timeouts.document();
+        let work = async {
+            let mut stream = retry(&format!("reading the {what}"), &self.shell, || {
+                self.client.pull_blob_stream(image, digest)
+            })
+            .await
+            .map_err(|e| self.fail(e))?;
+            let mut data: Vec<u8> = Vec::new();
+            let mut pace = Pace::new(self.timeouts);
+            let slow = |why: String| {
+                Error::registry(format!(
+                    "the registry {} is too slow sending the {what} {digest}: {why}",
+                    self.registry
+                ))
+            };
+            while let Some(chunk) = pace.wait(stream.next()).await.map_err(slow)? {
+                let chunk = chunk.map_err(|e| {
+                    Error::registry(format!("reading the {what} {digest} failed: {e}"))
+                })?;
+                if data.len() + chunk.len() > SMALL_BLOB_LIMIT {
+                    return Err(Error::registry(format!(
+                        "the registry sent more than {} MiB for the {what} {digest}; a {what} is far smaller, so the read was stopped",
+                        SMALL_BLOB_LIMIT >> 20
+                    )));
+                }
+                data.extend_from_slice(&chunk);
+                pace.got(chunk.len()).map_err(slow)?;
             }
-            data.extend_from_slice(&chunk);
-        }
+            Ok(data)
+        };
+        let data = tokio::time::timeout(deadline, work).await.map_err(|_| {
+            Error::registry(format!(
+                "the registry {} did not send the {what} {digest} whole within {} s",
+                self.registry,
+                deadline.as_secs()
+            ))
+            .with_help("check the registry, or allow more time with CARGO_HTTP_TIMEOUT (seconds)")
+        })??;
         if crate::blob::sha256(&data).to_string() != digest {
             return Err(Error::registry(format!(
                 "the registry sent a {what} that does not match {digest}"
             )));
         }
         Ok(data)
+    }
+
+    /// The time bounds of this connection's requests.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// The one message a user sees for a client error.
@@ -260,6 +535,27 @@ impl Connection {
             &self.purpose,
         )
     }
+}
+
+/// oci-client's authentication for `operation` (a token from the registry's token service,
+/// kept by the client for its requests; returned when there is one), within the time a
+/// document has: oci-client reads the token service's answer itself.
+async fn authenticate(
+    client: &Client,
+    target: &Reference,
+    auth: &oci_client::secrets::RegistryAuth,
+    operation: RegistryOperation,
+    timeouts: Timeouts,
+) -> std::result::Result<Option<String>, OciDistributionError> {
+    let deadline = timeouts.document();
+    tokio::time::timeout(deadline, client.auth(target, auth, operation))
+        .await
+        .unwrap_or_else(|_| {
+            Err(refused(format!(
+                "the registry's token service did not answer within {} s",
+                deadline.as_secs()
+            )))
+        })
 }
 
 /// A push connection being made in the background, for the repository a run will push to.
@@ -357,7 +653,8 @@ async fn connect_now(
     // HTTPS first. Plain HTTP only for loopback hosts or with --insecure, and only when the
     // HTTPS attempt got no HTTP answer at all (a plain-HTTP server) — never because a
     // certificate did not verify — and HTTP then does answer.
-    let http = http_client(options)?;
+    let timeouts = super::limits::Timeouts::from_env()?;
+    let http = http_client(options, timeouts)?;
     let mut scheme = "https";
     let mut first = ping(&http, scheme, &registry).await;
     if let Err(e) = &first {
@@ -383,10 +680,10 @@ async fn connect_now(
         .await
         .map_err(fail)?,
     };
-    let client = client(&registry, scheme == "http", options)?;
-    // Manifests are read through oci-client calls that store the credentials they are given,
-    // after which it pings before every request; for a registry that asks for none, those
-    // reads go through a client of their own so the pushing one stays without.
+    let client = client(&registry, scheme == "http", options, timeouts)?;
+    // oci-client gets credentials only when the registry asks for them (`auth` below):
+    // holding some, it pings before every request that has no token. Our own requests
+    // (manifests, referrers lists) carry them, or a pull token, only then too.
     // Credentials go to a token service only over a connection as safe as the registry's.
     if let (Some(realm), false) = (
         &answer.realm,
@@ -400,7 +697,8 @@ async fn connect_now(
             .with_help("the registry's token service must be HTTPS; if this registry is yours, fix its auth.token.realm"));
         }
     }
-    let reader = if answer.challenge {
+    let mut tokens = std::collections::HashMap::new();
+    if answer.challenge {
         // Once per operation, before requests go out concurrently (each would authenticate
         // on its own otherwise); blob checks are pulls, uploads pushes.
         let operations: &[RegistryOperation] = match operation {
@@ -408,18 +706,21 @@ async fn connect_now(
             RegistryOperation::Pull => &[RegistryOperation::Pull],
         };
         for op in operations {
-            retry("authenticating", shell, || client.auth(target, &auth, *op))
-                .await
-                .map_err(fail)?;
+            let token = retry("authenticating", shell, || {
+                authenticate(&client, target, &auth, *op, timeouts)
+            })
+            .await
+            .map_err(fail)?;
+            if matches!(op, RegistryOperation::Pull) {
+                tokens.insert(target.repository().to_string(), token);
+            }
         }
-        None
-    } else {
-        Some(std::sync::OnceLock::new())
-    };
+    }
 
     Ok(Connection {
         client,
-        reader,
+        needs_auth: answer.challenge,
+        tokens: std::sync::Mutex::new(tokens),
         http,
         scheme,
         auth,
@@ -427,6 +728,7 @@ async fn connect_now(
         credential,
         options: options.clone(),
         purpose,
+        timeouts,
         shell: shell.clone(),
     })
 }

@@ -168,6 +168,17 @@ fn describe(
             "check the reference, then run the same command again",
         ),
     };
+    if let OciDistributionError::SpecViolationError(why) = e {
+        // Our own refusals of what the registry sent (too much, too slowly): as they are.
+        let verb = match purpose.operation {
+            RegistryOperation::Push => "pushing to",
+            RegistryOperation::Pull => "reading from",
+        };
+        return Error::registry(format!("{verb} {registry} failed: {why}")).with_help(
+            "the registry, or something between it and this machine, is misbehaving; if it is only slow, \
+             allow more with CARGO_HTTP_TIMEOUT (seconds) and CARGO_HTTP_LOW_SPEED_LIMIT (bytes per second)",
+        );
+    }
     let what = if said.is_empty() { chain } else { said };
     Error::registry(format!("{verb} {registry} failed: {what}")).with_help(help)
 }

@@ -13,6 +13,7 @@ pub mod blob_cache;
 pub mod connection;
 pub mod credentials;
 pub mod errors;
+pub mod limits;
 pub mod reference;
 pub mod retry;
 
@@ -102,4 +103,27 @@ fn quiet_panics() -> impl Drop {
         }
     }
     Guard
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_inside_registry_work_becomes_a_registry_error() {
+        // What oci-client 0.18 does with a token that is not a header value (client.rs,
+        // `parse().unwrap()`), reproduced: the error, not the panic, reaches the caller.
+        let result: crate::error::Result<()> = super::block_on(async {
+            let token = "tok\nInjected: 1";
+            let _value: reqwest::header::HeaderValue = token.parse().unwrap();
+            Ok(())
+        });
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), &crate::error::Kind::Registry);
+        assert!(
+            e.message()
+                .contains("the registry sent an answer the registry client could not handle"),
+            "{e}"
+        );
+        // And work after it runs as usual.
+        assert_eq!(super::block_on(async { Ok(7) }).unwrap(), 7);
+    }
 }

@@ -112,7 +112,10 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         .filter(|(d, _)| !manifests.contains(*d))
         .map(|(d, b)| (d.clone(), b))
         .collect();
-    let total: u64 = blobs.values().map(|b| b.size()).sum();
+    // Saturating: sizes of blobs from elsewhere (merge, a base) are declared by registries.
+    let total: u64 = blobs
+        .values()
+        .fold(0u64, |sum, b| sum.saturating_add(b.size()));
     shell.status(
         "Pushing",
         format!(
@@ -141,8 +144,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     let to_send: u64 = blobs
         .iter()
         .filter(|(d, _)| !skip(d))
-        .map(|(_, b)| b.size())
-        .sum();
+        .fold(0u64, |sum, (_, b)| sum.saturating_add(b.size()));
     let progress = shell.progress("Uploading", to_send);
     let mut cache = BlobCache::load();
     /// What happened to one blob.
@@ -430,11 +432,7 @@ async fn push_referrers(
     for (subject, ours) in subjects {
         let subject_ref =
             Reference::with_digest(registry.clone(), repository.clone(), subject.clone());
-        let listed = retry("listing referrers", shell, || {
-            client.pull_referrers(&subject_ref, None)
-        })
-        .await
-        .map_err(fail)?;
+        let listed = conn.pull_referrers(&subject_ref).await.map_err(fail)?;
         let mut index = serde_json::to_value(&listed).map_err(|e| {
             crate::error::Error::registry(format!("reading the referrers of {subject} failed: {e}"))
         })?;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
-use super::{is_index, is_manifest, parse, Layers, Options, Source, DOCKER_LAYER};
+use super::{is_index, is_manifest, parse, parse_manifest, Layers, Options, Source, DOCKER_LAYER};
 use crate::blob::{self, Blob, Data};
 use crate::error::{Error, Result};
 use crate::image::{FromImage, FromPlatform};
@@ -343,7 +343,7 @@ fn read_remote(
         }
         let mut out = Vec::new();
         for (platform, digest, raw) in chosen {
-            let manifest: ImageManifest = parse(name, "manifest", &raw)?;
+            let manifest: ImageManifest = parse_manifest(name, "manifest", &raw)?;
             let manifest_type = manifest
                 .media_type()
                 .clone()

@@ -430,6 +430,32 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
         .map_err(|e| Error::input(format!("`{label}`: its {what} is not valid: {e}")))
 }
 
+/// An image manifest, parsed and checked: every size it declares within the OCI spec's
+/// int64, and so is their total (a hostile manifest could otherwise declare sizes that add
+/// up past what a u64 holds).
+pub(crate) fn parse_manifest(
+    label: &str,
+    what: &str,
+    data: &[u8],
+) -> Result<oci_spec::image::ImageManifest> {
+    let manifest: oci_spec::image::ImageManifest = parse(label, what, data)?;
+    let total = std::iter::once(manifest.config())
+        .chain(manifest.layers())
+        .try_fold(0u64, |sum, d| {
+            Some(d.size())
+                .filter(|&n| n <= i64::MAX as u64)
+                .and_then(|n| sum.checked_add(n))
+                .filter(|&n| n <= i64::MAX as u64)
+        });
+    if total.is_none() {
+        return Err(Error::input(format!(
+            "`{label}`: its {what} declares sizes beyond what the OCI spec allows (a size, or their total, above 2^63-1 bytes)"
+        ))
+        .with_help("the image is damaged or made to mislead; do not use it"));
+    }
+    Ok(manifest)
+}
+
 /// Whether a media type is an index (OCI, or a Docker manifest list).
 pub fn is_index(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageIndex || media_type.to_string() == DOCKER_LIST

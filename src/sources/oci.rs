@@ -6,8 +6,8 @@
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::{
-    is_index, is_manifest, no_such_tag, parse, selected, sorted, Attached, Files, Format, Image,
-    Manifest, Read, IMAGE_NAME, REF_NAME,
+    is_index, is_manifest, no_such_tag, parse, parse_manifest, selected, sorted, Attached, Files,
+    Format, Image, Manifest, Read, IMAGE_NAME, REF_NAME,
 };
 use crate::error::{Error, Result};
 
@@ -40,7 +40,7 @@ pub(crate) fn read(
         {
             let blob = files.blob(&label, entry)?;
             let bytes = super::bytes(&label, &blob)?;
-            let manifest: ImageManifest = parse(&label, "manifest", &bytes)?;
+            let manifest: ImageManifest = parse_manifest(&label, "manifest", &bytes)?;
             if let Some(subject) = manifest.subject() {
                 let artifact_type = manifest
                     .artifact_type()
@@ -52,7 +52,12 @@ pub(crate) fn read(
                     subject: subject.digest().to_string(),
                     artifact_type,
                     manifest_digest: entry.digest().to_string(),
-                    size: Some(manifest.layers().iter().map(|l| l.size()).sum()),
+                    size: Some(
+                        manifest
+                            .layers()
+                            .iter()
+                            .fold(0u64, |sum, l| sum.saturating_add(l.size())),
+                    ),
                     blobs: std::iter::once(manifest.config().clone())
                         .chain(manifest.layers().iter().cloned())
                         .collect(),
@@ -141,7 +146,7 @@ fn manifest(files: &Files, label: &str, d: &Descriptor) -> Result<Manifest> {
         )));
     }
     let blob = files.blob(label, d)?;
-    let parsed: ImageManifest = parse(label, "manifest", &super::bytes(label, &blob)?)?;
+    let parsed: ImageManifest = parse_manifest(label, "manifest", &super::bytes(label, &blob)?)?;
     let config = files.blob(label, parsed.config())?;
     let config_json: ImageConfiguration = parse(label, "config", &super::bytes(label, &config)?)?;
     let layers = parsed

@@ -10,7 +10,8 @@ use std::io::Write;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
 use super::{
-    is_manifest, parse, sorted, Attached, Format, Image, Layers, Manifest, Options, Read, Signature,
+    is_manifest, parse, parse_manifest, sorted, Attached, Format, Image, Layers, Manifest, Options,
+    Read, Signature,
 };
 use crate::blob::{self, Blob, Data};
 use crate::error::{Error, Result};
@@ -85,7 +86,7 @@ pub fn read(reference: &str, options: &Options) -> Result<Read> {
                 sorted(index.annotations()),
             )
         } else {
-            let manifest: ImageManifest = parse(&label, "manifest", &top)?;
+            let manifest: ImageManifest = parse_manifest(&label, "manifest", &top)?;
             let annotations = sorted(manifest.annotations());
             raw_manifests.push((top, None));
             (None, annotations)
@@ -93,7 +94,7 @@ pub fn read(reference: &str, options: &Options) -> Result<Read> {
         let mut manifests = Vec::new();
         let mut attached = Vec::new();
         for (raw, entry_platform) in raw_manifests {
-            let parsed: ImageManifest = parse(&label, "manifest", &raw)?;
+            let parsed: ImageManifest = parse_manifest(&label, "manifest", &raw)?;
             // A manifest that does not say its type is an OCI one (the spec's default).
             let manifest_type = parsed
                 .media_type()
@@ -178,7 +179,7 @@ async fn referrers(
     options: &Options<'_>,
 ) -> Vec<Attached> {
     let subject = manifest.digest().unwrap_or_default().to_string();
-    match conn.client.pull_referrers(manifest, None).await {
+    match conn.pull_referrers(manifest).await {
         Ok(r) => r
             .manifests
             .iter()
@@ -219,7 +220,7 @@ async fn signature(
     {
         Ok((raw, manifest_digest)) => {
             let manifest: ImageManifest =
-                parse(target.whole().as_str(), "signature manifest", &raw)?;
+                parse_manifest(target.whole().as_str(), "signature manifest", &raw)?;
             Ok(Some(Signature {
                 digest: digest.to_string(),
                 tag,
@@ -249,7 +250,17 @@ pub(crate) async fn fetch(
         .map_err(|e| conn.fail(e))?;
     let mut out = blob::HashingWriter::new(blob::SpillWriter::new());
     let mut received: u64 = 0;
-    while let Some(chunk) = stream.next().await {
+    // A body that stalls or trickles is given up on (CARGO_HTTP_TIMEOUT and
+    // CARGO_HTTP_LOW_SPEED_LIMIT, as cargo's downloads are).
+    let mut pace = crate::registry::limits::Pace::new(conn.timeouts());
+    let slow = |why: String| {
+        Error::registry(format!(
+            "the registry is too slow sending layer {}: {why}",
+            d.digest()
+        ))
+        .with_help("check the registry and the network, or allow more with CARGO_HTTP_TIMEOUT (seconds) and CARGO_HTTP_LOW_SPEED_LIMIT (bytes per second)")
+    };
+    while let Some(chunk) = pace.wait(stream.next()).await.map_err(slow)? {
         let chunk = chunk.map_err(|e| {
             Error::registry(format!("downloading layer {} failed: {e}", d.digest()))
         })?;
@@ -264,6 +275,7 @@ pub(crate) async fn fetch(
             )));
         }
         out.write_all(&chunk).map_err(failed)?;
+        pace.got(chunk.len()).map_err(slow)?;
     }
     let (spill, digest, size) = out.finish();
     if digest != *d.digest() || size != d.size() {

@@ -64,6 +64,11 @@ impl Drop for Hostile {
 
 /// Runs the tool under `/usr/bin/time` with a deadline: (run, peak RSS in KiB).
 fn bounded(cache: &Path, args: &[&str]) -> (Run, u64) {
+    bounded_with(cache, &[], args)
+}
+
+/// [`bounded`] with more environment variables.
+fn bounded_with(cache: &Path, envs: &[(&str, &str)], args: &[&str]) -> (Run, u64) {
     let t = tmp();
     let rss = t.path().join("rss");
     let started = Instant::now();
@@ -75,6 +80,7 @@ fn bounded(cache: &Path, args: &[&str]) -> (Run, u64) {
         .arg("microimage")
         .args(args)
         .env_remove("RUST_BACKTRACE")
+        .envs(envs.iter().copied())
         .env("XDG_CACHE_HOME", cache);
     let out = run(&mut cmd);
     assert!(
@@ -93,7 +99,9 @@ fn bounded(cache: &Path, args: &[&str]) -> (Run, u64) {
 
 #[test]
 fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
-    // oci-client 0.18 unwraps the token into a header value (client.rs), which panics.
+    // oci-client 0.18 unwraps the token into a header value (client.rs), which panicked on
+    // the first manifest read; manifests are now read by our own requests, and oci-client's
+    // own calls are guarded (a unit test of `registry::block_on`).
     let registry = Hostile::start("token-newline");
     let cache = tmp();
     let (out, _) = bounded(
@@ -102,7 +110,7 @@ fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
     );
     let out = out.fails_with(
         1,
-        "the registry sent an answer the registry client could not handle",
+        "the registry's token service sent a token that is not a valid header value",
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert_eq!(
@@ -111,6 +119,89 @@ fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
         "one message: {}",
         out.stderr
     );
+}
+
+#[test]
+fn endless_and_slow_registry_answers_are_cut_off() {
+    let cache = tmp();
+    let check = |out: Run, kib: u64, message: &str| {
+        let out = out.fails_with(1, message);
+        assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
+        assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+    };
+    // A manifest without end: read whole into memory before (3 GB, then an abort).
+    let registry = Hostile::start("endless-manifest");
+    let (out, kib) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", registry.host())],
+    );
+    check(out, kib, "the registry sent more than 4 MiB for a manifest");
+
+    // A manifest, and a token, sent a byte every 2 s: waited for for ever before. Given up
+    // on by cargo's own settings, here 2 s.
+    let fast = [
+        ("CARGO_HTTP_TIMEOUT", "2"),
+        ("CARGO_HTTP_LOW_SPEED_LIMIT", "10"),
+    ];
+    for (mode, message) in [
+        (
+            "slow-manifest",
+            "the registry is too slow sending a manifest: less than 10 bytes per second",
+        ),
+        (
+            "slow-token",
+            "the registry's token service did not answer within 8 s",
+        ),
+    ] {
+        let registry = Hostile::start(mode);
+        let started = Instant::now();
+        let (out, kib) = bounded_with(
+            cache.path(),
+            &fast,
+            &["inspect", &format!("{}/team/app:1", registry.host())],
+        );
+        check(out, kib, message);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{mode}: {:?}",
+            started.elapsed()
+        );
+    }
+
+    // A manifest that is not the one asked for by digest (the error was printed twice), and
+    // one whose sizes add up past 2^64 (inspect printed a wrapped total, 16.00 EiB).
+    let registry = Hostile::start("wrong-digest");
+    let wanted = format!("sha256:{}", "0".repeat(64));
+    let (out, kib) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app@{wanted}", registry.host())],
+    );
+    check(out, kib, &format!("the registry sent a manifest with digest sha256:cd47143e8cf42b8d66097682d1b47db75f55852b2b51561ba1226a97d88ea375 for {wanted}"));
+    let registry = Hostile::start("huge-sizes");
+    let (out, kib) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", registry.host())],
+    );
+    check(
+        out,
+        kib,
+        "its manifest declares sizes beyond what the OCI spec allows",
+    );
+
+    // A referrers list without end: the image is still described, the list is not.
+    let registry = Hostile::start("endless-referrers");
+    let (out, kib) = bounded(
+        cache.path(),
+        &["inspect", &format!("{}/team/app:1", registry.host())],
+    );
+    let out = out.ok();
+    assert!(
+        out.stderr.contains("cannot be listed: reading from")
+            && out.stderr.contains("more than 4 MiB for a referrers list"),
+        "{}",
+        out.stderr
+    );
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
 }
 
 #[test]

@@ -11,6 +11,14 @@ Modes:
   endless-config  serves an image whose config's body has no end
   manifest-flaky  answers the first manifest request 503 and the second 429, then well
   manifest-429    answers every manifest request 429 Too Many Requests
+  endless-manifest  serves a manifest whose body has no end
+  slow-manifest   sends a manifest's headers, then one byte every 2 seconds
+  slow-token      asks for a bearer token; the token service sends headers, then
+                  one byte every 2 seconds
+  endless-referrers  serves the image of oversize-blob (layer well-behaved), and a
+                  referrers list without end
+  wrong-digest    answers every manifest request, by tag or digest, with the same manifest
+  huge-sizes      serves a manifest whose two layers declare 2^63-1 bytes each
   http-realm      HTTPS (with CERT and KEY) asking for a bearer token from a plain-HTTP
                   token service on REALM_PORT, which logs what reaches it
 
@@ -77,6 +85,34 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def endless(self):
+        """A 200 without a length whose body goes on until the client stops reading."""
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    def trickle(self):
+        """A 200 whose body comes one byte every 2 seconds, for as long as the client waits."""
+        import time
+
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(2)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
     def do_HEAD(self):
         self.do_GET()
 
@@ -91,6 +127,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, json.dumps({"token": "t"}).encode())
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % REALM_PORT
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
+        if MODE == "slow-token":
+            if path == "/token":
+                return self.trickle()
+            if self.headers.get("Authorization", "").startswith("Bearer "):
+                return self.send(404)
+            realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT
+            return self.send(401, b"{}", [("WWW-Authenticate", realm)])
         if MODE == "token-newline":
             if path == "/token":
                 return self.send(
@@ -102,10 +145,33 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(404)
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
-        if MODE in ("oversize-blob", "endless-config", "manifest-flaky", "manifest-429"):
+        if MODE in (
+            "oversize-blob",
+            "endless-config",
+            "manifest-flaky",
+            "manifest-429",
+            "endless-manifest",
+            "slow-manifest",
+            "endless-referrers",
+            "wrong-digest",
+            "huge-sizes",
+        ):
             if path == "/v2/":
                 return self.send(200, b"{}")
-            if "/manifests/" in path and not path.endswith("/manifests/1"):
+            if "/referrers/" in path and MODE == "endless-referrers":
+                return self.endless()
+            if "/manifests/" in path and MODE == "endless-manifest":
+                return self.endless()
+            if "/manifests/" in path and MODE == "slow-manifest":
+                return self.trickle()
+            if "/manifests/" in path and MODE == "huge-sizes":
+                huge = json.loads(MANIFEST)
+                huge["layers"] = [dict(huge["layers"][0], size=2**63 - 1)] * 2
+                body = json.dumps(huge).encode()
+                return self.send(
+                    200, body, [("Content-Type", "application/vnd.oci.image.manifest.v1+json")]
+                )
+            if "/manifests/" in path and not path.endswith("/manifests/1") and MODE != "wrong-digest":
                 return self.send(404)
             if "/manifests/" in path:
                 MANIFEST_REQUESTS[0] += 1
@@ -125,21 +191,12 @@ class Handler(BaseHTTPRequestHandler):
             endless = (MODE == "endless-config" and path.endswith(digest(CONFIG))) or (
                 MODE == "oversize-blob" and path.endswith(LAYER_DIGEST)
             )
+            if endless:
+                return self.endless()
             if MODE == "manifest-flaky" and path.endswith(LAYER_DIGEST):
                 return self.send(404)
             if path.endswith(digest(CONFIG)) and not endless:
                 return self.send(200, CONFIG)
-            if endless:
-                # No length: the body goes on until the client stops reading.
-                self.send_response(200)
-                self.send_header("Connection", "close")
-                self.end_headers()
-                chunk = b"\0" * 65536
-                try:
-                    while True:
-                        self.wfile.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
             return self.send(404)
         self.send(500)
 
