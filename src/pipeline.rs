@@ -360,9 +360,9 @@ pub fn build(
                 }
             })
             .collect();
-        let paths = build::build(plans, &links, &request.cargo, platform, prepared, shell)?;
-        for ((i, path), link) in wanted(platform).into_iter().zip(paths).zip(links) {
-            built[i].push(verified(&path, platform, shell)?);
+        let binaries = build::build(plans, &links, &request.cargo, platform, prepared, shell)?;
+        for ((i, binary), link) in wanted(platform).into_iter().zip(binaries).zip(links) {
+            built[i].push(verified(&binary.path, Some(binary.file), platform, shell)?);
             let runtime = link.runtime.as_ref();
             contents[i].push(sbom::Contents {
                 crates: runtime.map_or_else(
@@ -726,8 +726,13 @@ fn bin_name_of(paths: &[PathBuf]) -> Result<String> {
     }
 }
 
-fn verified(path: &Path, platform: &'static Platform, shell: &Shell) -> Result<PlatformBinary> {
-    let verdict = verify::check(path, platform)?;
+fn verified(
+    path: &Path,
+    opened: Option<std::fs::File>,
+    platform: &'static Platform,
+    shell: &Shell,
+) -> Result<PlatformBinary> {
+    let verdict = verify::check_opened(path, opened, platform)?;
     shell.status("Verified", describe(path, platform, verdict.size));
     Ok(PlatformBinary::verified(&verdict, platform))
 }

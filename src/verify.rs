@@ -189,26 +189,38 @@ fn unknown_format(head: &[u8]) -> String {
 
 /// Opens `path` and reads its ELF headers (without loading the whole file).
 pub fn inspect(path: &Path) -> Result<Verdict> {
+    inspect_opened(path, None)
+}
+
+/// [`inspect`] of `file`, opened before as `path` (see `crate::build::Built`), or of what
+/// `path` holds now.
+pub fn inspect_opened(path: &Path, opened: Option<std::fs::File>) -> Result<Verdict> {
     let fail = |what: String| {
         Error::verify(format!("`{}` is {what}", path.display())).with_help(
             "pass the path of a compiled binary, e.g. target/x86_64-unknown-linux-musl/release/<name>",
         )
     };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::verify(format!("reading `{}` failed: {e}", path.display())).with_source(e)
-    })?;
-    if let Some(what) = not_a_file(&meta) {
-        return Err(fail(what.to_string()));
-    }
-    // Never blocks (a FIFO swapped in after the check above), and the open file is checked
-    // again: what is read is what was opened.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-        .map_err(|e| {
-            Error::verify(format!("opening `{}` failed: {e}", path.display())).with_source(e)
-        })?;
+    let file = match opened {
+        Some(file) => file,
+        None => {
+            let meta = std::fs::metadata(path).map_err(|e| {
+                Error::verify(format!("reading `{}` failed: {e}", path.display())).with_source(e)
+            })?;
+            if let Some(what) = not_a_file(&meta) {
+                return Err(fail(what.to_string()));
+            }
+            // Never blocks (a FIFO swapped in after the check above), and the open file is
+            // checked again: what is read is what was opened.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(path)
+                .map_err(|e| {
+                    Error::verify(format!("opening `{}` failed: {e}", path.display()))
+                        .with_source(e)
+                })?
+        }
+    };
     let meta = file.metadata().map_err(|e| {
         Error::verify(format!("reading `{}` failed: {e}", path.display())).with_source(e)
     })?;
@@ -570,7 +582,16 @@ pub fn runtime_of_data(data: &crate::blob::Data) -> Runtime {
 
 /// Checks that `path` is static and built for `expected`; the error names both.
 pub fn check(path: &Path, expected: &Platform) -> Result<Verdict> {
-    let verdict = inspect(path)?;
+    check_opened(path, None, expected)
+}
+
+/// [`check`] of a file opened before (see [`inspect_opened`]).
+pub fn check_opened(
+    path: &Path,
+    opened: Option<std::fs::File>,
+    expected: &Platform,
+) -> Result<Verdict> {
+    let verdict = inspect_opened(path, opened)?;
     let platform = verdict.require_static()?;
     if platform != expected {
         return Err(Error::verify(format!(

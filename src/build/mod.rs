@@ -114,6 +114,20 @@ impl Link {
     }
 }
 
+/// An executable cargo built, opened the moment cargo reported it.
+///
+/// cargo copies ("uplifts") each binary to `target/<triple>/<profile>/<name>`, one path for
+/// every build of that binary whatever its settings, and releases the build directory's
+/// lock when it exits. Another build of the same binary with other settings (another run
+/// of this tool, an IDE) may then uplift its own file there before this run reads it; the
+/// file opened while cargo still holds the lock is this build's, whatever the path holds
+/// afterwards.
+#[derive(Debug)]
+pub struct Built {
+    pub path: PathBuf,
+    pub file: std::fs::File,
+}
+
 /// Builds the binaries of `plans` for `platform` and returns their executables, in the
 /// order of `plans`, linking each with its [`Link`]. Binaries whose links add the same
 /// kinds of things are built by one cargo invocation; others by one each (the workspace
@@ -125,7 +139,7 @@ pub fn build(
     platform: &Platform,
     prepared: &Prepared,
     shell: &Shell,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Built>> {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, link) in links.iter().enumerate() {
         let key = link.additions.group_key();
@@ -134,7 +148,7 @@ pub fn build(
             None => groups.push((key, vec![i])),
         }
     }
-    let mut built: Vec<Option<PathBuf>> = vec![None; plans.len()];
+    let mut built: Vec<Option<Built>> = (0..plans.len()).map(|_| None).collect();
     for (_, members) in groups {
         let group_plans: Vec<&Plan> = members.iter().map(|&i| plans[i]).collect();
         let group_links: Vec<&Link> = members.iter().map(|&i| &links[i]).collect();
@@ -161,7 +175,7 @@ fn build_group(
     platform: &Platform,
     prepared: &Prepared,
     shell: &Shell,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Built>> {
     let first = plans.first().expect("at least one binary to build");
     let c_crates = &prepared.graph.c_crates;
     if !c_crates.is_empty() {
@@ -247,20 +261,77 @@ fn build_group(
     };
     shell.status("Building", names);
     shell.verbose("Running", format!("{cmd:?}"));
-    let built = run_cargo(cmd, plans, platform)?;
+    let built = run_cargo(cmd, plans, platform).map_err(|e| {
+        match (e.kind(), options.ignore_rust_version) {
+            (crate::error::Kind::Build, false) if e.help().is_none() => {
+                match rust_version_help(first, options) {
+                    Some(help) => e.with_help(help),
+                    None => e,
+                }
+            }
+            _ => e,
+        }
+    })?;
     if let Some(libc) = zig_libc {
         libc.mark_built();
     }
     Ok(built)
 }
 
-fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<PathBuf>> {
+/// After a failed build: the help for cargo's refusal of packages whose `rust-version` is
+/// newer than the toolchain ("rustc 1.95.0 is not supported by the following packages"),
+/// which otherwise ends in the generic failure line. `None` when no package (of the
+/// workspace's resolve, as `cargo metadata` lists it) asks for a newer rustc.
+fn rust_version_help(first: &Plan, options: &CargoOptions) -> Option<String> {
+    let dir = first.manifest_path.parent()?;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .arg("--version")
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let have = text.split_whitespace().nth(1)?.to_string();
+    let mut cmd = options.metadata_command().ok()?;
+    cmd.manifest_path(&first.manifest_path);
+    let metadata = cmd.exec().ok()?;
+    let mut newer: Vec<String> = metadata
+        .packages
+        .iter()
+        .filter_map(|p| {
+            let wants = p.rust_version.as_ref()?;
+            (version_tuple(&wants.to_string()) > version_tuple(&have))
+                .then(|| format!("{} {} needs rustc {wants}", p.name, p.version))
+        })
+        .collect();
+    newer.sort();
+    newer.dedup();
+    if newer.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} (its `rust-version`), and this is rustc {have}: update the toolchain (`rustup update`), or build anyway with `--ignore-rust-version`",
+        newer.join(", ")
+    ))
+}
+
+/// `1.96`, `1.96.0` or `1.96.0-nightly` as numbers to compare.
+fn version_tuple(v: &str) -> (u64, u64, u64) {
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<Vec<Built>> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::build(format!("running `{}` failed: {e}", cargo().display())))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut executables: Vec<Option<PathBuf>> = vec![None; plans.len()];
+    let mut executables: Vec<Option<Built>> = (0..plans.len()).map(|_| None).collect();
     for message in Message::parse_stream(BufReader::new(stdout)) {
         let message =
             message.map_err(|e| Error::build(format!("reading cargo's output failed: {e}")))?;
@@ -269,8 +340,16 @@ fn run_cargo(mut cmd: Command, plans: &[&Plan], platform: &Platform) -> Result<V
                 let found = plans
                     .iter()
                     .position(|p| a.package_id.repr == p.package_id && a.target.name == p.bin);
-                if let Some(i) = found {
-                    executables[i] = a.executable.map(|p| p.into_std_path_buf());
+                if let (Some(i), Some(path)) = (found, a.executable) {
+                    // Now, while cargo still holds the build directory (see [`Built`]).
+                    let path = path.into_std_path_buf();
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                        .open(&path)
+                        .map_err(|e| Error::io("opening", &path, e))?;
+                    executables[i] = Some(Built { path, file });
                 }
             }
             Message::TextLine(line) => eprintln!("{line}"),

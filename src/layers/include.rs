@@ -17,7 +17,8 @@ pub struct Include {
     pub spec: String,
     /// Absolute source path.
     pub src: PathBuf,
-    /// The root the source must stay inside (package root or current directory).
+    /// What the source's symlinks must stay inside: the package root (or current directory),
+    /// or for a source outside it, that directory or the file's own directory.
     pub root: PathBuf,
     /// Destination in the image, relative (`srv/static`).
     pub dest: String,
@@ -28,25 +29,37 @@ pub struct Include {
 
 impl Include {
     /// Parses `SRC[:DEST]` relative to `root`. Without DEST, the file goes to `/<SRC>`.
+    ///
+    /// SRC may lie outside `root` (an absolute path, or one with `..`: deploy assets are
+    /// often kept beside the package, not in it); it then needs a DEST, and what it holds
+    /// must stay inside it (the directory itself, or a file's directory). Only contents go
+    /// into the image, never the path, so the digest does not depend on where it lies.
     pub fn parse(spec: &str, root: &Path) -> Result<Include> {
         let (src, dest) = match spec.split_once(':') {
             Some((s, d)) => (s, Some(d)),
             None => (spec, None),
         };
         let bad = |why: &str| {
-            Error::output(format!("include `{spec}`: {why}"))
-                .with_help("use SRC[:DEST]: SRC relative to the package (or, on the command line, the current directory), DEST an absolute path in the image")
+            Error::usage(format!("`{spec}`: {why}"))
+                .with_help("use SRC[:DEST]: SRC relative to the Cargo.toml that names it (on the command line, to the current directory), DEST an absolute path in the image")
         };
+        if src.is_empty() {
+            return Err(bad("the source path is empty"));
+        }
         let src_path = Path::new(src);
-        if src.is_empty()
-            || src_path.is_absolute()
-            || src_path
-                .components()
-                .any(|c| matches!(c, Component::ParentDir))
-        {
-            return Err(bad(&format!(
-                "`{src}` must be a relative path inside `{}`, without `..`",
+        let full = lexical(&root.join(src_path));
+        let outside = !full.starts_with(lexical(root));
+        if outside && dest.is_none() {
+            let name = full
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "x".to_string());
+            return Err(Error::usage(format!(
+                "`{spec}` lies outside `{}`, so it has no path of its own in the image",
                 root.display()
+            ))
+            .with_help(format!(
+                "give it a destination: `{src}:/etc/app/{name}` (a file) or `{src}:/srv/{name}` (a directory)"
             )));
         }
         let into_dir = dest.is_some_and(|d| d.ends_with('/'));
@@ -55,19 +68,44 @@ impl Include {
                 return Err(bad(&format!("the destination `{d}` must be absolute")))
             }
             Some(d) => d.trim_matches('/').to_string(),
-            None => normalise(src_path),
+            None => normalise(full.strip_prefix(lexical(root)).unwrap_or(src_path)),
         };
         if dest.split('/').any(|c| c == ".." || c == ".") {
             return Err(bad("the destination must not contain `.` or `..`"));
         }
+        // What the source's symlinks must stay inside.
+        let confine = if !outside {
+            root.to_path_buf()
+        } else if full.is_dir() {
+            full.clone()
+        } else {
+            full.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| full.clone())
+        };
         Ok(Include {
             spec: spec.to_string(),
-            src: root.join(src_path),
-            root: root.to_path_buf(),
+            src: full,
+            root: confine,
             dest,
             into_dir,
         })
     }
+}
+
+/// `path` with `.` and `..` resolved by name (no symlink is followed).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn normalise(p: &Path) -> String {
@@ -206,7 +244,7 @@ fn escape(inc: &Include, path: &Path) -> Error {
         path.display(),
         inc.root.display()
     ))
-    .with_help("only files inside the package can be included; symlinks must be relative and stay inside it")
+    .with_help("symlinks in an include must be relative and stay inside it")
 }
 
 fn add(out: &mut BTreeMap<String, Entry>, entry: Entry) -> Result<()> {
@@ -312,9 +350,43 @@ mod tests {
     #[test]
     fn escapes_are_refused() {
         let t = tree();
+        // Outside the package: only with a destination, and confined to itself.
         let err = Include::parse("../etc/passwd", t.path()).unwrap_err();
-        assert!(err.message().contains("without `..`"), "{err}");
+        assert!(err.message().contains("lies outside"), "{err}");
+        assert!(
+            err.help()
+                .unwrap()
+                .contains("../etc/passwd:/etc/app/passwd"),
+            "{err:?}"
+        );
         assert!(Include::parse("/etc/passwd", t.path()).is_err());
+        let outside = Include::parse("/etc/hostname:/etc/h", t.path()).unwrap();
+        assert_eq!(
+            (outside.src.as_path(), outside.root.as_path()),
+            (Path::new("/etc/hostname"), Path::new("/etc"))
+        );
+        let inside = Include::parse("static/../run.sh", t.path()).unwrap();
+        assert_eq!(inside.dest, "run.sh");
+        let assets = tempfile::tempdir().unwrap();
+        let conf = assets.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("app.toml"), "a = 1").unwrap();
+        std::os::unix::fs::symlink("../../secret", conf.join("leak")).unwrap();
+        let rel = format!(
+            "../{}/conf:/etc/app",
+            assets.path().file_name().unwrap().to_string_lossy()
+        );
+        let project = tempfile::tempdir_in(assets.path().parent().unwrap()).unwrap();
+        let inc = Include::parse(&rel, project.path()).unwrap();
+        let err = entries(std::slice::from_ref(&inc)).unwrap_err();
+        assert!(err.message().contains("leads outside"), "{err}");
+        std::fs::remove_file(conf.join("leak")).unwrap();
+        let paths: Vec<String> = entries(&[inc])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["etc", "etc/app", "etc/app/app.toml"]);
         assert!(Include::parse("static:relative", t.path()).is_err());
         std::os::unix::fs::symlink("/etc/passwd", t.path().join("static/abs")).unwrap();
         let err = entries(&[Include::parse("static:/s", t.path()).unwrap()]).unwrap_err();

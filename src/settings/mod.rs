@@ -381,8 +381,10 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         spec.include = specs
             .iter()
             .map(|s| {
-                let inc = Include::parse(s, root)
-                    .map_err(|e| bad_value(origin, "--include", e.message().into()))?;
+                let inc = Include::parse(s, root).map_err(|e| {
+                    let help = e.help().unwrap_or_default().to_string();
+                    bad_value(origin, "--include", e.message().into()).with_help(help)
+                })?;
                 if std::fs::symlink_metadata(&inc.src).is_err() {
                     return Err(bad_value(
                         origin,

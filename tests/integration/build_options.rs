@@ -146,3 +146,57 @@ fn a_warm_build_reuses_cargos_answers_until_an_input_changes() {
         serde_json::from_str(&external("skopeo", &["inspect", "--config", &reference])).unwrap();
     assert_eq!(config["config"]["Labels"]["edited"], "yes", "{config}");
 }
+
+#[test]
+fn the_binary_packed_is_the_one_cargo_built_even_if_another_build_replaces_it_after() {
+    // cargo uplifts every build of a binary to one path and lets go of the build
+    // directory when it exits; another build of it with other settings (another run, an
+    // IDE) can then put its own file there. Simulated: a `cargo` that, once the real one is
+    // done, puts busybox where `hello` was. The image had busybox in it before.
+    let c = fixture("hello");
+    let t = tmp();
+    let busybox = crate::base::tools().join("busybox/amd64/busybox");
+    let script = t.path().join("cargo");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\"$REAL_CARGO\" \"$@\"; rc=$?\n\
+             if [ \"$1\" = build ]; then f=\"$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/hello\"; rm -f \"$f\"; cp {} \"$f\"; fi\n\
+             exit $rc\n",
+            busybox.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let real = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = t.path().join("target");
+    let layout = t.path().join("image");
+    run(tool()
+        .current_dir(c.path())
+        .env("CARGO", &script)
+        .env("REAL_CARGO", real)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["microimage", "build", "--bin", "hello", "-o"])
+        .arg(&layout))
+    .ok();
+    let built: Vec<u64> = std::fs::read_dir(target.join("x86_64-unknown-linux-musl/release/deps"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("hello-") && !name.contains('.')
+        })
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(built.len(), 1, "{built:?}");
+    let report = run(tool()
+        .args(["microimage", "inspect", "--message-format", "json"])
+        .arg(&layout))
+    .ok();
+    let json: serde_json::Value =
+        serde_json::from_str(report.stdout.lines().next().unwrap()).unwrap();
+    let packed = json["platforms"][0]["binary"]["size"].as_u64();
+    assert_eq!(packed, Some(built[0]), "{}", report.stdout);
+    assert_ne!(packed, Some(busybox.metadata().unwrap().len()));
+}

@@ -173,3 +173,80 @@ fn works_when_called_directly_and_defaults_to_build() {
         help.stdout
     );
 }
+
+/// What a new user met on other people's projects, read as they would read it: the
+/// message says what happened, the help says what to do, each said once.
+#[test]
+fn first_contact_messages_say_what_to_do() {
+    let c = fixture("hello");
+    let t = tmp();
+    let target = t.path().join("target");
+    let manifest = c.path().join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let build = |extra: &[&str]| {
+        run(build_in(c.path())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["--bin", "hello", "-o"])
+            .arg(t.path().join("image"))
+            .args(extra))
+    };
+
+    // A crate that needs a newer rustc: cargo's refusal ended in our generic failure line.
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "edition = \"2021\"",
+            "edition = \"2021\"\nrust-version = \"1.999\"",
+        ),
+    )
+    .unwrap();
+    let out = build(&[]).fails_with(1, "is not supported by the following package");
+    assert!(
+        out.stderr.contains(
+            "help: hello 1.2.3 needs rustc 1.999.0 (its `rust-version`), and this is rustc 1."
+        ) && out.stderr.contains("`rustup update`")
+            && out.stderr.contains("`--ignore-rust-version`"),
+        "{}",
+        out.stderr
+    );
+    build(&["--ignore-rust-version"]).ok();
+    std::fs::write(&manifest, &text).unwrap();
+
+    // An include outside the package: "include" was said twice, with no help.
+    let assets = tempfile::tempdir_in(c.path().parent().unwrap()).unwrap();
+    std::fs::write(assets.path().join("app.toml"), "port = 8080\n").unwrap();
+    let outside = format!(
+        "../{}/app.toml",
+        assets.path().file_name().unwrap().to_string_lossy()
+    );
+    let out = build(&["--include", &outside]).fails_with(2, "lies outside");
+    assert_eq!(out.stderr.matches("include").count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "help: give it a destination: `{outside}:/etc/app/app.toml`"
+        )),
+        "{}",
+        out.stderr
+    );
+    // With a destination it goes in; from an absolute path too, and to the same digest.
+    let relative = build(&["--include", &format!("{outside}:/etc/app/app.toml")]).ok();
+    let absolute = assets.path().join("app.toml");
+    let absolute = build(&[
+        "--include",
+        &format!("{}:/etc/app/app.toml", absolute.display()),
+    ])
+    .ok();
+    assert_eq!(relative.stdout, absolute.stdout);
+    let report = run(tool()
+        .args(["microimage", "inspect", "--message-format", "json"])
+        .arg(t.path().join("image")))
+    .ok();
+    let json: serde_json::Value =
+        serde_json::from_str(report.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        json["platforms"][0]["layers"].as_array().unwrap().len(),
+        3,
+        "{}",
+        report.stdout
+    );
+}
