@@ -360,7 +360,7 @@ fn configuration_errors_name_the_key_and_the_file() {
         ),
         (
             "include = [\"../outside\"]\n",
-            ("key `include`", "without `..`"),
+            ("key `include`", "lies outside"),
         ),
     ]);
     for (toml, (key, what)) in cases {

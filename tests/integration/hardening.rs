@@ -400,7 +400,7 @@ fn surprising_settings_are_refused_before_building() {
             2,
             "would replace the file `/etc/passwd`",
         ),
-        (&["--include", "../x"][..], 2, "without `..`"),
+        (&["--include", "../x"][..], 2, "lies outside"),
         (&["--tag", "../x:1"][..], 2, "the registry `..`"),
         (&["--tag", "reg istry.io/x:1"][..], 2, "is not a host name"),
         (
