@@ -18,6 +18,7 @@ use super::errors::{chain, explain, Purpose};
 use super::limits::{Pace, Timeouts, MANIFEST_LIMIT};
 use super::reference::is_loopback;
 use super::retry::{answered, retry, transient};
+use super::token::{self, Bearer};
 use super::{credentials, ConnectOptions};
 use crate::error::{Error, Result};
 use crate::shell::Shell;
@@ -52,6 +53,9 @@ fn client(
         use_monolithic_push: true,
         connect_timeout: Some(timeouts.timeout),
         read_timeout: Some(timeouts.timeout),
+        // Tokens handed over by `token` are replaced by its renewal before they expire; an
+        // opaque one stays in oci-client's cache until then (its default is 60 s).
+        default_token_expiration_secs: 24 * 60 * 60,
         ..ClientConfig::default()
     }))
 }
@@ -81,21 +85,11 @@ fn http_client(options: &ConnectOptions, timeouts: Timeouts) -> Result<reqwest::
         .map_err(|e| Error::registry(format!("setting up HTTPS failed: {e}")))
 }
 
-/// What `GET /v2/` answered: whether the registry asks for authentication, and where a
-/// bearer-token challenge sends the credentials (its `realm`).
+/// What `GET /v2/` answered: whether the registry asks for authentication, and its
+/// bearer-token challenge if that is how (where the token service is).
 struct Ping {
     challenge: bool,
-    realm: Option<String>,
-}
-
-/// The `realm` of a `WWW-Authenticate: Bearer realm="…",…` challenge.
-fn bearer_realm(header: &str) -> Option<String> {
-    let rest = header.trim().strip_prefix("Bearer")?.trim_start();
-    rest.split(',').find_map(|part| {
-        let (key, value) = part.trim().split_once('=')?;
-        (key.trim().eq_ignore_ascii_case("realm"))
-            .then(|| value.trim().trim_matches('"').to_string())
-    })
+    bearer: Option<Bearer>,
 }
 
 /// Why credentials may not go to a token `realm` for a registry reached over `scheme`: a
@@ -136,9 +130,9 @@ async fn ping(
     let challenge = answer.headers().get(reqwest::header::WWW_AUTHENTICATE);
     Ok(Ping {
         challenge: status.as_u16() == 401 && challenge.is_some(),
-        realm: challenge
+        bearer: challenge
             .and_then(|h| h.to_str().ok())
-            .and_then(bearer_realm),
+            .and_then(Bearer::parse),
     })
 }
 
@@ -148,9 +142,13 @@ pub struct Connection {
     /// Whether the registry asked for authentication (see [`connect`]): our own requests
     /// then carry a token or the credentials, else nothing.
     needs_auth: bool,
+    /// The registry's token service, when it asks for bearer tokens.
+    bearer: Option<Bearer>,
     /// The pull token of each repository our own requests read (`None`: the registry takes
     /// the credentials themselves, or none).
-    tokens: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    tokens: Tokens,
+    /// Keeps the connection's token fresh while it lives.
+    _renewal: Option<token::Renewal>,
     /// Our own requests (the ping, manifests, referrers lists, manifest checks).
     http: reqwest::Client,
     scheme: &'static str,
@@ -165,6 +163,8 @@ pub struct Connection {
 }
 
 pub use super::limits::SMALL_BLOB_LIMIT;
+
+type Tokens = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>;
 
 /// A refusal of what a registry sent (too much, too slowly): not worth retrying, and
 /// reported as it is (see `errors::describe`).
@@ -211,7 +211,7 @@ impl Answer {
 }
 
 /// Reads `response`'s body whole, up to `limit` bytes and at the pace [`Pace`] asks.
-async fn read_body(
+pub(super) async fn read_body(
     mut response: reqwest::Response,
     limit: usize,
     what: &str,
@@ -415,21 +415,34 @@ impl Connection {
         })
     }
 
-    /// A pull token for `reference`'s repository from the registry's token service
-    /// (through oci-client, which keeps it for its own requests too), within the time a
-    /// document has.
+    /// A pull token for `reference`'s repository: from the registry's token service by our
+    /// own bounded request; `None` where the registry takes credentials as they are.
     async fn token(
         &self,
         reference: &Reference,
     ) -> std::result::Result<Option<String>, OciDistributionError> {
-        authenticate(
-            &self.client,
-            reference,
-            &self.auth,
-            RegistryOperation::Pull,
-            self.timeouts,
-        )
-        .await
+        match &self.bearer {
+            Some(bearer) => token::fetch(
+                &self.http,
+                bearer,
+                reference.repository(),
+                RegistryOperation::Pull,
+                &self.auth,
+                self.timeouts,
+            )
+            .await
+            .map(|issued| Some(issued.token)),
+            None => {
+                authenticate(
+                    &self.client,
+                    reference,
+                    &self.auth,
+                    RegistryOperation::Pull,
+                    self.timeouts,
+                )
+                .await
+            }
+        }
     }
 
     /// Whether the registry has the manifest `digest` in `repository` (false when that
@@ -685,11 +698,11 @@ async fn connect_now(
     // holding some, it pings before every request that has no token. Our own requests
     // (manifests, referrers lists) carry them, or a pull token, only then too.
     // Credentials go to a token service only over a connection as safe as the registry's.
-    if let (Some(realm), false) = (
-        &answer.realm,
+    if let (Some(bearer), false) = (
+        &answer.bearer,
         credential.credential == credentials::Credential::Anonymous,
     ) {
-        if let Some(why) = unsafe_realm(realm, scheme) {
+        if let Some(why) = unsafe_realm(&bearer.realm, scheme) {
             return Err(Error::registry(format!(
                 "the credentials for {registry} ({}) were not sent: {why}",
                 credential.source
@@ -698,29 +711,71 @@ async fn connect_now(
         }
     }
     let mut tokens = std::collections::HashMap::new();
-    if answer.challenge {
-        // Once per operation, before requests go out concurrently (each would authenticate
-        // on its own otherwise); blob checks are pulls, uploads pushes.
-        let operations: &[RegistryOperation] = match operation {
-            RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
-            RegistryOperation::Pull => &[RegistryOperation::Pull],
-        };
-        for op in operations {
-            let token = retry("authenticating", shell, || {
-                authenticate(&client, target, &auth, *op, timeouts)
+    let mut renewal = None;
+    // Once per connection, before requests go out concurrently (each would authenticate
+    // on its own otherwise); blob checks are pulls, uploads pushes.
+    let operations: &[RegistryOperation] = match operation {
+        RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+        RegistryOperation::Pull => &[RegistryOperation::Pull],
+    };
+    let tokens_shared: Tokens = Default::default();
+    match (&answer.bearer, answer.challenge) {
+        (Some(bearer), true) => {
+            // One token for all the connection does (a push's scope includes pull), asked
+            // for by us (see `token`) and handed to oci-client.
+            let issued = retry("authenticating", shell, || {
+                token::fetch(
+                    &http,
+                    bearer,
+                    target.repository(),
+                    operation,
+                    &auth,
+                    timeouts,
+                )
             })
             .await
             .map_err(fail)?;
-            if matches!(op, RegistryOperation::Pull) {
-                tokens.insert(target.repository().to_string(), token);
+            token::hand_over(&client, target, operations, &issued.token).await;
+            tokens.insert(target.repository().to_string(), Some(issued.token.clone()));
+            renewal = Some(token::Renewal::start(
+                client.clone(),
+                token::Scope {
+                    http: http.clone(),
+                    bearer: bearer.clone(),
+                    target: target.clone(),
+                    operation,
+                    auth: auth.clone(),
+                    timeouts,
+                },
+                &issued,
+                tokens_shared.clone(),
+            ));
+        }
+        (None, true) => {
+            // Not a token service (HTTP Basic): oci-client sends the credentials.
+            for op in operations {
+                let token = retry("authenticating", shell, || {
+                    authenticate(&client, target, &auth, *op, timeouts)
+                })
+                .await
+                .map_err(fail)?;
+                if matches!(op, RegistryOperation::Pull) {
+                    tokens.insert(target.repository().to_string(), token);
+                }
             }
         }
+        _ => {}
+    }
+    if let Ok(mut shared) = tokens_shared.lock() {
+        shared.extend(tokens);
     }
 
     Ok(Connection {
         client,
         needs_auth: answer.challenge,
-        tokens: std::sync::Mutex::new(tokens),
+        bearer: answer.bearer.filter(|_| answer.challenge),
+        tokens: tokens_shared,
+        _renewal: renewal,
         http,
         scheme,
         auth,
@@ -736,20 +791,6 @@ async fn connect_now(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn realms_are_read_from_bearer_challenges() {
-        assert_eq!(
-            bearer_realm(r#"Bearer realm="https://auth.example/token",service="registry""#)
-                .as_deref(),
-            Some("https://auth.example/token")
-        );
-        assert_eq!(
-            bearer_realm(r#"Bearer service="s", Realm="http://127.0.0.1:9/t""#).as_deref(),
-            Some("http://127.0.0.1:9/t")
-        );
-        assert_eq!(bearer_realm(r#"Basic realm="registry""#), None);
-    }
 
     #[test]
     fn credentials_go_only_to_realms_as_safe_as_the_registry() {

@@ -16,6 +16,7 @@ pub mod errors;
 pub mod limits;
 pub mod reference;
 pub mod retry;
+pub mod token;
 
 use std::path::PathBuf;
 

@@ -15,6 +15,7 @@ Modes:
   slow-manifest   sends a manifest's headers, then one byte every 2 seconds
   slow-token      asks for a bearer token; the token service sends headers, then
                   one byte every 2 seconds
+  endless-token   asks for a bearer token; the token service's answer has no end
   endless-referrers  serves the image of oversize-blob (layer well-behaved), and a
                   referrers list without end
   wrong-digest    answers every manifest request, by tag or digest, with the same manifest
@@ -127,9 +128,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, json.dumps({"token": "t"}).encode())
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % REALM_PORT
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
-        if MODE == "slow-token":
+        if MODE in ("slow-token", "endless-token"):
             if path == "/token":
-                return self.trickle()
+                return self.trickle() if MODE == "slow-token" else self.endless()
             if self.headers.get("Authorization", "").startswith("Bearer "):
                 return self.send(404)
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % PORT

@@ -1,0 +1,362 @@
+//! Bearer tokens from a registry's token service (the distribution spec's token
+//! authentication), asked for by our own requests and handed to oci-client.
+//!
+//! Why not oci-client's `auth()`: it reads the token service's answer whole, however long
+//! (a token service that sends without end takes all the memory there is), and it pings
+//! `/v2/` again before each token. Here the answer is read a piece at a time and refused
+//! past [`TOKEN_LIMIT`], in the time bounds of [`super::limits`]; the token must be a valid
+//! header value (oci-client unwraps it into one). oci-client then gets the token through
+//! its public token cache, for the operations the connection does, and keeps using it;
+//! [`Renewal`] puts a new one there before the old one expires (a long push outlives the
+//! 60-300 s most registries give a token).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::token_cache::{RegistryToken, RegistryTokenType};
+use oci_client::{Client, Reference, RegistryOperation};
+
+use super::limits::Timeouts;
+
+/// The most a token service's answer may hold: a token is a few KiB.
+pub const TOKEN_LIMIT: usize = 1 << 20;
+
+/// A `WWW-Authenticate: Bearer realm="…",service="…"` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bearer {
+    pub realm: String,
+    pub service: Option<String>,
+}
+
+impl Bearer {
+    /// The challenge in a `WWW-Authenticate` header, if it is a bearer one with a realm.
+    pub fn parse(header: &str) -> Option<Bearer> {
+        let rest = header.trim().strip_prefix("Bearer")?.trim_start();
+        let mut realm = None;
+        let mut service = None;
+        // `key="value"` pairs; a quoted value may hold commas (a scope's actions), so the
+        // pairs are read quote-aware.
+        let mut chars = rest.chars().peekable();
+        loop {
+            while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+                chars.next();
+            }
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if key.is_empty() {
+                break;
+            }
+            let value: String = if chars.peek() == Some(&'"') {
+                chars.next();
+                let v = chars.by_ref().take_while(|c| *c != '"').collect();
+                v
+            } else {
+                chars.by_ref().take_while(|c| *c != ',').collect()
+            };
+            match key.trim().to_ascii_lowercase().as_str() {
+                "realm" => realm = Some(value),
+                "service" => service = Some(value),
+                _ => {}
+            }
+        }
+        Some(Bearer {
+            realm: realm?,
+            service,
+        })
+    }
+}
+
+/// A token, and how long it is good for.
+#[derive(Clone)]
+pub struct Issued {
+    pub token: String,
+    pub life: Duration,
+}
+
+/// The scope's actions for `operation`: a push also reads (blob checks, manifests).
+fn actions(operation: RegistryOperation) -> &'static str {
+    match operation {
+        RegistryOperation::Push => "pull,push",
+        RegistryOperation::Pull => "pull",
+    }
+}
+
+/// Asks `bearer`'s token service for a token for `repository` and `operation`, with the
+/// user's credentials when they are a login (Basic), else anonymously.
+pub async fn fetch(
+    http: &reqwest::Client,
+    bearer: &Bearer,
+    repository: &str,
+    operation: RegistryOperation,
+    auth: &RegistryAuth,
+    timeouts: Timeouts,
+) -> Result<Issued, OciDistributionError> {
+    if let RegistryAuth::Bearer(token) = auth {
+        // A docker `identitytoken` is used as the registry's token itself, as oci-client
+        // does; nothing is asked for.
+        return Ok(Issued {
+            token: token.clone(),
+            life: Duration::from_secs(24 * 60 * 60),
+        });
+    }
+    let deadline = timeouts.document();
+    let work = async {
+        let scope = format!("repository:{repository}:{}", actions(operation));
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(service) = &bearer.service {
+            query.push(("service", service));
+        }
+        let mut request = http.get(&bearer.realm).query(&query);
+        if let RegistryAuth::Basic(user, password) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body = super::connection::read_body(
+            response,
+            TOKEN_LIMIT,
+            "a token (from its token service)",
+            timeouts,
+        )
+        .await?;
+        match status.as_u16() {
+            200 => {}
+            401 | 403 => {
+                return Err(OciDistributionError::AuthenticationFailure(
+                    String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                ))
+            }
+            code => {
+                return Err(OciDistributionError::ServerError {
+                    code,
+                    url: bearer.realm.clone(),
+                    message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+                })
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| OciDistributionError::RegistryTokenDecodeError(e.to_string()))?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                OciDistributionError::RegistryTokenDecodeError(
+                    "the answer holds no token".to_string(),
+                )
+            })?;
+        if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+            return Err(OciDistributionError::SpecViolationError(
+                "the registry's token service sent a token that is not a valid header value"
+                    .to_string(),
+            ));
+        }
+        // The spec's default when the service does not say: 60 s.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+        Ok(Issued { token, life })
+    };
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(OciDistributionError::SpecViolationError(format!(
+                "the registry's token service did not answer within {} s",
+                deadline.as_secs()
+            )))
+        })
+}
+
+/// Gives `client` the token for `target`'s repository and `operations`.
+pub async fn hand_over(
+    client: &Client,
+    target: &Reference,
+    operations: &[RegistryOperation],
+    token: &str,
+) {
+    // Also as the registry's stored credentials: what oci-client falls back on if its
+    // cache ever misses (it then uses this token rather than ask anyone).
+    client
+        .store_auth_if_needed(
+            target.resolve_registry(),
+            &RegistryAuth::Bearer(token.to_string()),
+        )
+        .await;
+    for op in operations {
+        client
+            .tokens
+            .insert(
+                target,
+                *op,
+                RegistryTokenType::Bearer(RegistryToken::Token {
+                    token: token.to_string(),
+                }),
+            )
+            .await;
+    }
+}
+
+/// What a token is renewed for.
+pub struct Scope {
+    pub http: reqwest::Client,
+    pub bearer: Bearer,
+    pub target: Reference,
+    pub operation: RegistryOperation,
+    pub auth: RegistryAuth,
+    pub timeouts: Timeouts,
+}
+
+/// Renews a connection's token before it expires, for as long as the connection lives.
+pub struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Renewal {
+    /// Starts renewing `first` (already handed over) into `client` and `tokens`.
+    pub fn start(
+        client: Client,
+        scope: Scope,
+        first: &Issued,
+        tokens: Arc<Mutex<std::collections::HashMap<String, Option<String>>>>,
+    ) -> Renewal {
+        let mut life = first.life;
+        Renewal(tokio::spawn(async move {
+            let operations: &[RegistryOperation] = match scope.operation {
+                RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+                RegistryOperation::Pull => &[RegistryOperation::Pull],
+            };
+            loop {
+                // At three quarters of its life (and not more often than every second).
+                tokio::time::sleep((life * 3 / 4).max(Duration::from_secs(1))).await;
+                match fetch(
+                    &scope.http,
+                    &scope.bearer,
+                    scope.target.repository(),
+                    scope.operation,
+                    &scope.auth,
+                    scope.timeouts,
+                )
+                .await
+                {
+                    Ok(issued) => {
+                        hand_over(&client, &scope.target, operations, &issued.token).await;
+                        if let Ok(mut map) = tokens.lock() {
+                            map.insert(
+                                scope.target.repository().to_string(),
+                                Some(issued.token.clone()),
+                            );
+                        }
+                        life = issued.life;
+                    }
+                    // Tried again soon; the requests that meet the old token's end say so.
+                    Err(_) => life = Duration::from_secs(8),
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_read_with_quoted_commas() {
+        assert_eq!(
+            Bearer::parse(r#"Bearer realm="https://auth.example/token",service="registry""#),
+            Some(Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry".into())
+            })
+        );
+        assert_eq!(
+            Bearer::parse(
+                r#"Bearer service="s", scope="repository:a:pull,push", Realm="http://127.0.0.1:9/t""#
+            ),
+            Some(Bearer {
+                realm: "http://127.0.0.1:9/t".into(),
+                service: Some("s".into())
+            })
+        );
+        assert_eq!(Bearer::parse(r#"Basic realm="registry""#), None);
+        assert_eq!(Bearer::parse(r#"Bearer service="s""#), None);
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        use std::io::{Read, Write};
+        // A token service whose tokens live for a second: t0, t1, t2, …
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let body = format!(r#"{{"token":"t{n}","expires_in":1}}"#);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let tokens: Arc<Mutex<std::collections::HashMap<String, Option<String>>>> =
+            Default::default();
+        let shared = tokens.clone();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::registry::block_on(async move {
+            let http = reqwest::Client::new();
+            let bearer = Bearer {
+                realm: format!("http://127.0.0.1:{port}/token"),
+                service: Some("s".into()),
+            };
+            let timeouts = Timeouts::default();
+            let anonymous = RegistryAuth::Anonymous;
+            let first = fetch(
+                &http,
+                &bearer,
+                "a/b",
+                RegistryOperation::Pull,
+                &anonymous,
+                timeouts,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (first.token.as_str(), first.life),
+                ("t0", Duration::from_secs(1))
+            );
+            let client = Client::new(oci_client::client::ClientConfig::default());
+            let target: Reference = format!("127.0.0.1:{port}/a/b:1").parse().unwrap();
+            let renewal = Renewal::start(
+                client,
+                Scope {
+                    http,
+                    bearer,
+                    target,
+                    operation: RegistryOperation::Pull,
+                    auth: anonymous,
+                    timeouts,
+                },
+                &first,
+                shared,
+            );
+            tokio::time::sleep(Duration::from_millis(2600)).await;
+            drop(renewal);
+            Ok(())
+        })
+        .unwrap();
+        let now = tokens.lock().unwrap().get("a/b").cloned().flatten();
+        assert!(matches!(now.as_deref(), Some("t2" | "t3")), "{now:?}");
+    }
+}
