@@ -446,34 +446,28 @@ impl Connection {
     }
 
     /// Whether the registry has the manifest `digest` in `repository` (false when that
-    /// cannot be told). One `HEAD` where no credentials are needed; else oci-client's
-    /// (a `GET` after a `HEAD` that says nothing).
+    /// cannot be told): one `HEAD` of ours, with the connection's token or credentials
+    /// where the registry asks for them (oci-client's check reads a whole manifest when the
+    /// answer lacks a digest header).
     pub async fn has_manifest(&self, repository: &str, digest: &str) -> bool {
-        if !self.needs_auth {
-            let url = format!(
-                "{}://{}/v2/{repository}/manifests/{digest}",
-                self.scheme, self.registry
-            );
-            return self
-                .http
-                .head(&url)
-                .header(
-                    reqwest::header::ACCEPT,
-                    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
-                )
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 200);
-        }
-        let reference = Reference::with_digest(
-            self.registry.clone(),
-            repository.to_string(),
-            digest.to_string(),
+        let url = self.url(repository, &format!("manifests/{digest}"));
+        let mut request = self.http.head(&url).header(
+            reqwest::header::ACCEPT,
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json",
         );
-        self.client
-            .fetch_manifest_digest(&reference, &self.auth)
-            .await
-            .is_ok_and(|d| d == digest)
+        if self.needs_auth {
+            let reference = Reference::with_digest(
+                self.registry.clone(),
+                repository.to_string(),
+                digest.to_string(),
+            );
+            match self.authorize(request, &reference, false).await {
+                Ok(authorized) => request = authorized,
+                Err(_) => return false,
+            }
+        }
+        let answer = tokio::time::timeout(self.timeouts.document(), request.send()).await;
+        matches!(answer, Ok(Ok(r)) if r.status().as_u16() == 200)
     }
 
     /// A small blob of `image`'s repository (a config), checked against `digest`: read a

@@ -99,9 +99,9 @@ fn bounded_with(cache: &Path, envs: &[(&str, &str)], args: &[&str]) -> (Run, u64
 
 #[test]
 fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
-    // oci-client 0.18 unwraps the token into a header value (client.rs), which panicked on
-    // the first manifest read; manifests are now read by our own requests, and oci-client's
-    // own calls are guarded (a unit test of `registry::block_on`).
+    // oci-client 0.18 unwraps the token into a header value (client.rs), which panicked;
+    // tokens are now asked for by our own request, which refuses it, and oci-client's own
+    // calls are guarded anyway (a unit test of `registry::block_on`).
     let registry = Hostile::start("token-newline");
     let cache = tmp();
     let (out, _) = bounded(
@@ -127,7 +127,13 @@ fn endless_and_slow_registry_answers_are_cut_off() {
     let check = |out: Run, kib: u64, message: &str| {
         let out = out.fails_with(1, message);
         assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
         assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
+        let spill = cache.path().join("cargo-microimage/spill");
+        let left: Vec<_> = std::fs::read_dir(&spill)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the spill dir: {left:?}");
     };
     // A manifest without end: read whole into memory before (3 GB, then an abort).
     let registry = Hostile::start("endless-manifest");
@@ -460,4 +466,103 @@ fn basic_credentials_never_go_to_a_plain_http_token_service_of_an_https_registry
         0,
         "something reached the token service"
     );
+}
+
+/// Writes an OCI layout at `dir` whose one layer is a gzip of a tar holding `unpacked`
+/// bytes of zeros (a decompression bomb, made as a stream: nothing that size is held or
+/// written), and, with `junk`, an OCI archive `dir.tar` of it with an entry of that many
+/// zero bytes that no manifest uses.
+fn bomb_layout(dir: &Path, unpacked: u64, junk: Option<u64>) {
+    let script = r#"
+import gzip, hashlib, io, json, os, sys, tarfile
+out, n, junk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+class Zeros(io.RawIOBase):
+    def __init__(self, n): self.n = n
+    def readable(self): return True
+    def readinto(self, b):
+        k = min(len(b), self.n); b[:k] = bytes(k); self.n -= k; return k
+class Hashing(io.RawIOBase):
+    def __init__(self, inner): self.inner, self.h = inner, hashlib.sha256()
+    def writable(self): return True
+    def write(self, b): self.h.update(b); return self.inner.write(b)
+os.makedirs(out + "/blobs/sha256")
+with open(out + "/layer", "wb") as f:
+    gz = gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0)
+    raw = Hashing(gz)
+    with tarfile.open(fileobj=raw, mode="w|") as t:
+        info = tarfile.TarInfo("zeros"); info.size = n
+        t.addfile(info, io.BufferedReader(Zeros(n), 1 << 20))
+    gz.close()
+diff_id = "sha256:" + raw.h.hexdigest()
+def put(data=None, path=None):
+    if path:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for c in iter(lambda: f.read(1 << 20), b""): h.update(c)
+        d, size = h.hexdigest(), os.path.getsize(path)
+        os.rename(path, out + "/blobs/sha256/" + d)
+    else:
+        d, size = hashlib.sha256(data).hexdigest(), len(data)
+        open(out + "/blobs/sha256/" + d, "wb").write(data)
+    return {"digest": "sha256:" + d, "size": size}
+layer = put(path=out + "/layer")
+config = put(json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}}).encode())
+manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
+    "layers": [dict(layer, mediaType="application/vnd.oci.image.layer.v1.tar+gzip")]}).encode())
+json.dump({"schemaVersion": 2, "manifests": [dict(manifest,
+    mediaType="application/vnd.oci.image.manifest.v1+json",
+    annotations={"org.opencontainers.image.ref.name": "1"})]}, open(out + "/index.json", "w"))
+json.dump({"imageLayoutVersion": "1.0.0"}, open(out + "/oci-layout", "w"))
+if junk:
+    with tarfile.open(out + ".tar", "w") as t:
+        for name in sorted(os.listdir(out)) + ["blobs/sha256/" + b for b in os.listdir(out + "/blobs/sha256")]:
+            if name != "blobs" and not os.path.isdir(out + "/" + name):
+                t.add(out + "/" + name, name)
+        info = tarfile.TarInfo("unused"); info.size = junk
+        t.addfile(info, io.BufferedReader(Zeros(junk), 1 << 20))
+"#;
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(unpacked.to_string())
+        .arg(junk.unwrap_or(0).to_string()))
+    .ok();
+}
+
+#[test]
+fn local_bombs_are_read_in_bounded_memory() {
+    // A layer that unpacks to 256 MiB, and an OCI archive with a 256 MiB entry no manifest
+    // uses: inspect held the whole layer unpacked (a 16 GiB bomb took 4.2 GB, then "out of
+    // memory") and the whole archive (a 1.5 GB unused entry cost 2.1 GB).
+    let t = tmp();
+    let layout = t.path().join("bomb");
+    let size = 256u64 << 20;
+    bomb_layout(&layout, size, Some(size));
+    let cache = tmp();
+    for source in [layout.clone(), t.path().join("bomb.tar")] {
+        let (out, kib) = bounded(
+            cache.path(),
+            &[
+                "inspect",
+                "--message-format",
+                "json",
+                source.to_str().unwrap(),
+            ],
+        );
+        let out = out.ok();
+        let json: serde_json::Value =
+            serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+        let unpacked = json["platforms"][0]["layers"][0]["uncompressed_size"]
+            .as_u64()
+            .unwrap();
+        assert!(unpacked > size, "{}", out.stdout);
+        assert!(kib < 64 * 1024, "{}: peak RSS {kib} KiB", source.display());
+    }
+    let spill = cache.path().join("cargo-microimage/spill");
+    let left: Vec<_> = std::fs::read_dir(&spill)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in the spill dir: {left:?}");
 }
