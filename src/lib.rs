@@ -7,8 +7,8 @@
 //! [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests, index) →
 //! [`sinks`] (OCI layout, OCI archive, docker-archive, a registry, `--load`).
 //! [`sources`] reads images made elsewhere (layouts, archives, registries) for
-//! [`inspect`] and [`merge`]. [`pipeline`] runs the stages in order; [`message`] is the
-//! schema of `--message-format json`.
+//! [`inspect`] and [`merge`]. [`ops`] holds the commands, one file each, which run the
+//! stages in order; [`message`] is the schema of `--message-format json`.
 
 pub mod blob;
 pub mod build;
@@ -19,7 +19,7 @@ pub mod inspect;
 pub mod layers;
 pub mod merge;
 pub mod message;
-pub mod pipeline;
+pub mod ops;
 pub mod plan;
 pub mod platform;
 pub mod registry;
@@ -94,7 +94,7 @@ mod module_cycles {
             }
             path.pop();
         }
-        assert!(graph.contains_key("settings") && graph.contains_key("pipeline"));
+        assert!(graph.contains_key("settings") && graph.contains_key("ops"));
         for node in graph.keys() {
             visit(node, &graph, &mut Vec::new());
         }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind};
 use crate::image::ImageSet;
-use crate::pipeline::Outcome;
+use crate::ops::Outcome;
 pub use crate::shell::path_text;
 
 /// One line of JSON output.

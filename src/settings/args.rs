@@ -9,8 +9,9 @@ use crate::layers::Compression;
 /// IMAGE options from the command line; `None`/empty means "not given".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageArgs {
-    /// `--tag`: the image name (for local output; `push` takes its name elsewhere).
-    pub tag: Option<String>,
+    /// `--tag`: the image name for local output, given once at most (see
+    /// `crate::ops`); empty for `push`, where the tags go to the push request.
+    pub tags: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
     pub env: Vec<(String, String)>,
@@ -68,6 +69,14 @@ pub fn parse_port(s: &str) -> Result<String> {
         "{}/{proto}",
         port.parse::<u16>().expect("checked above")
     ))
+}
+
+/// `--source-date-epoch`, else `$SOURCE_DATE_EPOCH`: the one place the variable is read.
+pub fn source_date_epoch(flag: Option<u64>) -> Result<Option<u64>> {
+    match flag {
+        Some(n) => Ok(Some(n)),
+        None => parse_source_date_epoch(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref()),
+    }
 }
 
 /// `SOURCE_DATE_EPOCH` as the environment gives it (`None` when unset or empty).

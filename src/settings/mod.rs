@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use args::{parse_key_value, parse_port, parse_source_date_epoch, ImageArgs};
+pub use args::{
+    parse_key_value, parse_port, parse_source_date_epoch, source_date_epoch, ImageArgs,
+};
 pub use manifest::{ImageConfig, Level, Levels, Source};
 
 use crate::error::{Error, Result};
@@ -274,7 +276,7 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         origins.insert(key.to_string(), origin.unwrap_or(Origin::Default));
     };
 
-    let tag = pick("tag", args.tag.clone(), levels, |c| c.tag.clone());
+    let tag = pick("tag", args.tags.first().cloned(), levels, |c| c.tag.clone());
     let name = match &tag {
         Some((t, origin)) => {
             ImageName::parse(t).map_err(|e| bad_value(origin, "--tag", e.message().into()))?

@@ -7,10 +7,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use microimage::pipeline;
+use microimage::ops;
 use microimage::plan::CargoOptions;
 use microimage::registry::ConnectOptions;
-use microimage::settings::{parse_key_value, parse_port, parse_source_date_epoch, ImageArgs};
+use microimage::settings::{parse_key_value, parse_port, ImageArgs};
 use microimage::sinks::load::Engine;
 use microimage::sinks::{Format, OutputOptions};
 use microimage::{platform, Error, Result};
@@ -423,22 +423,23 @@ impl RegistryFlags {
         }
     }
 
-    /// A push to `reference` (else to `$MICROIMAGE_REPO/<bin>:<tag>`), adding `tags`.
+    /// A push to `reference` (else to `$MICROIMAGE_REPO/<bin>:<tag>`), adding `tags`,
+    /// signed with `sign`.
     pub fn push(
         &self,
         reference: Option<String>,
         tags: &[String],
-        sign: &SignFlag,
+        sign: Option<std::sync::Arc<microimage::sign::Key>>,
         by_digest: bool,
-    ) -> Result<pipeline::PushRequest> {
-        Ok(pipeline::PushRequest {
+    ) -> ops::PushRequest {
+        ops::PushRequest {
             reference,
             default_repository: std::env::var("MICROIMAGE_REPO").ok(),
             tags: tags.to_vec(),
             options: self.options(),
-            sign: sign.key()?,
+            sign,
             by_digest,
-        })
+        }
     }
 }
 
@@ -457,9 +458,9 @@ impl BuildFlags {
     pub fn request(
         &self,
         verbose: u8,
-        push: Option<pipeline::PushRequest>,
-    ) -> Result<pipeline::BuildRequest> {
-        Ok(pipeline::BuildRequest {
+        push: Option<ops::PushRequest>,
+    ) -> Result<ops::BuildRequest> {
+        Ok(ops::BuildRequest {
             cargo: self.cargo_options(verbose)?,
             platforms: if self.platform.is_empty() && self.target.is_empty() {
                 Vec::new()
@@ -513,32 +514,13 @@ impl BuildFlags {
 }
 
 impl ImageFlags {
-    /// For local output: at most one --tag, the image's name.
-    pub fn single_tag(&self) -> Result<()> {
-        if self.tags.len() > 1 {
-            return Err(Error::usage(format!(
-                "--tag given {} times, but an image written to disk has one name",
-                self.tags.len()
-            ))
-            .with_help("pass one --tag NAME[:TAG]; several tags are for `push`"));
-        }
-        Ok(())
-    }
-
     /// The IMAGE options as the library takes them; `--source-date-epoch` defaults to
     /// `$SOURCE_DATE_EPOCH`. `--tag` names the image only for local output (`push` passes
     /// `named = false`: there it adds tags).
     pub fn args(&self, named: bool) -> Result<ImageArgs> {
-        let source_date_epoch = match self.source_date_epoch {
-            Some(n) => Some(n),
-            None => parse_source_date_epoch(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?,
-        };
+        let source_date_epoch = microimage::settings::source_date_epoch(self.source_date_epoch)?;
         Ok(ImageArgs {
-            tag: if named {
-                self.tags.first().cloned()
-            } else {
-                None
-            },
+            tags: if named { self.tags.clone() } else { Vec::new() },
             labels: self.label.clone(),
             annotations: self.annotation.clone(),
             env: self.env.clone(),

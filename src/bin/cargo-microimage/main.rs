@@ -1,5 +1,6 @@
 //! The `cargo-microimage` binary: parses the command line with clap ([`cli`]) into the
-//! library's option values, runs the pipeline, and prints results on stdout (one line per
+//! library's option values, dispatches to the library's command (`microimage::ops`), and
+//! prints results on stdout (one line per
 //! image, or JSON lines with `--message-format json`). Status and errors go to stderr.
 
 mod cli;
@@ -7,15 +8,15 @@ mod completions;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use microimage::message::{self, BinaryVerified, Record, RunFinished};
-use microimage::pipeline::{self, Outcome};
+use microimage::ops::{self, Outcome};
 use microimage::shell::{Shell, Verbosity};
 use microimage::sinks::{OutputOptions, Replace};
-use microimage::{inspect, platform, verify, Error, Result};
+use microimage::{inspect, platform, Error, Result};
 
 use cli::{Cli, Color, Command, MessageFormat};
 
@@ -138,10 +139,9 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             output,
             refs,
         } => {
-            image.single_tag()?;
             let request = build.request(cli.verbose, None)?;
             let args = build.image_args(image, true)?;
-            let outcomes = pipeline::build(&request, &args, &output.options(), shell)?;
+            let outcomes = ops::build(&request, &args, &output.options(), shell)?;
             out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
         }
         Command::Push {
@@ -154,14 +154,10 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             refs,
         } => {
             // With push, --tag adds tags; the name comes from REFERENCE or $MICROIMAGE_REPO.
-            let push = registry.push(reference.clone(), &image.tags, sign, *by_digest)?;
+            let push = registry.push(reference.clone(), &image.tags, sign.key()?, *by_digest);
             let request = build.request(cli.verbose, Some(push))?;
-            let outcomes = pipeline::build(
-                &request,
-                &build.image_args(image, false)?,
-                &OutputOptions::default(),
-                shell,
-            )?;
+            let args = build.image_args(image, false)?;
+            let outcomes = ops::push::push(&request, &args, shell)?;
             out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
         }
         Command::Pack {
@@ -177,36 +173,22 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             output,
             refs,
         } => {
-            if push.is_none() {
-                image.single_tag()?;
-                if sign.sign_key.is_some() {
-                    return Err(Error::usage("--sign-key signs what is pushed: it needs --push")
-                        .with_help("signatures live in the registry beside the image; add --push REFERENCE"));
-                }
-            }
-            let platforms = if platform.is_empty() {
-                Vec::new()
-            } else {
-                platform::resolve(platform, &[])?
-            };
-            let request = pipeline::PackRequest {
+            let request = ops::PackRequest {
                 binaries: binaries.clone(),
                 bin_name: bin.clone(),
-                platforms,
+                platforms: if platform.is_empty() {
+                    Vec::new()
+                } else {
+                    platform::resolve(platform, &[])?
+                },
                 manifest_path: manifest_path.clone(),
-                push: push
-                    .as_ref()
-                    .map(|reference| {
-                        registry.push(Some(reference.clone()), &image.tags, sign, *by_digest)
-                    })
-                    .transpose()?,
+                push: push.as_ref().map(|reference| {
+                    registry.push(Some(reference.clone()), &image.tags, None, *by_digest)
+                }),
+                sign: sign.key()?,
             };
-            let outcome = pipeline::pack(
-                &request,
-                &image.args(push.is_none())?,
-                &output.options(),
-                shell,
-            )?;
+            let args = image.args(push.is_none())?;
+            let outcome = ops::pack(&request, &args, &output.options(), shell)?;
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
         Command::Merge {
@@ -220,150 +202,40 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             sign,
             refs,
         } => {
-            if push.is_none() {
-                if tags.len() > 1 {
-                    return Err(Error::usage(format!(
-                        "--tag given {} times, but an image written to disk has one name",
-                        tags.len()
-                    ))
-                    .with_help("pass one --tag NAME[:TAG]; several tags are for --push"));
-                }
-                if sign.sign_key.is_some() {
-                    return Err(Error::usage(
-                        "--sign-key signs what is pushed: it needs --push",
-                    ));
-                }
-            }
-            let request = pipeline::MergeRequest {
+            let request = ops::MergeRequest {
                 sources: sources.clone(),
-                name: push.is_none().then(|| tags.first().cloned()).flatten(),
-                push: push
-                    .as_ref()
-                    .map(|reference| registry.push(Some(reference.clone()), tags, sign, *by_digest))
-                    .transpose()?,
+                tags: tags.clone(),
+                push: push.as_ref().map(|reference| {
+                    registry.push(Some(reference.clone()), tags, None, *by_digest)
+                }),
                 options: registry.options(),
-                source_date_epoch: microimage::settings::parse_source_date_epoch(
-                    std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
-                )?
-                .unwrap_or(0),
+                sign: sign.key()?,
             };
             let options = OutputOptions {
                 output: output.clone(),
                 format: *format,
                 load: None,
             };
-            let outcome = pipeline::merge(&request, &options, shell)?;
+            let outcome = ops::merge(&request, &options, shell)?;
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
         Command::Inspect { image, registry } => {
-            let source = inspect::Source::parse(image)?;
-            let report = inspect::inspect(&source, &registry.options(), shell)?;
+            let report = ops::inspect::inspect(image, &registry.options(), shell)?;
             if out.json {
                 out.record(&Record::ImageInspected(report));
             } else {
                 print_stdout(&inspect::render(&report));
             }
         }
-        Command::Verify { binaries } => return verify_binaries(binaries, out, shell),
+        Command::Verify { binaries } => {
+            let checked = ops::verify::verify(binaries, shell);
+            return Ok(out.verified(&checked, shell));
+        }
         Command::Completions { shell: target } => {
             print_stdout(&completions::script(*target));
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `verify A B C`: checks every binary, reports each, and fails (exit 1) if any fails.
-fn verify_binaries(binaries: &[PathBuf], out: &Printer, shell: &Shell) -> Result<ExitCode> {
-    let mut failed = 0;
-    for path in binaries {
-        let verdict = verify::inspect(path);
-        let checked = verdict.as_ref().map_err(|_| ()).map(|v| v.require_static());
-        // The crates its cargo-auditable data records, when it has any.
-        let crates = match verdict
-            .as_ref()
-            .map(|v| microimage::build::auditable::read(&v.file))
-        {
-            Ok(Ok(info)) => info.map(|i| i.packages.len()),
-            Ok(Err(e)) => {
-                shell.warn(format!("{}: {}", path.display(), e.message()));
-                None
-            }
-            Err(_) => None,
-        };
-        let runtime = verdict.as_ref().ok().map(verify::runtime_of);
-        if let (Some(runtime), Ok(Ok(_))) = (&runtime, &checked) {
-            if let Some(warning) = runtime.warning(path) {
-                shell.warn(warning);
-            }
-        }
-        if out.json {
-            let problem = match (&verdict, &checked) {
-                (Err(e), _) | (_, Ok(Err(e))) => Some(e.message().to_string()),
-                _ => None,
-            };
-            let record = match &verdict {
-                Ok(v) => BinaryVerified {
-                    path: message::path_text(path),
-                    is_static: v.is_static(),
-                    platform: v.platform.map(|p| p.short_name()),
-                    machine: v.machine.clone(),
-                    interpreter: v.interpreter.clone(),
-                    needed: v.needed.clone(),
-                    size: v.size,
-                    crates,
-                    allocator: runtime.map(|r| r.allocator),
-                    pid1_signals: runtime.map(|r| r.pid1_signals),
-                    ok: problem.is_none(),
-                    problem,
-                },
-                Err(_) => BinaryVerified {
-                    path: message::path_text(path),
-                    is_static: false,
-                    platform: None,
-                    machine: String::new(),
-                    interpreter: None,
-                    needed: Vec::new(),
-                    size: 0,
-                    crates: None,
-                    allocator: None,
-                    pid1_signals: None,
-                    ok: false,
-                    problem,
-                },
-            };
-            out.record(&Record::BinaryVerified(record));
-        } else if let Ok(v) = &verdict {
-            let recorded = match crates {
-                Some(n) => format!(", {n} crate{} recorded", if n == 1 { "" } else { "s" }),
-                None => ", no dependency data".to_string(),
-            };
-            let runtime = runtime
-                .map(|r| format!(", {}", r.describe()))
-                .unwrap_or_default();
-            let state = match (&checked, v.is_static()) {
-                (Ok(Ok(p)), _) => format!("static, {p} ({}){recorded}{runtime}", v.machine),
-                (_, false) => format!("NOT static ({})", v.machine),
-                _ => format!("cannot run in an image ({})", v.machine),
-            };
-            println_stdout(&format!("{}: {state}", path.display()));
-        } else {
-            println_stdout(&format!("{}: not an executable", path.display()));
-        }
-        let error = match (verdict, checked) {
-            (Err(e), _) => Some(e),
-            (_, Ok(Err(e))) => Some(e),
-            _ => None,
-        };
-        if let Some(e) = error {
-            shell.error(&e);
-            failed += 1;
-        }
-    }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// Where results go: stdout, as lines for people or JSON records.
@@ -372,6 +244,73 @@ struct Printer {
 }
 
 impl Printer {
+    /// Prints what `verify` found about each binary (a line, or a JSON record), and each
+    /// problem as an error; exit status 1 if any binary fails.
+    fn verified(&self, checked: &[ops::verify::Checked], shell: &Shell) -> ExitCode {
+        for c in checked {
+            let path = &c.path;
+            if self.json {
+                let problem = c.error.as_ref().map(|e| e.message().to_string());
+                let record = match &c.verdict {
+                    Some(v) => BinaryVerified {
+                        path: message::path_text(path),
+                        is_static: v.is_static(),
+                        platform: v.platform.map(|p| p.short_name()),
+                        machine: v.machine.clone(),
+                        interpreter: v.interpreter.clone(),
+                        needed: v.needed.clone(),
+                        size: v.size,
+                        crates: c.crates,
+                        allocator: c.runtime.map(|r| r.allocator),
+                        pid1_signals: c.runtime.map(|r| r.pid1_signals),
+                        ok: problem.is_none(),
+                        problem,
+                    },
+                    None => BinaryVerified {
+                        path: message::path_text(path),
+                        is_static: false,
+                        platform: None,
+                        machine: String::new(),
+                        interpreter: None,
+                        needed: Vec::new(),
+                        size: 0,
+                        crates: None,
+                        allocator: None,
+                        pid1_signals: None,
+                        ok: false,
+                        problem,
+                    },
+                };
+                self.record(&Record::BinaryVerified(record));
+            } else if let Some(v) = &c.verdict {
+                let recorded = match c.crates {
+                    Some(n) => format!(", {n} crate{} recorded", if n == 1 { "" } else { "s" }),
+                    None => ", no dependency data".to_string(),
+                };
+                let runtime = c
+                    .runtime
+                    .map(|r| format!(", {}", r.describe()))
+                    .unwrap_or_default();
+                let state = match (c.platform, v.is_static()) {
+                    (Some(p), _) => format!("static, {p} ({}){recorded}{runtime}", v.machine),
+                    (None, false) => format!("NOT static ({})", v.machine),
+                    (None, true) => format!("cannot run in an image ({})", v.machine),
+                };
+                println_stdout(&format!("{}: {state}", path.display()));
+            } else {
+                println_stdout(&format!("{}: not an executable", path.display()));
+            }
+            if let Some(e) = &c.error {
+                shell.error(e);
+            }
+        }
+        if checked.iter().all(|c| c.ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+
     fn record(&self, record: &Record) {
         if self.json {
             println_stdout(&record.to_line());

@@ -1,0 +1,274 @@
+//! `cargo microimage build` (and `push`): compile, verify, pack and deliver.
+
+use super::{
+    current_dir, pack_and_deliver, resolve, sinks, verified, with_base, with_git, Bases, Outcome,
+    Packed, PushRequest,
+};
+use crate::build;
+use crate::error::{Error, Result};
+use crate::image::{ImageName, ImageSpec, PlatformBinary};
+use crate::layers::cache::LayerCache;
+use crate::plan::cache::PlanCache;
+use crate::plan::{self, CargoOptions, Plan};
+use crate::platform::Platform;
+use crate::sbom;
+use crate::settings::{self, ImageArgs};
+use crate::shell::Shell;
+use crate::sinks::{Destination, OutputOptions, Sink};
+
+/// What `build` takes besides the image and output options.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub cargo: CargoOptions,
+    /// `--platform`/`--target`; empty means: from Cargo.toml, else this machine's.
+    pub platforms: Vec<&'static Platform>,
+    /// `--workspace`: one image per binary target of every member.
+    pub workspace: bool,
+    /// `--exclude`: members left out of `--workspace`.
+    pub exclude: Vec<String>,
+    /// `push`: send the images to a registry instead of writing them to disk.
+    pub push: Option<PushRequest>,
+}
+
+/// One image to make: a binary, its settings and where it goes.
+struct Job {
+    plan: Plan,
+    spec: ImageSpec,
+    sbom: Vec<sbom::Format>,
+    runtime: settings::Runtime,
+    base: Option<settings::BaseRequest>,
+    platforms: Vec<&'static Platform>,
+    sinks: Vec<Sink>,
+}
+
+/// `cargo microimage build` (and `push`): builds each selected binary for its platforms
+/// (one cargo invocation per target triple), verifies, packs and delivers one image per
+/// binary.
+pub fn build(
+    request: &BuildRequest,
+    image: &ImageArgs,
+    output: &OutputOptions,
+    shell: &Shell,
+) -> Result<Vec<Outcome>> {
+    if request.push.is_none() {
+        super::one_name(&image.tags)?;
+    }
+    build::toolchain::warm_up_early(&request.platforms);
+    if !request.workspace && !request.exclude.is_empty() {
+        return Err(Error::usage(
+            "--exclude can only be used together with --workspace",
+        ));
+    }
+    let cwd = current_dir()?;
+    // What cargo answered last time, if nothing it depends on changed (plan::cache).
+    let what = match request.workspace {
+        true => format!("build --workspace --exclude {:?}", request.exclude),
+        false => "build".to_string(),
+    };
+    let cache = PlanCache::for_request(&request.cargo, &what, &cwd);
+    let known = cache.load();
+    let plans = match &known {
+        Some(answers) => {
+            shell.verbose(
+                "Fresh",
+                "cargo's answers from the last run (nothing they depend on changed)",
+            );
+            answers.plans.clone()
+        }
+        None if request.workspace => plan::plan_workspace(&request.cargo, &request.exclude)?,
+        None => vec![plan::plan(&request.cargo)?],
+    };
+    let mut known = known.unwrap_or_default();
+    if plans.len() > 1 {
+        if let Some(o) = &output.output {
+            if o.extension().is_some_and(|e| e == "tar") {
+                return Err(Error::usage(format!(
+                    "-o `{}` names one archive, but {} images are built",
+                    o.display(),
+                    plans.len()
+                ))
+                .with_help(
+                    "with several images, -o names a directory; each image goes to DIR/<bin>",
+                ));
+            }
+        }
+    }
+    // Resolve every image's settings before compiling anything, so bad settings fail fast.
+    let images = plans.len();
+    let mut jobs = Vec::new();
+    for plan in plans {
+        let cx = settings::Context {
+            default_name: ImageName::default_for(&plan.bin, &plan.version)?,
+            bin: &plan.bin,
+            annotations: with_git(&plan.annotations, plan.package_root()),
+            cwd: &cwd,
+        };
+        let settings::Resolved {
+            spec,
+            sbom,
+            runtime,
+            base,
+            ..
+        } = resolve(image, &plan.levels, &cx, shell)?;
+        let platforms = settings::platforms(&request.platforms, &plan.levels)?;
+        let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
+        let sinks = sinks(
+            request.push.as_ref(),
+            output,
+            &plan.bin,
+            &spec,
+            images,
+            || match (&output.output, request.workspace) {
+                (Some(o), true) => Destination::resolve(None, output.format, &o.join(&plan.bin)),
+                (o, _) => Destination::resolve(o.as_deref(), output.format, &default_dir),
+            },
+        )?;
+        jobs.push(Job {
+            plan,
+            spec,
+            sbom,
+            runtime,
+            base,
+            platforms,
+            sinks,
+        });
+    }
+
+    // The base images, read before anything is compiled (a missing platform fails fast).
+    let connect = request
+        .push
+        .as_ref()
+        .map(|p| p.options.clone())
+        .unwrap_or_default();
+    let mut bases = Bases::default();
+    for job in &mut jobs {
+        if let Some(base) = &job.base {
+            let from = bases.read(base, &job.platforms, &job.sinks, &connect, shell)?;
+            with_base(&mut job.spec, &mut job.sinks, from);
+        }
+    }
+
+    let mut all_platforms: Vec<&'static Platform> =
+        jobs.iter().flat_map(|j| j.platforms.clone()).collect();
+    all_platforms.sort();
+    all_platforms.dedup();
+    let mut built: Vec<Vec<PlatformBinary>> = vec![Vec::new(); jobs.len()];
+    let mut contents: Vec<Vec<sbom::Contents>> = vec![Vec::new(); jobs.len()];
+    let wanted = |platform: &Platform| -> Vec<usize> {
+        (0..jobs.len())
+            .filter(|&i| jobs[i].platforms.contains(&platform))
+            .collect()
+    };
+    let targets: Vec<(&'static Platform, Vec<&Plan>)> = all_platforms
+        .iter()
+        .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
+        .collect();
+    let (prepared, facts) = build::prepare(&targets, &request.cargo, &known, shell)?;
+    let learned = known.sysroot.is_none()
+        || known.toolchain.is_none()
+        || targets
+            .iter()
+            .any(|(p, _)| !known.graphs.contains_key(p.triple));
+    if learned {
+        known.plans = jobs.iter().map(|j| j.plan.clone()).collect();
+        known.sysroot = Some(facts.sysroot.clone());
+        known.toolchain = facts.toolchain.clone();
+        for ((platform, _), p) in targets.iter().zip(&prepared) {
+            known
+                .graphs
+                .insert(platform.triple.to_string(), p.graph.clone());
+        }
+        cache.store(&known);
+    }
+    // What each binary links besides its own code (compiled once per target and cached).
+    let linked = std::thread::scope(|scope| {
+        let work: Vec<_> = targets
+            .iter()
+            .zip(&prepared)
+            .map(|((platform, _), prepared)| {
+                let jobs = &jobs;
+                let facts = &facts;
+                scope.spawn(move || {
+                    let wanted = wanted(platform);
+                    let requests: Vec<build::runtime::Request> = wanted
+                        .iter()
+                        .map(|&i| build::runtime::Request {
+                            bin: &jobs[i].plan.bin,
+                            runtime: &jobs[i].runtime,
+                            crates: crates_of(&prepared.graph, &jobs[i].plan),
+                        })
+                        .collect();
+                    build::runtime::prepare(
+                        platform,
+                        &requests,
+                        &prepared.toolchain,
+                        facts.toolchain.as_deref(),
+                        &request.cargo,
+                        &jobs[wanted[0]].plan.target_directory,
+                        shell,
+                    )
+                })
+            })
+            .collect();
+        work.into_iter()
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    for (((platform, plans), prepared), linked) in targets.iter().zip(&prepared).zip(linked) {
+        let links: Vec<build::Link> = wanted(platform)
+            .iter()
+            .zip(linked)
+            .map(|(&i, runtime)| {
+                let crates = runtime.crates(crates_of(&prepared.graph, &jobs[i].plan));
+                build::Link {
+                    additions: build::wrapper::Additions {
+                        crates: jobs[i].spec.auditable.then_some(crates),
+                        link_args: runtime.args.clone(),
+                        link_key: runtime.key.clone(),
+                    },
+                    runtime: Some(runtime),
+                }
+            })
+            .collect();
+        let binaries = build::build(plans, &links, &request.cargo, platform, prepared, shell)?;
+        for ((i, binary), link) in wanted(platform).into_iter().zip(binaries).zip(links) {
+            built[i].push(verified(&binary.path, Some(binary.file), platform, shell)?);
+            let runtime = link.runtime.as_ref();
+            contents[i].push(sbom::Contents {
+                crates: runtime.map_or_else(
+                    || crates_of(&prepared.graph, &jobs[i].plan).to_vec(),
+                    |r| r.crates(crates_of(&prepared.graph, &jobs[i].plan)),
+                ),
+                toolchain: facts.toolchain.clone(),
+            });
+        }
+    }
+    jobs.into_iter()
+        .zip(built)
+        .zip(contents)
+        .map(|((job, binaries), contents)| {
+            let cache = LayerCache::in_target_dir(&job.plan.target_directory);
+            pack_and_deliver(
+                &job.spec,
+                &binaries,
+                &job.sinks,
+                Packed {
+                    cache: Some(&cache),
+                    made: Vec::new(),
+                    sbom: &job.sbom,
+                    contents,
+                },
+                shell,
+            )
+        })
+        .collect()
+}
+
+/// The crates linked into `plan`'s binary, its package first (empty if unknown).
+fn crates_of<'a>(graph: &'a plan::graph::Graph, plan: &Plan) -> &'a [plan::graph::Crate] {
+    graph
+        .crates
+        .get(&plan.package_id)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}

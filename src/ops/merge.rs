@@ -1,0 +1,143 @@
+//! `cargo microimage merge`: platform images from several sources → one index.
+
+use super::{Outcome, PushRequest};
+use crate::error::{Error, Result};
+use crate::image::ImageName;
+use crate::registry::ConnectOptions;
+use crate::shell::Shell;
+use crate::sinks::{Destination, OutputOptions, Sink};
+
+/// What `merge` takes.
+#[derive(Debug, Clone, Default)]
+pub struct MergeRequest {
+    /// Registry references, OCI layouts (`DIR[:TAG]`) and OCI archives (`FILE[:TAG]`).
+    pub sources: Vec<std::ffi::OsString>,
+    /// `--tag NAME[:TAG]` for an image written to disk, once at most (default: the name
+    /// the sources carry, when they agree); with `--push` the tags are the push's.
+    pub tags: Vec<String>,
+    /// `--push REFERENCE` (with `--tag`s, `--by-digest`, `--sign-key`).
+    pub push: Option<PushRequest>,
+    /// Source registries are read with these (and `push`'s, when pushing).
+    pub options: ConnectOptions,
+    /// `--sign-key`, read before anything is read: signs what is pushed.
+    pub sign: Option<std::sync::Arc<crate::sign::Key>>,
+}
+
+/// `cargo microimage merge`: the platform images of every source → one index, written to
+/// disk or pushed (see [`crate::merge`]).
+pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> Result<Outcome> {
+    if request.push.is_none() {
+        super::one_name(&request.tags)?;
+    }
+    super::sign_needs_push(request.sign.is_some(), request.push.is_some())?;
+    // The mtime of an archive's entries.
+    let source_date_epoch = crate::settings::source_date_epoch(None)?.unwrap_or(0);
+    let sources = request
+        .sources
+        .iter()
+        .map(|s| crate::sources::Source::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    // Everything the command line can get wrong, before anything is read.
+    let target = request
+        .push
+        .as_ref()
+        .map(|push| {
+            if push.reference.is_none() {
+                return Err(Error::usage("merge --push needs a REFERENCE"));
+            }
+            let mut target = push.target("", "", 1)?;
+            target.sign = request.sign.clone().or(target.sign);
+            Ok(target)
+        })
+        .transpose()?;
+    let disk = match (&target, output.output.as_deref()) {
+        (Some(_), _) => None,
+        (None, Some(path)) => {
+            let destination = Destination::resolve(Some(path), output.format, path)?;
+            if destination.format == crate::sinks::Format::DockerArchive {
+                return Err(Error::usage(
+                    "a docker-archive holds one platform's image, not an index",
+                )
+                .with_help("write the merged image as an OCI layout or an OCI archive (a path ending in .tar)"));
+            }
+            Some(destination)
+        }
+        (None, None) => {
+            return Err(Error::usage("merge needs -o PATH or --push REFERENCE")
+                .with_help("e.g. `cargo microimage merge -o app.tar amd64/ arm64/`"))
+        }
+    };
+    let given_name = match &request.push {
+        None => request
+            .tags
+            .first()
+            .map(|n| ImageName::parse(n))
+            .transpose()?,
+        Some(_) => None,
+    };
+    let options = match &request.push {
+        Some(push) => &push.options,
+        None => &request.options,
+    };
+    let push_to = target.as_ref().map(|t| t.reference.registry().to_string());
+    let read = crate::merge::read_sources(&sources, push_to.as_deref(), options, shell)?;
+    // The sources are checked (platforms, kinds) before a missing name is asked for.
+    let agreed = crate::merge::agreed_name(&read);
+    let summary: Vec<String> = read
+        .iter()
+        .flat_map(|s| {
+            s.parts
+                .iter()
+                .map(move |p| format!("{} from {}", p.platform, s.label))
+        })
+        .collect();
+    let mut merged = crate::merge::combine(read, source_date_epoch)?;
+    merged.set.name = match (&target, given_name) {
+        (Some(t), _) => ImageName::parse(&format!(
+            "{}/{}:{}",
+            t.reference.registry(),
+            t.reference.repository(),
+            t.reference.tag().unwrap_or("latest")
+        ))?,
+        (None, Some(name)) => name,
+        (None, None) => match agreed {
+            Some(name) => ImageName::parse(&name)?,
+            None => {
+                return Err(Error::usage("the sources carry no common image name")
+                    .with_help("name the merged image: --tag NAME[:TAG]"))
+            }
+        },
+    };
+    shell.status(
+        "Merging",
+        format!("{} ({})", merged.set.name, summary.join(", ")),
+    );
+    let sink = match (target, disk) {
+        (Some(mut target), _) => {
+            target.mounts = merged
+                .mounts
+                .get(target.reference.registry())
+                .cloned()
+                .unwrap_or_default();
+            Sink::Registry(target)
+        }
+        (None, Some(destination)) => Sink::Disk(destination),
+        (None, None) => return Err(Error::usage("merge needs -o PATH or --push REFERENCE")),
+    };
+    let set = merged.set;
+    let delivered = crate::sinks::deliver(&set, &[sink], shell)?;
+    shell.status(
+        "Finished",
+        format!(
+            "{} ({} platforms): index {}",
+            set.name,
+            set.images.len(),
+            set.index.digest
+        ),
+    );
+    Ok(Outcome {
+        set,
+        destination: delivered.destination,
+        pushed: delivered.pushed,
+    })
+}
