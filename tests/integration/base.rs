@@ -90,7 +90,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The bases, made once: (busybox layout with `amd64`, `arm64` and the index `1`,
 /// company layout tagged `1`, the company CA).
-fn bases() -> &'static (PathBuf, PathBuf, PathBuf) {
+pub fn bases() -> &'static (PathBuf, PathBuf, PathBuf) {
     static MADE: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     MADE.get_or_init(|| {
         let dir = tmp().keep();

@@ -8,6 +8,7 @@ mod build_example;
 mod build_options;
 mod cli;
 mod config_workspace;
+mod docker;
 mod elf_fuzz;
 mod errors;
 mod hardening;
