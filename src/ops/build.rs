@@ -28,6 +28,8 @@ pub struct BuildRequest {
     pub exclude: Vec<String>,
     /// `push`: send the images to a registry instead of writing them to disk.
     pub push: Option<PushRequest>,
+    /// With `workspace`: only these binaries, as `PACKAGE/BIN` (what `resolve` needs).
+    pub only: Vec<String>,
 }
 
 /// One image to make: a binary, its settings and where it goes.
@@ -77,6 +79,18 @@ pub fn build(
         }
         None if request.workspace => plan::plan_workspace(&request.cargo, &request.exclude)?,
         None => vec![plan::plan(&request.cargo)?],
+    };
+    let plans: Vec<Plan> = if request.only.is_empty() {
+        plans
+    } else {
+        plans
+            .into_iter()
+            .filter(|p| {
+                request
+                    .only
+                    .contains(&format!("{}/{}", p.package_name, p.bin))
+            })
+            .collect()
     };
     let mut known = known.unwrap_or_default();
     if plans.len() > 1 {

@@ -8,11 +8,13 @@
 //! [`settings::resolve`], so packing the binaries `build` made, in the same project, gives
 //! the same image.
 
+pub mod apply;
 pub mod build;
 pub mod inspect;
 pub mod merge;
 pub mod pack;
 pub mod push;
+pub mod resolve;
 pub mod verify;
 
 pub use build::{build, BuildRequest};

@@ -37,8 +37,8 @@ fn found(program: &str) -> bool {
     which::which(program).is_ok()
 }
 
-/// Loads the host platform's image of `set` into `engine`.
-pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
+/// The program of `engine`: podman or docker, checked to be on PATH.
+fn program(engine: Engine) -> Result<&'static str> {
     let program = match engine {
         Engine::Podman => "podman",
         Engine::Docker => "docker",
@@ -58,6 +58,12 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
                 .with_help(format!("install {program}, or use --load=podman|docker")),
         );
     }
+    Ok(program)
+}
+
+/// Loads the host platform's image of `set` into `engine`.
+pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
+    let program = program(engine)?;
     let host = Platform::host()?;
     let image = set
         .images
@@ -113,6 +119,23 @@ pub fn load(set: &ImageSet, engine: Engine, shell: &Shell) -> Result<()> {
         }
         return Err(Error::output(format!("`{program} load` failed: {said}"))
             .with_help(format!("check that `{program} images` works for this user")));
+    }
+    Ok(())
+}
+
+/// `ENGINE tag SOURCE TARGET`: a second name for an image loaded before.
+pub fn tag(engine: Engine, source: &str, target: &str) -> Result<()> {
+    let program = program(engine)?;
+    let out = Command::new(program)
+        .args(["tag", source, target])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::output(format!("running `{program} tag` failed: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::output(format!(
+            "`{program} tag {source} {target}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     Ok(())
 }

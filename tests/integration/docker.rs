@@ -66,6 +66,11 @@ pub fn dockerd() -> &'static Dockerd {
 }
 
 impl Dockerd {
+    /// The engine's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     fn host(&self) -> String {
         format!("unix://{}", self.socket.display())
     }

@@ -21,6 +21,7 @@ mod platforms;
 mod registry;
 mod release;
 mod reproducible;
+mod resolve;
 mod round_trips;
 mod runtime;
 mod rustup_target;

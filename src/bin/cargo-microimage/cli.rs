@@ -158,6 +158,35 @@ pub enum Command {
         #[command(flatten)]
         refs: RefsFlag,
     },
+    /// Build and push each image that Kubernetes YAML names as microimage://NAME, and print the YAML with REPO/NAME@sha256:… in its place
+    Resolve {
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[command(flatten)]
+        sign: SignFlag,
+        #[command(flatten)]
+        files: ResolveFlags,
+    },
+    /// Resolve like `resolve`, then apply the result with `kubectl apply -f -` ($KUBECTL)
+    Apply {
+        #[command(flatten)]
+        build: BuildFlags,
+        #[command(flatten)]
+        image: ImageFlags,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[command(flatten)]
+        sign: SignFlag,
+        #[command(flatten)]
+        files: ResolveFlags,
+        /// Arguments for kubectl, after `--` (e.g. `-- --namespace dev --dry-run=server`)
+        #[arg(last = true, value_name = "KUBECTL ARGS")]
+        kubectl_args: Vec<OsString>,
+    },
     /// Show an image's platforms, digests, layers and run configuration
     Inspect {
         /// An OCI layout directory, an OCI archive or a docker-archive (a bare path, or
@@ -408,6 +437,44 @@ pub struct OutputFlags {
 }
 
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Resolve Options")]
+pub struct ResolveFlags {
+    /// A YAML file, a directory of them (*.yaml, *.yml), or - for stdin (repeatable; printed in this order)
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Push the images to REPO/<bin> (default: $MICROIMAGE_REPO)
+    #[arg(long, value_name = "REPO")]
+    pub repo: Option<String>,
+    /// Load the images into podman or docker instead of pushing, named microimage.local/<bin>:<digest> (for kind and minikube)
+    #[arg(long, value_name = "podman|docker", num_args = 0..=1, require_equals = true, default_missing_value = "auto",
+          value_parser = |s: &str| Engine::parse(s).map_err(|e| e.to_string()))]
+    pub local: Option<Engine>,
+}
+
+impl ResolveFlags {
+    /// The library's resolve request, with these build and registry options.
+    pub fn request(
+        &self,
+        build: &BuildFlags,
+        image: &ImageFlags,
+        registry: &RegistryFlags,
+        sign: &SignFlag,
+        verbose: u8,
+    ) -> Result<(ops::resolve::ResolveRequest, ImageArgs)> {
+        let push = registry.push(None, &image.tags, sign.key()?, false);
+        Ok((
+            ops::resolve::ResolveRequest {
+                files: self.files.clone(),
+                repo: self.repo.clone(),
+                local: self.local,
+                build: build.request(verbose, Some(push))?,
+            },
+            build.image_args(image, false)?,
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
 #[command(next_help_heading = "Output Options")]
 pub struct RefsFlag {
     /// Also write the result lines (one per image, as printed on stdout) to FILE
@@ -469,6 +536,7 @@ impl BuildFlags {
             },
             workspace: self.workspace,
             exclude: self.exclude.clone(),
+            only: Vec::new(),
             push,
         })
     }
