@@ -108,6 +108,26 @@ fn resolve_replaces_only_the_references_and_every_image_runs() {
         assert_eq!(ran.stdout.trim(), said, "{reference}");
     }
 
+    // From stdin (`-f -`): the same images (nothing rebuilt or pushed again).
+    let piped = tool()
+        .current_dir(hello.path())
+        .stdin(std::fs::File::open(&file).unwrap())
+        .args(["microimage", "resolve", "--repo"])
+        .arg(format!("{host}/apps"))
+        .args(["-f", "-"])
+        .output()
+        .unwrap();
+    let piped = Run {
+        code: piped.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&piped.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&piped.stderr).into_owned(),
+    }
+    .ok();
+    assert_eq!(
+        piped.stdout,
+        expected.split("---\n# first by name").next().unwrap()
+    );
+
     // An unknown name: an error listing the binaries, nothing on stdout, nothing pushed.
     std::fs::write(&file, "image: microimage://nope\n").unwrap();
     let out = run(tool()
