@@ -121,89 +121,64 @@ fn a_token_that_is_not_a_header_value_is_an_error_not_a_panic() {
     );
 }
 
+/// What a run left in the spill directory of the cache at `cache`.
+fn spill_left(cache: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(cache.join("cargo-microimage/spill"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 #[test]
 fn endless_and_slow_registry_answers_are_cut_off() {
     let cache = tmp();
-    let check = |out: Run, kib: u64, message: &str| {
-        let out = out.fails_with(1, message);
-        assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.stderr);
-        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-        assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
-        let spill = cache.path().join("cargo-microimage/spill");
-        let left: Vec<_> = std::fs::read_dir(&spill)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "left in the spill dir: {left:?}");
-    };
-    // A manifest without end: read whole into memory before (3 GB, then an abort).
-    let registry = Hostile::start("endless-manifest");
-    let (out, kib) = bounded(
-        cache.path(),
-        &["inspect", &format!("{}/team/app:1", registry.host())],
-    );
-    check(out, kib, "the registry sent more than 4 MiB for a manifest");
-    // A token service's answer without end: oci-client read it whole.
-    let registry = Hostile::start("endless-token");
-    let (out, kib) = bounded(
-        cache.path(),
-        &["inspect", &format!("{}/team/app:1", registry.host())],
-    );
-    check(
-        out,
-        kib,
-        "the registry sent more than 1 MiB for a token (from its token service)",
-    );
-
-    // A manifest, and a token, sent a byte every 2 s: waited for for ever before. Given up
-    // on by cargo's own settings, here 2 s.
+    // Given up on by cargo's own settings, here 2 s (waited for for ever before).
     let fast = [
         ("CARGO_HTTP_TIMEOUT", "2"),
         ("CARGO_HTTP_LOW_SPEED_LIMIT", "10"),
     ];
-    for (mode, message) in [
-        (
-            "slow-manifest",
-            "the registry is too slow sending a manifest: less than 10 bytes per second",
-        ),
-        (
-            "slow-token",
-            "the registry is too slow sending a token (from its token service): less than 10 bytes per second",
-        ),
-    ] {
+    let wanted = format!("sha256:{}", "0".repeat(64));
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Env, &str, String); 6] = [
+        // Read whole into memory before (3 GB, then an abort).
+        ("endless-manifest", &[], ":1", "the registry sent more than 4 MiB for a manifest".into()),
+        // oci-client read a token service's answer whole.
+        ("endless-token", &[], ":1", "the registry sent more than 1 MiB for a token (from its token service)".into()),
+        // A byte every 2 s.
+        ("slow-manifest", &fast, ":1", "the registry is too slow sending a manifest: less than 10 bytes per second".into()),
+        ("slow-token", &fast, ":1", "the registry is too slow sending a token (from its token service): less than 10 bytes per second".into()),
+        // Not the manifest asked for by digest (the error was printed twice).
+        ("wrong-digest", &[], &format!("@{wanted}"), format!("the registry sent a manifest with digest sha256:cd47143e8cf42b8d66097682d1b47db75f55852b2b51561ba1226a97d88ea375 for {wanted}")),
+        // Sizes that add up past 2^64 (inspect printed a wrapped total, 16.00 EiB).
+        ("huge-sizes", &[], ":1", "its manifest declares sizes beyond what the OCI spec allows".into()),
+    ];
+    for (mode, envs, at, message) in &cases {
         let registry = Hostile::start(mode);
         let started = Instant::now();
         let (out, kib) = bounded_with(
             cache.path(),
-            &fast,
-            &["inspect", &format!("{}/team/app:1", registry.host())],
+            envs,
+            &["inspect", &format!("{}/team/app{at}", registry.host())],
         );
-        check(out, kib, message);
+        let out = out.fails_with(1, message);
+        assert_eq!(
+            out.stderr.matches("error:").count(),
+            1,
+            "{mode}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{mode}: {}", out.stderr);
+        assert!(kib < 64 * 1024, "{mode}: peak RSS {kib} KiB");
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "{mode}: {:?}",
             started.elapsed()
         );
+        assert_eq!(
+            spill_left(cache.path()),
+            Vec::<std::path::PathBuf>::new(),
+            "{mode}"
+        );
     }
-
-    // A manifest that is not the one asked for by digest (the error was printed twice), and
-    // one whose sizes add up past 2^64 (inspect printed a wrapped total, 16.00 EiB).
-    let registry = Hostile::start("wrong-digest");
-    let wanted = format!("sha256:{}", "0".repeat(64));
-    let (out, kib) = bounded(
-        cache.path(),
-        &["inspect", &format!("{}/team/app@{wanted}", registry.host())],
-    );
-    check(out, kib, &format!("the registry sent a manifest with digest sha256:cd47143e8cf42b8d66097682d1b47db75f55852b2b51561ba1226a97d88ea375 for {wanted}"));
-    let registry = Hostile::start("huge-sizes");
-    let (out, kib) = bounded(
-        cache.path(),
-        &["inspect", &format!("{}/team/app:1", registry.host())],
-    );
-    check(
-        out,
-        kib,
-        "its manifest declares sizes beyond what the OCI spec allows",
-    );
 
     // A referrers list without end: the image is still described, the list is not.
     let registry = Hostile::start("endless-referrers");
@@ -239,11 +214,7 @@ fn a_layer_longer_than_its_descriptor_is_stopped_at_once() {
     out.fails_with(1, "sent more than the 97 bytes layer");
     assert!(kib < 64 * 1024, "peak RSS {kib} KiB");
     assert!(!out_dir.exists());
-    let spill = cache.path().join("cargo-microimage/spill");
-    let left: Vec<_> = std::fs::read_dir(&spill)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in the spill dir: {left:?}");
+    assert_eq!(spill_left(cache.path()), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]
@@ -560,9 +531,5 @@ fn local_bombs_are_read_in_bounded_memory() {
         assert!(unpacked > size, "{}", out.stdout);
         assert!(kib < 64 * 1024, "{}: peak RSS {kib} KiB", source.display());
     }
-    let spill = cache.path().join("cargo-microimage/spill");
-    let left: Vec<_> = std::fs::read_dir(&spill)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in the spill dir: {left:?}");
+    assert_eq!(spill_left(cache.path()), Vec::<std::path::PathBuf>::new());
 }

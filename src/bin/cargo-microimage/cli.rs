@@ -161,28 +161,12 @@ pub enum Command {
     /// Build and push each image that Kubernetes YAML names as microimage://NAME, and print the YAML with REPO/NAME@sha256:… in its place
     Resolve {
         #[command(flatten)]
-        build: BuildFlags,
-        #[command(flatten)]
-        image: ImageFlags,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        #[command(flatten)]
-        sign: SignFlag,
-        #[command(flatten)]
-        files: ResolveFlags,
+        resolve: ResolveArgs,
     },
     /// Resolve like `resolve`, then apply the result with `kubectl apply -f -` ($KUBECTL)
     Apply {
         #[command(flatten)]
-        build: BuildFlags,
-        #[command(flatten)]
-        image: ImageFlags,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        #[command(flatten)]
-        sign: SignFlag,
-        #[command(flatten)]
-        files: ResolveFlags,
+        resolve: ResolveArgs,
         /// Arguments for kubectl, after `--` (e.g. `-- --namespace dev --dry-run=server`)
         #[arg(last = true, value_name = "KUBECTL ARGS")]
         kubectl_args: Vec<OsString>,
@@ -451,25 +435,35 @@ pub struct ResolveFlags {
     pub local: Option<Engine>,
 }
 
-impl ResolveFlags {
-    /// The library's resolve request, with these build and registry options.
-    pub fn request(
-        &self,
-        build: &BuildFlags,
-        image: &ImageFlags,
-        registry: &RegistryFlags,
-        sign: &SignFlag,
-        verbose: u8,
-    ) -> Result<(ops::resolve::ResolveRequest, ImageArgs)> {
-        let push = registry.push(None, &image.tags, sign.key()?, false);
+/// The options of `resolve` and `apply`: those of `push`, and which files.
+#[derive(Args, Debug)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub build: BuildFlags,
+    #[command(flatten)]
+    pub image: ImageFlags,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub sign: SignFlag,
+    #[command(flatten)]
+    pub files: ResolveFlags,
+}
+
+impl ResolveArgs {
+    /// The library's resolve request, and the IMAGE options.
+    pub fn request(&self, verbose: u8) -> Result<(ops::resolve::ResolveRequest, ImageArgs)> {
+        let push = self
+            .registry
+            .push(None, &self.image.tags, self.sign.key()?, false);
         Ok((
             ops::resolve::ResolveRequest {
-                files: self.files.clone(),
-                repo: self.repo.clone(),
-                local: self.local,
-                build: build.request(verbose, Some(push))?,
+                files: self.files.files.clone(),
+                repo: self.files.repo.clone(),
+                local: self.files.local,
+                build: self.build.request(verbose, Some(push))?,
             },
-            build.image_args(image, false)?,
+            self.build.image_args(&self.image, false)?,
         ))
     }
 }

@@ -219,26 +219,15 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             let outcome = ops::merge(&request, &options, shell)?;
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
-        Command::Resolve {
-            files,
-            build,
-            image,
-            registry,
-            sign,
-        } => {
-            let (request, args) = files.request(build, image, registry, sign, cli.verbose)?;
-            let yaml = ops::resolve::resolve(&request, &args, shell)?;
-            print_stdout(&yaml);
+        Command::Resolve { resolve } => {
+            let (request, args) = resolve.request(cli.verbose)?;
+            print_stdout(&ops::resolve::resolve(&request, &args, shell)?);
         }
         Command::Apply {
-            files,
-            build,
-            image,
-            registry,
-            sign,
+            resolve,
             kubectl_args,
         } => {
-            let (request, args) = files.request(build, image, registry, sign, cli.verbose)?;
+            let (request, args) = resolve.request(cli.verbose)?;
             let code = ops::apply::apply(&request, &args, kubectl_args, shell)?;
             if code != 0 {
                 return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
