@@ -212,6 +212,17 @@ fn first_contact_messages_say_what_to_do() {
     build(&["--ignore-rust-version"]).ok();
     std::fs::write(&manifest, &text).unwrap();
 
+    // resolve prints YAML: JSON records would corrupt it.
+    run(tool().args([
+        "microimage",
+        "--message-format",
+        "json",
+        "resolve",
+        "-f",
+        "x.yaml",
+    ]))
+    .fails_with(2, "--message-format json would mix records into it");
+
     // An include outside the package: "include" was said twice, with no help.
     let assets = tempfile::tempdir_in(c.path().parent().unwrap()).unwrap();
     std::fs::write(assets.path().join("app.toml"), "port = 8080\n").unwrap();

@@ -220,6 +220,12 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             out.outcomes(&[outcome], refs.image_refs.as_deref(), shell)?;
         }
         Command::Resolve { resolve } => {
+            if out.json {
+                return Err(Error::usage(
+                    "resolve prints YAML on stdout; --message-format json would mix records into it",
+                )
+                .with_help("drop --message-format json (status lines stay on stderr)"));
+            }
             let (request, args) = resolve.request(cli.verbose)?;
             print_stdout(&ops::resolve::resolve(&request, &args, shell)?);
         }
