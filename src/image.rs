@@ -406,7 +406,48 @@ pub struct Referrer {
     pub subject: oci_spec::image::Digest,
     /// Its `artifactType` (`application/spdx+json`, …).
     pub artifact_type: String,
+    /// The predicate type of the in-toto statement it holds (provenance, a cosign 3
+    /// signature); `None` for an SBOM.
+    pub predicate_type: Option<String>,
     pub manifest: Blob,
+}
+
+/// An OCI 1.1 artifact manifest for `doc` about `subject`, with `annotations` and the
+/// image's creation time.
+pub fn artifact_manifest(
+    artifact_type: &str,
+    config: &Blob,
+    doc: &Blob,
+    subject: &Blob,
+    created: &str,
+    mut annotations: BTreeMap<String, String>,
+) -> Result<Blob> {
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        created.to_string(),
+    );
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .artifact_type(oci_spec::image::MediaType::Other(artifact_type.to_string()))
+        .config(config.descriptor())
+        .layers(vec![doc.descriptor()])
+        .subject(oci_spec::image::Descriptor::new(
+            subject.media_type.clone(),
+            subject.size(),
+            subject.digest.clone(),
+        ))
+        .annotations(
+            annotations
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+        .build()
+        .map_err(|e| Error::output(format!("building an artifact manifest failed: {e}")))?;
+    Ok(Blob::new(
+        oci_spec::image::MediaType::ImageManifest,
+        canonical_json(&manifest)?,
+    ))
 }
 
 /// A finished image: every blob by digest, the per-platform images and the index.

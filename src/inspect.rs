@@ -57,6 +57,10 @@ pub struct AttachedReport {
     pub manifest_digest: String,
     /// The document's size, when its manifest was read.
     pub size: Option<u64>,
+    /// For provenance (an in-toto statement, or a Sigstore bundle holding one): its
+    /// predicate type (`https://slsa.dev/provenance/v1`) and whether it is signed.
+    pub predicate_type: Option<String>,
+    pub signed: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +170,7 @@ pub fn inspect(
     }
     let mut attached: HashMap<String, Vec<AttachedReport>> = HashMap::new();
     for a in &read.attached {
+        let provenance = crate::provenance::describe(&a.artifact_type, &a.annotations);
         attached
             .entry(a.subject.clone())
             .or_default()
@@ -174,6 +179,8 @@ pub fn inspect(
                 artifact_type: a.artifact_type.clone(),
                 manifest_digest: a.manifest_digest.clone(),
                 size: a.size,
+                predicate_type: provenance.as_ref().map(|(p, _)| p.clone()),
+                signed: provenance.as_ref().map(|(_, s)| *s),
             });
     }
     for image in &read.images {
@@ -491,7 +498,19 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(s, "  Created:    {created}");
         }
         for a in &p.attached {
-            let what = a.format.as_deref().unwrap_or(&a.artifact_type);
+            let provenance = a.predicate_type.as_ref().map(|p| match p.as_str() {
+                crate::provenance::PREDICATE_TYPE if a.signed == Some(true) => {
+                    "SLSA provenance v1 (signed)".to_string()
+                }
+                crate::provenance::PREDICATE_TYPE => "SLSA provenance v1 (unsigned)".to_string(),
+                crate::provenance::SIGN_PREDICATE_TYPE => "cosign signature".to_string(),
+                other if a.signed == Some(true) => format!("{other} (signed)"),
+                other => other.to_string(),
+            });
+            let what = provenance
+                .as_deref()
+                .or(a.format.as_deref())
+                .unwrap_or(&a.artifact_type);
             let size = a
                 .size
                 .map(|n| format!(", {}", human_size(n)))

@@ -4,7 +4,8 @@
 //! The pipeline, one module per stage (see ARCHITECTURE.md):
 //! [`settings`] (command line + Cargo.toml → what the image is) → [`plan`] (cargo
 //! metadata) → [`build`] (cargo build for a musl target) → [`verify`] (ELF static check) →
-//! [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests, index) →
+//! [`layers`] (deterministic tar, gzip or zstd) → [`image`] (config, manifests, index;
+//! [`sbom`] and [`provenance`] attached to it) →
 //! [`sinks`] (OCI layout, OCI archive, docker-archive, a registry, `--load`).
 //! [`sources`] reads images made elsewhere (layouts, archives, registries) for
 //! [`inspect`] and [`merge`]. [`ops`] holds the commands, one file each, which run the
@@ -22,6 +23,7 @@ pub mod message;
 pub mod ops;
 pub mod plan;
 pub mod platform;
+pub mod provenance;
 pub mod registry;
 pub mod sbom;
 pub mod settings;

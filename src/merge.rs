@@ -164,6 +164,7 @@ fn source_image(
                 ))
             })?,
             artifact_type: a.artifact_type.clone(),
+            predicate_type: crate::provenance::predicate_of(&a.annotations),
             manifest,
         });
     }

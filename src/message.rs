@@ -119,7 +119,7 @@ pub struct SignatureRecord {
     pub added: bool,
 }
 
-/// An artifact attached to a platform image (an SBOM), as an OCI 1.1 referrer.
+/// An artifact attached to a platform image (an SBOM, provenance), as an OCI 1.1 referrer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedRecord {
     /// `application/spdx+json`, `application/vnd.cyclonedx+json`.
@@ -151,6 +151,9 @@ pub struct PlatformRecord {
     pub binary_size: Option<u64>,
     /// The SBOMs attached to this platform's manifest.
     pub sboms: Vec<AttachedRecord>,
+    /// Its provenance (a SLSA v1 statement, or with `--sign-key` a Sigstore bundle holding
+    /// it signed), when attached.
+    pub provenance: Option<AttachedRecord>,
 }
 
 fn platforms(set: &ImageSet) -> Vec<PlatformRecord> {
@@ -168,11 +171,21 @@ fn platforms(set: &ImageSet) -> Vec<PlatformRecord> {
                 .referrers
                 .iter()
                 .filter(|r| r.subject == i.manifest.digest)
+                .filter(|r| r.predicate_type.is_none())
                 .map(|r| AttachedRecord {
                     artifact_type: r.artifact_type.clone(),
                     manifest_digest: r.manifest.digest.to_string(),
                 })
                 .collect(),
+            provenance: set
+                .referrers
+                .iter()
+                .filter(|r| r.subject == i.manifest.digest)
+                .find(|r| r.predicate_type.as_deref() == Some(crate::provenance::PREDICATE_TYPE))
+                .map(|r| AttachedRecord {
+                    artifact_type: r.artifact_type.clone(),
+                    manifest_digest: r.manifest.digest.to_string(),
+                }),
         })
         .collect()
 }

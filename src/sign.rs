@@ -315,6 +315,46 @@ pub fn signature_manifest(
     }))
 }
 
+/// DSSE's pre-authentication encoding of `payload` of `payload_type`: what a DSSE
+/// signature signs (`DSSEv1 <len> <type> <len> <payload>`, lengths in ASCII decimal).
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A Sigstore bundle v0.3 (`application/vnd.dev.sigstore.bundle.v0.3+json`) holding
+/// `payload` in a DSSE envelope signed with `key`: what `cosign attest --key` makes in
+/// cosign 3 (no transparency-log entry or timestamp: the key is the trust, which is what
+/// `cosign verify-attestation --key K --insecure-ignore-tlog` checks). The public key is
+/// named by its hint, the base64 sha256 of its DER (cosign's choice); verifiers are given
+/// the key itself. Written by hand, with serde_json: the released Rust Sigstore crates
+/// bring a whole client (TUF, Rekor, Fulcio) for what is four JSON fields here.
+pub fn dsse_bundle(key: &Key, payload_type: &str, payload: &[u8]) -> Result<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let der = key
+        .signing
+        .verifying_key()
+        .to_public_key_der()
+        .map_err(|e| Error::output(format!("encoding the public key failed: {e}")))?;
+    let hint = b64.encode(<sha2::Sha256 as sha2::Digest>::digest(der.as_bytes()).as_slice());
+    let bundle = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": hint}},
+        "dsseEnvelope": {
+            "payload": b64.encode(payload),
+            "payloadType": payload_type,
+            "signatures": [{"sig": key.sign(&pae(payload_type, payload)), "keyid": ""}],
+        },
+    });
+    crate::image::canonical_json(&bundle)
+}
+
 /// The tag of the signatures of `digest` (`sha256:<hex>` → `sha256-<hex>.sig`).
 pub fn signature_tag(digest: &str) -> String {
     format!("{}.sig", digest.replace(':', "-"))
@@ -338,6 +378,33 @@ ZFsLBZoflUPMpiSQkXEqpeBdCeHAfi0MMEKJiuxrpHoXitFyVgX2mDIB
             signing: parse(pem.as_bytes(), || None).unwrap(),
             path: "k.pem".into(),
         }
+    }
+
+    #[test]
+    fn dsse_pae_is_the_specs_and_the_bundle_signs_it() {
+        // The DSSE specification's own example.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+        );
+        let k = key(PKCS8);
+        let bundle: serde_json::Value = serde_json::from_slice(
+            &dsse_bundle(&k, "application/vnd.in-toto+json", b"{}").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            bundle["mediaType"],
+            "application/vnd.dev.sigstore.bundle.v0.3+json"
+        );
+        let envelope = &bundle["dsseEnvelope"];
+        assert_eq!(envelope["payload"], "e30=");
+        let sig = envelope["signatures"][0]["sig"].as_str().unwrap();
+        assert!(k.verifies(&pae("application/vnd.in-toto+json", b"{}"), sig));
+        assert!(
+            !k.verifies(b"{}", sig),
+            "the payload alone is not what is signed"
+        );
+        assert!(bundle["verificationMaterial"]["publicKey"]["hint"].is_string());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Facts {
     pub sysroot: PathBuf,
     /// The first line of `rustc -vV`.
     pub toolchain: Option<String>,
+    /// Its `commit-hash`, for provenance (empty when rustc does not know it).
+    pub rustc_commit: Option<String>,
 }
 
 /// Gets every target ready before the first build: installs missing Rust targets (one
@@ -61,14 +63,15 @@ pub fn prepare(
     known: &Answers,
     shell: &Shell,
 ) -> Result<(Vec<Prepared>, Facts)> {
-    let (sysroot, toolchain) = match (&known.sysroot, &known.toolchain) {
-        (Some(s), Some(t)) => (s.clone(), Some(t.clone())),
-        _ => std::thread::scope(|scope| -> Result<(PathBuf, Option<String>)> {
-            let version = scope.spawn(toolchain_version);
-            let sysroot = sysroot()?;
-            Ok((sysroot, version.join().unwrap_or(None)))
-        })?,
-    };
+    let (sysroot, (toolchain, rustc_commit)) =
+        match (&known.sysroot, &known.toolchain, &known.rustc_commit) {
+            (Some(s), Some(t), Some(c)) => (s.clone(), (Some(t.clone()), Some(c.clone()))),
+            _ => std::thread::scope(|scope| -> Result<_> {
+                let version = scope.spawn(toolchain_version);
+                let sysroot = sysroot()?;
+                Ok((sysroot, version.join().unwrap_or((None, None))))
+            })?,
+        };
     for (platform, _) in targets {
         ensure_target(&sysroot, platform.triple, shell)?;
     }
@@ -94,7 +97,14 @@ pub fn prepare(
             .map(|job| job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect::<Result<Vec<_>>>()
     })?;
-    Ok((prepared, Facts { sysroot, toolchain }))
+    Ok((
+        prepared,
+        Facts {
+            sysroot,
+            toolchain,
+            rustc_commit,
+        },
+    ))
 }
 
 /// How one binary is linked: what the workspace wrapper adds (see [`wrapper`]), and the
@@ -401,15 +411,29 @@ fn sysroot() -> Result<PathBuf> {
         })
 }
 
-/// The first line of `rustc -vV` of the `rustc` cargo will use (for SBOMs).
-fn toolchain_version() -> Option<String> {
+/// The first line of `rustc -vV` of the `rustc` cargo will use (for SBOMs), and its
+/// `commit-hash` (for provenance).
+fn toolchain_version() -> (Option<String>, Option<String>) {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    let out = Command::new(&rustc).arg("-vV").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    text.lines()
-        .next()
-        .map(str::to_string)
-        .filter(|_| out.status.success())
+    let Some(text) = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+    else {
+        return (None, None);
+    };
+    let commit = text
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .map(str::trim)
+        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_default()
+        .to_string();
+    // Empty when rustc does not know its commit (built from a tarball): still an answer,
+    // so that it is cached.
+    (text.lines().next().map(str::to_string), Some(commit))
 }
 
 /// Installs the Rust standard library for `triple` with rustup if `sysroot` lacks it.

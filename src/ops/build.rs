@@ -11,6 +11,7 @@ use crate::layers::cache::LayerCache;
 use crate::plan::cache::PlanCache;
 use crate::plan::{self, CargoOptions, Plan};
 use crate::platform::Platform;
+use crate::provenance;
 use crate::sbom;
 use crate::settings::{self, ImageArgs};
 use crate::shell::Shell;
@@ -30,6 +31,9 @@ pub struct BuildRequest {
     pub push: Option<PushRequest>,
     /// With `workspace`: only these binaries, as `PACKAGE/BIN` (what `resolve` needs).
     pub only: Vec<String>,
+    /// `--sign-key` of `build` (a push has its own, in `push`): signs the images and their
+    /// provenance, as referrers in the layout or archive.
+    pub sign: Option<std::sync::Arc<crate::sign::Key>>,
 }
 
 /// One image to make: a binary, its settings and where it goes.
@@ -37,6 +41,7 @@ struct Job {
     plan: Plan,
     spec: ImageSpec,
     sbom: Vec<sbom::Format>,
+    provenance: settings::Provenance,
     runtime: settings::Runtime,
     base: Option<settings::BaseRequest>,
     platforms: Vec<&'static Platform>,
@@ -93,6 +98,7 @@ pub fn build(
             .collect()
     };
     let mut known = known.unwrap_or_default();
+    warn_outside_paths(&plans, shell);
     if plans.len() > 1 {
         if let Some(o) = &output.output {
             if o.extension().is_some_and(|e| e == "tar") {
@@ -120,6 +126,7 @@ pub fn build(
         let settings::Resolved {
             spec,
             sbom,
+            provenance,
             runtime,
             base,
             ..
@@ -141,6 +148,7 @@ pub fn build(
             plan,
             spec,
             sbom,
+            provenance,
             runtime,
             base,
             platforms,
@@ -168,6 +176,11 @@ pub fn build(
     all_platforms.dedup();
     let mut built: Vec<Vec<PlatformBinary>> = vec![Vec::new(); jobs.len()];
     let mut contents: Vec<Vec<sbom::Contents>> = vec![Vec::new(); jobs.len()];
+    let mut made_how: Vec<Vec<provenance::Facts>> = vec![Vec::new(); jobs.len()];
+    let lock_sha256 = jobs
+        .first()
+        .and_then(|j| std::fs::read(j.plan.workspace_root.join("Cargo.lock")).ok())
+        .map(|lock| crate::blob::hex(&crate::blob::sha256(&lock)).to_string());
     let wanted = |platform: &Platform| -> Vec<usize> {
         (0..jobs.len())
             .filter(|&i| jobs[i].platforms.contains(&platform))
@@ -180,6 +193,7 @@ pub fn build(
     let (prepared, facts) = build::prepare(&targets, &request.cargo, &known, shell)?;
     let learned = known.sysroot.is_none()
         || known.toolchain.is_none()
+        || known.rustc_commit.is_none()
         || targets
             .iter()
             .any(|(p, _)| !known.graphs.contains_key(p.triple));
@@ -187,6 +201,7 @@ pub fn build(
         known.plans = jobs.iter().map(|j| j.plan.clone()).collect();
         known.sysroot = Some(facts.sysroot.clone());
         known.toolchain = facts.toolchain.clone();
+        known.rustc_commit = facts.rustc_commit.clone();
         for ((platform, _), p) in targets.iter().zip(&prepared) {
             known
                 .graphs
@@ -255,12 +270,41 @@ pub fn build(
                 ),
                 toolchain: facts.toolchain.clone(),
             });
+            let plan = &jobs[i].plan;
+            let cargo = &request.cargo;
+            let compiles_c = !prepared.graph.c_crates.is_empty()
+                || runtime.is_some_and(|r| r.allocator == build::runtime::Choice::Mimalloc);
+            made_how[i].push(provenance::Facts {
+                recipe: Some(provenance::Recipe {
+                    package: plan.package_name.clone(),
+                    version: plan.version.clone(),
+                    bin: plan.bin.clone(),
+                    profile: cargo.profile.clone(),
+                    features: cargo.features.clone(),
+                    all_features: cargo.all_features,
+                    no_default_features: cargo.no_default_features,
+                    lock_sha256: lock_sha256.clone(),
+                    rustc: facts.toolchain.clone(),
+                    rustc_commit: facts.rustc_commit.clone().filter(|c| !c.is_empty()),
+                }),
+                zig: compiles_c
+                    .then(|| {
+                        build::toolchain::c_compiler(&prepared.toolchain)
+                            .ok()
+                            .flatten()
+                    })
+                    .flatten()
+                    .map(|cc| cc.name)
+                    .filter(|name| name.starts_with("zig ")),
+                binary_sha256: None,
+            });
         }
     }
     jobs.into_iter()
         .zip(built)
         .zip(contents)
-        .map(|((job, binaries), contents)| {
+        .zip(made_how)
+        .map(|(((job, binaries), contents), facts)| {
             let cache = LayerCache::in_target_dir(&job.plan.target_directory);
             pack_and_deliver(
                 &job.spec,
@@ -271,11 +315,42 @@ pub fn build(
                     made: Vec::new(),
                     sbom: &job.sbom,
                     contents,
+                    provenance: job.provenance,
+                    facts,
+                    sign: request
+                        .sign
+                        .as_deref()
+                        .or_else(|| request.push.as_ref().and_then(|p| p.sign.as_deref())),
                 },
                 shell,
             )
         })
         .collect()
+}
+
+/// Says, once per path dependency, when one lies outside its workspace: cargo then hashes
+/// its absolute path into the crate's `-C metadata` (`SourceId::stable_hash`), so symbol
+/// names — and with them the code's layout, the binary and the image digest — can differ
+/// between two checkouts at different paths. No flag changes what cargo hashes there, so
+/// the layout is reported, with the fix: a workspace root above both crates makes the path
+/// relative to it.
+fn warn_outside_paths(plans: &[Plan], shell: &Shell) {
+    let mut seen = std::collections::BTreeSet::new();
+    for plan in plans {
+        for (dir, name) in &plan.path_dependencies {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            shell.warn(format!(
+                "the path dependency `{name}` ({}) lies outside the workspace of `{}` ({}): cargo hashes its absolute path into symbol names, so the image digest can depend on where the project is checked out. \
+                 To make it not: put a workspace root above both (a Cargo.toml in a common parent directory with `[workspace] members = [...]` naming both). \
+                 The provenance records only checkout-independent facts either way",
+                dir.display(),
+                plan.package_name,
+                plan.workspace_root.display()
+            ));
+        }
+    }
 }
 
 /// The crates linked into `plan`'s binary, its package first (empty if unknown).

@@ -29,7 +29,6 @@ pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> R
     if request.push.is_none() {
         super::one_name(&request.tags)?;
     }
-    super::sign_needs_push(request.sign.is_some(), request.push.is_some())?;
     // The mtime of an archive's entries.
     let source_date_epoch = crate::settings::source_date_epoch(None)?.unwrap_or(0);
     let sources = request
@@ -124,7 +123,24 @@ pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> R
         (None, Some(destination)) => Sink::Disk(destination),
         (None, None) => return Err(Error::usage("merge needs -o PATH or --push REFERENCE")),
     };
-    let set = merged.set;
+    let mut set = merged.set;
+    let key = request
+        .sign
+        .clone()
+        .or_else(|| request.push.as_ref().and_then(|p| p.sign.clone()));
+    if let Some(key) = key {
+        let created = crate::image::rfc3339(source_date_epoch)?;
+        let repository = set.name.repository.clone();
+        crate::provenance::sign(&mut set, &repository, &created, &key)?;
+        shell.status(
+            "Signed",
+            format!(
+                "the index and {} platform manifests with {} (cosign 3 bundles, attached as referrers)",
+                set.images.len(),
+                key.path.display()
+            ),
+        );
+    }
     let delivered = crate::sinks::deliver(&set, &[sink], shell)?;
     shell.status(
         "Finished",

@@ -59,18 +59,6 @@ fn one_name(tags: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `--sign-key` signs what is pushed: without a push there is nothing to sign.
-fn sign_needs_push(sign: bool, push: bool) -> Result<()> {
-    if sign && !push {
-        return Err(
-            Error::usage("--sign-key signs what is pushed: it needs --push").with_help(
-                "signatures live in the registry beside the image; add --push REFERENCE",
-            ),
-        );
-    }
-    Ok(())
-}
-
 /// The sinks of one image: the disk or a registry, then `--load` (ko's MultiPublisher:
 /// one image, several destinations).
 fn sinks(
@@ -158,6 +146,11 @@ struct Packed<'a> {
     /// The SBOMs to attach, and what each platform's binary holds.
     sbom: &'a [sbom::Format],
     contents: Vec<sbom::Contents>,
+    /// The provenance to attach, what is known of how each platform's binary was made,
+    /// and the key that signs it (`--sign-key`).
+    provenance: settings::Provenance,
+    facts: Vec<crate::provenance::Facts>,
+    sign: Option<&'a crate::sign::Key>,
 }
 
 /// Makes the image of `binaries` and hands it to every sink.
@@ -173,6 +166,9 @@ fn pack_and_deliver(
         made,
         sbom: formats,
         contents,
+        provenance,
+        facts,
+        sign,
     } = packed;
     let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
     shell.status(
@@ -222,6 +218,31 @@ fn pack_and_deliver(
                 names.join(" and "),
                 if names.len() > 1 { "s" } else { "" },
                 counts.join(", ")
+            ),
+        );
+    }
+    if provenance == settings::Provenance::Slsa {
+        crate::provenance::attach(&mut set, spec, &contents, &facts, sign)?;
+        shell.status(
+            "Attached",
+            match sign {
+                Some(key) => format!(
+                    "SLSA provenance, signed with {} (DSSE in a Sigstore bundle)",
+                    key.path.display()
+                ),
+                None => "SLSA provenance (unsigned: --sign-key signs it)".to_string(),
+            },
+        );
+    }
+    if let Some(key) = sign {
+        crate::provenance::sign(&mut set, &spec.name.repository, &spec.created()?, key)?;
+        shell.status(
+            "Signed",
+            format!(
+                "the index and {} platform manifest{} with {} (cosign 3 bundles, attached as referrers)",
+                set.images.len(),
+                if set.images.len() == 1 { "" } else { "s" },
+                key.path.display()
             ),
         );
     }

@@ -49,7 +49,6 @@ pub fn pack(
     if request.push.is_none() {
         super::one_name(&image.tags)?;
     }
-    super::sign_needs_push(request.sign.is_some(), request.push.is_some())?;
     let push = request.push.clone().map(|mut push| {
         push.sign = request.sign.clone().or(push.sign);
         push
@@ -158,6 +157,7 @@ pub fn pack(
     let settings::Resolved {
         mut spec,
         sbom,
+        provenance,
         base,
         ..
     } = resolve(image, &levels, &cx, shell)?;
@@ -194,6 +194,23 @@ pub fn pack(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // For provenance: what was packed, by content.
+    let facts = binaries
+        .iter()
+        .map(|b| {
+            let sum = crate::blob::sha256_open(&b.file, b.size).map_err(|e| {
+                Error::input(format!("reading {} failed: {e}", b.path.display())).with_source(e)
+            })?;
+            Ok(crate::provenance::Facts {
+                binary_sha256: Some(crate::blob::hex(&sum).to_string()),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let sign = request
+        .sign
+        .clone()
+        .or_else(|| request.push.as_ref().and_then(|p| p.sign.clone()));
     pack_and_deliver(
         &spec,
         &binaries,
@@ -203,6 +220,9 @@ pub fn pack(
             made,
             sbom: &sbom,
             contents,
+            provenance,
+            facts,
+            sign: sign.as_deref(),
         },
         shell,
     )

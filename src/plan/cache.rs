@@ -45,6 +45,9 @@ pub struct Answers {
     pub sysroot: Option<PathBuf>,
     /// The first line of `rustc -vV` (`rustc 1.95.0 (59807616e 2026-04-14)`), for SBOMs.
     pub toolchain: Option<String>,
+    /// Its `commit-hash`, for provenance.
+    #[serde(default)]
+    pub rustc_commit: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -14,10 +14,10 @@
 pub mod cyclonedx;
 pub mod spdx;
 
-use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::image::{Digest, MediaType};
 
 use crate::blob::Blob;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image::{canonical_json, ImageSet, ImageSpec, Referrer};
 use crate::layers::base::{self, CaCerts};
 use crate::plan::graph::Crate;
@@ -171,12 +171,19 @@ pub fn attach(
                 MediaType::Other(format.media_type().into()),
                 document(format, &subject)?,
             );
-            let manifest =
-                artifact_manifest(format.media_type(), &config, &doc, &image.manifest, spec)?;
+            let manifest = crate::image::artifact_manifest(
+                format.media_type(),
+                &config,
+                &doc,
+                &image.manifest,
+                &spec.created()?,
+                std::collections::BTreeMap::new(),
+            )?;
             referrers.push((
                 Referrer {
                     subject: image.manifest.digest.clone(),
                     artifact_type: format.media_type().to_string(),
+                    predicate_type: None,
                     manifest,
                 },
                 doc,
@@ -193,37 +200,6 @@ pub fn attach(
         set.referrers.push(referrer);
     }
     Ok(())
-}
-
-/// An OCI 1.1 artifact manifest for `doc` about `subject`.
-fn artifact_manifest(
-    artifact_type: &str,
-    config: &Blob,
-    doc: &Blob,
-    subject: &Blob,
-    spec: &ImageSpec,
-) -> Result<Blob> {
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(artifact_type.to_string()))
-        .config(config.descriptor())
-        .layers(vec![doc.descriptor()])
-        .subject(Descriptor::new(
-            MediaType::ImageManifest,
-            subject.size(),
-            subject.digest.clone(),
-        ))
-        .annotations(std::collections::HashMap::from([(
-            "org.opencontainers.image.created".to_string(),
-            spec.created()?,
-        )]))
-        .build()
-        .map_err(|e| Error::output(format!("building an SBOM manifest failed: {e}")))?;
-    Ok(Blob::new(
-        MediaType::ImageManifest,
-        canonical_json(&manifest)?,
-    ))
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct ImageArgs {
     pub auditable: Option<bool>,
     /// `--sbom FORMATS`.
     pub sbom: Option<String>,
+    /// `--provenance slsa|none`.
+    pub provenance: Option<super::Provenance>,
     /// `--allocator` (a build option: `pack` cannot change a binary's allocator).
     pub allocator: Option<super::Allocator>,
     /// `--no-pid1-signals`: `Some(false)` (a build option, like `allocator`).

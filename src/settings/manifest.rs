@@ -35,6 +35,8 @@ pub struct ImageConfig {
     pub auditable: Option<bool>,
     /// SBOM formats: `spdx`, `cyclonedx`, `spdx,cyclonedx` or `none`.
     pub sbom: Option<String>,
+    /// Provenance: `slsa` or `none`.
+    pub provenance: Option<super::Provenance>,
     /// The allocator `build` links in: `auto`, `mimalloc` or `system`.
     pub allocator: Option<super::Allocator>,
     /// Link the PID 1 signal hook into binaries `build` compiles.

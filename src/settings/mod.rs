@@ -75,6 +75,8 @@ pub struct Resolved {
     pub spec: ImageSpec,
     /// The SBOMs to attach (default: SPDX).
     pub sbom: Vec<sbom_format::Format>,
+    /// The provenance to attach (default: SLSA).
+    pub provenance: Provenance,
     /// What `build` links into the binary besides its own code.
     pub runtime: Runtime,
     /// `--base`: the image the app goes on, to be read (see `crate::sources::base`).
@@ -166,6 +168,31 @@ impl std::str::FromStr for Allocator {
             "mimalloc" => Ok(Allocator::Mimalloc),
             "system" => Ok(Allocator::System),
             _ => Err(Error::usage("expected `auto`, `mimalloc` or `system`")),
+        }
+    }
+}
+
+/// `--provenance`, key `provenance` (DESIGN §8).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    /// A SLSA v1 provenance statement per platform image.
+    #[default]
+    Slsa,
+    /// None.
+    None,
+}
+
+impl std::str::FromStr for Provenance {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Provenance> {
+        match s {
+            "slsa" => Ok(Provenance::Slsa),
+            "none" => Ok(Provenance::None),
+            _ => Err(Error::usage("expected `slsa` or `none`")),
         }
     }
 }
@@ -424,6 +451,9 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
             vec![sbom_format::Format::Spdx]
         }
     };
+    let provenance = pick("provenance", args.provenance, levels, |c| c.provenance);
+    note("provenance", provenance.as_ref().map(|(_, o)| o.clone()));
+    let provenance = provenance.map(|(p, _)| p).unwrap_or_default();
     let auditable = pick("auditable", args.auditable, levels, |c| c.auditable);
     spec.auditable = auditable.as_ref().is_none_or(|(a, _)| *a);
     note("auditable", auditable.map(|(_, o)| o));
@@ -482,6 +512,7 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     Ok(Resolved {
         spec,
         sbom,
+        provenance,
         runtime,
         base,
         origins,

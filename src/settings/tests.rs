@@ -342,3 +342,26 @@ fn base_references_and_paths() {
     assert!(super::parse_base("Not A Reference", dir.path()).is_err());
     assert!(super::parse_base("  ", dir.path()).is_err());
 }
+
+#[test]
+fn provenance_defaults_to_slsa_and_the_key_or_flag_turns_it_off() {
+    let cwd = Path::new("/");
+    let none = levels(json!({}), json!({}), json!({}));
+    let r = resolve(&ImageArgs::default(), &none, &context(cwd)).unwrap();
+    assert_eq!(r.provenance, Provenance::Slsa);
+    let off = levels(json!({}), json!({"provenance": "none"}), json!({}));
+    let r = resolve(&ImageArgs::default(), &off, &context(cwd)).unwrap();
+    assert_eq!(r.provenance, Provenance::None);
+    assert_eq!(
+        r.origins["provenance"],
+        from("[package.metadata.microimage]", PKG, "provenance")
+    );
+    let cli = ImageArgs {
+        provenance: Some(Provenance::Slsa),
+        ..Default::default()
+    };
+    assert_eq!(
+        resolve(&cli, &off, &context(cwd)).unwrap().provenance,
+        Provenance::Slsa
+    );
+}

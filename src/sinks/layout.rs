@@ -212,8 +212,14 @@ fn merge(set: &ImageSet, dir: &Path, shell: &Shell) -> Result<()> {
     let ours = |e: &Value| e["annotations"][REF_NAME].as_str() == Some(tag.as_str());
     let mut replaced: Vec<Value> = entries.iter().filter(|e| ours(e)).cloned().collect();
     let at = entries.iter().position(ours).unwrap_or(entries.len());
-    // The referrers (SBOMs) of the image being replaced go with it.
-    let old_manifests = manifests_of(&blobs, &replaced);
+    // The referrers (SBOMs, provenance, signatures) of the image being replaced go with
+    // it: those of its platform manifests and those of its index.
+    let mut old_manifests = manifests_of(&blobs, &replaced);
+    old_manifests.extend(
+        replaced
+            .iter()
+            .filter_map(|e| e["digest"].as_str().map(String::from)),
+    );
     let about_old = |e: &Value| {
         e["annotations"][REF_NAME].is_null()
             && subject_of(&blobs, e).is_some_and(|s| old_manifests.contains(&s))

@@ -415,7 +415,7 @@ async fn push_referrers(
         let media = header(&r.manifest);
         async move {
             let raw = raw(&r.manifest)?;
-            retry("pushing an SBOM", shell, || {
+            retry("pushing a referrer", shell, || {
                 client.push_manifest_raw(&by_digest, raw.clone(), media.clone())
             })
             .await
@@ -480,7 +480,7 @@ async fn push_referrers(
                 tag.tag().unwrap_or_default()
             ),
         );
-        retry("listing an SBOM", shell, || {
+        retry("listing a referrer", shell, || {
             client.push_manifest_raw(&tag, data.clone(), media.clone())
         })
         .await

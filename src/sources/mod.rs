@@ -338,6 +338,8 @@ pub struct Attached {
     pub size: Option<u64>,
     /// Its manifest's config and layers (to carry it along).
     pub blobs: Vec<Descriptor>,
+    /// Its annotations (a registry's referrers list repeats the manifest's).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// The cosign signatures of one manifest (a registry's `sha256-<hex>.sig` tag).

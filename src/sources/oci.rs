@@ -62,6 +62,12 @@ pub(crate) fn read(
                         .chain(manifest.layers().iter().cloned())
                         .collect(),
                     manifest: Some(blob),
+                    annotations: manifest
+                        .annotations()
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect(),
                 });
                 continue;
             }

@@ -190,6 +190,7 @@ async fn referrers(
                 manifest_digest: m.digest.clone(),
                 size: None,
                 blobs: Vec::new(),
+                annotations: m.annotations.clone().unwrap_or_default(),
             })
             .collect(),
         Err(e) => {

@@ -79,15 +79,6 @@ fn add_index(layout: &Path, name: &str, tags: &[(&str, &str, Option<&str>)]) {
     std::fs::write(&path, serde_json::to_vec(&top).unwrap()).unwrap();
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The bases, made once: (busybox layout with `amd64`, `arm64` and the index `1`,
 /// company layout tagged `1`, the company CA).
 pub fn bases() -> &'static (PathBuf, PathBuf, PathBuf) {

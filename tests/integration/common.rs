@@ -425,3 +425,77 @@ pub fn first_json(stdout: &str) -> serde_json::Value {
     assert_eq!(last["reason"], "run-finished", "{stdout}");
     records[0].clone()
 }
+
+/// A layout's referrers (listed in its index.json with an `artifactType`): for each, its
+/// artifact type, its manifest and the bytes of its one layer.
+pub fn layout_referrers(layout: &Path) -> Vec<(String, serde_json::Value, Vec<u8>)> {
+    let blob = |digest: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"].is_string())
+        .map(|m| {
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
+            let doc = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+            (
+                m["artifactType"].as_str().unwrap().to_string(),
+                manifest,
+                doc,
+            )
+        })
+        .collect()
+}
+
+/// The unsigned SLSA provenance statements of a layout, as bytes.
+pub fn layout_provenance(layout: &Path) -> Vec<Vec<u8>> {
+    layout_referrers(layout)
+        .into_iter()
+        .filter(|(t, ..)| t == "application/vnd.in-toto+json")
+        .map(|(.., doc)| doc)
+        .collect()
+}
+
+/// Makes `dir` a git repository with one commit of everything in it, made at a fixed time
+/// by a fixed author: the same files give the same commit anywhere.
+pub fn git_commit_all(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .current_dir(dir)
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args))
+        .ok()
+        .stdout
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fixture"]);
+    git(&["rev-parse", "HEAD"]).trim().to_string()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

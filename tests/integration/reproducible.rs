@@ -44,8 +44,8 @@ fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) ->
 
 #[test]
 fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
-    // With dependency data in the binary (the default) and both SBOM formats: the SBOMs'
-    // digests are in index.json, so they must match too.
+    // With dependency data in the binary (the default), both SBOM formats and provenance:
+    // their digests are in index.json, so they must match too.
     let both = ["--sbom", "spdx,cyclonedx"];
     let (a, layout_a) = build_copy("hello", "022", &both);
     let (b, layout_b) = build_copy("hello-elsewhere", "077", &both);
@@ -53,8 +53,8 @@ fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
     assert_eq!(layout_a, layout_b, "SBOM digests or blobs differ");
     assert_eq!(
         layout_a.matches("\"artifactType\"").count(),
-        2,
-        "two SBOMs listed: {layout_a}"
+        3,
+        "two SBOMs and the provenance listed: {layout_a}"
     );
 }
 
@@ -144,6 +144,7 @@ fn build_monorepo(
         &parent.join("monorepo"),
     );
     let app = parent.join("monorepo/app");
+    git_commit_all(&parent.join("monorepo"));
     let mut cmd = tool();
     cmd.current_dir(&app)
         .env_remove("CARGO_HOME")
@@ -183,14 +184,23 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// A path dependency outside the workspace (`../shared/util`) is compiled from an absolute
-/// path; two checkouts at different places still give one image, and neither place is in
-/// the binary.
+/// path; the tool says so (cargo hashes that path into symbol names, which can change the
+/// code's layout); here two checkouts at different places still give one image — and
+/// byte-identical provenance — and neither place is in the binary.
 #[test]
 fn a_path_dependency_outside_the_workspace_leaves_no_path_behind() {
     let one = tmp();
     let other = tmp();
-    let (a, bin_a, _) = build_monorepo(one.path(), &[]);
+    let (a, bin_a, said) = build_monorepo(one.path(), &[]);
     let (b, bin_b, _) = build_monorepo(&other.path().join("deeper/still"), &[]);
+    // The layout is named, with the way to make digests not depend on the checkout path.
+    assert!(
+        said.stderr.contains("the path dependency `util`")
+            && said.stderr.contains("lies outside the workspace of `app`")
+            && said.stderr.contains("put a workspace root above both"),
+        "{}",
+        said.stderr
+    );
     for (bin, place) in [(&bin_a, one.path()), (&bin_b, other.path())] {
         let bytes = std::fs::read(bin).unwrap();
         assert!(
@@ -206,6 +216,63 @@ fn a_path_dependency_outside_the_workspace_leaves_no_path_behind() {
         );
     }
     assert_eq!(a, b, "the checkout path changed the image");
+    // Provenance, byte for byte the same from both places, and what it says.
+    let statements = layout_provenance(&one.path().join("image"));
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        statements,
+        layout_provenance(&other.path().join("deeper/still/image")),
+        "the checkout path changed the provenance"
+    );
+    let statement: serde_json::Value = serde_json::from_slice(&statements[0]).unwrap();
+    let text = String::from_utf8(statements[0].clone()).unwrap();
+    assert!(!text.contains(one.path().to_str().unwrap()), "{text}");
+    let record = first_json(&said.stdout);
+    let manifest = record["platforms"][0]["manifest_digest"].as_str().unwrap();
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        manifest.trim_start_matches("sha256:")
+    );
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    let build = &statement["predicate"]["buildDefinition"];
+    assert_eq!(build["externalParameters"]["package"], "app");
+    assert_eq!(build["externalParameters"]["platform"], "linux/amd64");
+    assert_eq!(build["externalParameters"]["profile"], "release");
+    let dep = |name: &str| {
+        build["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .clone()
+    };
+    let head = run(Command::new("git")
+        .current_dir(one.path().join("monorepo"))
+        .args(["rev-parse", "HEAD"]))
+    .ok()
+    .stdout;
+    assert_eq!(dep("source")["digest"]["gitCommit"], head.trim());
+    assert_eq!(dep("source")["annotations"]["dirty"], false);
+    let lock = std::fs::read(one.path().join("monorepo/app/Cargo.lock")).unwrap();
+    assert_eq!(
+        dep("Cargo.lock")["digest"]["sha256"],
+        sha256_hex(&lock).as_str()
+    );
+    let rustc = run(Command::new("rustc").arg("-vV")).ok().stdout;
+    assert_eq!(
+        dep("rustc")["annotations"]["version"],
+        rustc.lines().next().unwrap()
+    );
+    let commit = rustc
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .unwrap();
+    assert_eq!(dep("rustc")["digest"]["gitCommit"], commit);
+    assert_eq!(
+        dep("cargo-microimage")["uri"],
+        format!("pkg:cargo/cargo-microimage@{}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// rustflags for the target in `~/.cargo/config.toml`, found without `CARGO_HOME` (a cargo

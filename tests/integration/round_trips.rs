@@ -37,7 +37,14 @@ fn a_push_makes_no_more_requests_than_skopeo_plus_the_index() {
     let layout = t.path().join("layout");
     run(tool()
         .current_dir(t.path())
-        .args(["microimage", "pack", "--sbom", "none"])
+        .args([
+            "microimage",
+            "pack",
+            "--sbom",
+            "none",
+            "--provenance",
+            "none",
+        ])
         .arg(&binary)
         .arg("-o")
         .arg(&layout))
@@ -74,7 +81,14 @@ fn a_push_makes_no_more_requests_than_skopeo_plus_the_index() {
             let before = requests(&registry).len();
             run(pusher(home.path())
                 .current_dir(t.path())
-                .args(["microimage", "pack", "--sbom", "none"])
+                .args([
+                    "microimage",
+                    "pack",
+                    "--sbom",
+                    "none",
+                    "--provenance",
+                    "none",
+                ])
                 .arg(&binary)
                 .arg("--push")
                 .arg(format!("{}/{repo}:1", registry.host())))
@@ -136,6 +150,11 @@ struct DelayProxy {
 
 impl DelayProxy {
     fn start(upstream: &Registry, delay_ms: u32) -> DelayProxy {
+        DelayProxy::start_with(upstream, delay_ms, &[])
+    }
+
+    /// With `extra` arguments for the proxy (`oci-subject`).
+    fn start_with(upstream: &Registry, delay_ms: u32, extra: &[&str]) -> DelayProxy {
         let dir = tmp();
         let log = dir.path().join("requests.log");
         let port = free_port();
@@ -144,6 +163,7 @@ impl DelayProxy {
             .arg(repo().join("tests/support/delay_proxy.py"))
             .args([&port.to_string(), &upstream_port, &delay_ms.to_string()])
             .arg(&log)
+            .args(extra)
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
@@ -183,7 +203,14 @@ fn behind_a_slow_network_the_request_count_holds() {
     let layout = t.path().join("layout");
     run(tool()
         .current_dir(t.path())
-        .args(["microimage", "pack", "--sbom", "none"])
+        .args([
+            "microimage",
+            "pack",
+            "--sbom",
+            "none",
+            "--provenance",
+            "none",
+        ])
         .arg(&binary)
         .arg("-o")
         .arg(&layout))
@@ -195,7 +222,14 @@ fn behind_a_slow_network_the_request_count_holds() {
     let before = proxy.requests();
     let out = run(pusher(home.path())
         .current_dir(t.path())
-        .args(["microimage", "pack", "--sbom", "none"])
+        .args([
+            "microimage",
+            "pack",
+            "--sbom",
+            "none",
+            "--provenance",
+            "none",
+        ])
         .arg(&binary)
         .arg("--push")
         .arg(format!("{host}/ours:1")))
@@ -228,4 +262,54 @@ fn behind_a_slow_network_the_request_count_holds() {
         ],
     );
     assert!(digest.contains("application/vnd.oci.image.index.v1+json"));
+}
+
+/// A registry that answers manifest PUTs with `OCI-Subject` but has no referrers API (404
+/// on `/referrers/`) still gets the referrers tag: support is decided by asking
+/// `/referrers/`, not by the header (ECR has sent it without the API).
+#[test]
+fn an_oci_subject_header_without_a_referrers_api_still_gets_the_fallback_tag() {
+    let binary = example_binary();
+    let registry = Registry::start(Setup::default());
+    let proxy = DelayProxy::start_with(&registry, 0, &["oci-subject"]);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let home = tmp();
+    let out = run(pusher(home.path())
+        .args([
+            "microimage",
+            "pack",
+            "--sbom",
+            "none",
+            "--message-format",
+            "json",
+        ])
+        .arg(&binary)
+        .arg("--push")
+        .arg(format!("{host}/sub:1")))
+    .ok();
+    let manifest = first_json(&out.stdout)["platforms"][0]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = external(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!(
+                "docker://{}/sub:{}",
+                registry.host(),
+                manifest.replace(':', "-")
+            ),
+        ],
+    );
+    let index: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let types: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["application/vnd.in-toto+json"], "{listed}");
 }

@@ -69,7 +69,8 @@ fn unpack(layout: &Path, tag: &str) -> tempfile::TempDir {
     t
 }
 
-/// The documents of the SBOMs listed in a layout's index.json, by artifact type.
+/// The documents of the SBOMs listed in a layout's index.json, by artifact type (the
+/// provenance beside them left out).
 fn sboms(layout: &Path) -> Vec<(String, Vec<u8>, Value)> {
     let blob = |digest: &str| {
         std::fs::read(
@@ -85,7 +86,10 @@ fn sboms(layout: &Path) -> Vec<(String, Vec<u8>, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["artifactType"].is_string())
+        .filter(|m| {
+            m["artifactType"] == "application/spdx+json"
+                || m["artifactType"] == "application/vnd.cyclonedx+json"
+        })
         .map(|m| {
             let manifest: Value =
                 serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
@@ -343,6 +347,22 @@ fn a_packed_prebuilt_binary_keeps_its_crates_for_scanners_and_its_sbom() {
     let built = sboms(layout);
     let cyclonedx = built.iter().find(|d| d.0 == docs[0].0).unwrap();
     assert_eq!(sbom_crates(&cyclonedx.0, &cyclonedx.1), scanned);
+    // Its provenance says it was prebuilt, and names it by content.
+    let statements = layout_provenance(&packed);
+    assert_eq!(statements.len(), 1);
+    let statement: Value = serde_json::from_slice(&statements[0]).unwrap();
+    let build = &statement["predicate"]["buildDefinition"];
+    assert_eq!(build["externalParameters"]["prebuilt"], true, "{statement}");
+    let named = build["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "binary")
+        .unwrap();
+    assert_eq!(
+        named["digest"]["sha256"],
+        sha256_hex(&std::fs::read(binary).unwrap()).as_str()
+    );
 }
 
 #[test]
@@ -358,6 +378,8 @@ fn no_auditable_and_no_sbom_leave_the_binary_and_layout_bare() {
             "--no-auditable",
             "--sbom",
             "none",
+            "--provenance",
+            "none",
         ])
         .args(["--message-format", "json", "-o"])
         .arg(dir.path().join("img")))
@@ -367,7 +389,10 @@ fn no_auditable_and_no_sbom_leave_the_binary_and_layout_bare() {
         .as_array()
         .unwrap()
         .is_empty());
-    assert!(sboms(&dir.path().join("img")).is_empty());
+    assert!(record["platforms"][0]["provenance"].is_null());
+    // Nothing at all is attached.
+    assert!(layout_referrers(&dir.path().join("img")).is_empty());
+    assert!(!out.stderr.contains("Attached"), "{}", out.stderr);
     let verified = run(tool()
         .args(["microimage", "verify", "--message-format", "json"])
         .arg(record["platforms"][0]["binary"].as_str().unwrap()))
@@ -522,17 +547,74 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
             serde_json::json!([pub_a.to_str().unwrap()])
         );
     }
-    // The SBOMs, through the referrers tag schema (docker-registry has no referrers API).
+    // The SBOMs, the signed provenance and the cosign 3 signature, through the referrers
+    // tag schema (docker-registry has no referrers API); each entry carries the artifact
+    // type and annotations of the manifest it lists.
     let listed = referrers(&registry, "team/app", &manifest);
-    let types: BTreeSet<&str> = listed["manifests"]
-        .as_array()
-        .unwrap()
+    let entries = listed["manifests"].as_array().unwrap();
+    let types: BTreeSet<&str> = entries
         .iter()
         .map(|m| m["artifactType"].as_str().unwrap())
         .collect();
     assert_eq!(
         types,
-        BTreeSet::from(["application/spdx+json", "application/vnd.cyclonedx+json"])
+        BTreeSet::from([
+            "application/spdx+json",
+            "application/vnd.cyclonedx+json",
+            "application/vnd.dev.sigstore.bundle.v0.3+json"
+        ])
+    );
+    assert_eq!(entries.len(), 4, "{listed}");
+    let url = format!("http://{}", registry.host());
+    for entry in entries {
+        let digest = entry["digest"].as_str().unwrap();
+        let listed_manifest: Value = serde_json::from_str(
+            &run(python()
+                .arg(repo().join("tests/support/cosign.py"))
+                .args(["manifest", &url, "team/app", digest]))
+            .ok()
+            .stdout,
+        )
+        .unwrap();
+        assert_eq!(entry["artifactType"], listed_manifest["artifactType"]);
+        assert_eq!(entry["annotations"], listed_manifest["annotations"]);
+        assert_eq!(listed_manifest["subject"]["digest"], manifest.as_str());
+    }
+    let provenance = entries
+        .iter()
+        .find(|e| {
+            e["annotations"]["dev.sigstore.bundle.predicateType"]
+                == "https://slsa.dev/provenance/v1"
+        })
+        .unwrap();
+    let checked: Value = serde_json::from_str(
+        run(python()
+            .arg(repo().join("tests/support/cosign.py"))
+            .args([
+                "registry-bundle",
+                &url,
+                "team/app",
+                provenance["digest"].as_str().unwrap(),
+            ])
+            .args([&pub_a, &pub_b]))
+        .ok()
+        .stdout
+        .trim(),
+    )
+    .unwrap();
+    // Signed with the key given, and only with it.
+    assert_eq!(
+        checked["verified_by"],
+        serde_json::json!([pub_a.to_str().unwrap()])
+    );
+    assert_eq!(checked["payload_type"], "application/vnd.in-toto+json");
+    assert_eq!(
+        checked["statement"]["subject"][0]["digest"]["sha256"],
+        manifest.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        checked["statement"]["predicate"]["buildDefinition"]["externalParameters"]["package"],
+        "example-app"
     );
 
     // 2. The same push again, signed with the same key in cosign's encrypted format:
@@ -577,8 +659,8 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
             .as_array()
             .unwrap()
             .len(),
-        2,
-        "a second push duplicated the SBOM entries"
+        4,
+        "a second push duplicated referrer entries"
     );
 
     // 3. Another key adds its signature beside the first (through `pack --push` of the
@@ -620,13 +702,25 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
     ]))
     .ok();
     let report = first_json(&inspected.stdout);
-    let attached: BTreeSet<&str> = report["platforms"][0]["attached"]
+    let attached: BTreeSet<String> = report["platforms"][0]["attached"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["format"].as_str().unwrap())
+        .map(|a| match a["format"].as_str() {
+            Some(format) => format.to_string(),
+            None => format!("{} {}", a["predicate_type"], a["signed"]),
+        })
         .collect();
-    assert_eq!(attached, BTreeSet::from(["SPDX 2.3", "CycloneDX 1.5"]));
+    // Both keys' cosign 3 signatures and both signed provenances (build's and pack's).
+    assert_eq!(
+        attached,
+        BTreeSet::from([
+            "SPDX 2.3".to_string(),
+            "CycloneDX 1.5".to_string(),
+            "\"https://slsa.dev/provenance/v1\" true".to_string(),
+            "\"https://sigstore.dev/cosign/sign/v1\" true".to_string(),
+        ])
+    );
     let counts: Vec<(String, u64)> = report["signatures"]
         .as_array()
         .unwrap()
@@ -641,7 +735,10 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
     assert_eq!(counts, [(index.clone(), 2), (manifest.clone(), 2)]);
     let human = run(pusher(home.path()).args(["microimage", "inspect", &reference])).ok();
     assert!(
-        human.stdout.contains("Attached:   SPDX 2.3 sha256:"),
+        human.stdout.contains("Attached:   SPDX 2.3 sha256:")
+            && human
+                .stdout
+                .contains("Attached:   SLSA provenance v1 (signed) sha256:"),
         "{}",
         human.stdout
     );
@@ -691,9 +788,160 @@ fn a_wrong_password_or_a_bad_key_stops_before_anything_is_built_or_pushed() {
         .args(["microimage", "push", "127.0.0.1:9/app:1", "--sign-key"])
         .arg(keys.path().join("pub.pem")))
     .fails_with(1, "not a private key");
-    run(tool()
-        .current_dir(dir.path())
-        .args(["microimage", "pack", "x", "--sign-key"])
+}
+
+/// `build --sign-key` to a layout: the provenance is a signed bundle, the index and the
+/// platform manifest get cosign 3 signatures, all referrers in the layout, each verifying
+/// with the key given and not with another; `merge --push` of the layout carries the
+/// platform manifest's along to the registry.
+#[test]
+fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
+    example_layout();
+    let keys = tmp();
+    let other = tmp();
+    for (dir, password) in [(&keys, "pw"), (&other, "other")] {
+        run(python()
+            .arg(repo().join("tests/support/cosign.py"))
+            .arg("keygen")
+            .arg(dir.path())
+            .arg(password))
+        .ok();
+    }
+    let (pub_a, pub_b) = (keys.path().join("pub.pem"), other.path().join("pub.pem"));
+    let t = tmp();
+    let layout = t.path().join("signed");
+    let out = run(tool()
+        .args(["microimage", "build", "--locked", "--sbom", "none"])
+        .args(["--message-format", "json", "--manifest-path"])
+        .arg(repo().join("example-app/Cargo.toml"))
+        .arg("-o")
+        .arg(&layout)
+        .arg("--sign-key")
         .arg(keys.path().join("key.pem")))
-    .fails_with(2, "--sign-key signs what is pushed: it needs --push");
+    .ok();
+    let record = first_json(&out.stdout);
+    let index = record["index_digest"].as_str().unwrap().to_string();
+    let manifest = record["platforms"][0]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        record["platforms"][0]["provenance"]["artifact_type"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    let mut found = BTreeSet::new();
+    for (artifact_type, m, doc) in layout_referrers(&layout) {
+        assert_eq!(
+            artifact_type,
+            "application/vnd.dev.sigstore.bundle.v0.3+json"
+        );
+        assert_eq!(
+            m["annotations"]["dev.sigstore.bundle.content"],
+            "dsse-envelope"
+        );
+        let file = t.path().join("bundle.json");
+        std::fs::write(&file, &doc).unwrap();
+        let checked: Value = serde_json::from_str(
+            run(python()
+                .arg(repo().join("tests/support/cosign.py"))
+                .arg("bundle")
+                .arg(&file)
+                .args([&pub_a, &pub_b]))
+            .ok()
+            .stdout
+            .trim(),
+        )
+        .unwrap();
+        assert_eq!(
+            checked["verified_by"],
+            serde_json::json!([pub_a.to_str().unwrap()])
+        );
+        assert_eq!(checked["has_key_hint"], true);
+        let subject = m["subject"]["digest"].as_str().unwrap().to_string();
+        assert_eq!(
+            checked["statement"]["subject"][0]["digest"]["sha256"],
+            subject.trim_start_matches("sha256:")
+        );
+        let predicate = checked["statement"]["predicateType"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            m["annotations"]["dev.sigstore.bundle.predicateType"],
+            predicate.as_str()
+        );
+        found.insert((predicate, subject));
+    }
+    assert_eq!(
+        found,
+        BTreeSet::from([
+            (
+                "https://slsa.dev/provenance/v1".to_string(),
+                manifest.clone()
+            ),
+            (
+                "https://sigstore.dev/cosign/sign/v1".to_string(),
+                index.clone()
+            ),
+            (
+                "https://sigstore.dev/cosign/sign/v1".to_string(),
+                manifest.clone()
+            ),
+        ])
+    );
+    // The same build again signs nothing twice (deterministic signatures).
+    run(tool()
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--sbom",
+            "none",
+            "--manifest-path",
+        ])
+        .arg(repo().join("example-app/Cargo.toml"))
+        .arg("-o")
+        .arg(&layout)
+        .arg("--sign-key")
+        .arg(keys.path().join("key.pem")))
+    .ok();
+    assert_eq!(layout_referrers(&layout).len(), 3);
+
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    run(pusher(home.path())
+        .args(["microimage", "merge", "--push"])
+        .arg(format!("{}/team/merged:1", registry.host()))
+        .arg(&layout))
+    .ok();
+    let listed = referrers(&registry, "team/merged", &manifest);
+    let digests: BTreeSet<&str> = listed["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2, "{listed}");
+    let layout_index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    for entry in layout_index["manifests"].as_array().unwrap() {
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(
+                layout.join("blobs/sha256").join(
+                    entry["digest"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("sha256:"),
+                ),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        if m["subject"]["digest"] == manifest.as_str() {
+            assert!(
+                digests.contains(entry["digest"].as_str().unwrap()),
+                "{listed}"
+            );
+        }
+    }
 }

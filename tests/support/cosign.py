@@ -15,6 +15,17 @@ disabled and cosign is not packaged here (RECIPES.md), hence this.
 
   cosign.py referrers URL REPOSITORY DIGEST
       prints the referrers tag schema index (tag sha256-<hex>) of DIGEST as JSON.
+
+  cosign.py manifest URL REPOSITORY DIGEST
+      prints the manifest DIGEST.
+
+  cosign.py registry-bundle URL REPOSITORY DIGEST PUBKEY...
+      the same for the bundle in the artifact manifest DIGEST in the registry at URL.
+
+  cosign.py bundle FILE PUBKEY...
+      reads a Sigstore bundle (v0.3, a DSSE envelope inside) and prints JSON: its media
+      type, the envelope's payload type, the statement it carries, and which of the
+      PUBKEYs verify the signature over DSSE's pre-authentication encoding.
 """
 
 import base64
@@ -136,6 +147,67 @@ def referrers(url, repository, digest):
     )
 
 
+def manifest(url, repository, digest):
+    print(
+        get(
+            f"{url}/v2/{repository}/manifests/{digest}",
+            "application/vnd.oci.image.manifest.v1+json",
+        ).decode()
+    )
+
+
+def pae(payload_type, payload):
+    t = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def bundle(path, pubkeys):
+    with open(path, "rb") as f:
+        check_bundle(f.read(), pubkeys)
+
+
+def registry_bundle(url, repository, digest, pubkeys):
+    manifest = json.loads(
+        get(
+            f"{url}/v2/{repository}/manifests/{digest}",
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+    )
+    layer = manifest["layers"][0]["digest"]
+    data = get(f"{url}/v2/{repository}/blobs/{layer}")
+    assert hashlib.sha256(data).hexdigest() == layer.split(":")[1]
+    check_bundle(data, pubkeys)
+
+
+def check_bundle(data, pubkeys):
+    doc = json.loads(data)
+    envelope = doc["dsseEnvelope"]
+    payload = base64.b64decode(envelope["payload"])
+    signed = pae(envelope["payloadType"], payload)
+    verified = []
+    for key_path in pubkeys:
+        with open(key_path, "rb") as f:
+            key = serialization.load_pem_public_key(f.read())
+        for s in envelope["signatures"]:
+            try:
+                key.verify(base64.b64decode(s["sig"]), signed, ec.ECDSA(hashes.SHA256()))
+                verified.append(key_path)
+                break
+            except InvalidSignature:
+                pass
+    print(
+        json.dumps(
+            {
+                "media_type": doc["mediaType"],
+                "payload_type": envelope["payloadType"],
+                "has_key_hint": bool(doc["verificationMaterial"]["publicKey"]["hint"]),
+                "statement": json.loads(payload),
+                "verified_by": verified,
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "keygen":
@@ -144,5 +216,11 @@ if __name__ == "__main__":
         check(args[0], args[1], args[2], args[3:])
     elif command == "referrers":
         referrers(*args)
+    elif command == "manifest":
+        manifest(*args)
+    elif command == "bundle":
+        bundle(args[0], args[1:])
+    elif command == "registry-bundle":
+        registry_bundle(args[0], args[1], args[2], args[3:])
     else:
         sys.exit(f"unknown command {command}")

@@ -2,7 +2,11 @@
 registry across a network would, and logs each request line: for cargo-microimage's
 round-trip test and benches/push.sh.
 
-  delay_proxy.py LISTEN_PORT UPSTREAM_PORT DELAY_MS LOG_FILE
+  delay_proxy.py LISTEN_PORT UPSTREAM_PORT DELAY_MS LOG_FILE [oci-subject]
+
+With `oci-subject`, every answer to a manifest PUT also carries an `OCI-Subject` header
+(naming the manifest's digest), as some registries send it without having the referrers
+API (the registry behind answers 404 on /referrers/).
 
 Each request gets a connection of its own (`Connection: close` is added), so every request
 is seen and delayed, whatever the client's connection reuse; the client opens the next
@@ -20,6 +24,7 @@ LISTEN, UPSTREAM, DELAY, LOG = (
     int(sys.argv[3]) / 1000,
     sys.argv[4],
 )
+OCI_SUBJECT = len(sys.argv) > 5 and sys.argv[5] == "oci-subject"
 
 
 async def pipe(reader, writer):
@@ -65,6 +70,21 @@ async def handle(client_r, client_w):
     await asyncio.sleep(DELAY)
     up_w.write(line + b"\r\nConnection: close\r\n" + b"\r\n".join(headers))
     await up_w.drain()
+    method, _, target = line.partition(b" ")
+    if OCI_SUBJECT and method == b"PUT" and b"/manifests/" in target:
+        upload = asyncio.ensure_future(pipe(client_r, up_w))
+        try:
+            answer = await up_r.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            client_w.close()
+            await upload
+            return
+        status, _, rest = answer.partition(b"\r\n")
+        subject = target.split(b" ")[0].rsplit(b"/", 1)[-1]
+        client_w.write(status + b"\r\nOCI-Subject: " + subject + b"\r\n" + rest)
+        await client_w.drain()
+        await asyncio.gather(upload, pipe(up_r, client_w))
+        return
     await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
 
 

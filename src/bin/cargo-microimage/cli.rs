@@ -64,6 +64,8 @@ pub enum Command {
         #[command(flatten)]
         output: OutputFlags,
         #[command(flatten)]
+        sign: SignFlag,
+        #[command(flatten)]
         refs: RefsFlag,
     },
     /// Build like `build`, then push the image to a registry
@@ -369,6 +371,9 @@ pub struct ImageFlags {
     /// SBOMs attached to each platform image: spdx, cyclonedx, spdx,cyclonedx or none [default: spdx]
     #[arg(long, value_name = "FORMATS", value_parser = |s: &str| microimage::sbom::parse_formats(s).map(|_| s.to_string()))]
     pub sbom: Option<String>,
+    /// Build provenance attached to each platform image: slsa (a SLSA v1 statement; signed with --sign-key) or none [default: slsa]
+    #[arg(long, value_name = "slsa|none")]
+    pub provenance: Option<microimage::settings::Provenance>,
     /// The image to put the app on: a registry reference, oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE [default: none, FROM scratch]
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
@@ -388,8 +393,9 @@ pub struct RegistryFlags {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Registry Options")]
 pub struct SignFlag {
-    /// Sign the index and each platform manifest (cosign format) with this ECDSA P-256 key:
-    /// PKCS#8 PEM, or a cosign key with its password in COSIGN_PASSWORD
+    /// Sign the index, each platform manifest and the provenance with this ECDSA P-256 key
+    /// (cosign 3 bundles as referrers; on a push also cosign's .sig tags): PKCS#8 PEM, or a
+    /// cosign key with its password in COSIGN_PASSWORD
     #[arg(long, value_name = "PATH")]
     pub sign_key: Option<PathBuf>,
 }
@@ -532,6 +538,7 @@ impl BuildFlags {
             exclude: self.exclude.clone(),
             only: Vec::new(),
             push,
+            sign: None,
         })
     }
 
@@ -597,6 +604,7 @@ impl ImageFlags {
             compression: self.compression,
             auditable: None,
             sbom: self.sbom.clone(),
+            provenance: self.provenance,
             allocator: None,
             pid1_signals: None,
             base: self.base.clone(),

@@ -137,9 +137,11 @@ fn dispatch(cli: &Cli, shell: &Shell, out: &Printer) -> Result<ExitCode> {
             build,
             image,
             output,
+            sign,
             refs,
         } => {
-            let request = build.request(cli.verbose, None)?;
+            let mut request = build.request(cli.verbose, None)?;
+            request.sign = sign.key()?;
             let args = build.image_args(image, true)?;
             let outcomes = ops::build(&request, &args, &output.options(), shell)?;
             out.outcomes(&outcomes, refs.image_refs.as_deref(), shell)?;
