@@ -278,6 +278,20 @@ fn a_company_base_passes_on_its_config_and_ca_bundle_as_specified() {
         annotations["org.opencontainers.image.base.digest"],
         entry(company, "1")["digest"]
     );
+    // The provenance names the base by digest.
+    let statement: Value = serde_json::from_slice(&layout_provenance(&out)[0]).unwrap();
+    let named = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "base")
+        .unwrap_or_else(|| panic!("no base in {statement}"))
+        .clone();
+    assert_eq!(
+        format!("sha256:{}", named["digest"]["sha256"].as_str().unwrap()),
+        entry(company, "1")["digest"].as_str().unwrap()
+    );
+    assert_eq!(named["annotations"]["reference"], base.as_str());
     // inspect shows it.
     let inspected = run(tool().args(["microimage", "inspect"]).arg(&out)).ok();
     assert!(
