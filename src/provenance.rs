@@ -299,6 +299,9 @@ pub fn sign(
     let subjects = std::iter::once(&set.index).chain(set.images.iter().map(|i| &i.manifest));
     let mut made = Vec::new();
     for subject in subjects {
+        if signed_by(set, &subject.digest, key) {
+            continue;
+        }
         let statement = canonical_json(&json!({
             "_type": STATEMENT_TYPE,
             "subject": [{
@@ -318,6 +321,25 @@ pub fn sign(
     }
     add(set, made);
     Ok(())
+}
+
+/// Whether `set` already holds a cosign 3 signature of `subject` by `key` (a layout signed
+/// when it was built, then merged and signed again): one is enough.
+fn signed_by(set: &ImageSet, subject: &oci_spec::image::Digest, key: &crate::sign::Key) -> bool {
+    set.referrers
+        .iter()
+        .filter(|r| r.subject == *subject)
+        .filter(|r| r.predicate_type.as_deref() == Some(SIGN_PREDICATE_TYPE))
+        .any(|r| {
+            let bundle =
+                serde_json::from_slice::<Value>(&r.manifest.data.to_vec().unwrap_or_default())
+                    .ok()
+                    .and_then(|m| m["layers"][0]["digest"].as_str().map(str::to_string))
+                    .and_then(|d| set.blobs.get(&d))
+                    .and_then(|b| b.data.to_vec().ok())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            bundle.is_some_and(|b| crate::sign::bundle_signed_by(&b, key))
+        })
 }
 
 /// The predicate type of cosign 3's image signatures.

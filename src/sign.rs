@@ -355,6 +355,28 @@ pub fn dsse_bundle(key: &Key, payload_type: &str, payload: &[u8]) -> Result<Vec<
     crate::image::canonical_json(&bundle)
 }
 
+/// Whether the DSSE envelope of `bundle` (a parsed Sigstore bundle) carries a signature
+/// by `key`.
+pub fn bundle_signed_by(bundle: &serde_json::Value, key: &Key) -> bool {
+    let envelope = &bundle["dsseEnvelope"];
+    let (Some(payload), Some(payload_type)) = (
+        envelope["payload"].as_str(),
+        envelope["payloadType"].as_str(),
+    ) else {
+        return false;
+    };
+    let Ok(payload) = base64::engine::general_purpose::STANDARD.decode(payload) else {
+        return false;
+    };
+    let signed = pae(payload_type, &payload);
+    envelope["signatures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["sig"].as_str())
+        .any(|sig| key.verifies(&signed, sig))
+}
+
 /// The tag of the signatures of `digest` (`sha256:<hex>` → `sha256-<hex>.sig`).
 pub fn signature_tag(digest: &str) -> String {
     format!("{}.sig", digest.replace(':', "-"))

@@ -906,6 +906,41 @@ fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
         .arg(keys.path().join("key.pem")))
     .ok();
     assert_eq!(layout_referrers(&layout).len(), 3);
+    // merge -o with the same key signs nothing twice: the platform manifest was signed by
+    // it already, and so was the index (one platform merged alone gives the same index).
+    let merged = t.path().join("merged");
+    run(tool()
+        .args(["microimage", "merge", "--tag", "app:2", "-o"])
+        .arg(&merged)
+        .arg(&layout)
+        .arg("--sign-key")
+        .arg(keys.path().join("key.pem")))
+    .ok();
+    let merged_refs = layout_referrers(&merged);
+    let signatures_of = |digest: &str| {
+        merged_refs
+            .iter()
+            .filter(|(_, m, _)| {
+                m["subject"]["digest"] == digest
+                    && m["annotations"]["dev.sigstore.bundle.predicateType"]
+                        == "https://sigstore.dev/cosign/sign/v1"
+            })
+            .count()
+    };
+    assert_eq!(signatures_of(&manifest), 1);
+    let merged_index: Value =
+        serde_json::from_slice(&std::fs::read(merged.join("index.json")).unwrap()).unwrap();
+    let new_index = merged_index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["artifactType"].is_null())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(new_index, index);
+    assert_eq!(signatures_of(&new_index), 1);
 
     let registry = Registry::start(Setup::default());
     let home = tmp();
