@@ -79,12 +79,13 @@ fn writing_into_a_layout_keeps_its_other_images() {
     .ok();
     assert_ne!(result_line(&first.stdout).1, result_line(&second.stdout).1);
     assert_eq!(index_entries(&layout).len(), 2);
-    // One SBOM, about the new image: the old one went with the image it described.
-    assert_eq!(all_entries(&layout).len(), 3, "{:?}", all_entries(&layout));
+    // One SBOM and one provenance, about the new image: the old ones went with the image
+    // they described.
+    assert_eq!(all_entries(&layout).len(), 4, "{:?}", all_entries(&layout));
     assert_eq!(
         blobs(&layout),
         before,
-        "old config, manifest, index and SBOM replaced one for one"
+        "old config, manifest, index, SBOM and provenance replaced one for one"
     );
     external(
         "skopeo",

@@ -99,14 +99,15 @@ fn merge_of_layouts_and_archives_is_the_index_build_makes() {
         .collect();
     assert_eq!(platforms, ["amd64", "arm64"]);
 
-    // The SBOMs of the platform manifests travel with them: inspect lists them per platform.
+    // The SBOMs and provenance of the platform manifests travel with them: inspect lists
+    // them per platform.
     let inspected = run(tool()
         .args(["microimage", "inspect", "--message-format", "json"])
         .arg(at("m0")))
     .ok();
     let report = first_json(&inspected.stdout);
     for p in report["platforms"].as_array().unwrap() {
-        assert_eq!(p["attached"].as_array().unwrap().len(), 1, "{p}");
+        assert_eq!(p["attached"].as_array().unwrap().len(), 2, "{p}");
     }
     // JSON: the platforms taken whole have no binary.
     let json = run(tool()

@@ -81,12 +81,13 @@ fn one_index_two_platforms_one_shared_base_layer() {
     assert_eq!(layers[0][0], layers[1][0], "the base layer is shared");
     assert_ne!(layers[0][1], layers[1][1]);
     // Stored once in the layout: 2 app layers + 1 base + 2 configs + 2 manifests + 1 index,
-    // and the SBOMs: per platform a document and its manifest, and one shared empty config.
+    // and the SBOMs and provenance: per platform two documents and their manifests, and one
+    // shared empty config.
     assert_eq!(
         std::fs::read_dir(layout.join("blobs/sha256"))
             .unwrap()
             .count(),
-        13
+        17
     );
     let arm_config = blob(
         layout,
