@@ -151,6 +151,8 @@ pub struct Linked {
     /// What the arguments link, by content (the files' sha256, not their paths), so the
     /// same everywhere: it names the build's workspace wrapper (see `super::wrapper`).
     pub key: String,
+    /// The C compiler that compiled the mimalloc it links (`zig 0.13.0`), if it links it.
+    pub c_compiler: Option<String>,
 }
 
 impl Linked {
@@ -235,9 +237,13 @@ pub fn prepare(
         .collect::<Result<Vec<_>>>()?;
     let root = cache_root(fallback_dir);
     let mut mimalloc = None;
+    let mut compiler = None;
     if choices.contains(&Choice::Mimalloc) {
         match toolchain::c_compiler(toolchain)? {
-            Some(cc) => mimalloc = Some(mimalloc_archive(platform, &cc, options, &root, shell)?),
+            Some(cc) => {
+                mimalloc = Some(mimalloc_archive(platform, &cc, options, &root, shell)?);
+                compiler = Some(cc.name);
+            }
             None => {
                 let help = toolchain::how_to_get_zig(toolchain);
                 for (r, choice) in requests.iter().zip(&mut choices) {
@@ -309,6 +315,7 @@ pub fn prepare(
                 .collect::<Vec<_>>()
                 .join(",");
             Ok(Linked {
+                c_compiler: compiler.clone().filter(|_| allocator == Choice::Mimalloc),
                 allocator,
                 pid1_signals: pid1,
                 args,
@@ -737,6 +744,7 @@ mod tests {
             pid1_signals: true,
             args: Vec::new(),
             key: String::new(),
+            c_compiler: None,
         };
         let crates = linked.crates(&[krate("app"), krate("serde")]);
         assert_eq!(crates[2].name, MIMALLOC_SYS);

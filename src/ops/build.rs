@@ -260,6 +260,9 @@ pub fn build(
             })
             .collect();
         let binaries = build::build(plans, &links, &request.cargo, platform, prepared, shell)?;
+        // The C compiler of the app's own C code, asked once per target (only if it has
+        // any): binaries that link mimalloc name the one that compiled it.
+        let app_cc = std::cell::OnceCell::new();
         for ((i, binary), link) in wanted(platform).into_iter().zip(binaries).zip(links) {
             built[i].push(verified(&binary.path, Some(binary.file), platform, shell)?);
             let runtime = link.runtime.as_ref();
@@ -272,8 +275,21 @@ pub fn build(
             });
             let plan = &jobs[i].plan;
             let cargo = &request.cargo;
-            let compiles_c = !prepared.graph.c_crates.is_empty()
-                || runtime.is_some_and(|r| r.allocator == build::runtime::Choice::Mimalloc);
+            let compiler = runtime.and_then(|r| r.c_compiler.clone()).or_else(|| {
+                let has_c = !prepared.graph.c_crates.is_empty();
+                has_c
+                    .then(|| {
+                        app_cc
+                            .get_or_init(|| {
+                                build::toolchain::c_compiler(&prepared.toolchain)
+                                    .ok()
+                                    .flatten()
+                                    .map(|cc| cc.name)
+                            })
+                            .clone()
+                    })
+                    .flatten()
+            });
             made_how[i].push(provenance::Facts {
                 recipe: Some(provenance::Recipe {
                     package: plan.package_name.clone(),
@@ -287,15 +303,7 @@ pub fn build(
                     rustc: facts.toolchain.clone(),
                     rustc_commit: facts.rustc_commit.clone().filter(|c| !c.is_empty()),
                 }),
-                zig: compiles_c
-                    .then(|| {
-                        build::toolchain::c_compiler(&prepared.toolchain)
-                            .ok()
-                            .flatten()
-                    })
-                    .flatten()
-                    .map(|cc| cc.name)
-                    .filter(|name| name.starts_with("zig ")),
+                zig: compiler.filter(|name| name.starts_with("zig ")),
                 binary_sha256: None,
             });
         }
