@@ -412,11 +412,15 @@ pub struct Referrer {
     pub manifest: Blob,
 }
 
-/// An OCI 1.1 artifact manifest for `doc` about `subject`, with `annotations` and the
-/// image's creation time.
+/// The empty config of OCI 1.1 artifact manifests (`application/vnd.oci.empty.v1+json`).
+pub fn empty_config() -> Blob {
+    Blob::new(oci_spec::image::MediaType::EmptyJSON, b"{}".to_vec())
+}
+
+/// An OCI 1.1 artifact manifest for `doc` about `subject` (the empty config, `doc` its one
+/// layer), with `annotations` and the image's creation time.
 pub fn artifact_manifest(
     artifact_type: &str,
-    config: &Blob,
     doc: &Blob,
     subject: &Blob,
     created: &str,
@@ -430,7 +434,7 @@ pub fn artifact_manifest(
         .schema_version(2u32)
         .media_type(oci_spec::image::MediaType::ImageManifest)
         .artifact_type(oci_spec::image::MediaType::Other(artifact_type.to_string()))
-        .config(config.descriptor())
+        .config(empty_config().descriptor())
         .layers(vec![doc.descriptor()])
         .subject(oci_spec::image::Descriptor::new(
             subject.media_type.clone(),
@@ -461,6 +465,34 @@ pub struct ImageSet {
     /// Every blob (layers, configs, manifests, index) by digest string, each once.
     pub blobs: BTreeMap<String, Blob>,
     pub source_date_epoch: u64,
+}
+
+impl ImageSet {
+    /// Adds referrers made by [`artifact_manifest`], with their documents and the empty
+    /// config, each once: the same referrer again (a signature of a layout signed before)
+    /// is the same manifest.
+    pub fn add_referrers(&mut self, made: Vec<(Referrer, Blob)>) {
+        if made.is_empty() {
+            return;
+        }
+        let config = empty_config();
+        self.blobs.insert(config.digest.to_string(), config);
+        for (referrer, doc) in made {
+            if self
+                .referrers
+                .iter()
+                .any(|r| r.manifest.digest == referrer.manifest.digest)
+            {
+                continue;
+            }
+            self.blobs.insert(doc.digest.to_string(), doc);
+            self.blobs.insert(
+                referrer.manifest.digest.to_string(),
+                referrer.manifest.clone(),
+            );
+            self.referrers.push(referrer);
+        }
+    }
 }
 
 /// Builds the image set for `binaries` (one per platform).

@@ -279,7 +279,7 @@ pub fn attach(
             }
         });
     }
-    add(set, made);
+    set.add_referrers(made);
     Ok(())
 }
 
@@ -288,14 +288,11 @@ pub fn attach(
 /// statement about that digest (predicate type [`SIGN_PREDICATE_TYPE`], empty predicate)
 /// in a signed DSSE envelope. Unlike cosign's older `.sig` tags they name no repository,
 /// so they can be made before the image is anywhere: in a layout or an archive too.
-/// `repository` names the subjects (the image's name without its tag) and `created` is the
-/// bundles' creation time (from the source date epoch).
-pub fn sign(
-    set: &mut ImageSet,
-    repository: &str,
-    created: &str,
-    key: &crate::sign::Key,
-) -> Result<()> {
+/// The subjects are named by the set's repository; the bundles' creation time is its
+/// source date epoch.
+pub fn sign(set: &mut ImageSet, key: &crate::sign::Key) -> Result<()> {
+    let repository = set.name.repository.clone();
+    let created = crate::image::rfc3339(set.source_date_epoch)?;
     let subjects = std::iter::once(&set.index).chain(set.images.iter().map(|i| &i.manifest));
     let mut made = Vec::new();
     for subject in subjects {
@@ -305,7 +302,7 @@ pub fn sign(
         let statement = canonical_json(&json!({
             "_type": STATEMENT_TYPE,
             "subject": [{
-                "name": repository,
+                "name": &repository,
                 "digest": {"sha256": crate::blob::hex(&subject.digest)},
             }],
             "predicateType": SIGN_PREDICATE_TYPE,
@@ -316,10 +313,10 @@ pub fn sign(
             &statement,
             SIGN_PREDICATE_TYPE,
             subject,
-            created,
+            &created,
         )?);
     }
-    add(set, made);
+    set.add_referrers(made);
     Ok(())
 }
 
@@ -365,14 +362,8 @@ fn referrer(
         );
     }
     let doc = Blob::new(MediaType::Other(media_type.into()), doc);
-    let manifest = crate::image::artifact_manifest(
-        media_type,
-        &empty_config(),
-        &doc,
-        subject,
-        created,
-        annotations,
-    )?;
+    let manifest =
+        crate::image::artifact_manifest(media_type, &doc, subject, created, annotations)?;
     Ok((
         Referrer {
             subject: subject.digest.clone(),
@@ -394,32 +385,6 @@ fn signed_referrer(
 ) -> Result<(Referrer, Blob)> {
     let bundle = crate::sign::dsse_bundle(key, STATEMENT_MEDIA_TYPE, statement)?;
     referrer(BUNDLE_MEDIA_TYPE, bundle, predicate_type, subject, created)
-}
-
-fn empty_config() -> Blob {
-    Blob::new(MediaType::EmptyJSON, b"{}".to_vec())
-}
-
-/// Adds referrers and their blobs to `set` (each once: the same signature again, from a
-/// layout that was signed before, is the same manifest).
-fn add(set: &mut ImageSet, made: Vec<(Referrer, Blob)>) {
-    let config = empty_config();
-    set.blobs.insert(config.digest.to_string(), config);
-    for (referrer, doc) in made {
-        if set
-            .referrers
-            .iter()
-            .any(|r| r.manifest.digest == referrer.manifest.digest)
-        {
-            continue;
-        }
-        set.blobs.insert(doc.digest.to_string(), doc);
-        set.blobs.insert(
-            referrer.manifest.digest.to_string(),
-            referrer.manifest.clone(),
-        );
-        set.referrers.push(referrer);
-    }
 }
 
 /// The predicate type a referrer's annotations name (an unsigned statement's, or a

@@ -129,17 +129,7 @@ pub fn merge(request: &MergeRequest, output: &OutputOptions, shell: &Shell) -> R
         .clone()
         .or_else(|| request.push.as_ref().and_then(|p| p.sign.clone()));
     if let Some(key) = key {
-        let created = crate::image::rfc3339(source_date_epoch)?;
-        let repository = set.name.repository.clone();
-        crate::provenance::sign(&mut set, &repository, &created, &key)?;
-        shell.status(
-            "Signed",
-            format!(
-                "the index and {} platform manifests with {} (cosign 3 bundles, attached as referrers)",
-                set.images.len(),
-                key.path.display()
-            ),
-        );
+        super::sign_set(&mut set, &key, shell)?;
     }
     let delivered = crate::sinks::deliver(&set, &[sink], shell)?;
     shell.status(

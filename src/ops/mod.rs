@@ -235,16 +235,7 @@ fn pack_and_deliver(
         );
     }
     if let Some(key) = sign {
-        crate::provenance::sign(&mut set, &spec.name.repository, &spec.created()?, key)?;
-        shell.status(
-            "Signed",
-            format!(
-                "the index and {} platform manifest{} with {} (cosign 3 bundles, attached as referrers)",
-                set.images.len(),
-                if set.images.len() == 1 { "" } else { "s" },
-                key.path.display()
-            ),
-        );
+        sign_set(&mut set, key, shell)?;
     }
     let delivered = crate::sinks::deliver(&set, sinks, shell)?;
     for (img, bin) in set.images.iter().zip(binaries) {
@@ -265,6 +256,22 @@ fn pack_and_deliver(
         destination: delivered.destination,
         pushed: delivered.pushed,
     })
+}
+
+/// Signs the index and every platform manifest of `set` with `key` (cosign 3 bundles, see
+/// `crate::provenance::sign`), and says so.
+fn sign_set(set: &mut ImageSet, key: &crate::sign::Key, shell: &Shell) -> Result<()> {
+    crate::provenance::sign(set, key)?;
+    shell.status(
+        "Signed",
+        format!(
+            "the index and {} platform manifest{} with {} (cosign 3 bundles, attached as referrers)",
+            set.images.len(),
+            if set.images.len() == 1 { "" } else { "s" },
+            key.path.display()
+        ),
+    );
+    Ok(())
 }
 
 /// The base images of a run, each read once per set of platforms.

@@ -140,11 +140,6 @@ pub fn document(format: Format, subject: &Subject) -> Result<Vec<u8>> {
     }
 }
 
-/// The empty config of OCI 1.1 artifact manifests (`application/vnd.oci.empty.v1+json`).
-fn empty_config() -> Blob {
-    Blob::new(MediaType::EmptyJSON, b"{}".to_vec())
-}
-
 /// The SBOM referrers of every platform image of `set`, in `formats`, added to the set:
 /// for each, the document as a blob and an artifact manifest (empty config, the document
 /// as its one layer, `subject` = the platform manifest).
@@ -157,7 +152,6 @@ pub fn attach(
     if formats.is_empty() {
         return Ok(());
     }
-    let config = empty_config();
     let mut referrers = Vec::new();
     for (image, contents) in set.images.iter().zip(contents) {
         let subject = Subject {
@@ -173,7 +167,6 @@ pub fn attach(
             );
             let manifest = crate::image::artifact_manifest(
                 format.media_type(),
-                &config,
                 &doc,
                 &image.manifest,
                 &spec.created()?,
@@ -190,15 +183,7 @@ pub fn attach(
             ));
         }
     }
-    set.blobs.insert(config.digest.to_string(), config);
-    for (referrer, doc) in referrers {
-        set.blobs.insert(doc.digest.to_string(), doc);
-        set.blobs.insert(
-            referrer.manifest.digest.to_string(),
-            referrer.manifest.clone(),
-        );
-        set.referrers.push(referrer);
-    }
+    set.add_referrers(referrers);
     Ok(())
 }
 
