@@ -499,3 +499,16 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Waits (up to a minute) until `logs()` holds `what`: a container's start-up line.
+pub fn wait_for_log(logs: impl Fn() -> String, what: &str) {
+    let started = Instant::now();
+    while !logs().contains(what) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never {what}: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -302,16 +302,10 @@ fn docker_stop_ends_a_program_without_signal_handlers_at_once() {
         "wait",
     ]))
     .ok();
-    let logs = || run(engine.command().args(["logs", &name])).stdout;
-    let started = Instant::now();
-    while !logs().contains("ready") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never ready: {}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(
+        || run(engine.command().args(["logs", &name])).stdout,
+        "ready",
+    );
     let stopping = Instant::now();
     run(engine.command().args(["stop", "-t", "30", &name])).ok();
     let took = stopping.elapsed();

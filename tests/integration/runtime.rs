@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::common::*;
 use serde_json::Value;
@@ -76,16 +76,8 @@ fn stop_in_podman(
         .arg(format!("oci:{}:0.1.0", layout.display()))
         .args(args))
     .ok();
-    let started = Instant::now();
     let logs = || run(podman.command().args(["logs", &name])).stdout;
-    while !logs().contains("ready") {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "never ready: {}",
-            logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(logs, "ready");
     let t = Instant::now();
     run(podman
         .command()

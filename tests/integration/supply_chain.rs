@@ -36,6 +36,18 @@ fn python() -> Command {
     Command::new(tools().join("venv/bin/python"))
 }
 
+/// tests/support/cosign.py, run by the tools' Python.
+fn cosign() -> Command {
+    let mut cmd = python();
+    cmd.arg(repo().join("tests/support/cosign.py"));
+    cmd
+}
+
+/// What `cmd` (a cosign.py check) prints, as JSON.
+fn printed_json(cmd: &mut Command) -> Value {
+    serde_json::from_str(run(cmd).ok().stdout.trim()).unwrap()
+}
+
 /// The crates trivy finds in the root filesystem `rootfs`, as `name@version`.
 fn trivy_crates(rootfs: &Path) -> BTreeSet<String> {
     let t = tmp();
@@ -72,34 +84,10 @@ fn unpack(layout: &Path, tag: &str) -> tempfile::TempDir {
 /// The documents of the SBOMs listed in a layout's index.json, by artifact type (the
 /// provenance beside them left out).
 fn sboms(layout: &Path) -> Vec<(String, Vec<u8>, Value)> {
-    let blob = |digest: &str| {
-        std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| {
-            m["artifactType"] == "application/spdx+json"
-                || m["artifactType"] == "application/vnd.cyclonedx+json"
-        })
-        .map(|m| {
-            let manifest: Value =
-                serde_json::from_slice(&blob(m["digest"].as_str().unwrap())).unwrap();
-            let doc = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-            (
-                m["artifactType"].as_str().unwrap().to_string(),
-                doc,
-                manifest,
-            )
-        })
+    layout_referrers(layout)
+        .into_iter()
+        .filter(|(t, ..)| t == "application/spdx+json" || t == "application/vnd.cyclonedx+json")
+        .map(|(t, manifest, doc)| (t, doc, manifest))
         .collect()
 }
 
@@ -450,28 +438,25 @@ fn a_users_rustc_wrapper_still_runs_and_the_data_lists_exactly_the_crate() {
 
 /// The signature checks of tests/support/cosign.py for `digest`.
 fn signatures(registry: &Registry, repository: &str, digest: &str, keys: &[&Path]) -> Value {
-    let out = run(python()
-        .arg(repo().join("tests/support/cosign.py"))
-        .args([
-            "check",
-            &format!("http://{}", registry.host()),
-            repository,
-            digest,
-        ])
-        .args(keys))
-    .ok();
-    serde_json::from_str(out.stdout.trim()).unwrap()
+    printed_json(
+        cosign()
+            .args([
+                "check",
+                &format!("http://{}", registry.host()),
+                repository,
+                digest,
+            ])
+            .args(keys),
+    )
 }
 
 fn referrers(registry: &Registry, repository: &str, digest: &str) -> Value {
-    let out = run(python().arg(repo().join("tests/support/cosign.py")).args([
+    printed_json(cosign().args([
         "referrers",
         &format!("http://{}", registry.host()),
         repository,
         digest,
     ]))
-    .ok();
-    serde_json::from_str(out.stdout.trim()).unwrap()
 }
 
 #[test]
@@ -481,19 +466,9 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
     let home = tmp();
     let keys = tmp();
     let password = "correct horse battery";
-    run(python()
-        .arg(repo().join("tests/support/cosign.py"))
-        .args(["keygen"])
-        .arg(keys.path())
-        .arg(password))
-    .ok();
+    run(cosign().args(["keygen"]).arg(keys.path()).arg(password)).ok();
     let other = tmp();
-    run(python()
-        .arg(repo().join("tests/support/cosign.py"))
-        .args(["keygen"])
-        .arg(other.path())
-        .arg("other"))
-    .ok();
+    run(cosign().args(["keygen"]).arg(other.path()).arg("other")).ok();
     let (pub_a, pub_b) = (keys.path().join("pub.pem"), other.path().join("pub.pem"));
     let reference = format!("{}/team/app:1.0", registry.host());
 
@@ -568,14 +543,8 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
     let url = format!("http://{}", registry.host());
     for entry in entries {
         let digest = entry["digest"].as_str().unwrap();
-        let listed_manifest: Value = serde_json::from_str(
-            &run(python()
-                .arg(repo().join("tests/support/cosign.py"))
-                .args(["manifest", &url, "team/app", digest]))
-            .ok()
-            .stdout,
-        )
-        .unwrap();
+        let listed_manifest: Value =
+            printed_json(cosign().args(["manifest", &url, "team/app", digest]));
         assert_eq!(entry["artifactType"], listed_manifest["artifactType"]);
         assert_eq!(entry["annotations"], listed_manifest["annotations"]);
         assert_eq!(listed_manifest["subject"]["digest"], manifest.as_str());
@@ -587,21 +556,16 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
                 == "https://slsa.dev/provenance/v1"
         })
         .unwrap();
-    let checked: Value = serde_json::from_str(
-        run(python()
-            .arg(repo().join("tests/support/cosign.py"))
+    let checked: Value = printed_json(
+        cosign()
             .args([
                 "registry-bundle",
                 &url,
                 "team/app",
                 provenance["digest"].as_str().unwrap(),
             ])
-            .args([&pub_a, &pub_b]))
-        .ok()
-        .stdout
-        .trim(),
-    )
-    .unwrap();
+            .args([&pub_a, &pub_b]),
+    );
     // Signed with the key given, and only with it.
     assert_eq!(
         checked["verified_by"],
@@ -750,12 +714,7 @@ fn signed_pushes_verify_in_cosigns_format_and_resigning_adds_nothing() {
 #[test]
 fn a_wrong_password_or_a_bad_key_stops_before_anything_is_built_or_pushed() {
     let keys = tmp();
-    run(python()
-        .arg(repo().join("tests/support/cosign.py"))
-        .args(["keygen"])
-        .arg(keys.path())
-        .arg("right"))
-    .ok();
+    run(cosign().args(["keygen"]).arg(keys.path()).arg("right")).ok();
     let dir = fixture("hello");
     let out = run(tool()
         .current_dir(dir.path())
@@ -800,12 +759,7 @@ fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
     let keys = tmp();
     let other = tmp();
     for (dir, password) in [(&keys, "pw"), (&other, "other")] {
-        run(python()
-            .arg(repo().join("tests/support/cosign.py"))
-            .arg("keygen")
-            .arg(dir.path())
-            .arg(password))
-        .ok();
+        run(cosign().arg("keygen").arg(dir.path()).arg(password)).ok();
     }
     let (pub_a, pub_b) = (keys.path().join("pub.pem"), other.path().join("pub.pem"));
     let t = tmp();
@@ -841,17 +795,7 @@ fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
         );
         let file = t.path().join("bundle.json");
         std::fs::write(&file, &doc).unwrap();
-        let checked: Value = serde_json::from_str(
-            run(python()
-                .arg(repo().join("tests/support/cosign.py"))
-                .arg("bundle")
-                .arg(&file)
-                .args([&pub_a, &pub_b]))
-            .ok()
-            .stdout
-            .trim(),
-        )
-        .unwrap();
+        let checked: Value = printed_json(cosign().arg("bundle").arg(&file).args([&pub_a, &pub_b]));
         assert_eq!(
             checked["verified_by"],
             serde_json::json!([pub_a.to_str().unwrap()])
