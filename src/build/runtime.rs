@@ -146,6 +146,9 @@ fn explicit(origin: &Origin, message: String, help: String) -> Error {
 pub struct Linked {
     pub allocator: Choice,
     pub pid1_signals: bool,
+    /// The default stack of threads started without a size, in bytes: the binary's
+    /// `PT_GNU_STACK` size, which musl takes as its default (see `super::wrapper`).
+    pub thread_stack: u64,
     /// The arguments rustc gets for the binary's link, in order.
     pub args: Vec<String>,
     /// What the arguments link, by content (the files' sha256, not their paths), so the
@@ -156,14 +159,20 @@ pub struct Linked {
 }
 
 impl Linked {
-    /// For the Building line: `with mimalloc and the PID 1 signal hook`.
+    /// For the Building line: `with mimalloc, the PID 1 signal hook and 8 MiB thread
+    /// stacks`.
     pub fn describe(&self) -> String {
-        let hook = if self.pid1_signals {
-            " and the PID 1 signal hook"
+        let mut parts = vec![self.allocator.describe()];
+        if self.pid1_signals {
+            parts.push("the PID 1 signal hook".to_string());
+        }
+        parts.push(format!("{} thread stacks", stack_text(self.thread_stack)));
+        let last = parts.pop().unwrap_or_default();
+        if parts.is_empty() {
+            format!("with {last}")
         } else {
-            ""
-        };
-        format!("with {}{hook}", self.allocator.describe())
+            format!("with {} and {last}", parts.join(", "))
+        }
     }
 
     /// `crates` with mimalloc's crate added when it is linked (the binary's package depends
@@ -176,6 +185,17 @@ impl Linked {
             out[0].dependencies.push(index);
         }
         out
+    }
+}
+
+/// `8 MiB`, `512 KiB`, `131072 B`.
+pub fn stack_text(bytes: u64) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
     }
 }
 
@@ -309,6 +329,7 @@ pub fn prepare(
                 );
             }
             let args = parts.iter().flat_map(|p| p.args()).collect();
+            let thread_stack = r.runtime.thread_stack;
             let key = parts
                 .iter()
                 .map(|p| format!("{}:{}", p.link, p.sha256))
@@ -318,6 +339,7 @@ pub fn prepare(
                 c_compiler: compiler.clone().filter(|_| allocator == Choice::Mimalloc),
                 allocator,
                 pid1_signals: pid1,
+                thread_stack,
                 args,
                 key,
             })
@@ -325,13 +347,14 @@ pub fn prepare(
         .collect()
 }
 
-/// `mimalloc, PID 1 hook, copy and compare routines`, for `-v`.
+/// `mimalloc, purge thread, PID 1 hook, copy and compare routines`, for `-v`.
 fn parts_of_rt_text(cfgs: &[&str], allocator: &Choice) -> String {
     let mut out = Vec::new();
     if *allocator == Choice::Mimalloc {
         out.push("mimalloc");
     }
     for (cfg, what) in [
+        ("microimage_purge", "purge thread"),
         ("microimage_pid1", "PID 1 hook"),
         ("microimage_copy", "copy routines"),
         ("microimage_cmp", "compare routines"),
@@ -538,7 +561,8 @@ fn compile_failed(triple: &str, cc: &CCompiler, options: &CargoOptions, errors: 
 }
 
 /// The parts of the runtime object (its `--cfg`s) a binary gets: the PID 1 hook when asked
-/// for, and with mimalloc the string routines where musl's are slow — the copies on x86,
+/// for, and with mimalloc the thread that hands freed memory back while the program idles
+/// and the string routines where musl's are slow — the copies on x86,
 /// the comparisons on x86 and aarch64 (musl's aarch64 copies are ARM's optimised ones; the
 /// other 32-bit and big-endian-capable platforms keep musl's, as unaligned word access
 /// there is not always cheap).
@@ -546,6 +570,9 @@ fn rt_parts(platform: &Platform, pid1: bool, mimalloc: bool) -> Vec<&'static str
     let mut cfgs = Vec::new();
     if pid1 {
         cfgs.push("microimage_pid1");
+    }
+    if mimalloc {
+        cfgs.push("microimage_purge");
     }
     if mimalloc && platform.is_x86() {
         cfgs.push("microimage_copy");
@@ -641,6 +668,19 @@ const RT_IMPORTS: &[&str] = &[
     "sigaction",
     "_exit",
     "_GLOBAL_OFFSET_TABLE_",
+    // The purge thread (with mimalloc only, which defines the last two).
+    "pthread_attr_init",
+    "pthread_attr_setstacksize",
+    "pthread_attr_setdetachstate",
+    "pthread_attr_destroy",
+    "pthread_create",
+    "pthread_sigmask",
+    "sigfillset",
+    "prctl",
+    "usleep",
+    "mi_thread_init",
+    "mi_collect",
+    "mi_option_get",
 ];
 
 fn check_object(path: &Path, triple: &str) -> Result<()> {
@@ -705,6 +745,7 @@ mod tests {
             allocator,
             allocator_origin: Origin::CommandLine,
             pid1_signals: true,
+            thread_stack: 8 << 20,
         };
         let plain = [krate("app"), krate("serde")];
         let jemalloc = [
@@ -742,6 +783,7 @@ mod tests {
         let linked = Linked {
             allocator: Choice::Mimalloc,
             pid1_signals: true,
+            thread_stack: 8 << 20,
             args: Vec::new(),
             key: String::new(),
             c_compiler: None,

@@ -44,17 +44,31 @@ pub struct Additions {
     pub link_args: Vec<String>,
     /// What `link_args` link, by content (see `super::runtime::Linked::key`).
     pub link_key: String,
+    /// The binary's default thread stack, in bytes (its `PT_GNU_STACK` size).
+    pub thread_stack: Option<u64>,
+}
+
+/// What [`set_up`] leaves for one binary's link, read back by [`wrap`].
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct LinkFile {
+    args: Vec<String>,
+    thread_stack: Option<u64>,
 }
 
 impl Additions {
     pub fn is_empty(&self) -> bool {
-        self.crates.is_none() && self.link_args.is_empty()
+        self.crates.is_none() && self.link_args.is_empty() && self.thread_stack.is_none()
     }
 
     /// What names the wrapper: the same for two binaries when they get the same kinds of
     /// additions (the crate lists themselves follow Cargo.lock, which cargo watches).
     pub fn group_key(&self) -> String {
-        format!("{}|{}", self.crates.is_some(), self.link_key)
+        format!(
+            "{}|{}|{:?}",
+            self.crates.is_some(),
+            self.link_key,
+            self.thread_stack
+        )
     }
 }
 
@@ -102,8 +116,12 @@ pub fn set_up(
             let bytes = auditable::compressed(crates)?;
             std::fs::write(&data, bytes).map_err(|e| Error::io("writing", &data, e))?;
         }
-        if !add.link_args.is_empty() {
-            let json = serde_json::to_vec(&add.link_args).expect("strings serialise");
+        if !add.link_args.is_empty() || add.thread_stack.is_some() {
+            let file = LinkFile {
+                args: add.link_args.clone(),
+                thread_stack: add.thread_stack,
+            };
+            let json = serde_json::to_vec(&file).expect("strings and numbers serialise");
             std::fs::write(&link, json).map_err(|e| Error::io("writing", &link, e))?;
         }
     }
@@ -264,10 +282,21 @@ fn additions(args: &[OsString]) -> Result<Vec<OsString>> {
     };
     let (data, link) = files(Path::new(&dir), &manifest, name);
     let mut extra: Vec<OsString> = Vec::new();
+    let bare = bare_linker(args);
     if let Ok(json) = std::fs::read(&link) {
-        let link_args: Vec<String> = serde_json::from_slice(&json)
+        let file: LinkFile = serde_json::from_slice(&json)
             .map_err(|e| Error::build(format!("reading `{}` failed: {e}", link.display())))?;
-        extra.extend(link_args.into_iter().map(OsString::from));
+        extra.extend(file.args.into_iter().map(OsString::from));
+        // musl takes the default stack of new threads from the size of `PT_GNU_STACK`
+        // (since 1.1.21), which `-z stack-size` sets; lld and GNU ld both know it.
+        if let Some(bytes) = file.thread_stack {
+            if bare {
+                extra.push("-Clink-arg=-z".into());
+                extra.push(format!("-Clink-arg=stack-size={bytes}").into());
+            } else {
+                extra.push(format!("-Clink-arg=-Wl,-z,stack-size={bytes}").into());
+            }
+        }
     }
     if let Ok(data) = std::fs::read(&data) {
         let platform = Platform::from_triple(target)?;
@@ -280,7 +309,7 @@ fn additions(args: &[OsString]) -> Result<Vec<OsString>> {
         // POSIX `-u` (zig's linker refuses GNU `--undefined=`); through `-Wl,` unless
         // rustc calls a linker directly (rust-lld for pure-Rust cross builds).
         let symbol = auditable::SYMBOL;
-        if bare_linker(args) {
+        if bare {
             extra.push("-Clink-arg=-u".into());
             extra.push(format!("-Clink-arg={symbol}").into());
         } else {
@@ -327,6 +356,7 @@ mod tests {
             crates: Some(Vec::new()),
             link_args: vec!["-L".into(), "native=/home/a/.cache".into()],
             link_key: "static:+whole-archive=x:abc".into(),
+            thread_stack: Some(8 << 20),
         };
         let b = Additions {
             link_args: vec!["-L".into(), "native=/home/b/.cache".into()],

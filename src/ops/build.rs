@@ -254,6 +254,7 @@ pub fn build(
                         crates: jobs[i].spec.auditable.then_some(crates),
                         link_args: runtime.args.clone(),
                         link_key: runtime.key.clone(),
+                        thread_stack: Some(runtime.thread_stack),
                     },
                     runtime: Some(runtime),
                 }

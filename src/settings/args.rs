@@ -39,6 +39,8 @@ pub struct ImageArgs {
     pub allocator: Option<super::Allocator>,
     /// `--no-pid1-signals`: `Some(false)` (a build option, like `allocator`).
     pub pid1_signals: Option<bool>,
+    /// `--thread-stack-size SIZE` (a build option, like `allocator`).
+    pub thread_stack_size: Option<String>,
     /// `--base REF`: the image the app goes on.
     pub base: Option<String>,
 }

@@ -41,6 +41,8 @@ pub struct ImageConfig {
     pub allocator: Option<super::Allocator>,
     /// Link the PID 1 signal hook into binaries `build` compiles.
     pub pid1_signals: Option<bool>,
+    /// The default stack of threads C code starts: `"8MiB"`, `"512KiB"` or bytes.
+    pub thread_stack_size: Option<Size>,
     /// The image the app goes on: a registry reference, `oci:DIR[:TAG]`,
     /// `oci-archive:FILE[:TAG]` or `docker-archive:FILE`.
     pub base: Option<String>,
@@ -61,6 +63,29 @@ impl<'de> Deserialize<'de> for Port {
                 "expected a port number or a string like \"8080/tcp\", found {other}"
             ))),
         }
+    }
+}
+
+/// `thread-stack-size = "8MiB"` or a number of bytes (checked by
+/// [`crate::settings::parse_thread_stack`] after reading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size(pub String);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Size, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Size(s)),
+            Value::Number(n) => Ok(Size(n.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a size like \"8MiB\" or a number of bytes, found {other}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

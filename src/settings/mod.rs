@@ -205,6 +205,9 @@ pub struct Runtime {
     pub allocator_origin: Origin,
     /// The PID 1 signal hook (default on; `--no-pid1-signals`, `pid1-signals = false`).
     pub pid1_signals: bool,
+    /// The default stack, in bytes, of threads started without a size (`pthread_create`
+    /// with default attributes, as C libraries do); `thread-stack-size`.
+    pub thread_stack: u64,
 }
 
 impl Default for Runtime {
@@ -213,8 +216,44 @@ impl Default for Runtime {
             allocator: Allocator::Auto,
             allocator_origin: Origin::Default,
             pid1_signals: true,
+            thread_stack: DEFAULT_THREAD_STACK,
         }
     }
+}
+
+/// glibc's default thread stack (its usual `ulimit -s`, on 64-bit and 32-bit alike), and
+/// the most musl takes from a binary (`DEFAULT_STACK_MAX`).
+pub const DEFAULT_THREAD_STACK: u64 = 8 << 20;
+/// musl's own default, which a binary can raise but not lower.
+pub const MUSL_THREAD_STACK: u64 = 128 << 10;
+
+/// `--thread-stack-size`, key `thread-stack-size`: `8MiB`, `8M`, `512KiB`, `512k` or a
+/// number of bytes, from musl's own 128 KiB to its cap of 8 MiB.
+pub fn parse_thread_stack(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: write it like 8MiB, 512KiB or 131072"
+            ))
+        }
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}` is not a size: write it like 8MiB, 512KiB or 131072"))?;
+    if !(MUSL_THREAD_STACK..=DEFAULT_THREAD_STACK).contains(&bytes) {
+        return Err(format!(
+            "{text} is outside what musl takes from a binary: from its own default, 128KiB, to its cap, 8MiB"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The value of `key`: the command line's if given, else the highest level that sets it.
@@ -461,15 +500,29 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     let pid1 = pick("pid1-signals", args.pid1_signals, levels, |c| {
         c.pid1_signals
     });
+    let stack = pick(
+        "thread-stack-size",
+        args.thread_stack_size.clone(),
+        levels,
+        |c| c.thread_stack_size.as_ref().map(|s| s.0.clone()),
+    );
+    let thread_stack = match &stack {
+        Some((text, origin)) => {
+            parse_thread_stack(text).map_err(|why| bad_value(origin, "--thread-stack-size", why))?
+        }
+        None => DEFAULT_THREAD_STACK,
+    };
     let runtime = Runtime {
         allocator: allocator.as_ref().map(|(a, _)| *a).unwrap_or_default(),
         allocator_origin: allocator
             .as_ref()
             .map_or(Origin::Default, |(_, o)| o.clone()),
         pid1_signals: pid1.as_ref().is_none_or(|(p, _)| *p),
+        thread_stack,
     };
     note("allocator", allocator.map(|(_, o)| o));
     note("pid1-signals", pid1.map(|(_, o)| o));
+    note("thread-stack-size", stack.map(|(_, o)| o));
     let base = match pick("base", args.base.clone(), levels, |c| c.base.clone()) {
         Some((text, origin)) => {
             let source = parse_base(&text, base_of(&origin, cx.cwd))

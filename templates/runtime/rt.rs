@@ -15,6 +15,14 @@
 //! - `microimage_cmp` (x86, x86_64 and aarch64): `memcmp` and `bcmp` that compare 16 bytes
 //!   (SSE2) or 8 bytes at a time. musl's `memcmp` is a loop over single bytes on every
 //!   architecture, and sorting strings, `BTreeMap` and `HashMap` lookups call it all the time.
+//! - `microimage_purge` (with mimalloc): memory the program freed goes back to the kernel
+//!   while it idles. mimalloc hands freed memory back only `purge_delay` (1 s) after the
+//!   free, and only when the allocator is called again: a service that goes quiet after a
+//!   burst would keep its peak for good. A thread started before `main` calls
+//!   `mi_collect(false)` every half `purge_delay` (at most every 500 ms), which purges what
+//!   has expired, program-wide; it does nothing else, holds no lock of the program's, and
+//!   takes no signal. `MIMALLOC_PURGE_DELAY` still rules: `0` (mimalloc purges at once)
+//!   and `-1` (never) end the thread, other values set its pace.
 //!
 //! `no_std`, no `core` function called (the object may only need the C library), and
 //! `no_builtins` so that the copy loops are not turned back into calls to `memcpy`.
@@ -34,9 +42,11 @@ mod pid1 {
     /// SIGHUP, SIGINT, SIGTERM (the same numbers on every Linux platform in the table).
     const SIGNALS: [i32; 3] = [1, 2, 15];
 
-    /// What `cargo microimage verify` looks for to tell that a binary has this hook.
+    /// What `cargo microimage verify` looks for to tell that a binary has this hook (in
+    /// the section of its own that only this object makes).
     #[used]
-    static MARKER: [u8; 32] = *b"cargo-microimage: pid1-signals 1";
+    #[link_section = ".microimage"]
+    static MARKER: [u8; 13] = *b"pid1-signals\0";
 
     extern "C" fn on_signal(sig: i32) {
         // A handler installed after this one may still call it (signal-hook calls the
@@ -71,6 +81,94 @@ mod pid1 {
     }
 
     /// Run by the C library's start-up code before `main`.
+    #[used]
+    #[link_section = ".init_array"]
+    static INIT: extern "C" fn() = init;
+}
+
+#[cfg(microimage_purge)]
+mod purge {
+    extern "C" {
+        fn pthread_attr_init(attr: *mut u8) -> i32;
+        fn pthread_attr_setstacksize(attr: *mut u8, size: usize) -> i32;
+        fn pthread_attr_setdetachstate(attr: *mut u8, state: i32) -> i32;
+        fn pthread_attr_destroy(attr: *mut u8) -> i32;
+        fn pthread_create(
+            thread: *mut usize,
+            attr: *const u8,
+            run: extern "C" fn(*mut u8) -> *mut u8,
+            arg: *mut u8,
+        ) -> i32;
+        fn pthread_sigmask(how: i32, set: *const u8, old: *mut u8) -> i32;
+        fn sigfillset(set: *mut u8) -> i32;
+        fn prctl(option: i32, ...) -> i32;
+        // Not `nanosleep`: on 32-bit targets musl's public symbol takes the old 32-bit
+        // `timespec`, and its headers redirect C callers to `__nanosleep_time64`.
+        fn usleep(micros: u32) -> i32;
+        fn mi_thread_init();
+        fn mi_collect(force: bool);
+        fn mi_option_get(option: i32) -> isize;
+    }
+
+    /// `mi_option_purge_delay` and `mi_option_arena_purge_mult` in mimalloc 3's `mi_option_t`.
+    const PURGE_DELAY: i32 = 15;
+    const ARENA_PURGE_MULT: i32 = 24;
+    const PTHREAD_CREATE_DETACHED: i32 = 1;
+    const SIG_BLOCK: i32 = 0;
+    const SIG_SETMASK: i32 = 2;
+    const PR_SET_NAME: i32 = 15;
+
+    /// What `cargo microimage verify` looks for to tell mimalloc linked by the tool (with
+    /// this thread) from a program's own.
+    #[used]
+    #[link_section = ".microimage"]
+    static MARKER: [u8; 9] = *b"mimalloc\0";
+
+    extern "C" fn run(_: *mut u8) -> *mut u8 {
+        unsafe {
+            prctl(PR_SET_NAME, b"mimalloc-purge\0".as_ptr());
+            // Read once the program runs (mimalloc reads its environment options lazily).
+            usleep(100_000);
+            let delay = mi_option_get(PURGE_DELAY).saturating_mul(mi_option_get(ARENA_PURGE_MULT).max(1));
+            if delay <= 0 {
+                return core::ptr::null_mut();
+            }
+            let tick = (delay / 2).clamp(10, 500) as u32 * 1000;
+            // `mi_collect` works through the calling thread's heap, which a thread that
+            // never allocated does not have yet.
+            mi_thread_init();
+            loop {
+                usleep(tick);
+                mi_collect(false);
+            }
+        }
+    }
+
+    extern "C" fn init() {
+        unsafe {
+            core::ptr::read_volatile(&MARKER[0]);
+            // Buffers larger than musl's `pthread_attr_t` (56 bytes) and `sigset_t` (128).
+            let mut attr = [0u64; 16];
+            let mut all = [0u64; 16];
+            let mut old = [0u64; 16];
+            let attr = attr.as_mut_ptr() as *mut u8;
+            if pthread_attr_init(attr) != 0 {
+                return;
+            }
+            pthread_attr_setstacksize(attr, 128 << 10);
+            pthread_attr_setdetachstate(attr, PTHREAD_CREATE_DETACHED);
+            // The thread starts with every signal blocked (musl's full set leaves its own
+            // internal ones open), so a signal meant for the program never lands on it:
+            // programs that wait for signals with `sigwait` or `signalfd` keep working.
+            sigfillset(all.as_mut_ptr() as *mut u8);
+            pthread_sigmask(SIG_BLOCK, all.as_ptr() as *const u8, old.as_mut_ptr() as *mut u8);
+            let mut thread = 0usize;
+            pthread_create(&mut thread, attr, run, core::ptr::null_mut());
+            pthread_sigmask(SIG_SETMASK, old.as_ptr() as *const u8, core::ptr::null_mut());
+            pthread_attr_destroy(attr);
+        }
+    }
+
     #[used]
     #[link_section = ".init_array"]
     static INIT: extern "C" fn() = init;

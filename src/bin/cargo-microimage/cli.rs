@@ -293,6 +293,14 @@ pub struct BuildFlags {
     /// Do not link the hook that makes the program stop on SIGTERM, SIGINT and SIGHUP when it runs as PID 1
     #[arg(long, help_heading = "Compilation Options")]
     pub no_pid1_signals: bool,
+    /// Default stack of threads that C code starts without a size, 128KiB (musl's) to 8MiB [default: 8MiB, as glibc]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_thread_stack,
+        help_heading = "Compilation Options"
+    )]
+    pub thread_stack_size: Option<String>,
 
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
@@ -317,6 +325,11 @@ pub struct BuildFlags {
 
 /// `-j N`: a non-zero integer (negative: that many fewer than the CPUs) or `default`, as
 /// cargo takes it.
+/// `--thread-stack-size`: checked here, kept as written (the library reads it as the key).
+fn parse_thread_stack(s: &str) -> std::result::Result<String, String> {
+    microimage::settings::parse_thread_stack(s).map(|_| s.to_string())
+}
+
 fn parse_jobs(s: &str) -> std::result::Result<String, String> {
     match s.parse::<i32>() {
         Ok(0) => Err("jobs may not be 0".to_string()),
@@ -511,13 +524,14 @@ impl RegistryFlags {
 }
 
 impl BuildFlags {
-    /// `image`'s IMAGE options with this build's `--no-auditable`, `--allocator` and
-    /// `--no-pid1-signals`.
+    /// `image`'s IMAGE options with this build's `--no-auditable`, `--allocator`,
+    /// `--no-pid1-signals` and `--thread-stack-size`.
     pub fn image_args(&self, image: &ImageFlags, named: bool) -> Result<ImageArgs> {
         let mut args = image.args(named)?;
         args.auditable = self.no_auditable.then_some(false);
         args.allocator = self.allocator;
         args.pid1_signals = self.no_pid1_signals.then_some(false);
+        args.thread_stack_size = self.thread_stack_size.clone();
         Ok(args)
     }
 
@@ -607,6 +621,7 @@ impl ImageFlags {
             provenance: self.provenance,
             allocator: None,
             pid1_signals: None,
+            thread_stack_size: None,
             base: self.base.clone(),
         })
     }
