@@ -208,6 +208,11 @@ pub struct BinaryVerified {
     pub allocator: Option<crate::verify::Allocator>,
     /// Whether cargo-microimage's PID 1 signal hook is linked in (when it is ELF).
     pub pid1_signals: Option<bool>,
+    /// Whether its mimalloc was linked in by cargo-microimage rather than being the
+    /// program's own `#[global_allocator]` (when it is ELF).
+    pub allocator_linked: Option<bool>,
+    /// The default stack of threads C code starts without a size, in bytes (musl binaries).
+    pub thread_stack: Option<u64>,
     /// Whether it can go into an image.
     pub ok: bool,
     /// Why not, when it cannot.

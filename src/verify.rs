@@ -444,35 +444,82 @@ impl Allocator {
     }
 }
 
+/// The C library a binary was linked with, when its strings tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Libc {
+    Musl,
+    Glibc,
+}
+
 /// What a binary carries at run time besides its own code (see `crate::build::runtime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Runtime {
     pub allocator: Allocator,
+    /// The allocator is mimalloc linked in by cargo-microimage (its `malloc`, with the
+    /// thread that hands freed memory back), not a `#[global_allocator]` of the program's.
+    pub allocator_linked: bool,
     /// cargo-microimage's PID 1 signal hook is linked in.
     pub pid1_signals: bool,
+    pub libc: Option<Libc>,
+    /// The default stack of threads started without a size (C code's `pthread_create`
+    /// with default attributes), in bytes, for a musl binary: musl's 128 KiB unless the
+    /// binary's `PT_GNU_STACK` asks for more, up to musl's cap of 8 MiB.
+    pub thread_stack: Option<u64>,
+}
+
+/// What musl makes of a `PT_GNU_STACK` size (`static_init_tls`, musl 1.1.21 and later).
+pub fn musl_thread_stack(stack_size: u64) -> u64 {
+    use crate::settings::{DEFAULT_THREAD_STACK, MUSL_THREAD_STACK};
+    stack_size.clamp(MUSL_THREAD_STACK, DEFAULT_THREAD_STACK)
 }
 
 impl Runtime {
-    /// `mimalloc, PID 1 signal hook`.
+    /// `mimalloc (linked by cargo-microimage), PID 1 signal hook, 8 MiB thread stacks`.
     pub fn describe(&self) -> String {
-        let hook = if self.pid1_signals {
-            ", PID 1 signal hook"
-        } else {
-            ""
-        };
-        format!("{}{hook}", self.allocator.describe())
+        let mut parts = vec![match (self.allocator, self.allocator_linked) {
+            (Allocator::Mimalloc, true) => "mimalloc (linked by cargo-microimage)".to_string(),
+            (Allocator::Mimalloc, false) => "mimalloc (the program's own)".to_string(),
+            (other, _) => other.describe().to_string(),
+        }];
+        if self.pid1_signals {
+            parts.push("PID 1 signal hook".to_string());
+        }
+        if let Some(bytes) = self.thread_stack {
+            let musl = if bytes == crate::settings::MUSL_THREAD_STACK {
+                " (musl's default)"
+            } else {
+                ""
+            };
+            parts.push(format!(
+                "{} thread stacks{musl}",
+                crate::build::runtime::stack_text(bytes)
+            ));
+        }
+        parts.join(", ")
     }
 
-    /// The warning for a binary that carries musl's own malloc (`verify`, `pack`).
-    pub fn warning(&self, path: &Path) -> Option<String> {
-        (self.allocator == Allocator::Musl).then(|| {
-            format!(
+    /// The warnings for a binary that `build` did not link (`verify`, `pack`): musl's own
+    /// malloc, and musl's 128 KiB default thread stack.
+    pub fn warnings(&self, path: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.allocator == Allocator::Musl {
+            out.push(format!(
                 "`{}` uses musl's own malloc, with which allocation-heavy code runs several times slower than on \
                  glibc (3-9x, measured: README, \"Runtime parity\"); `cargo microimage build` links mimalloc in by \
                  default, or give the program a global allocator such as the `mimalloc` crate",
                 path.display()
-            )
-        })
+            ));
+        }
+        if self.thread_stack == Some(crate::settings::MUSL_THREAD_STACK) {
+            out.push(format!(
+                "`{}` gives threads that C code starts without a size musl's 128 KiB stack (glibc gives 8 MiB): C \
+                 libraries that start threads (librdkafka, RocksDB, gRPC) can crash with it; `cargo microimage build` \
+                 links with 8 MiB, or link with `-C link-arg=-Wl,-z,stack-size=8388608`",
+                path.display()
+            ));
+        }
+        out
     }
 }
 
@@ -481,41 +528,69 @@ const MIMALLOC: &[u8] = b"mimalloc: ";
 const JEMALLOC: &[u8] = b"<jemalloc>";
 const MUSL: &[u8] = b"No error information";
 const GLIBC: &[u8] = b"glibc.malloc.";
-/// In `templates/runtime/rt.rs`.
-const HOOK: &[u8] = b"cargo-microimage: pid1-signals";
+/// The section `templates/runtime/rt.rs` puts its markers in (NUL-terminated names): only
+/// a binary that links the runtime object has it.
+const MARKERS: &str = ".microimage";
+const HOOK: &[u8] = b"pid1-signals";
+const LINKED_MIMALLOC: &[u8] = b"mimalloc";
 /// At most this much read-only data is read (a binary with gigabytes of embedded data
 /// keeps its allocator's strings among the first of it).
 const SCAN_LIMIT: u64 = 256 << 20;
 
-/// The read-only data of an ELF file (its `.rodata*` sections; without section headers,
-/// the whole file), as (offset, length) ranges.
-fn read_only_ranges<'data, R: ReadRef<'data>>(data: R, size: u64) -> Vec<(u64, u64)> {
+/// Where to look in an ELF file: its read-only data (its `.rodata*` sections; without
+/// section headers, the whole file) as (offset, length) ranges, the markers section, and
+/// the `PT_GNU_STACK` size.
+struct Layout {
+    read_only: Vec<(u64, u64)>,
+    markers: Option<(u64, u64)>,
+    stack_size: u64,
+}
+
+fn layout<'data, R: ReadRef<'data>>(data: R, size: u64) -> Layout {
     use object::{Object, ObjectSection};
-    let ranges: Vec<(u64, u64)> = match object::File::parse(data) {
-        Ok(file) => file
-            .sections()
-            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".rodata")))
-            .filter_map(|s| s.file_range())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    if ranges.is_empty() {
-        vec![(0, size)]
-    } else {
-        ranges
+    let (mut read_only, mut markers, mut stack_size) = (Vec::new(), None, 0);
+    if let Ok(file) = object::File::parse(data) {
+        for s in file.sections() {
+            let name = s.name().unwrap_or_default();
+            if name.starts_with(".rodata") {
+                read_only.extend(s.file_range());
+            } else if name == MARKERS {
+                markers = s.file_range();
+            }
+        }
+        stack_size = match &file {
+            object::File::Elf64(f) => gnu_stack(f.elf_program_headers(), f.endian()),
+            object::File::Elf32(f) => gnu_stack(f.elf_program_headers(), f.endian()),
+            _ => 0,
+        };
+    }
+    if read_only.is_empty() {
+        read_only.push((0, size));
+    }
+    Layout {
+        read_only,
+        markers,
+        stack_size,
     }
 }
 
-/// Scans `ranges` through `read_at` (a step at a time, overlapping by a pattern's length).
-fn scan(ranges: &[(u64, u64)], read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
-    let patterns = [MIMALLOC, JEMALLOC, MUSL, GLIBC, HOOK];
+fn gnu_stack<P: ProgramHeader<Endian = Endianness>>(headers: &[P], endian: Endianness) -> u64 {
+    headers
+        .iter()
+        .find(|ph| ph.p_type(endian) == elf::PT_GNU_STACK)
+        .map_or(0, |ph| ph.p_memsz(endian).into())
+}
+
+/// Scans `layout` through `read_at` (a step at a time, overlapping by a pattern's length).
+fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
+    let patterns = [MIMALLOC, JEMALLOC, MUSL, GLIBC];
     let finders: Vec<memchr::memmem::Finder> =
         patterns.iter().map(memchr::memmem::Finder::new).collect();
-    let mut found = [false; 5];
+    let mut found = [false; 4];
     let overlap = patterns.iter().map(|p| p.len()).max().unwrap_or(0) as u64;
     let mut budget = SCAN_LIMIT;
     let mut buf = vec![0u8; 1 << 20];
-    for &(start, len) in ranges {
+    for &(start, len) in &layout.read_only {
         let mut at = start;
         let end = start + len.min(budget);
         while at < end && !found.iter().all(|f| *f) {
@@ -535,6 +610,18 @@ fn scan(ranges: &[(u64, u64)], read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize)
         }
         budget = budget.saturating_sub(len);
     }
+    // The markers: a few names, so a small section (anything larger is not ours).
+    let mut names = Vec::new();
+    if let Some((start, len)) = layout.markers.filter(|&(_, len)| len <= 4096) {
+        let mut bytes = vec![0u8; len as usize];
+        let n = read_at(start, &mut bytes);
+        names = bytes[..n]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+    }
+    let marked = |name: &[u8]| names.iter().any(|n| n == name);
     let allocator = if found[0] {
         Allocator::Mimalloc
     } else if found[1] {
@@ -546,9 +633,19 @@ fn scan(ranges: &[(u64, u64)], read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize)
     } else {
         Allocator::Unknown
     };
+    let libc = if found[3] {
+        Some(Libc::Glibc)
+    } else if found[2] {
+        Some(Libc::Musl)
+    } else {
+        None
+    };
     Runtime {
         allocator,
-        pid1_signals: found[4],
+        allocator_linked: allocator == Allocator::Mimalloc && marked(LINKED_MIMALLOC),
+        pid1_signals: marked(HOOK),
+        libc,
+        thread_stack: (libc == Some(Libc::Musl)).then(|| musl_thread_stack(layout.stack_size)),
     }
 }
 
@@ -556,16 +653,16 @@ fn scan(ranges: &[(u64, u64)], read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize)
 pub fn runtime_of(verdict: &Verdict) -> Runtime {
     use std::os::unix::fs::FileExt;
     let file = &*verdict.file;
-    let ranges = read_only_ranges(&ReadCache::new(file), verdict.size);
-    scan(&ranges, &mut |at, buf| file.read_at(buf, at).unwrap_or(0))
+    let layout = layout(&ReadCache::new(file), verdict.size);
+    scan(&layout, &mut |at, buf| file.read_at(buf, at).unwrap_or(0))
 }
 
 /// The same for a binary read from an image's layer (in memory, or spilled to a file).
 pub fn runtime_of_data(data: &crate::blob::Data) -> Runtime {
     use std::io::{Read, Seek};
-    let ranges = read_only_ranges(&ReadCache::new(data.reader()), data.len());
+    let layout = layout(&ReadCache::new(data.reader()), data.len());
     let mut reader = data.reader();
-    scan(&ranges, &mut |at, buf| {
+    scan(&layout, &mut |at, buf| {
         if reader.seek(std::io::SeekFrom::Start(at)).is_err() {
             return 0;
         }

@@ -77,8 +77,9 @@ pub fn pack(
             )));
         }
         shell.status("Verified", describe(path, platform, verdict.size));
-        // pack cannot change a prebuilt binary's allocator, but it can say what it costs.
-        if let Some(warning) = verify::runtime_of(&verdict).warning(path) {
+        // pack cannot change a prebuilt binary's allocator or thread stack, but it can say
+        // what they cost.
+        for warning in verify::runtime_of(&verdict).warnings(path) {
             shell.warn(warning);
         }
         binaries.push(PlatformBinary::verified(&verdict, platform));

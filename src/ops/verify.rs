@@ -60,7 +60,7 @@ fn check(path: &Path, shell: &Shell) -> Checked {
     };
     let runtime = verify::runtime_of(&verdict);
     if checked.is_ok() {
-        if let Some(warning) = runtime.warning(path) {
+        for warning in runtime.warnings(path) {
             shell.warn(warning);
         }
     }
