@@ -285,7 +285,7 @@ fn pure_rust_links_for_arm64_with_rust_lld_and_runs_under_qemu() {
     .ok();
     assert!(
         verified.stdout.contains(
-            "static, linux/arm64 (aarch64), 2 crates recorded, mimalloc, PID 1 signal hook"
+            "static, linux/arm64 (aarch64), 2 crates recorded, mimalloc (linked by cargo-microimage), PID 1 signal hook, 8 MiB thread stacks"
         ),
         "{}",
         verified.stdout

@@ -170,13 +170,16 @@ fn verify_reports_static_binaries_and_their_platform() {
     assert_eq!(
         out.stdout.trim(),
         format!(
-            "{}: static, linux/amd64 (x86_64), no dependency data, musl's malloc",
+            "{}: static, linux/amd64 (x86_64), no dependency data, musl's malloc, 128 KiB thread stacks (musl's default)",
             static_hello().display()
         )
     );
-    // Built by plain cargo: musl's own malloc, which verify warns about.
+    // Built by plain cargo: musl's own malloc and its 128 KiB thread stacks, which verify
+    // warns about.
     assert!(
-        out.stderr.contains("uses musl's own malloc"),
+        out.stderr.contains("uses musl's own malloc")
+            && out.stderr.contains("musl's 128 KiB stack")
+            && out.stderr.contains("stack-size=8388608"),
         "{}",
         out.stderr
     );
@@ -192,6 +195,8 @@ fn verify_reports_static_binaries_and_their_platform() {
     assert_eq!(v["crates"], Value::Null, "plain cargo records no crates");
     assert_eq!(v["allocator"], "musl");
     assert_eq!(v["pid1_signals"], false);
+    assert_eq!(v["allocator_linked"], false);
+    assert_eq!(v["thread_stack"], 128 << 10);
 }
 
 #[test]

@@ -102,13 +102,15 @@ fn the_default_links_mimalloc_and_the_hook_and_both_work_under_podman() {
     let (_, dir, _, stderr) = probes();
     assert!(
         stderr.contains(
-            "Building graceful, probe for linux/amd64 (x86_64-unknown-linux-musl) with mimalloc and the PID 1 signal hook"
+            "Building graceful, probe for linux/amd64 (x86_64-unknown-linux-musl) with mimalloc, the PID 1 signal hook and 8 MiB thread stacks"
         ),
         "{stderr}"
     );
     let verified = verify_json(&binary("probe"));
     assert_eq!(verified["allocator"], "mimalloc", "{verified}");
     assert_eq!(verified["pid1_signals"], true, "{verified}");
+    assert_eq!(verified["allocator_linked"], true, "{verified}");
+    assert_eq!(verified["thread_stack"], 8 << 20, "{verified}");
     // inspect reads the same from the image's layer.
     let inspect = first_json(
         &run(tool()
@@ -120,6 +122,8 @@ fn the_default_links_mimalloc_and_the_hook_and_both_work_under_podman() {
     let runtime = &inspect["platforms"][0]["binary"]["runtime"];
     assert_eq!(runtime["allocator"], "mimalloc", "{inspect}");
     assert_eq!(runtime["pid1_signals"], true, "{inspect}");
+    assert_eq!(runtime["allocator_linked"], true, "{inspect}");
+    assert_eq!(runtime["thread_stack"], 8 << 20, "{inspect}");
 
     let podman = Podman::new();
     // The copy routines linked in on x86_64, against a byte-by-byte copy.
@@ -189,6 +193,77 @@ fn outside_pid_1_the_hook_does_nothing() {
     );
 }
 
+/// `key=value` fields of a probe's result line.
+fn fields(line: &str) -> std::collections::HashMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// The bound README documents for memory held after a burst, with nothing live: what
+/// the program held at start plus 24 MiB.
+const IDLE_BOUND_KIB: u64 = 24 << 10;
+
+#[test]
+fn memory_freed_after_a_burst_goes_back_while_the_program_idles_unless_the_user_says_otherwise() {
+    let (_, dir, _, _) = probes();
+    let podman = Podman::new();
+    let layout = dir.join("probe");
+    // Four threads allocate 400 MiB of small blocks, free it all and exit; the program
+    // then makes no allocator call at all. Measured inside the container, by the program.
+    let out = podman
+        .run_oci(&layout, "0.1.0", &[], &["burst", "400"])
+        .ok();
+    let f = fields(&out.stdout);
+    assert!(f["peak_rss_kib"] > 100 << 10, "no burst: {}", out.stdout);
+    assert!(
+        f["idle_rss_kib"] <= f["start_rss_kib"] + IDLE_BOUND_KIB,
+        "freed memory kept: {}",
+        out.stdout
+    );
+    // The user's MIMALLOC_PURGE_DELAY still rules: -1 is mimalloc's "never purge".
+    let kept = podman
+        .run_oci(
+            &layout,
+            "0.1.0",
+            &["-e", "MIMALLOC_PURGE_DELAY=-1"],
+            &["burst", "400"],
+        )
+        .ok();
+    let k = fields(&kept.stdout);
+    assert!(
+        k["idle_rss_kib"] > k["peak_rss_kib"] / 2,
+        "MIMALLOC_PURGE_DELAY=-1 ignored: {}",
+        kept.stdout
+    );
+}
+
+#[test]
+fn c_threads_get_a_glibc_sized_stack_and_an_explicit_size_still_wins() {
+    let (_, dir, _, _) = probes();
+    let podman = Podman::new();
+    let layout = dir.join("probe");
+    for (args, used) in [
+        (&["cthread", "1024"][..], "1024"),
+        (&["cthread", "4096"][..], "4096"),
+        // Asked for explicitly: 6 MiB of a 7 MiB stack.
+        (&["cthread", "6144", "7168"][..], "6144"),
+    ] {
+        let out = podman.run_oci(&layout, "0.1.0", &[], args).ok();
+        assert!(
+            out.stdout.contains(&format!("c thread used {used} KiB")),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    // An explicit size smaller than the default is honoured too: 1 MiB of a 512 KiB stack
+    // crashes.
+    podman
+        .run_oci(&layout, "0.1.0", &[], &["cthread", "1024", "512"])
+        .fails_with(139, "");
+}
+
 #[test]
 fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
     let (dir, _, stdout, _) = probes();
@@ -206,17 +281,28 @@ fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
         .ok()
     };
     let bin = target.join("x86_64-unknown-linux-musl/release/probe");
-    let out = build(&["--allocator", "system", "--no-pid1-signals"], "system");
+    let out = build(
+        &[
+            "--allocator",
+            "system",
+            "--no-pid1-signals",
+            "--thread-stack-size",
+            "128KiB",
+        ],
+        "system",
+    );
     assert!(
         out.stderr.contains(
-            "Building probe for linux/amd64 (x86_64-unknown-linux-musl) with musl's malloc\n"
+            "Building probe for linux/amd64 (x86_64-unknown-linux-musl) with musl's malloc and 128 KiB thread stacks\n"
         ),
         "{}",
         out.stderr
     );
     let verified = run(tool().args(["microimage", "verify"]).arg(&bin)).ok();
     assert!(
-        verified.stdout.contains("crates recorded, musl's malloc\n"),
+        verified
+            .stdout
+            .contains("crates recorded, musl's malloc, 128 KiB thread stacks (musl's default)\n"),
         "{}",
         verified.stdout
     );
@@ -230,6 +316,20 @@ fn system_and_no_pid1_signals_keep_musl_as_it_is_and_switching_back_relinks() {
     let podman = Podman::new();
     let (code, _, _) = stop_in_podman(&podman, &t.path().join("system"), 1, &["wait"]);
     assert_eq!(code, 137);
+    // The key works: with musl's 128 KiB, a C thread that needs 1 MiB crashes the program
+    // (SIGSEGV: 139), and one that asks for its size explicitly still gets it.
+    let system = t.path().join("system");
+    podman
+        .run_oci(&system, "0.1.0", &[], &["cthread", "1024"])
+        .fails_with(139, "");
+    let explicit = podman
+        .run_oci(&system, "0.1.0", &[], &["cthread", "1024", "2048"])
+        .ok();
+    assert!(
+        explicit.stdout.contains("c thread used 1024 KiB"),
+        "{}",
+        explicit.stdout
+    );
     // Back to the defaults: relinked (cargo saw the change), the same image as the
     // defaults gave in the shared target dir.
     let again = build(&[], "default");
@@ -267,7 +367,7 @@ fn a_crate_with_its_own_allocator_keeps_it() {
     .ok();
     assert!(
         out.stderr.contains(
-            "Building jemalloc-app for linux/amd64 (x86_64-unknown-linux-musl) with its own allocator (tikv-jemallocator) and the PID 1 signal hook"
+            "Building jemalloc-app for linux/amd64 (x86_64-unknown-linux-musl) with its own allocator (tikv-jemallocator), the PID 1 signal hook and 8 MiB thread stacks"
         ),
         "{}",
         out.stderr
@@ -335,7 +435,7 @@ fn without_a_c_compiler_auto_keeps_musls_malloc_with_a_warning_and_mimalloc_fail
     );
     assert!(
         auto.stderr
-            .contains("(aarch64-unknown-linux-musl) with musl's malloc and the PID 1 signal hook"),
+            .contains("(aarch64-unknown-linux-musl) with musl's malloc, the PID 1 signal hook and 8 MiB thread stacks"),
         "{}",
         auto.stderr
     );
@@ -426,7 +526,7 @@ fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
     for triple in ["aarch64-unknown-linux-musl", "i686-unknown-linux-musl"] {
         assert!(
             out.stderr.contains(&format!(
-                "({triple}) with mimalloc and the PID 1 signal hook"
+                "({triple}) with mimalloc, the PID 1 signal hook and 8 MiB thread stacks"
             )),
             "{}",
             out.stderr
@@ -451,4 +551,32 @@ fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
             stats.stderr
         );
     }
+    // On arm64 too, from the image under podman (qemu-user): freed memory goes back while
+    // the program idles (qemu's own memory is in the start figure), and a C thread gets
+    // a stack of 8 MiB by default.
+    let podman = Podman::new();
+    let image = t.path().join("image");
+    let arm64 = ["--platform", "linux/arm64"];
+    let out = podman
+        .run_oci(&image, "0.1.0", &arm64, &["burst", "200"])
+        .ok();
+    let f = fields(&out.stdout);
+    assert!(
+        f["peak_rss_kib"] > f["start_rss_kib"] + (60 << 10),
+        "no burst: {}",
+        out.stdout
+    );
+    assert!(
+        f["idle_rss_kib"] <= f["start_rss_kib"] + IDLE_BOUND_KIB,
+        "freed memory kept on arm64: {}",
+        out.stdout
+    );
+    let out = podman
+        .run_oci(&image, "0.1.0", &arm64, &["cthread", "1024"])
+        .ok();
+    assert!(
+        out.stdout.contains("c thread used 1024 KiB"),
+        "{}",
+        out.stdout
+    );
 }
