@@ -468,10 +468,26 @@ pub struct Runtime {
     pub thread_stack: Option<u64>,
 }
 
+/// musl's default thread stack (`DEFAULT_STACK_SIZE`), which a binary can raise but not
+/// lower.
+pub const MUSL_THREAD_STACK: u64 = 128 << 10;
+/// The most musl takes from a binary (`DEFAULT_STACK_MAX`): also glibc's usual default.
+pub const MUSL_THREAD_STACK_MAX: u64 = 8 << 20;
+
 /// What musl makes of a `PT_GNU_STACK` size (`static_init_tls`, musl 1.1.21 and later).
 pub fn musl_thread_stack(stack_size: u64) -> u64 {
-    use crate::settings::{DEFAULT_THREAD_STACK, MUSL_THREAD_STACK};
-    stack_size.clamp(MUSL_THREAD_STACK, DEFAULT_THREAD_STACK)
+    stack_size.clamp(MUSL_THREAD_STACK, MUSL_THREAD_STACK_MAX)
+}
+
+/// `8 MiB`, `512 KiB`, `131072 B`.
+pub fn stack_text(bytes: u64) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
 }
 
 impl Runtime {
@@ -486,15 +502,12 @@ impl Runtime {
             parts.push("PID 1 signal hook".to_string());
         }
         if let Some(bytes) = self.thread_stack {
-            let musl = if bytes == crate::settings::MUSL_THREAD_STACK {
+            let musl = if bytes == MUSL_THREAD_STACK {
                 " (musl's default)"
             } else {
                 ""
             };
-            parts.push(format!(
-                "{} thread stacks{musl}",
-                crate::build::runtime::stack_text(bytes)
-            ));
+            parts.push(format!("{} thread stacks{musl}", stack_text(bytes)));
         }
         parts.join(", ")
     }
@@ -511,7 +524,7 @@ impl Runtime {
                 path.display()
             ));
         }
-        if self.thread_stack == Some(crate::settings::MUSL_THREAD_STACK) {
+        if self.thread_stack == Some(MUSL_THREAD_STACK) {
             out.push(format!(
                 "`{}` gives threads that C code starts without a size musl's 128 KiB stack (glibc gives 8 MiB): C \
                  libraries that start threads (librdkafka, RocksDB, gRPC) can crash with it; `cargo microimage build` \

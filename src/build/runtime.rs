@@ -166,7 +166,10 @@ impl Linked {
         if self.pid1_signals {
             parts.push("the PID 1 signal hook".to_string());
         }
-        parts.push(format!("{} thread stacks", stack_text(self.thread_stack)));
+        parts.push(format!(
+            "{} thread stacks",
+            crate::verify::stack_text(self.thread_stack)
+        ));
         let last = parts.pop().unwrap_or_default();
         if parts.is_empty() {
             format!("with {last}")
@@ -188,15 +191,36 @@ impl Linked {
     }
 }
 
-/// `8 MiB`, `512 KiB`, `131072 B`.
-pub fn stack_text(bytes: u64) -> String {
-    if bytes % (1 << 20) == 0 {
-        format!("{} MiB", bytes >> 20)
-    } else if bytes % (1 << 10) == 0 {
-        format!("{} KiB", bytes >> 10)
-    } else {
-        format!("{bytes} B")
-    }
+/// The musl that a Rust release bundles for its musl targets (rustc's self-contained
+/// `libc.a`): 1.2.5 since Rust 1.93, 1.2.3 from 1.71, 1.1.24 before.
+pub fn bundled_musl(rustc_version: &str) -> Option<&'static str> {
+    // `rustc 1.92.0 (…)`, `rustc 1.95.0-nightly (…)`.
+    let version = rustc_version.split_whitespace().nth(1)?;
+    let mut parts = version.split(['.', '-']);
+    let (major, minor) = (
+        parts.next()?.parse::<u32>().ok()?,
+        parts.next()?.parse::<u32>().ok()?,
+    );
+    Some(match (major, minor) {
+        (1, m) if m >= 93 => "1.2.5",
+        (1, m) if m >= 71 => "1.2.3",
+        (1, _) => "1.1.24",
+        _ => "1.2.5",
+    })
+}
+
+/// The warning for a toolchain whose musl predates 1.2.5, whose resolver falls back to TCP
+/// for answers larger than 512 bytes (before it, large DNS answers — many AAAA or SRV
+/// records, long Kubernetes search lists — failed), said once per build.
+pub fn old_musl_warning(rustc_version: &str) -> Option<String> {
+    let musl = bundled_musl(rustc_version)?;
+    (musl != "1.2.5").then(|| {
+        format!(
+            "{rustc_version} bundles musl {musl}, whose DNS resolver does not retry over TCP when an answer is \
+             larger than 512 bytes (musl 1.2.4 added that): name lookups with many records can fail in the image. \
+             `rustup update` (Rust 1.93 and later bundle musl 1.2.5); README, \"Runtime parity\", has the details"
+        )
+    })
 }
 
 /// mimalloc's crate as the dependency data and the SBOMs list it.
@@ -775,6 +799,36 @@ mod tests {
         assert_eq!(
             choose(&runtime(Allocator::Auto), &[krate("mimalloc")], "x").unwrap(),
             Choice::Mimalloc
+        );
+    }
+
+    #[test]
+    fn the_musl_of_a_rust_release_and_the_warning_for_an_old_one() {
+        assert_eq!(
+            bundled_musl("rustc 1.95.0 (59807616e 2026-04-14)"),
+            Some("1.2.5")
+        );
+        assert_eq!(
+            bundled_musl("rustc 1.93.0-nightly (abc 2025-11-01)"),
+            Some("1.2.5")
+        );
+        assert_eq!(
+            bundled_musl("rustc 1.92.0 (ded5c06cf 2025-12-08)"),
+            Some("1.2.3")
+        );
+        assert_eq!(
+            bundled_musl("rustc 1.70.0 (90c541806 2023-05-31)"),
+            Some("1.1.24")
+        );
+        assert_eq!(bundled_musl("this toolchain"), None);
+        assert_eq!(
+            old_musl_warning("rustc 1.95.0 (59807616e 2026-04-14)"),
+            None
+        );
+        let warning = old_musl_warning("rustc 1.92.0 (ded5c06cf 2025-12-08)").unwrap();
+        assert!(
+            warning.contains("musl 1.2.3") && warning.contains("rustup update"),
+            "{warning}"
         );
     }
 

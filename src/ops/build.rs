@@ -191,6 +191,13 @@ pub fn build(
         .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
         .collect();
     let (prepared, facts) = build::prepare(&targets, &request.cargo, &known, shell)?;
+    if let Some(warning) = facts
+        .toolchain
+        .as_deref()
+        .and_then(build::runtime::old_musl_warning)
+    {
+        shell.warn(warning);
+    }
     let learned = known.sysroot.is_none()
         || known.toolchain.is_none()
         || known.rustc_commit.is_none()

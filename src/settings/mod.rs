@@ -223,9 +223,9 @@ impl Default for Runtime {
 
 /// glibc's default thread stack (its usual `ulimit -s`, on 64-bit and 32-bit alike), and
 /// the most musl takes from a binary (`DEFAULT_STACK_MAX`).
-pub const DEFAULT_THREAD_STACK: u64 = 8 << 20;
+pub const DEFAULT_THREAD_STACK: u64 = crate::verify::MUSL_THREAD_STACK_MAX;
 /// musl's own default, which a binary can raise but not lower.
-pub const MUSL_THREAD_STACK: u64 = 128 << 10;
+pub const MUSL_THREAD_STACK: u64 = crate::verify::MUSL_THREAD_STACK;
 
 /// `--thread-stack-size`, key `thread-stack-size`: `8MiB`, `8M`, `512KiB`, `512k` or a
 /// number of bytes, from musl's own 128 KiB to its cap of 8 MiB.

@@ -365,3 +365,49 @@ fn provenance_defaults_to_slsa_and_the_key_or_flag_turns_it_off() {
         Provenance::Slsa
     );
 }
+
+#[test]
+fn the_thread_stack_defaults_to_glibcs_and_the_key_or_flag_changes_it_within_musls_range() {
+    let cwd = Path::new("/");
+    let none = levels(json!({}), json!({}), json!({}));
+    let r = resolve(&ImageArgs::default(), &none, &context(cwd)).unwrap();
+    assert_eq!(r.runtime.thread_stack, 8 << 20);
+    let key = levels(json!({"thread-stack-size": "2MiB"}), json!({}), json!({}));
+    let r = resolve(&ImageArgs::default(), &key, &context(cwd)).unwrap();
+    assert_eq!(r.runtime.thread_stack, 2 << 20);
+    let bytes = levels(json!({}), json!({"thread-stack-size": 131072}), json!({}));
+    let r = resolve(&ImageArgs::default(), &bytes, &context(cwd)).unwrap();
+    assert_eq!(r.runtime.thread_stack, 128 << 10);
+    let cli = ImageArgs {
+        thread_stack_size: Some("512k".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        resolve(&cli, &key, &context(cwd))
+            .unwrap()
+            .runtime
+            .thread_stack,
+        512 << 10
+    );
+    // Outside musl's range, or not a size: an error naming the key and the file.
+    for bad in ["16MiB", "64KiB", "lots"] {
+        let wrong = levels(json!({}), json!({ "thread-stack-size": bad }), json!({}));
+        let err = resolve(&ImageArgs::default(), &wrong, &context(cwd)).unwrap_err();
+        assert!(
+            err.message().contains("thread-stack-size") && err.message().contains(PKG),
+            "{}",
+            err.message()
+        );
+    }
+    let source = Source {
+        manifest: PathBuf::from(PKG),
+        table: "[package.metadata.microimage]".to_string(),
+    };
+    let typed = json!({ "microimage": { "thread-stack-size": true } });
+    assert!(manifest::parse_level(&typed, &source, false).is_err());
+    assert_eq!(super::parse_thread_stack("8M"), Ok(8 << 20));
+    assert_eq!(super::parse_thread_stack(" 1048576 "), Ok(1 << 20));
+    assert!(super::parse_thread_stack("9MiB")
+        .unwrap_err()
+        .contains("8MiB"));
+}
