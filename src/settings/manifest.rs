@@ -54,15 +54,30 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port(pub String);
 
+/// A value written as a string or a bare number, kept as text; `expected` describes it in
+/// the error for anything else.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    expected: &str,
+) -> std::result::Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected {expected}, found {other}"
+        ))),
+    }
+}
+
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Port, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(Port(s)),
-            Value::Number(n) => Ok(Port(n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a port number or a string like \"8080/tcp\", found {other}"
-            ))),
-        }
+        string_or_number(d, "a port number or a string like \"8080/tcp\"").map(Port)
+    }
+}
+
+impl Serialize for Port {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -73,23 +88,11 @@ pub struct Size(pub String);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Size, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) => Ok(Size(s)),
-            Value::Number(n) => Ok(Size(n.to_string())),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a size like \"8MiB\" or a number of bytes, found {other}"
-            ))),
-        }
+        string_or_number(d, "a size like \"8MiB\" or a number of bytes").map(Size)
     }
 }
 
 impl Serialize for Size {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl Serialize for Port {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
     }
