@@ -31,39 +31,28 @@ pub struct Bearer {
 }
 
 impl Bearer {
-    /// The challenge in a `WWW-Authenticate` header, if it is a bearer one with a realm.
+    /// The bearer challenge in a `WWW-Authenticate` header, read exactly as oci-client
+    /// reads it (`http-auth`'s parser; every challenge in the list, the scheme and the
+    /// parameter names in any case, the first `Bearer` with a realm): the realm vetted here
+    /// is then the one oci-client would use. A header in which oci-client finds none is
+    /// one in which this finds none.
     pub fn parse(header: &str) -> Option<Bearer> {
-        let rest = header.trim().strip_prefix("Bearer")?.trim_start();
-        let mut realm = None;
-        let mut service = None;
-        // `key="value"` pairs; a quoted value may hold commas (a scope's actions), so the
-        // pairs are read quote-aware.
-        let mut chars = rest.chars().peekable();
-        loop {
-            while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-                chars.next();
-            }
-            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-            if key.is_empty() {
-                break;
-            }
-            let value: String = if chars.peek() == Some(&'"') {
-                chars.next();
-                let v = chars.by_ref().take_while(|c| *c != '"').collect();
-                v
-            } else {
-                chars.by_ref().take_while(|c| *c != ',').collect()
-            };
-            match key.trim().to_ascii_lowercase().as_str() {
-                "realm" => realm = Some(value),
-                "service" => service = Some(value),
-                _ => {}
-            }
-        }
-        Some(Bearer {
-            realm: realm?,
-            service,
-        })
+        http_auth::ChallengeParser::new(header)
+            .filter_map(|c| c.ok())
+            .filter(|c| c.scheme.eq_ignore_ascii_case("Bearer"))
+            .find_map(|c| {
+                let param = |name: &str| {
+                    c.params
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.to_unescaped())
+                };
+                Some(Bearer {
+                    realm: param("realm")?,
+                    service: param("service"),
+                })
+            })
     }
 }
 
@@ -289,6 +278,31 @@ mod tests {
         );
         assert_eq!(Bearer::parse(r#"Basic realm="registry""#), None);
         assert_eq!(Bearer::parse(r#"Bearer service="s""#), None);
+        // As oci-client reads them: the scheme in any case, and a Bearer challenge after
+        // another one (both were missed before, and oci-client then used the realm
+        // unchecked).
+        let plain = Some(Bearer {
+            realm: "http://auth.example/t".into(),
+            service: None,
+        });
+        assert_eq!(
+            Bearer::parse(r#"bearer realm="http://auth.example/t""#),
+            plain
+        );
+        assert_eq!(
+            Bearer::parse(r#"BEARER REALM="http://auth.example/t""#),
+            plain
+        );
+        assert_eq!(
+            Bearer::parse(r#"Basic realm="r", Bearer realm="http://auth.example/t""#),
+            plain
+        );
+        assert_eq!(
+            Bearer::parse(
+                r#"Basic realm="r", bearer realm="http://auth.example/t", charset="UTF-8""#
+            ),
+            plain
+        );
     }
 
     #[test]

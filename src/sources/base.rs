@@ -66,11 +66,25 @@ fn read_local(
         });
     }
     Ok(FromImage {
-        name: name.to_string(),
+        name: local_name(&image, digest.as_deref()),
         digest,
         remote: rest.remote,
         platforms: out,
     })
+}
+
+/// What a local base is recorded as (`org.opencontainers.image.base.name`, the
+/// provenance): the name the image gives itself, or its tag, with its digest — never the
+/// path it was read from, which would name the checkout and make the image's digest
+/// depend on where that is.
+fn local_name(image: &super::Image, digest: Option<&str>) -> String {
+    let own = image.names.first().or(image.tags.first());
+    match (own, digest) {
+        (Some(n), Some(d)) => format!("{n}@{d}"),
+        (Some(n), None) => n.clone(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => "local image".to_string(),
+    }
 }
 
 fn missing_platform(name: &str, platform: &Platform, have: &[String]) -> Error {

@@ -16,11 +16,30 @@ fn build_copy(name: &str, umask: &str, extra: &[&str]) -> (String, String) {
 /// own target dir; returns the index digest, and the layout's index.json (which lists the
 /// SBOM manifests too) with the number of blobs.
 fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) -> (String, String) {
+    let (digest, index, _) = build_fixture_copy_on(fixture, name, umask, extra, None);
+    (digest, index)
+}
+
+/// [`build_fixture_copy`], on `base` (a layout, copied into the checkout's parent and
+/// named by its absolute path there) if given; also returns the output layout.
+fn build_fixture_copy_on(
+    fixture: &str,
+    name: &str,
+    umask: &str,
+    extra: &[&str],
+    base: Option<(&std::path::Path, &str)>,
+) -> (String, String, std::path::PathBuf) {
     let parent = tmp().keep();
     let crate_dir = parent.join(name);
     copy_crate(&repo().join("tests/fixtures").join(fixture), &crate_dir);
     let target = parent.join(format!("target-{umask}"));
     let out_dir = parent.join("out");
+    let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    if let Some((layout, tag)) = base {
+        let copy = parent.join("base");
+        copy_crate(layout, &copy);
+        extra.push(format!("--base oci:{}:{tag}", copy.display()));
+    }
     let script = format!(
         "umask {umask} && exec \"$0\" microimage build --bin {fixture} -o \"$1\" {}",
         extra.join(" ")
@@ -39,7 +58,7 @@ fn build_fixture_copy(fixture: &str, name: &str, umask: &str, extra: &[&str]) ->
         .unwrap()
         .count();
     let index = std::fs::read_to_string(out_dir.join("index.json")).unwrap();
-    (digest, format!("{index}\n{blobs} blobs"))
+    (digest, format!("{index}\n{blobs} blobs"), out_dir)
 }
 
 #[test]
@@ -56,6 +75,43 @@ fn two_checkouts_two_target_dirs_two_umasks_one_digest() {
         3,
         "two SBOMs and the provenance listed: {layout_a}"
     );
+}
+
+#[test]
+fn a_local_base_named_by_its_absolute_path_gives_one_digest_and_names_no_path() {
+    // Before, the base's name as written (`oci:/tmp/.../base:1`) went into the
+    // `org.opencontainers.image.base.name` annotation and the provenance.
+    let busybox = &crate::base::bases().0;
+    let (a, index_a, out_a) =
+        build_fixture_copy_on("hello", "hello", "022", &[], Some((busybox, "1")));
+    let (b, index_b, _) =
+        build_fixture_copy_on("hello", "hello-elsewhere", "022", &[], Some((busybox, "1")));
+    assert_eq!(a, b, "index digests differ between checkouts");
+    assert_eq!(index_a, index_b);
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_a.join("index.json")).unwrap()).unwrap();
+    let read = |digest: &str| -> serde_json::Value {
+        let blob = std::fs::read(out_a.join("blobs/sha256").join(&digest[7..])).unwrap();
+        serde_json::from_slice(&blob).unwrap()
+    };
+    let image_index = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let manifest = read(image_index["manifests"][0]["digest"].as_str().unwrap());
+    let name = manifest["annotations"]["org.opencontainers.image.base.name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no base name: {manifest}"))
+        .to_string();
+    assert!(
+        name.contains("@sha256:") && !name.contains("/tmp") && !name.starts_with("oci:"),
+        "base recorded as {name}"
+    );
+    for statement in layout_provenance(&out_a) {
+        let text = String::from_utf8(statement).unwrap();
+        assert!(
+            !text.contains(out_a.parent().unwrap().to_str().unwrap()),
+            "{text}"
+        );
+        assert!(text.contains(&name), "{text}");
+    }
 }
 
 #[test]

@@ -22,6 +22,8 @@ Modes:
   huge-sizes      serves a manifest whose two layers declare 2^63-1 bytes each
   http-realm      HTTPS (with CERT and KEY) asking for a bearer token from a plain-HTTP
                   token service on REALM_PORT, which logs what reaches it
+  http-realm-lower    the same with the challenge written `bearer realm=…`
+  http-realm-multi    the same with `Basic realm="r", Bearer realm=…` (two challenges)
 
 Every request line is written to stderr.
 """
@@ -119,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
-        if MODE == "http-realm":
+        if MODE.startswith("http-realm"):
             if self.server.server_port == REALM_PORT:
                 sys.stderr.write(
                     "REALM %s authorization=%s\n"
@@ -127,6 +129,10 @@ class Handler(BaseHTTPRequestHandler):
                 )
                 return self.send(200, json.dumps({"token": "t"}).encode())
             realm = 'Bearer realm="http://127.0.0.1:%d/token",service="hostile"' % REALM_PORT
+            if MODE == "http-realm-lower":
+                realm = 'bearer realm="http://127.0.0.1:%d/token",service="hostile"' % REALM_PORT
+            elif MODE == "http-realm-multi":
+                realm = 'Basic realm="r", ' + realm
             return self.send(401, b"{}", [("WWW-Authenticate", realm)])
         if MODE in ("slow-token", "endless-token"):
             if path == "/token":
@@ -203,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 REALM_PORT = int(sys.argv[3]) if len(sys.argv) > 3 else None
-if MODE == "http-realm":
+if MODE.startswith("http-realm"):
     import ssl
     import threading
 
