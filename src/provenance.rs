@@ -235,19 +235,16 @@ fn image_options(spec: &ImageSpec) -> Value {
     image
 }
 
-/// `url` when it is a network URL with no credentials in it (`https://…`, `ssh://…`,
-/// `git@host:path`): a local path would say where the checkout is, and a URL with a user
-/// and password would print them.
+/// `url` when it is a network URL with nothing secret in it (`https://host/repo`,
+/// `ssh://host/repo`): a local path would say where the checkout is; a URL with user
+/// information (`https://user:token@…`, `git@host:path`, `ssh://git@…`), a query or a
+/// fragment (`?access_token=…`) could carry a credential, and is left out whole.
 fn public_url(url: &str) -> Option<String> {
     let url = url.trim();
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let host_end = rest.find('/').unwrap_or(rest.len());
-        if scheme.is_empty() || scheme == "file" || rest[..host_end].contains('@') {
-            return None;
-        }
-        return Some(url.to_string());
-    }
-    None
+    let (scheme, rest) = url.split_once("://")?;
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let secretive = rest[..host_end].contains('@') || rest.contains(['?', '#']);
+    (!scheme.is_empty() && scheme != "file" && !secretive).then(|| url.to_string())
 }
 
 /// The provenance referrers of every platform image of `set`, added to the set: each a
@@ -424,6 +421,10 @@ mod tests {
         assert_eq!(public_url("file:///home/me/src"), None);
         assert_eq!(public_url("/home/me/src"), None);
         assert_eq!(public_url("ssh://git@host/r"), None);
+        // A token in the query was recorded before.
+        assert_eq!(public_url("https://host/r.git?access_token=s3cret"), None);
+        assert_eq!(public_url("https://host/r.git#s3cret"), None);
+        assert_eq!(public_url("git@github.com:o/r.git"), None);
     }
 
     #[test]

@@ -176,6 +176,9 @@ struct Cipher {
 
 /// Opens cosign's encrypted key: scrypt(password, salt) → 32-byte key → NaCl secretbox
 /// (XSalsa20-Poly1305) → the PKCS#8 DER of the private key.
+/// The most memory a key's scrypt parameters may make the decryption take.
+const SCRYPT_MEMORY_LIMIT: u64 = 256 << 20;
+
 fn decrypt(sealed: &[u8], password: &[u8]) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
     use crypto_secretbox::aead::{Aead, KeyInit};
     let bad = || "an encrypted cosign key whose contents are damaged".to_string();
@@ -193,13 +196,17 @@ fn decrypt(sealed: &[u8], password: &[u8]) -> std::result::Result<Zeroizing<Vec<
     let ScryptParams { n, r, p } = sealed.kdf.params;
     // cosign writes N = 32768, r = 8, p = 1. Larger costs are refused rather than computed:
     // a key file must not be able to make this take gigabytes or minutes.
+    // scrypt needs 128·r·N bytes: bounded by 256 MiB (cosign's own: 32 MiB), which the
+    // limits on N and r alone did not do (2^20 · 32 is 4 GiB).
+    let memory = 128 * u64::from(r) * n;
     if !n.is_power_of_two()
         || !(2..=1 << 20).contains(&n)
         || !(1..=32).contains(&r)
         || !(1..=16).contains(&p)
+        || memory > SCRYPT_MEMORY_LIMIT
     {
         return Err(format!(
-            "an encrypted key with scrypt parameters N={n} r={r} p={p}, outside what is accepted (N a power of two up to 2^20, r up to 32, p up to 16)"
+            "an encrypted key with scrypt parameters N={n} r={r} p={p}, outside what is accepted (N a power of two up to 2^20, r up to 32, p up to 16, and 128·r·N up to 256 MiB)"
         ));
     }
     let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p).map_err(|_| bad())?;
@@ -535,5 +542,26 @@ ZFsLBZoflUPMpiSQkXEqpeBdCeHAfi0MMEKJiuxrpHoXitFyVgX2mDIB
         assert_eq!(opened, key(PKCS8).signing);
         let wrong = parse(pem.as_bytes(), || Some(Zeroizing::new("no".into()))).unwrap_err();
         assert!(wrong.contains("does not open"), "{wrong}");
+    }
+
+    #[test]
+    fn scrypt_costs_are_bounded_by_the_memory_they_take() {
+        let sealed = |n: u64, r: u32| {
+            serde_json::json!({
+                "kdf": {"name": "scrypt", "params": {"N": n, "r": r, "p": 1}, "salt": "AAAA"},
+                "cipher": {"name": "nacl/secretbox", "nonce": "AAAA"},
+                "ciphertext": "AAAA",
+            })
+            .to_string()
+        };
+        // 2^20 · 32 · 128 bytes = 4 GiB: within the old limits on N and r one by one, and
+        // refused before scrypt runs.
+        let why = decrypt(sealed(1 << 20, 32).as_bytes(), b"pw").unwrap_err();
+        assert!(why.contains("256 MiB"), "{why}");
+        let why = decrypt(sealed(1 << 18, 16).as_bytes(), b"pw").unwrap_err();
+        assert!(why.contains("256 MiB"), "{why}");
+        // cosign's own cost (32 MiB) gets past the bound (and fails on the fake data after).
+        let why = decrypt(sealed(32768, 8).as_bytes(), b"pw").unwrap_err();
+        assert!(!why.contains("256 MiB"), "{why}");
     }
 }

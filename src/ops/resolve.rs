@@ -5,7 +5,9 @@
 //! The files are not rewritten by a YAML library, which would lose comments, quoting and
 //! key order: they are parsed (yaml-rust2's event parser) only to find the scalars whose
 //! whole value is a reference, and those bytes alone are replaced. A reference in a
-//! comment, or inside a longer string, is not a scalar of its own and stays as it is.
+//! comment, or after other text in a string, is not a scalar of its own and stays as it
+//! is; a scalar that starts with `microimage://` is taken as a reference (as ko takes
+//! `ko://`), so one with more after the NAME is refused as a bad NAME, not left alone.
 
 use std::ops::Range;
 use std::path::PathBuf;

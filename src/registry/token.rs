@@ -56,6 +56,12 @@ impl Bearer {
     }
 }
 
+/// When to renew a token that lives `life`: at three quarters of it, not more often than
+/// every second (`life / 4 * 3`, which cannot overflow as `life * 3` can).
+fn renew_after(life: Duration) -> Duration {
+    (life / 4 * 3).max(Duration::from_secs(1))
+}
+
 /// A token, and how long it is good for.
 #[derive(Clone)]
 pub struct Issued {
@@ -148,7 +154,8 @@ pub async fn fetch(
             ));
         }
         // The spec's default when the service does not say: 60 s.
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).max(1));
+        // At most a day: a huge `expires_in` would otherwise overflow the renewal's sums.
+        let life = Duration::from_secs(answer.expires_in.unwrap_or(60).clamp(1, 86_400));
         Ok(Issued { token, life })
     };
     tokio::time::timeout(deadline, work)
@@ -219,7 +226,7 @@ impl Renewal {
             };
             loop {
                 // At three quarters of its life (and not more often than every second).
-                tokio::time::sleep((life * 3 / 4).max(Duration::from_secs(1))).await;
+                tokio::time::sleep(renew_after(life)).await;
                 match fetch(
                     &scope.http,
                     &scope.bearer,
@@ -303,6 +310,20 @@ mod tests {
             ),
             plain
         );
+    }
+
+    #[test]
+    fn renewal_times_never_overflow() {
+        assert_eq!(
+            renew_after(Duration::from_secs(300)),
+            Duration::from_secs(225)
+        );
+        assert_eq!(
+            renew_after(Duration::from_millis(10)),
+            Duration::from_secs(1)
+        );
+        // Panicked before (`life * 3`).
+        assert!(renew_after(Duration::MAX) > Duration::from_secs(1 << 60));
     }
 
     #[test]

@@ -53,15 +53,19 @@ mod pid1 {
         // handler it replaced): act only while this one is the installed handler. The
         // buffer is larger than any libc's `struct sigaction`; its first field is the
         // handler.
-        let mut old = core::mem::MaybeUninit::<[usize; 64]>::uninit();
-        unsafe {
-            if sigaction(sig, core::ptr::null(), old.as_mut_ptr() as *mut u8) == 0
-                && old.assume_init_ref()[0] != on_signal as *const () as usize
-            {
-                return;
-            }
-            _exit(128 + sig)
+        if handler_of(sig) != Some(on_signal as *const () as usize) {
+            return;
         }
+        unsafe { _exit(128 + sig) }
+    }
+
+    /// The handler installed for `sig` (`SIG_IGN`, `SIG_DFL` or a function), asked without
+    /// changing it. The buffer is zeroed and larger than any libc's `struct sigaction`,
+    /// whose first field is the handler.
+    fn handler_of(sig: i32) -> Option<usize> {
+        let mut old = [0usize; 64];
+        let asked = unsafe { sigaction(sig, core::ptr::null(), old.as_mut_ptr() as *mut u8) };
+        (asked == 0).then_some(old[0])
     }
 
     extern "C" fn init() {
@@ -72,9 +76,10 @@ mod pid1 {
                 return;
             }
             for sig in SIGNALS {
-                // A signal the container was started with ignored stays ignored.
-                if signal(sig, on_signal as *const () as usize) == SIG_IGN {
-                    signal(sig, SIG_IGN);
+                // A signal the container was started with ignored stays ignored: looked at
+                // first, so it is never handled, not even for a moment.
+                if handler_of(sig) != Some(SIG_IGN) {
+                    signal(sig, on_signal as *const () as usize);
                 }
             }
         }

@@ -64,6 +64,17 @@ fn stop_in_podman(
     timeout: u32,
     args: &[&str],
 ) -> (i64, f64, String) {
+    end_in_podman(podman, layout, &["stop", "-t", &timeout.to_string()], args)
+}
+
+/// The same, ended by `podman END… NAME` (`stop -t 30`, `kill --signal INT`), then
+/// waited for.
+fn end_in_podman(
+    podman: &Podman,
+    layout: &Path,
+    end: &[&str],
+    args: &[&str],
+) -> (i64, f64, String) {
     let name = format!(
         "microimage-stop-{}-{}",
         std::process::id(),
@@ -79,10 +90,8 @@ fn stop_in_podman(
     let logs = || run(podman.command().args(["logs", &name])).stdout;
     wait_for_log(logs, "ready");
     let t = Instant::now();
-    run(podman
-        .command()
-        .args(["stop", "-t", &timeout.to_string(), &name]))
-    .ok();
+    run(podman.command().args(end).arg(&name)).ok();
+    run(podman.command().args(["wait", &name])).ok();
     let took = t.elapsed().as_secs_f64();
     let code = run(podman
         .command()
@@ -169,6 +178,28 @@ fn as_pid_1_a_program_without_handlers_stops_at_once_and_one_with_handlers_shuts
     let (code, _, logs) = stop_in_podman(&podman, &dir.join("graceful"), 30, &[]);
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("shutting down cleanly"), "{logs}");
+}
+
+#[test]
+fn as_pid_1_sigint_and_sighup_end_it_too_an_inherited_ignore_stays_and_a_handler_of_its_own_rules()
+{
+    let (_, dir, _, _) = probes();
+    let podman = Podman::new();
+    let probe = dir.join("probe");
+    for (signal, code) in [("INT", 130), ("HUP", 129), ("TERM", 143)] {
+        let (got, _, logs) =
+            end_in_podman(&podman, &probe, &["kill", "--signal", signal], &["wait"]);
+        assert_eq!(got, code, "SIG{signal}: {logs}");
+    }
+    // Started with SIGTERM ignored (the probe ignores it and executes itself, as a shell's
+    // `trap '' TERM; exec …` would): it stays ignored, so `podman stop` has to kill it.
+    let (got, _, logs) = stop_in_podman(&podman, &probe, 2, &["ignoring", "wait"]);
+    assert_eq!(got, 137, "{logs}");
+    // A handler of the program's own that does not chain to the one it replaced: it alone
+    // runs (its exit status, 42).
+    let (got, _, logs) = stop_in_podman(&podman, &probe, 30, &["own-handler"]);
+    assert_eq!(got, 42, "{logs}");
+    assert!(logs.contains("own handler ran"), "{logs}");
 }
 
 #[test]
