@@ -692,6 +692,8 @@ const RT_IMPORTS: &[&str] = &[
     "sigaction",
     "_exit",
     "_GLOBAL_OFFSET_TABLE_",
+    // Zeroing the buffer `sigaction` fills (musl's own).
+    "memset",
     // The purge thread (with mimalloc only, which defines the last two).
     "pthread_attr_init",
     "pthread_attr_setstacksize",
