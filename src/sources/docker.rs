@@ -33,6 +33,12 @@ pub(crate) fn read(
     let mut images = Vec::new();
     for e in entries.into_iter().filter(|e| selected(tag, &e.repo_tags)) {
         let (config_data, config_digest) = files.named(&label, &e.config)?;
+        super::within(
+            &label,
+            "config",
+            config_data.len(),
+            crate::registry::limits::SMALL_BLOB_LIMIT,
+        )?;
         let config = Blob {
             media_type: MediaType::ImageConfig,
             digest: config_digest,

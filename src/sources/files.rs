@@ -141,6 +141,23 @@ impl Files {
         }
     }
 
+    /// A document blob `d` names (a manifest, an index, a config: `what`) and its bytes,
+    /// refused past `limit` before anything is read — the size in the descriptor is the
+    /// author's, and a sparse file can claim gigabytes — as a registry's would be (see
+    /// `crate::registry::limits`).
+    pub(crate) fn document(
+        &self,
+        label: &str,
+        what: &str,
+        d: &Descriptor,
+        limit: usize,
+    ) -> Result<(Blob, Vec<u8>)> {
+        super::within(label, what, d.size(), limit)?;
+        let blob = self.blob(label, d)?;
+        let bytes = super::bytes(label, &blob)?;
+        Ok((blob, bytes))
+    }
+
     /// The blob `d` names (`blobs/<algorithm>/<hex>`), checked against its size and digest.
     pub(crate) fn blob(&self, label: &str, d: &Descriptor) -> Result<Blob> {
         let digest = d.digest().clone();

@@ -412,6 +412,19 @@ pub fn archive_kind(path: &Path) -> Option<Format> {
     }
 }
 
+/// Refuses a document of `size` bytes (a manifest, an index: 4 MiB; a config: 8 MiB) past
+/// `limit`, before it is read.
+pub(crate) fn within(label: &str, what: &str, size: u64, limit: usize) -> Result<()> {
+    if size > limit as u64 {
+        return Err(Error::input(format!(
+            "`{label}`: its {what} has {size} bytes, more than the {} MiB such a document may hold",
+            limit >> 20
+        ))
+        .with_help("this is not an image this tool reads; check where it came from"));
+    }
+    Ok(())
+}
+
 /// A small blob's bytes (a manifest, a config), read from `label`.
 pub(crate) fn bytes(label: &str, blob: &Blob) -> Result<Vec<u8>> {
     blob.data.to_vec().map_err(|e| {

@@ -10,6 +10,7 @@ use super::{
     Format, Image, Manifest, Read, IMAGE_NAME, REF_NAME,
 };
 use crate::error::{Error, Result};
+use crate::registry::limits::{MANIFEST_LIMIT, SMALL_BLOB_LIMIT};
 
 /// Reads the layout in `files`: the images tagged `tag` (all without one).
 pub(crate) fn read(
@@ -38,8 +39,7 @@ pub(crate) fn read(
                 .as_ref()
                 .is_none_or(|a| !a.contains_key(REF_NAME))
         {
-            let blob = files.blob(&label, entry)?;
-            let bytes = super::bytes(&label, &blob)?;
+            let (blob, bytes) = files.document(&label, "manifest", entry, MANIFEST_LIMIT)?;
             let manifest: ImageManifest = parse_manifest(&label, "manifest", &bytes)?;
             if let Some(subject) = manifest.subject() {
                 let artifact_type = manifest
@@ -116,8 +116,7 @@ fn image(
     names: Vec<String>,
 ) -> Result<Image> {
     if is_index(entry.media_type()) {
-        let index_blob = files.blob(label, entry)?;
-        let bytes = super::bytes(label, &index_blob)?;
+        let (index_blob, bytes) = files.document(label, "image index", entry, MANIFEST_LIMIT)?;
         let index: ImageIndex = parse(label, "image index", &bytes)?;
         let manifests = index
             .manifests()
@@ -151,10 +150,10 @@ fn manifest(files: &Files, label: &str, d: &Descriptor) -> Result<Manifest> {
             d.media_type()
         )));
     }
-    let blob = files.blob(label, d)?;
-    let parsed: ImageManifest = parse_manifest(label, "manifest", &super::bytes(label, &blob)?)?;
-    let config = files.blob(label, parsed.config())?;
-    let config_json: ImageConfiguration = parse(label, "config", &super::bytes(label, &config)?)?;
+    let (blob, bytes) = files.document(label, "manifest", d, MANIFEST_LIMIT)?;
+    let parsed: ImageManifest = parse_manifest(label, "manifest", &bytes)?;
+    let (config, bytes) = files.document(label, "config", parsed.config(), SMALL_BLOB_LIMIT)?;
+    let config_json: ImageConfiguration = parse(label, "config", &bytes)?;
     let layers = parsed
         .layers()
         .iter()

@@ -538,3 +538,51 @@ fn local_bombs_are_read_in_bounded_memory() {
     }
     assert_eq!(spill_left(cache.path()), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn local_documents_that_claim_a_gibibyte_are_refused_before_they_are_read() {
+    // A layout whose config, and one whose manifest, is a sparse file of 1 GiB of zeros,
+    // described by its true size and digest: read whole before (1 GiB allocated, past the
+    // bound below); refused by the registry's caps now (8 MiB configs, 4 MiB manifests).
+    let t = tmp();
+    let script = r#"
+import hashlib, json, os, sys
+out = sys.argv[1]
+ZEROS = "sha256:49bc20df15e412a64472421e13fe86ff1c5165e18b2afccf160d4dc19fe68a14"
+GIB = 1 << 30
+def put(dir, data):
+    d = "sha256:" + hashlib.sha256(data).hexdigest()
+    open(dir + "/blobs/sha256/" + d[7:], "wb").write(data)
+    return d
+for name in ("config", "manifest"):
+    dir = out + "/" + name
+    os.makedirs(dir + "/blobs/sha256")
+    open(dir + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+    with open(dir + "/blobs/sha256/" + ZEROS[7:], "wb") as f:
+        f.truncate(GIB)
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ZEROS, "size": GIB}
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": config, "layers": []}).encode()
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "annotations": {"org.opencontainers.image.ref.name": "1"}}
+    if name == "config":
+        entry.update(digest=put(dir, manifest), size=len(manifest))
+    else:
+        entry.update(digest=ZEROS, size=GIB)
+    open(dir + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+"#;
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(t.path()))
+    .ok();
+    let cache = tmp();
+    for (name, says) in [
+        ("config", "its config has 1073741824 bytes, more than the 8 MiB"),
+        ("manifest", "its manifest has 1073741824 bytes, more than the 4 MiB"),
+    ] {
+        let layout = t.path().join(name);
+        let (out, kib) = bounded(cache.path(), &["inspect", layout.to_str().unwrap()]);
+        out.fails_with(1, says);
+        assert!(kib < 64 * 1024, "{name}: peak RSS {kib} KiB");
+    }
+}
