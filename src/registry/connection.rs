@@ -149,6 +149,9 @@ pub struct Connection {
     tokens: Tokens,
     /// Keeps the connection's token fresh while it lives.
     _renewal: Option<token::Renewal>,
+    /// What the connection's token is for.
+    target: Reference,
+    operation: RegistryOperation,
     /// Our own requests (the ping, manifests, referrers lists, manifest checks).
     http: reqwest::Client,
     scheme: &'static str,
@@ -415,6 +418,64 @@ impl Connection {
         })
     }
 
+    /// Makes the connection's token also cover pulls from `repositories` (of its
+    /// registry): what a cross-repository mount from them needs on registries that check
+    /// scopes (Distribution, Docker Hub, GHCR refuse the mount with 401 otherwise), and
+    /// what reading a blob from them needs. One token request, renewed with the same
+    /// scopes; nothing without a token service (HTTP Basic covers every repository).
+    pub async fn allow_reading(
+        &mut self,
+        repositories: &[String],
+    ) -> std::result::Result<(), OciDistributionError> {
+        let Some(bearer) = self.bearer.clone().filter(|_| !repositories.is_empty()) else {
+            return Ok(());
+        };
+        let also_pull: Vec<String> = repositories.to_vec();
+        let (target, operation) = (self.target.clone(), self.operation);
+        let issued = retry("authenticating", &self.shell, || {
+            token::fetch(
+                &self.http,
+                &bearer,
+                target.repository(),
+                operation,
+                &also_pull,
+                &self.auth,
+                self.timeouts,
+            )
+        })
+        .await?;
+        let operations: &[RegistryOperation] = match operation {
+            RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+            RegistryOperation::Pull => &[RegistryOperation::Pull],
+        };
+        token::hand_over(&self.client, &target, operations, &issued.token).await;
+        for from in &also_pull {
+            let from = Reference::with_tag(self.registry.clone(), from.clone(), "latest".into());
+            token::hand_over(
+                &self.client,
+                &from,
+                &[RegistryOperation::Pull],
+                &issued.token,
+            )
+            .await;
+        }
+        self._renewal = Some(token::Renewal::start(
+            self.client.clone(),
+            token::Scope {
+                http: self.http.clone(),
+                bearer,
+                target,
+                operation,
+                also_pull,
+                auth: self.auth.clone(),
+                timeouts: self.timeouts,
+            },
+            &issued,
+            self.tokens.clone(),
+        ));
+        Ok(())
+    }
+
     /// A pull token for `reference`'s repository: from the registry's token service by our
     /// own bounded request; `None` where the registry takes credentials as they are.
     async fn token(
@@ -427,6 +488,7 @@ impl Connection {
                 bearer,
                 reference.repository(),
                 RegistryOperation::Pull,
+                &[],
                 &self.auth,
                 self.timeouts,
             )
@@ -723,6 +785,7 @@ async fn connect_now(
                     bearer,
                     target.repository(),
                     operation,
+                    &[],
                     &auth,
                     timeouts,
                 )
@@ -738,6 +801,7 @@ async fn connect_now(
                     bearer: bearer.clone(),
                     target: target.clone(),
                     operation,
+                    also_pull: Vec::new(),
                     auth: auth.clone(),
                     timeouts,
                 },
@@ -770,6 +834,8 @@ async fn connect_now(
         bearer: answer.bearer.filter(|_| answer.challenge),
         tokens: tokens_shared,
         _renewal: renewal,
+        target: target.clone(),
+        operation,
         http,
         scheme,
         auth,

@@ -69,6 +69,19 @@ pub struct Issued {
     pub life: Duration,
 }
 
+/// The `scope` parameters of a token request: `repository:<name>:pull,push` for a push,
+/// and `repository:<from>:pull` for each other repository in `also_pull`.
+fn scopes(repository: &str, operation: RegistryOperation, also_pull: &[String]) -> Vec<String> {
+    let mut out = vec![format!("repository:{repository}:{}", actions(operation))];
+    for from in also_pull {
+        let scope = format!("repository:{from}:pull");
+        if from != repository && !out.contains(&scope) {
+            out.push(scope);
+        }
+    }
+    out
+}
+
 /// The scope's actions for `operation`: a push also reads (blob checks, manifests).
 fn actions(operation: RegistryOperation) -> &'static str {
     match operation {
@@ -77,13 +90,17 @@ fn actions(operation: RegistryOperation) -> &'static str {
     }
 }
 
-/// Asks `bearer`'s token service for a token for `repository` and `operation`, with the
-/// user's credentials when they are a login (Basic), else anonymously.
+/// Asks `bearer`'s token service for a token for `repository` and `operation`, and for
+/// pulls from `also_pull` (the repositories blobs are mounted from: Distribution-based
+/// registries check the token's pull access to the source of a mount, as Docker's pusher
+/// asks for it), with the user's credentials when they are a login (Basic), else
+/// anonymously.
 pub async fn fetch(
     http: &reqwest::Client,
     bearer: &Bearer,
     repository: &str,
     operation: RegistryOperation,
+    also_pull: &[String],
     auth: &RegistryAuth,
     timeouts: Timeouts,
 ) -> Result<Issued, OciDistributionError> {
@@ -97,8 +114,8 @@ pub async fn fetch(
     }
     let deadline = timeouts.document();
     let work = async {
-        let scope = format!("repository:{repository}:{}", actions(operation));
-        let mut query = vec![("scope", scope.as_str())];
+        let scopes = scopes(repository, operation, also_pull);
+        let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(service) = &bearer.service {
             query.push(("service", service));
         }
@@ -203,6 +220,8 @@ pub struct Scope {
     pub bearer: Bearer,
     pub target: Reference,
     pub operation: RegistryOperation,
+    /// Repositories the token may also read (see [`fetch`]).
+    pub also_pull: Vec<String>,
     pub auth: RegistryAuth,
     pub timeouts: Timeouts,
 }
@@ -232,6 +251,7 @@ impl Renewal {
                     &scope.bearer,
                     scope.target.repository(),
                     scope.operation,
+                    &scope.also_pull,
                     &scope.auth,
                     scope.timeouts,
                 )
@@ -239,6 +259,15 @@ impl Renewal {
                 {
                     Ok(issued) => {
                         hand_over(&client, &scope.target, operations, &issued.token).await;
+                        for from in &scope.also_pull {
+                            let from = Reference::with_tag(
+                                scope.target.registry().to_string(),
+                                from.clone(),
+                                "latest".to_string(),
+                            );
+                            hand_over(&client, &from, &[RegistryOperation::Pull], &issued.token)
+                                .await;
+                        }
                         if let Ok(mut map) = tokens.lock() {
                             map.insert(
                                 scope.target.repository().to_string(),
@@ -313,6 +342,22 @@ mod tests {
     }
 
     #[test]
+    fn a_token_for_mounts_also_asks_to_read_their_sources() {
+        assert_eq!(
+            scopes("me/app", RegistryOperation::Push, &[]),
+            ["repository:me/app:pull,push"]
+        );
+        assert_eq!(
+            scopes(
+                "me/app",
+                RegistryOperation::Push,
+                &["acme/base".into(), "me/app".into(), "acme/base".into()]
+            ),
+            ["repository:me/app:pull,push", "repository:acme/base:pull"]
+        );
+    }
+
+    #[test]
     fn renewal_times_never_overflow() {
         assert_eq!(
             renew_after(Duration::from_secs(300)),
@@ -362,6 +407,7 @@ mod tests {
                 &bearer,
                 "a/b",
                 RegistryOperation::Pull,
+                &[],
                 &anonymous,
                 timeouts,
             )
@@ -380,6 +426,7 @@ mod tests {
                     bearer,
                     target,
                     operation: RegistryOperation::Pull,
+                    also_pull: Vec::new(),
                     auth: anonymous,
                     timeouts,
                 },

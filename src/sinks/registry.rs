@@ -93,7 +93,21 @@ pub fn push(set: &ImageSet, target: &Target, shell: &Shell) -> Result<Pushed> {
 async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed> {
     let (target, tags, options) = (&to.reference, &to.tags[..], &to.options);
     let started = std::time::Instant::now();
-    let conn = connect(target, options, shell, RegistryOperation::Push).await?;
+    let mut conn = connect(target, options, shell, RegistryOperation::Push).await?;
+    // The repositories of this registry blobs may be mounted from (a base's, merge's
+    // sources, where this machine saw them go): the token must also read them, or a
+    // registry that checks scopes refuses the mount.
+    let mut cache = BlobCache::load();
+    let mut mount_sources: Vec<String> = to.mounts.values().flatten().cloned().collect();
+    for digest in set.blobs.keys() {
+        mount_sources.extend(cache.sources(&conn.registry, digest, target.repository()));
+    }
+    mount_sources.sort();
+    mount_sources.dedup();
+    mount_sources.retain(|r| r != target.repository());
+    conn.allow_reading(&mount_sources)
+        .await
+        .map_err(|e| conn.fail(e))?;
     let (client, registry) = (&conn.client, conn.registry.clone());
     let fail = |e: OciDistributionError| conn.fail(e);
 
@@ -146,7 +160,6 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         .filter(|(d, _)| !skip(d))
         .fold(0u64, |sum, (_, b)| sum.saturating_add(b.size()));
     let progress = shell.progress("Uploading", to_send);
-    let mut cache = BlobCache::load();
     /// What happened to one blob.
     enum Sent {
         Present,
@@ -167,7 +180,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
             let mut sent = Sent::Present;
             if !exists {
                 sent = Sent::Uploaded;
-                for source in sources {
+                for source in &sources {
                     let from =
                         Reference::with_tag(registry.clone(), source.clone(), "latest".into());
                     if client.mount_blob(target, &from, &digest).await.is_ok() {
@@ -177,10 +190,13 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
                     }
                 }
                 if matches!(sent, Sent::Uploaded) && matches!(data, Data::Remote(_)) {
-                    return Err(OciDistributionError::GenericError(Some(format!(
-                        "the registry has no blob {digest} in {} and would not mount it from the repository it came from",
-                        target.repository()
-                    ))));
+                    // Only described (a base on this registry): the registry declined the
+                    // mount (some do no mounts at all), so the blob is read from where it
+                    // is and uploaded as it arrives.
+                    stream_across(client, target, &registry, &sources, &digest, size, shell)
+                        .await?;
+                    progress.inc(size);
+                    return Ok::<_, OciDistributionError>((digest, sent));
                 }
                 if matches!(sent, Sent::Uploaded) {
                     // Counted as the HTTP body is read; an attempt that fails takes its
@@ -494,6 +510,59 @@ const UPLOAD_STEP: usize = 256 * 1024;
 
 /// A blob as an HTTP body stream that counts what has been read into `progress` (and
 /// `counted`, so a failed attempt can take it back).
+/// Copies blob `digest` (`size` bytes) into `target` from the first of `sources` (other
+/// repositories of the same registry) that serves it: read and uploaded a piece at a time,
+/// and refused past its size (the source is another registry's word).
+async fn stream_across(
+    client: &oci_client::Client,
+    target: &Reference,
+    registry: &str,
+    sources: &[String],
+    digest: &str,
+    size: u64,
+    shell: &Shell,
+) -> std::result::Result<(), OciDistributionError> {
+    use futures_util::StreamExt;
+    let mut last = None;
+    for source in sources {
+        let from = Reference::with_tag(registry.to_string(), source.clone(), "latest".into());
+        let pulled = match client.pull_blob_stream(&from, digest).await {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let mut seen = 0u64;
+        let named = digest.to_string();
+        let body = pulled.stream.map(move |step| {
+            let step = step.map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))?;
+            seen += step.len() as u64;
+            if seen > size {
+                return Err(OciDistributionError::GenericError(Some(format!(
+                    "the registry sent more than the {size} bytes of blob {named}"
+                ))));
+            }
+            Ok(step)
+        });
+        match client
+            .push_blob_stream(target, body, digest, Some(size))
+            .await
+        {
+            Ok(_) => {
+                shell.verbose("Copied", format!("{digest} from {source} (not mounted)"));
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(OciDistributionError::GenericError(Some(format!(
+        "the registry has no blob {digest} in {} and would neither mount it from the repository it came from nor let it be read there{}",
+        target.repository(),
+        last.map(|e| format!(" ({e})")).unwrap_or_default()
+    ))))
+}
+
 fn upload_body(
     data: Data,
     progress: &crate::shell::Progress,

@@ -571,14 +571,17 @@ for name in ("config", "manifest"):
         entry.update(digest=ZEROS, size=GIB)
     open(dir + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
 "#;
-    run(Command::new("python3")
-        .args(["-c", script])
-        .arg(t.path()))
-    .ok();
+    run(Command::new("python3").args(["-c", script]).arg(t.path())).ok();
     let cache = tmp();
     for (name, says) in [
-        ("config", "its config has 1073741824 bytes, more than the 8 MiB"),
-        ("manifest", "its manifest has 1073741824 bytes, more than the 4 MiB"),
+        (
+            "config",
+            "its config has 1073741824 bytes, more than the 8 MiB",
+        ),
+        (
+            "manifest",
+            "its manifest has 1073741824 bytes, more than the 4 MiB",
+        ),
     ] {
         let layout = t.path().join(name);
         let (out, kib) = bounded(cache.path(), &["inspect", layout.to_str().unwrap()]);

@@ -407,6 +407,94 @@ fn re_push_uploads_nothing_and_another_repository_mounts() {
     );
 }
 
+/// Puts the amd64 busybox base (`crate::base::bases`) in `host` as `REPOSITORY:1`.
+fn busybox_into(host: &str, repository: &str, creds: Option<&str>) {
+    let (busybox, _, _) = crate::base::bases();
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--dest-tls-verify=false"]);
+    if let Some(creds) = creds {
+        cmd.args(["--dest-creds", creds]);
+    }
+    run(cmd
+        .arg(format!("oci:{}:amd64", busybox.display()))
+        .arg(format!("docker://{host}/{repository}:1")))
+    .ok();
+}
+
+/// `push REFERENCE --base BASE` of example-app for linux/amd64.
+fn push_on_base(home: &Path, reference: &str, base: &str) -> Run {
+    run(pusher(home)
+        .args(["microimage", "push", reference, "--locked", "--base", base])
+        .arg("--manifest-path")
+        .arg(repo().join("example-app/Cargo.toml")))
+}
+
+#[test]
+fn a_base_on_a_registry_that_checks_scopes_is_mounted_not_downloaded() {
+    // Token auth with scopes enforced (the token service grants exactly what is asked,
+    // as Docker Hub and GHCR do): a mount from acme/base needs `repository:acme/base:pull`
+    // in the push's token. It was not asked for, the mount was refused (401), and as the
+    // base's layers are only described when the push goes to the base's registry, the
+    // push failed.
+    let registry = Registry::start(Setup {
+        token: Some(("tok-user", "tok-pass")),
+        ..Default::default()
+    });
+    let host = registry.host();
+    busybox_into(&host, "acme/base", Some("tok-user:tok-pass"));
+    let home = tmp();
+    docker_config(
+        home.path(),
+        &serde_json::json!({"auths": {host.clone(): {"auth": basic("tok-user", "tok-pass")}}}),
+    );
+    let out = push_on_base(
+        home.path(),
+        &format!("{host}/me/app:1"),
+        &format!("{host}/acme/base:1"),
+    )
+    .ok();
+    assert!(out.stderr.contains("1 mounted"), "{}", out.stderr);
+    // Its config is read (the image inherits it); its layer is not.
+    let log = registry.log();
+    let gets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/acme/base/blobs/"))
+        .collect();
+    assert!(gets.len() <= 1, "base blobs downloaded: {gets:#?}");
+    let tokens = std::fs::read_to_string(registry.dir.path().join("token.log")).unwrap();
+    assert!(
+        tokens.contains("acme%2Fbase%3Apull") || tokens.contains("acme/base:pull"),
+        "{tokens}"
+    );
+}
+
+#[test]
+fn a_base_layer_the_registry_will_not_mount_is_copied_from_the_base() {
+    // A registry that declines mounts: the described base layer is read from the base's
+    // repository and uploaded as it arrives (the push failed before).
+    let registry = Registry::start(Setup::default());
+    busybox_into(&registry.host(), "acme/base", None);
+    let proxy = Proxy::start(registry.port, Fault::NoMounts);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let home = tmp();
+    let reference = format!("{host}/me/app:1");
+    let out = push_on_base(home.path(), &reference, &format!("{host}/acme/base:1")).ok();
+    assert!(out.stderr.contains("0 mounted"), "{}", out.stderr);
+    assert!(
+        registry.log().contains("GET /v2/acme/base/blobs/"),
+        "not copied"
+    );
+    // The image is whole: skopeo copies it.
+    let t = tmp();
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("oci:{}:1", t.path().join("pulled").display()),
+    ]))
+    .ok();
+}
+
 pub fn docker_config(home: &Path, config: &Value) {
     std::fs::create_dir_all(home.join("docker")).unwrap();
     std::fs::write(home.join("docker/config.json"), config.to_string()).unwrap();
@@ -723,6 +811,9 @@ enum Fault {
     /// Answer the first N blob-upload `POST`s with this whole HTTP response (each request
     /// gets a connection of its own, so every one is looked at).
     Uploads(usize, String),
+    /// Take the `mount=…&from=…` off every blob-upload `POST`: a registry that declines
+    /// cross-repository mounts (it opens an upload session, 202, instead).
+    NoMounts,
 }
 
 impl Proxy {
@@ -753,6 +844,19 @@ impl Proxy {
                     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                         return;
                     };
+                    if let (Fault::NoMounts, false) = (&fault, tls) {
+                        let head = read_head(&mut client);
+                        let (line, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+                        let line = match line.split_once('?') {
+                            Some((path, _))
+                                if line.starts_with("POST ") && line.contains("mount=") =>
+                            {
+                                format!("{path} HTTP/1.1")
+                            }
+                            _ => line.to_string(),
+                        };
+                        let _ = write!(server, "{line}\r\nConnection: close\r\n{rest}");
+                    }
                     if let (Fault::Uploads(k, response), false) = (&fault, tls) {
                         let head = read_head(&mut client);
                         if head.starts_with("POST ")
