@@ -623,17 +623,7 @@ fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Ru
         }
         budget = budget.saturating_sub(len);
     }
-    // The markers: a few names, so a small section (anything larger is not ours).
-    let mut names = Vec::new();
-    if let Some((start, len)) = layout.markers.filter(|&(_, len)| len <= 4096) {
-        let mut bytes = vec![0u8; len as usize];
-        let n = read_at(start, &mut bytes);
-        names = bytes[..n]
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-    }
+    let names = marker_names(layout, read_at);
     let marked = |name: &[u8]| names.iter().any(|n| n == name);
     let allocator = if found[0] {
         Allocator::Mimalloc
@@ -660,6 +650,44 @@ fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Ru
         libc,
         thread_stack: (libc == Some(Libc::Musl)).then(|| musl_thread_stack(layout.stack_size)),
     }
+}
+
+/// The parts of the tool's runtime a binary carries, read from its `.microimage` section
+/// and `PT_GNU_STACK` only (cheap: what `build` checks every binary it links against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedParts {
+    pub mimalloc: bool,
+    pub pid1_signals: bool,
+    /// `PT_GNU_STACK`'s size (0: none asked for).
+    pub stack_size: u64,
+}
+
+/// [`LinkedParts`] of the binary behind `verdict`.
+pub fn linked_parts(verdict: &Verdict) -> LinkedParts {
+    use std::os::unix::fs::FileExt;
+    let file = &*verdict.file;
+    let layout = layout(&ReadCache::new(file), verdict.size);
+    let names = marker_names(&layout, &mut |at, buf| file.read_at(buf, at).unwrap_or(0));
+    LinkedParts {
+        mimalloc: names.iter().any(|n| n == LINKED_MIMALLOC),
+        pid1_signals: names.iter().any(|n| n == HOOK),
+        stack_size: layout.stack_size,
+    }
+}
+
+/// The names in the markers section: a few, so a small section (anything larger is not
+/// ours).
+fn marker_names(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Vec<Vec<u8>> {
+    let Some((start, len)) = layout.markers.filter(|&(_, len)| len <= 4096) else {
+        return Vec::new();
+    };
+    let mut bytes = vec![0u8; len as usize];
+    let n = read_at(start, &mut bytes);
+    bytes[..n]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// What the binary behind `verdict` carries at run time, read from the file it checked.

@@ -191,6 +191,41 @@ impl Linked {
     }
 }
 
+/// Fails when `binary` lacks a part of `linked` that the workspace wrapper was to add: a
+/// wrapper of the user's, or anything else between cargo and rustc, that dropped the
+/// arguments would otherwise give an image that silently runs on musl's malloc, ignores
+/// SIGTERM as PID 1 or crashes C threads.
+pub fn check_linked(binary: &crate::image::PlatformBinary, linked: &Linked) -> Result<()> {
+    let verdict = crate::verify::inspect_opened(&binary.path, binary.file.try_clone().ok())?;
+    let found = crate::verify::linked_parts(&verdict);
+    let mut missing = Vec::new();
+    if linked.allocator == Choice::Mimalloc && !found.mimalloc {
+        missing.push("mimalloc".to_string());
+    }
+    if linked.pid1_signals && !found.pid1_signals {
+        missing.push("the PID 1 signal hook".to_string());
+    }
+    if found.stack_size != linked.thread_stack {
+        missing.push(format!(
+            "its {} thread stack size",
+            crate::verify::stack_text(linked.thread_stack)
+        ));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::build(format!(
+        "`{}` was linked without {} that cargo-microimage adds at its final link: something between cargo \
+         and rustc dropped the arguments",
+        binary.path.display(),
+        missing.join(", ")
+    ))
+    .with_help(
+        "check RUSTC_WORKSPACE_WRAPPER, RUSTC_WRAPPER and `build.rustc-wrapper` in .cargo/config.toml: a wrapper \
+         must pass on every argument rustc gets",
+    ))
+}
+
 /// The musl that a Rust release bundles for its musl targets (rustc's self-contained
 /// `libc.a`): 1.2.5 since Rust 1.93, 1.2.3 from 1.71, 1.1.24 before.
 pub fn bundled_musl(rustc_version: &str) -> Option<&'static str> {

@@ -272,7 +272,11 @@ pub fn build(
         // any): binaries that link mimalloc name the one that compiled it.
         let app_cc = std::cell::OnceCell::new();
         for ((i, binary), link) in wanted(platform).into_iter().zip(binaries).zip(links) {
-            built[i].push(verified(&binary.path, Some(binary.file), platform, shell)?);
+            let checked = verified(&binary.path, Some(binary.file), platform, shell)?;
+            if let Some(runtime) = &link.runtime {
+                build::runtime::check_linked(&checked, runtime)?;
+            }
+            built[i].push(checked);
             let runtime = link.runtime.as_ref();
             contents[i].push(sbom::Contents {
                 crates: runtime.map_or_else(

@@ -611,3 +611,47 @@ fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
         out.stdout
     );
 }
+
+#[test]
+fn a_wrapper_that_drops_the_runtimes_arguments_fails_the_build_instead_of_a_silent_image() {
+    // A workspace wrapper of the user's that passes on everything but what the tool adds
+    // at the final link: the binary then had musl's malloc, no hook and musl's stacks, and
+    // the build said nothing.
+    let t = tmp();
+    let dir = t.path().join("hello");
+    copy_crate(&repo().join("tests/fixtures/hello"), &dir);
+    let wrapper = t.path().join("dropping-wrapper");
+    std::fs::write(
+        &wrapper,
+        r#"#!/usr/bin/env bash
+rustc=$1; shift
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -l|-L) case "$2" in *microimage*) shift 2; continue ;; esac ;;
+    *stack-size=*) shift; continue ;;
+  esac
+  args+=("$1"); shift
+done
+exec "$rustc" "${args[@]}"
+"#,
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&wrapper)).ok();
+    let out = run(tool()
+        .current_dir(&dir)
+        .env("RUSTC_WORKSPACE_WRAPPER", &wrapper)
+        .env("CARGO_TARGET_DIR", t.path().join("target"))
+        .args(["microimage", "build", "--locked", "--bin", "hello", "-o"])
+        .arg(t.path().join("image")));
+    let out = out.fails_with(
+        1,
+        "was linked without mimalloc, the PID 1 signal hook, its 8 MiB thread stack size",
+    );
+    assert!(
+        out.stderr.contains("RUSTC_WORKSPACE_WRAPPER"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.path().join("image").exists(), "an image was written");
+}
