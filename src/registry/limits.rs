@@ -36,11 +36,28 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// From `CARGO_HTTP_TIMEOUT` and `CARGO_HTTP_LOW_SPEED_LIMIT` (cargo's defaults when unset).
+    /// From `CARGO_HTTP_TIMEOUT` and `CARGO_HTTP_LOW_SPEED_LIMIT`, else `http.timeout` and
+    /// `http.low-speed-limit` of cargo's configuration (as cargo reads it from the current
+    /// directory), else cargo's defaults.
     pub fn from_env() -> Result<Timeouts> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        Self::from_env_in(&cwd)
+    }
+
+    fn from_env_in(cwd: &std::path::Path) -> Result<Timeouts> {
+        let timeout = std::env::var("CARGO_HTTP_TIMEOUT").ok();
+        let low_speed = std::env::var("CARGO_HTTP_LOW_SPEED_LIMIT").ok();
+        let config = (timeout.is_none() || low_speed.is_none())
+            .then(|| cargo_config2::Config::load_with_cwd(cwd).ok())
+            .flatten();
+        let http = config.as_ref().map(|c| &c.http);
         Self::from_values(
-            std::env::var("CARGO_HTTP_TIMEOUT").ok().as_deref(),
-            std::env::var("CARGO_HTTP_LOW_SPEED_LIMIT").ok().as_deref(),
+            timeout
+                .or_else(|| http?.timeout.map(|n| n.to_string()))
+                .as_deref(),
+            low_speed
+                .or_else(|| http?.low_speed_limit.map(|n| n.to_string()))
+                .as_deref(),
         )
     }
 
@@ -140,6 +157,25 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cargos_http_config_is_read_when_the_environment_says_nothing() {
+        if std::env::var_os("CARGO_HTTP_TIMEOUT").is_some()
+            || std::env::var_os("CARGO_HTTP_LOW_SPEED_LIMIT").is_some()
+        {
+            return; // The environment wins; this test is about the file.
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".cargo")).unwrap();
+        std::fs::write(
+            dir.path().join(".cargo/config.toml"),
+            "[http]\ntimeout = 7\nlow-speed-limit = 42\n",
+        )
+        .unwrap();
+        let read = Timeouts::from_env_in(dir.path()).unwrap();
+        assert_eq!(read.timeout, Duration::from_secs(7));
+        assert_eq!(read.low_speed_limit, 42);
+    }
 
     #[test]
     fn cargo_settings_are_read_with_cargo_defaults() {
