@@ -134,11 +134,26 @@ impl Destination {
     /// The reference other tools take: `oci:/abs/dir:1.0`, `oci-archive:/abs/app.tar:1.0`,
     /// `docker-archive:/abs/app.tar`.
     pub fn reference(&self, set: &ImageSet) -> String {
-        let path = crate::shell::path_text(&self.path);
+        let path = crate::shell::path_text(&shown(&self.path));
         match self.format {
             Format::DockerArchive => format!("docker-archive:{path}"),
             f => format!("{}:{path}:{}", f.transport(), set.name.tag),
         }
+    }
+}
+
+/// `path` as the result line shows it: with a `..` in it, through the real path of its
+/// directory (which exists once the image is written), so `ws/app/../out` shows as
+/// `ws/out`; otherwise as given.
+fn shown(path: &Path) -> PathBuf {
+    let climbs = path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir);
+    match (climbs, path.parent(), path.file_name()) {
+        (true, Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|dir| dir.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
     }
 }
 

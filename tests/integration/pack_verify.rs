@@ -282,3 +282,29 @@ fn assert_no_output(dir: &Path) {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn result_lines_show_the_output_without_parent_steps() {
+    // `-o sub/../out` was printed as given (`oci:…/sub/../out:1.2.3`).
+    let t = tmp();
+    std::fs::create_dir_all(t.path().join("sub")).unwrap();
+    let out = run(tool()
+        .current_dir(t.path())
+        .args([
+            "microimage",
+            "pack",
+            "--tag",
+            "hello:1.2.3",
+            "-o",
+            "sub/../out",
+        ])
+        .arg(static_hello()))
+    .ok();
+    let real = std::fs::canonicalize(t.path()).unwrap().join("out");
+    assert!(
+        out.stdout
+            .starts_with(&format!("oci:{}:1.2.3 sha256:", real.display())),
+        "{}",
+        out.stdout
+    );
+}
