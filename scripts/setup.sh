@@ -80,6 +80,14 @@ if ! "$tools/venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, 
     spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' cryptography==50.0.2 pynacl==1.6.2
 fi
 
+# The Sigstore project's own bundle verifier (npm), for the interop check of the bundles a
+# signed build attaches (tests/support/sigstore_verify.js), in the same cache directory.
+if [ ! -f "$tools/sigstore/node_modules/@sigstore/verify/package.json" ]; then
+  echo "setup: installing @sigstore/verify and @sigstore/bundle (npm)" >&2
+  npm install --silent --no-audit --no-fund --prefix "$tools/sigstore" \
+    @sigstore/verify@4.1.3 @sigstore/bundle@5.0.1 >/dev/null
+fi
+
 # Base images for the --base tests are made from Debian's static busybox, for amd64 and
 # arm64 (kept with the other tools; the arm64 package needs dpkg to know that
 # architecture, which changes nothing installed).

@@ -796,6 +796,20 @@ fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
         let file = t.path().join("bundle.json");
         std::fs::write(&file, &doc).unwrap();
         let checked: Value = printed_json(cosign().arg("bundle").arg(&file).args([&pub_a, &pub_b]));
+        // The Sigstore project's own verifier (JavaScript) agrees: the right key, not another.
+        let sigstore = |key: &Path| {
+            run(Command::new("node")
+                .env(
+                    "NODE_PATH",
+                    crate::base::tools().join("sigstore/node_modules"),
+                )
+                .arg(repo().join("tests/support/sigstore_verify.js"))
+                .arg(&file)
+                .arg(key))
+        };
+        let verified = sigstore(&pub_a).ok();
+        assert_eq!(verified.stdout.trim(), "verified", "{}", verified.stderr);
+        assert_eq!(sigstore(&pub_b).code, 1, "another key verified it");
         assert_eq!(
             checked["verified_by"],
             serde_json::json!([pub_a.to_str().unwrap()])
