@@ -19,46 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
-REPO=$PWD
-# Lowercase: podman imports `oci:DIR` as an image named after DIR.
-W=/tmp/microimage-alloc-$$-$RANDOM
-mkdir "$W"
-cleanup() {
-  for image in system default; do
-    podman rmi -f "localhost$W/$image:0.1.0" >/dev/null 2>&1 || true
-  done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-cargo build --release --locked -q
-export PATH="$REPO/target/release:$PATH"
-export CARGO_TARGET_DIR="$REPO/target/bench-alloc"
-cat > "$W/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-netns = "none"
-[engine]
-runtime = "runc"
-EOF
-export CONTAINERS_CONF="$W/containers.conf"
-
-cd benches/alloc
-cargo build -q --release --locked
-cp "$CARGO_TARGET_DIR/release/alloc-bench" "$W/glibc"
-cargo microimage build -q --locked --allocator system -o "$W/system" >/dev/null
-cp "$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/alloc-bench" "$W/system.bin"
-cargo microimage build -q --locked -o "$W/default" >/dev/null
-cp "$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/alloc-bench" "$W/default.bin"
-cd "$REPO"
-
-run() { # KIND THREADS -> one result line
-  case $1 in
-    glibc) "$W/glibc" "$2" ;;
-    *) podman run --rm "oci:$W/$1:0.1.0" "$2" 2>"$W/podman.log" \
-         || { cat "$W/podman.log" >&2; echo "podman run of $1 failed" >&2; exit 1; } ;;
-  esac
-}
+. benches/lib.sh
+bench_setup alloc
+bench_build alloc alloc-bench
 # Imports each image once before timing.
 run system 1 >/dev/null
 run default 1 >/dev/null

@@ -17,44 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
-REPO=$PWD
-W=/tmp/microimage-memory-$$-$RANDOM
-mkdir "$W"
-cleanup() {
-  for image in system default; do
-    podman rmi -f "localhost$W/$image:0.1.0" >/dev/null 2>&1 || true
-  done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-cargo build --release --locked -q
-export PATH="$REPO/target/release:$PATH"
-export CARGO_TARGET_DIR="$REPO/target/bench-memory"
-cat > "$W/containers.conf" <<'CONF'
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-netns = "none"
-[engine]
-runtime = "runc"
-CONF
-export CONTAINERS_CONF="$W/containers.conf"
-
-cd benches/memory
-cargo build -q --release --locked
-cp "$CARGO_TARGET_DIR/release/memory-bench" "$W/glibc"
-cargo microimage build -q --locked --allocator system -o "$W/system" >/dev/null
-cargo microimage build -q --locked -o "$W/default" >/dev/null
-cd "$REPO"
-
-run() { # KIND ARGS... -> one result line
-  local kind=$1; shift
-  case $kind in
-    glibc) "$W/glibc" "$@" ;;
-    *) podman run --rm "oci:$W/$kind:0.1.0" "$@" 2>"$W/podman.log" \
-         || { cat "$W/podman.log" >&2; echo "podman run of $kind failed" >&2; exit 1; } ;;
-  esac
-}
+. benches/lib.sh
+bench_setup memory
+bench_build memory memory-bench
 run system idle >/dev/null
 run default idle >/dev/null
 for i in $(seq "$RUNS"); do
