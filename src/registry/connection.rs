@@ -430,46 +430,20 @@ impl Connection {
         let Some(bearer) = self.bearer.clone().filter(|_| !repositories.is_empty()) else {
             return Ok(());
         };
-        let also_pull: Vec<String> = repositories.to_vec();
-        let (target, operation) = (self.target.clone(), self.operation);
-        let issued = retry("authenticating", &self.shell, || {
-            token::fetch(
-                &self.http,
-                &bearer,
-                target.repository(),
-                operation,
-                &also_pull,
-                &self.auth,
-                self.timeouts,
-            )
-        })
-        .await?;
-        let operations: &[RegistryOperation] = match operation {
-            RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
-            RegistryOperation::Pull => &[RegistryOperation::Pull],
+        let scope = token::Scope {
+            http: self.http.clone(),
+            bearer,
+            target: self.target.clone(),
+            operation: self.operation,
+            also_pull: repositories.to_vec(),
+            auth: self.auth.clone(),
+            timeouts: self.timeouts,
         };
-        token::hand_over(&self.client, &target, operations, &issued.token).await;
-        for from in &also_pull {
-            let from = Reference::with_tag(self.registry.clone(), from.clone(), "latest".into());
-            token::hand_over(
-                &self.client,
-                &from,
-                &[RegistryOperation::Pull],
-                &issued.token,
-            )
-            .await;
-        }
+        let issued = retry("authenticating", &self.shell, || scope.fetch()).await?;
+        scope.hand_over(&self.client, &issued.token).await;
         self._renewal = Some(token::Renewal::start(
             self.client.clone(),
-            token::Scope {
-                http: self.http.clone(),
-                bearer,
-                target,
-                operation,
-                also_pull,
-                auth: self.auth.clone(),
-                timeouts: self.timeouts,
-            },
+            scope,
             &issued,
             self.tokens.clone(),
         ));
@@ -770,41 +744,29 @@ async fn connect_now(
     let mut renewal = None;
     // Once per connection, before requests go out concurrently (each would authenticate
     // on its own otherwise); blob checks are pulls, uploads pushes.
-    let operations: &[RegistryOperation] = match operation {
-        RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
-        RegistryOperation::Pull => &[RegistryOperation::Pull],
-    };
+    let operations = token::operations(operation);
     let tokens_shared: Tokens = Default::default();
     match (&answer.bearer, answer.challenge) {
         (Some(bearer), true) => {
             // One token for all the connection does (a push's scope includes pull), asked
             // for by us (see `token`) and handed to oci-client.
-            let issued = retry("authenticating", shell, || {
-                token::fetch(
-                    &http,
-                    bearer,
-                    target.repository(),
-                    operation,
-                    &[],
-                    &auth,
-                    timeouts,
-                )
-            })
-            .await
-            .map_err(fail)?;
-            token::hand_over(&client, target, operations, &issued.token).await;
+            let scope = token::Scope {
+                http: http.clone(),
+                bearer: bearer.clone(),
+                target: target.clone(),
+                operation,
+                also_pull: Vec::new(),
+                auth: auth.clone(),
+                timeouts,
+            };
+            let issued = retry("authenticating", shell, || scope.fetch())
+                .await
+                .map_err(fail)?;
+            scope.hand_over(&client, &issued.token).await;
             tokens.insert(target.repository().to_string(), Some(issued.token.clone()));
             renewal = Some(token::Renewal::start(
                 client.clone(),
-                token::Scope {
-                    http: http.clone(),
-                    bearer: bearer.clone(),
-                    target: target.clone(),
-                    operation,
-                    also_pull: Vec::new(),
-                    auth: auth.clone(),
-                    timeouts,
-                },
+                scope,
                 &issued,
                 tokens_shared.clone(),
             ));

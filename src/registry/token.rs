@@ -226,6 +226,45 @@ pub struct Scope {
     pub timeouts: Timeouts,
 }
 
+/// The operations a token for `operation` serves: a push's also reads (blob checks,
+/// manifests).
+pub fn operations(operation: RegistryOperation) -> &'static [RegistryOperation] {
+    match operation {
+        RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
+        RegistryOperation::Pull => &[RegistryOperation::Pull],
+    }
+}
+
+impl Scope {
+    /// Asks the token service for a token for this scope (see [`fetch`]).
+    pub async fn fetch(&self) -> Result<Issued, OciDistributionError> {
+        fetch(
+            &self.http,
+            &self.bearer,
+            self.target.repository(),
+            self.operation,
+            &self.also_pull,
+            &self.auth,
+            self.timeouts,
+        )
+        .await
+    }
+
+    /// Gives `client` `token` for all the scope covers: the target's operations, and
+    /// reading each repository of `also_pull`.
+    pub async fn hand_over(&self, client: &Client, token: &str) {
+        hand_over(client, &self.target, operations(self.operation), token).await;
+        for from in &self.also_pull {
+            let from = Reference::with_tag(
+                self.target.registry().to_string(),
+                from.clone(),
+                "latest".to_string(),
+            );
+            hand_over(client, &from, &[RegistryOperation::Pull], token).await;
+        }
+    }
+}
+
 /// Renews a connection's token before it expires, for as long as the connection lives.
 pub struct Renewal(tokio::task::JoinHandle<()>);
 
@@ -239,35 +278,12 @@ impl Renewal {
     ) -> Renewal {
         let mut life = first.life;
         Renewal(tokio::spawn(async move {
-            let operations: &[RegistryOperation] = match scope.operation {
-                RegistryOperation::Push => &[RegistryOperation::Push, RegistryOperation::Pull],
-                RegistryOperation::Pull => &[RegistryOperation::Pull],
-            };
             loop {
                 // At three quarters of its life (and not more often than every second).
                 tokio::time::sleep(renew_after(life)).await;
-                match fetch(
-                    &scope.http,
-                    &scope.bearer,
-                    scope.target.repository(),
-                    scope.operation,
-                    &scope.also_pull,
-                    &scope.auth,
-                    scope.timeouts,
-                )
-                .await
-                {
+                match scope.fetch().await {
                     Ok(issued) => {
-                        hand_over(&client, &scope.target, operations, &issued.token).await;
-                        for from in &scope.also_pull {
-                            let from = Reference::with_tag(
-                                scope.target.registry().to_string(),
-                                from.clone(),
-                                "latest".to_string(),
-                            );
-                            hand_over(&client, &from, &[RegistryOperation::Pull], &issued.token)
-                                .await;
-                        }
+                        scope.hand_over(&client, &issued.token).await;
                         if let Ok(mut map) = tokens.lock() {
                             map.insert(
                                 scope.target.repository().to_string(),
