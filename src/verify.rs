@@ -623,8 +623,7 @@ fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Ru
         }
         budget = budget.saturating_sub(len);
     }
-    let names = marker_names(layout, read_at);
-    let marked = |name: &[u8]| names.iter().any(|n| n == name);
+    let parts = parts_of(layout, read_at);
     let allocator = if found[0] {
         Allocator::Mimalloc
     } else if found[1] {
@@ -645,10 +644,10 @@ fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Ru
     };
     Runtime {
         allocator,
-        allocator_linked: allocator == Allocator::Mimalloc && marked(LINKED_MIMALLOC),
-        pid1_signals: marked(HOOK),
+        allocator_linked: allocator == Allocator::Mimalloc && parts.mimalloc,
+        pid1_signals: parts.pid1_signals,
         libc,
-        thread_stack: (libc == Some(Libc::Musl)).then(|| musl_thread_stack(layout.stack_size)),
+        thread_stack: (libc == Some(Libc::Musl)).then(|| musl_thread_stack(parts.stack_size)),
     }
 }
 
@@ -663,31 +662,31 @@ pub struct LinkedParts {
 }
 
 /// [`LinkedParts`] of the binary behind `verdict`.
-pub fn linked_parts(verdict: &Verdict) -> LinkedParts {
+/// [`LinkedParts`] of the binary open as `file` (`size` bytes, checked before).
+pub fn linked_parts(file: &File, size: u64) -> LinkedParts {
     use std::os::unix::fs::FileExt;
-    let file = &*verdict.file;
-    let layout = layout(&ReadCache::new(file), verdict.size);
-    let names = marker_names(&layout, &mut |at, buf| file.read_at(buf, at).unwrap_or(0));
+    let layout = layout(&ReadCache::new(file), size);
+    parts_of(&layout, &mut |at, buf| file.read_at(buf, at).unwrap_or(0))
+}
+
+/// The parts the markers section names (a few NUL-terminated names, so a small section:
+/// anything larger is not ours), and `PT_GNU_STACK`'s size.
+fn parts_of(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> LinkedParts {
+    let mut names = Vec::new();
+    if let Some((start, len)) = layout.markers.filter(|&(_, len)| len <= 4096) {
+        let mut bytes = vec![0u8; len as usize];
+        let n = read_at(start, &mut bytes);
+        names = bytes[..n]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+    }
     LinkedParts {
         mimalloc: names.iter().any(|n| n == LINKED_MIMALLOC),
         pid1_signals: names.iter().any(|n| n == HOOK),
         stack_size: layout.stack_size,
     }
-}
-
-/// The names in the markers section: a few, so a small section (anything larger is not
-/// ours).
-fn marker_names(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Vec<Vec<u8>> {
-    let Some((start, len)) = layout.markers.filter(|&(_, len)| len <= 4096) else {
-        return Vec::new();
-    };
-    let mut bytes = vec![0u8; len as usize];
-    let n = read_at(start, &mut bytes);
-    bytes[..n]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
 }
 
 /// What the binary behind `verdict` carries at run time, read from the file it checked.

@@ -196,8 +196,7 @@ impl Linked {
 /// arguments would otherwise give an image that silently runs on musl's malloc, ignores
 /// SIGTERM as PID 1 or crashes C threads.
 pub fn check_linked(binary: &crate::image::PlatformBinary, linked: &Linked) -> Result<()> {
-    let verdict = crate::verify::inspect_opened(&binary.path, binary.file.try_clone().ok())?;
-    let found = crate::verify::linked_parts(&verdict);
+    let found = crate::verify::linked_parts(&binary.file, binary.size);
     let mut missing = Vec::new();
     if linked.allocator == Choice::Mimalloc && !found.mimalloc {
         missing.push("mimalloc".to_string());
