@@ -98,14 +98,27 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     // sources, where this machine saw them go): the token must also read them, or a
     // registry that checks scopes refuses the mount.
     let mut cache = BlobCache::load();
-    let mut mount_sources: Vec<String> = to.mounts.values().flatten().cloned().collect();
-    for digest in set.blobs.keys() {
-        mount_sources.extend(cache.sources(&conn.registry, digest, target.repository()));
-    }
-    mount_sources.sort();
-    mount_sources.dedup();
-    mount_sources.retain(|r| r != target.repository());
-    conn.allow_reading(&mount_sources)
+    let mount_sources: BTreeMap<&String, Vec<String>> = set
+        .blobs
+        .keys()
+        .map(|digest| {
+            let known = to.mounts.get(digest).into_iter().flatten();
+            let mut sources: Vec<String> = known
+                .filter(|r| *r != target.repository())
+                .cloned()
+                .collect();
+            for r in cache.sources(&conn.registry, digest, target.repository()) {
+                if !sources.contains(&r) {
+                    sources.push(r);
+                }
+            }
+            (digest, sources)
+        })
+        .collect();
+    let mut readable: Vec<String> = mount_sources.values().flatten().cloned().collect();
+    readable.sort();
+    readable.dedup();
+    conn.allow_reading(&readable)
         .await
         .map_err(|e| conn.fail(e))?;
     let (client, registry) = (&conn.client, conn.registry.clone());
@@ -221,13 +234,7 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         .iter()
         .filter(|(digest, _)| !skip(digest))
         .map(|(digest, blob)| {
-            let known = to.mounts.get(digest).into_iter().flatten();
-            let mut sources: Vec<String> = known.filter(|r| **r != repository).cloned().collect();
-            for r in cache.sources(&registry, digest, &repository) {
-                if !sources.contains(&r) {
-                    sources.push(r);
-                }
-            }
+            let sources = mount_sources.get(digest).cloned().unwrap_or_default();
             send(digest, blob, sources)
         })
         .collect();
