@@ -11,7 +11,9 @@
 //!   this one does nothing once replaced).
 //! - `microimage_copy` (x86 and x86_64): `memcpy` and `memmove` that are fast for small
 //!   copies. musl's are `rep movs` loops, whose start-up costs tens of cycles per call;
-//!   allocation-heavy Rust code makes millions of small copies.
+//!   allocation-heavy Rust code makes millions of small copies. 16-byte SSE2 loads and
+//!   stores up to 2 KiB (and beyond on i686 and for close or backward moves), `rep movsb`
+//!   from a 64-byte-aligned destination above (`benches/copy.sh` measures them).
 //! - `microimage_cmp` (x86, x86_64 and aarch64): `memcmp` and `bcmp` that compare 16 bytes
 //!   (SSE2) or 8 bytes at a time. musl's `memcmp` is a loop over single bytes on every
 //!   architecture, and sorting strings, `BTreeMap` and `HashMap` lookups call it all the time.
@@ -181,21 +183,36 @@ mod purge {
 
 #[cfg(microimage_copy)]
 pub mod copy {
+    #[cfg(target_arch = "x86")]
+    use core::arch::x86::{__m128i as V, _mm_loadu_si128, _mm_storeu_si128};
+    #[cfg(target_arch = "x86_64")]
+    use core::arch::x86_64::{__m128i as V, _mm_loadu_si128, _mm_storeu_si128};
     use core::ptr::{read_unaligned as load, write_unaligned as store};
 
-    /// 16 bytes: one SSE2 load or store.
-    type V = u128;
-    /// Above this, `rep movsb` (fast on CPUs with ERMS/FSRM, which long copies pay off on).
+    /// Above this, `rep movsb` on x86_64 (fast on CPUs with ERMS/FSRM, which long copies
+    /// pay off on).
     const LARGE: usize = 2048;
+
+    /// 16 bytes from `p`, one SSE2 load at any alignment (`movdqu`; a `u128` would be four
+    /// 32-bit loads on i686).
+    #[inline(always)]
+    unsafe fn ld(p: *const u8) -> V {
+        _mm_loadu_si128(p as *const V)
+    }
+
+    #[inline(always)]
+    unsafe fn st(p: *mut u8, v: V) {
+        _mm_storeu_si128(p as *mut V, v)
+    }
 
     /// Copies `n <= 32` bytes. Every load happens before any store, so the ranges may overlap.
     #[inline(always)]
     unsafe fn small(d: *mut u8, s: *const u8, n: usize) {
         if n >= 16 {
-            let a: V = load(s as *const V);
-            let b: V = load(s.add(n - 16) as *const V);
-            store(d as *mut V, a);
-            store(d.add(n - 16) as *mut V, b);
+            let a = ld(s);
+            let b = ld(s.add(n - 16));
+            st(d, a);
+            st(d.add(n - 16), b);
         } else if n >= 8 {
             let a: u64 = load(s as *const u64);
             let b: u64 = load(s.add(n - 8) as *const u64);
@@ -221,48 +238,64 @@ pub mod copy {
     /// reaches source bytes that were loaded already.
     #[inline(always)]
     unsafe fn forward(d: *mut u8, s: *const u8, n: usize) {
-        let ta: V = load(s.add(n - 32) as *const V);
-        let tb: V = load(s.add(n - 16) as *const V);
+        let ta = ld(s.add(n - 32));
+        let tb = ld(s.add(n - 16));
         let mut i = 0;
         while i + 32 < n {
-            let a: V = load(s.add(i) as *const V);
-            let b: V = load(s.add(i + 16) as *const V);
-            store(d.add(i) as *mut V, a);
-            store(d.add(i + 16) as *mut V, b);
+            let a = ld(s.add(i));
+            let b = ld(s.add(i + 16));
+            st(d.add(i), a);
+            st(d.add(i + 16), b);
             i += 32;
         }
-        store(d.add(n - 32) as *mut V, ta);
-        store(d.add(n - 16) as *mut V, tb);
+        st(d.add(n - 32), ta);
+        st(d.add(n - 16), tb);
     }
 
     /// Copies `n > 32` bytes back to front, the first 32 loaded first and stored last:
     /// for overlapping ranges where `d` is above `s`.
     #[inline(always)]
     unsafe fn backward(d: *mut u8, s: *const u8, n: usize) {
-        let ha: V = load(s as *const V);
-        let hb: V = load(s.add(16) as *const V);
+        let ha = ld(s);
+        let hb = ld(s.add(16));
         let mut i = n;
         while i > 32 {
-            let a: V = load(s.add(i - 32) as *const V);
-            let b: V = load(s.add(i - 16) as *const V);
-            store(d.add(i - 32) as *mut V, a);
-            store(d.add(i - 16) as *mut V, b);
+            let a = ld(s.add(i - 32));
+            let b = ld(s.add(i - 16));
+            st(d.add(i - 32), a);
+            st(d.add(i - 16), b);
             i -= 32;
         }
-        store(d as *mut V, ha);
-        store(d.add(16) as *mut V, hb);
+        st(d, ha);
+        st(d.add(16), hb);
     }
 
-    /// Copies front to back, byte by byte as the architecture defines it (so also for
-    /// overlapping ranges with `d` below `s`).
+    /// Copies `n > LARGE` bytes front to back, with `d` below `s` or the ranges apart.
+    ///
+    /// `rep movsb` with a destination that is not 64-byte aligned can run many times
+    /// slower (measured 20x on AMD Zen 3), and with source and destination less than 64
+    /// bytes apart it is slow on Intel parts with FSRM (glibc avoids both; musl aligns the
+    /// destination first too). So: ranges that close take the vector loop; otherwise the
+    /// first 64 bytes are copied with vector stores, and `rep movsb` copies the rest from
+    /// the first 64-byte boundary of the destination. The head's stores end at `d + 64`,
+    /// at or below `s`, so they never reach a source byte not yet read.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn rep_movsb(d: *mut u8, s: *const u8, n: usize) {
+    unsafe fn long_forward(d: *mut u8, s: *const u8, n: usize) {
+        if (s as usize).wrapping_sub(d as usize) < 64 {
+            return forward(d, s, n);
+        }
+        let (a, b, c, e) = (ld(s), ld(s.add(16)), ld(s.add(32)), ld(s.add(48)));
+        st(d, a);
+        st(d.add(16), b);
+        st(d.add(32), c);
+        st(d.add(48), e);
+        let skip = (d as usize).wrapping_neg() & 63;
         core::arch::asm!(
             "rep movsb",
-            inout("rcx") n => _,
-            inout("rdi") d => _,
-            inout("rsi") s => _,
+            inout("rcx") n - skip => _,
+            inout("rdi") d.add(skip) => _,
+            inout("rsi") s.add(skip) => _,
             options(nostack, preserves_flags)
         );
     }
@@ -270,7 +303,7 @@ pub mod copy {
     /// On 32-bit x86 LLVM keeps `esi` for itself: long copies take the vector loop.
     #[cfg(target_arch = "x86")]
     #[inline(always)]
-    unsafe fn rep_movsb(d: *mut u8, s: *const u8, n: usize) {
+    unsafe fn long_forward(d: *mut u8, s: *const u8, n: usize) {
         forward(d, s, n);
     }
 
@@ -281,7 +314,7 @@ pub mod copy {
         } else if n <= LARGE {
             forward(d, s, n);
         } else {
-            rep_movsb(d, s, n);
+            long_forward(d, s, n);
         }
         d
     }
@@ -295,7 +328,7 @@ pub mod copy {
             if n <= LARGE {
                 forward(d, s, n);
             } else {
-                rep_movsb(d, s, n);
+                long_forward(d, s, n);
             }
         } else {
             backward(d, s, n);

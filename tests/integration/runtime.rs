@@ -655,3 +655,155 @@ exec "$rustc" "${args[@]}"
     );
     assert!(!t.path().join("image").exists(), "an image was written");
 }
+
+/// `templates/runtime/rt.rs` compiled for `triple` with `cfgs`, as `build` compiles it.
+fn rt_object(triple: &str, cfgs: &[&str], out: &Path) {
+    let mut cmd = Command::new("rustc");
+    cmd.args(["--edition", "2021", "--crate-type", "lib", "--emit", "obj"])
+        .args(["--crate-name", "microimage_rt", "--target", triple])
+        .args([
+            "-C",
+            "panic=abort",
+            "-C",
+            "opt-level=3",
+            "-C",
+            "codegen-units=1",
+        ])
+        .arg("-o")
+        .arg(out)
+        .arg(repo().join("templates/runtime/rt.rs"));
+    for cfg in cfgs {
+        cmd.args(["--cfg", cfg]);
+    }
+    run(&mut cmd).ok();
+}
+
+/// The disassembly of function `name` in `file` (objdump, AT&T syntax).
+fn disassembly(file: &Path, name: &str) -> String {
+    let all = external(
+        "objdump",
+        &["-d", "--no-show-raw-insn", file.to_str().unwrap()],
+    );
+    let start = all
+        .find(&format!("<{name}>:\n"))
+        .unwrap_or_else(|| panic!("no {name} in {}", file.display()));
+    let body = &all[start..];
+    body[..body.find("\n\n").unwrap_or(body.len())].to_string()
+}
+
+#[test]
+fn long_copies_align_the_destination_before_rep_movsb_and_never_use_it_for_close_ranges() {
+    // The x86_64 copy routines linked into a host program (a C driver making long copies
+    // at every destination alignment and overlapping moves 1 to 129 bytes apart), run under
+    // gdb with a breakpoint on each `rep movsb`: every one must start at a 64-byte-aligned
+    // destination (`rep movsb` at a misaligned one runs up to 20x slower on AMD Zen 3) and
+    // with source and destination at least 64 bytes apart (slow on Intel FSRM parts).
+    let t = tmp();
+    let object = t.path().join("rt.o");
+    rt_object("x86_64-unknown-linux-musl", &["microimage_copy"], &object);
+    let driver = t.path().join("driver.c");
+    std::fs::write(
+        &driver,
+        r#"#include <stdlib.h>
+#include <string.h>
+int main(void) {
+    static volatile size_t n = 5000;
+    char *b = malloc(1 << 16);
+    memset(b, 7, 1 << 16);
+    for (int d = 0; d < 64; d++)
+        for (int s = 0; s < 3; s++)
+            memcpy(b + 32768 + d, b + s, n);
+    for (int gap = 1; gap < 130; gap++) {
+        memmove(b + 100, b + 100 + gap, n);
+        memmove(b + 100 + gap, b + 100, n);
+    }
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let program = t.path().join("driver");
+    run(Command::new("cc")
+        .args(["-O0", "-no-pie", "-fno-builtin", "-o"])
+        .arg(&program)
+        .arg(&driver)
+        .arg(&object))
+    .ok();
+    // A breakpoint on a `rep movsb` hits again after each single-stepped iteration: each
+    // one reports and disables itself, and one on the next instruction (2 bytes on) enables
+    // it again.
+    let mut script = String::from("set pagination off\nset confirm off\n");
+    let mut breaks = 0;
+    for name in ["memcpy", "memmove"] {
+        let code = disassembly(&program, name);
+        let reps: Vec<&str> = code.lines().filter(|l| l.contains("rep movsb")).collect();
+        assert!(!reps.is_empty(), "no rep movsb in {name}:\n{code}");
+        for line in reps {
+            let address = line.trim().split(':').next().unwrap();
+            let (at, after) = (breaks + 1, breaks + 2);
+            breaks += 2;
+            script.push_str(&format!(
+                "break *0x{address}\ncommands {at}\nsilent\nprintf \"rep {name} %d %d\\n\", \
+                 $rdi & 63, $rsi - $rdi\ndisable {at}\ncontinue\nend\n\
+                 break *(0x{address} + 2)\ncommands {after}\nsilent\nenable {at}\ncontinue\nend\n"
+            ));
+        }
+    }
+    script.push_str("run\n");
+    let gdb_script = t.path().join("trace.gdb");
+    std::fs::write(&gdb_script, script).unwrap();
+    let traced = run(Command::new("gdb")
+        .args(["-batch", "-nx", "-x"])
+        .arg(&gdb_script)
+        .arg(&program))
+    .ok();
+    let hits: Vec<(String, i64, i64)> = traced
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("rep "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    // Every memcpy (192) and every move to a lower address at least 64 bytes away (66).
+    let count = |name: &str| hits.iter().filter(|h| h.0 == name).count();
+    assert!(count("memcpy") >= 192, "{}", traced.stdout);
+    assert!(count("memmove") >= 66, "{}", traced.stdout);
+    for (name, alignment, distance) in &hits {
+        assert_eq!(
+            *alignment, 0,
+            "{name}: rep movsb at a misaligned destination"
+        );
+        assert!(
+            *distance >= 64 || *distance < 0,
+            "{name}: rep movsb with source {distance} bytes after the destination"
+        );
+    }
+}
+
+#[test]
+fn on_i686_the_copy_routines_move_16_bytes_per_sse2_load() {
+    // A `u128` read is four 32-bit loads on i686 (with spills): the loops load and store
+    // through xmm registers instead, as on x86_64.
+    let t = tmp();
+    let object = t.path().join("rt.o");
+    rt_object("i686-unknown-linux-musl", &["microimage_copy"], &object);
+    for name in ["memcpy", "memmove"] {
+        let code = disassembly(&object, name);
+        let vector_loads = code
+            .lines()
+            .filter(|l| (l.contains("movups") || l.contains("movdqu")) && l.contains("),%xmm"))
+            .count();
+        // The 16- to 32-byte path (2 loads), the 32-byte loop (2) and its tail (2), per
+        // direction.
+        assert!(
+            vector_loads >= 6,
+            "{name} loads {vector_loads} times into xmm:\n{code}"
+        );
+    }
+}
