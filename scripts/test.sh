@@ -2,6 +2,14 @@
 # The whole test suite: formatting, lints, the packaged crate, unit and integration tests
 # (the integration tests run skopeo, umoci and podman against real images). Run
 # scripts/setup.sh first.
+#
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh AREA...    only those integration test modules (tests/integration/AREA.rs,
+#                              e.g. `registry` or `runtime pack_verify`), no lints
+#   scripts/test.sh unit       only the library's and the CLI's unit tests
+#
+# Prints how long each phase took and the ten slowest tests; every test's time is kept in
+# target/test-times.txt (slowest first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset RUST_BACKTRACE
@@ -9,11 +17,66 @@ unset RUST_BACKTRACE
 export MICROIMAGE_TEST_TARGET_DIR="${MICROIMAGE_TEST_TARGET_DIR:-$PWD/target/tests}"
 # zig builds its libc once per target: keep that cache with the shared target dir.
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$MICROIMAGE_TEST_TARGET_DIR/zig-cache}"
-cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-# The crate as crates.io would ship it (what `cargo install cargo-microimage` builds, with no
-# workspace [patch]): `cargo package` builds the packaged copy. Its own target dir, so that
-# build does not share fingerprints with this checkout's; unoptimised, as it only has to compile.
-CARGO_TARGET_DIR="$PWD/target/package-check" cargo package --locked --allow-dirty --quiet \
-  --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.debug=0'
-cargo test --locked
+# Test binaries run through scripts/test-runner, which asks libtest for each test's time.
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/test-runner"
+mkdir -p target
+log=target/test-output.log
+: > "$log"
+phases=()
+
+phase() { # NAME COMMAND... : runs it, output also into $log, and records its time
+  local name=$1 start=$SECONDS status=0
+  shift
+  echo "test.sh: $name" >&2
+  "$@" 2>&1 | tee -a "$log" || status=$?
+  phases+=("$(printf '%-12s %5d s' "$name" $((SECONDS - start)))")
+  if [ "$status" -ne 0 ]; then
+    report
+    echo "test.sh: $name failed" >&2
+    exit "$status"
+  fi
+}
+
+report() {
+  # "test NAME ... ok <1.234s>" lines, slowest first.
+  sed -n 's/^test \(.*\) \.\.\. ok <\([0-9.]*\)s>$/\2 \1/p' "$log" | sort -rn > target/test-times.txt || true
+  {
+    echo "test.sh: time per phase"
+    printf '  %s\n' "${phases[@]}"
+    if [ -s target/test-times.txt ]; then
+      echo "test.sh: the ten slowest tests ($(wc -l < target/test-times.txt) timed, all in target/test-times.txt)"
+      head -10 target/test-times.txt | awk '{ printf "  %7.1f s  %s\n", $1, $2 }'
+    fi
+  } >&2
+}
+
+case "${1:-}" in
+  "")
+    phase fmt cargo fmt --all -- --check
+    phase clippy cargo clippy --all-targets --locked -- -D warnings
+    # The crate as crates.io would ship it (what `cargo install cargo-microimage` builds,
+    # with no workspace [patch]): `cargo package` builds the packaged copy. Its own target
+    # dir, so that build does not share fingerprints with this checkout's; unoptimised, as
+    # it only has to compile.
+    phase package env CARGO_TARGET_DIR="$PWD/target/package-check" \
+      cargo package --locked --allow-dirty --quiet \
+      --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.debug=0'
+    phase unit cargo test --locked --lib --bins
+    phase integration cargo test --locked --test integration
+    ;;
+  unit)
+    phase unit cargo test --locked --lib --bins
+    ;;
+  *)
+    filters=()
+    for area in "$@"; do
+      if [ ! -f "tests/integration/$area.rs" ]; then
+        echo "test.sh: no area $area; the areas are: $(cd tests/integration && ls *.rs | sed 's/\.rs$//' | grep -vx 'main\|common' | tr '\n' ' ')" >&2
+        exit 2
+      fi
+      filters+=("$area::")
+    done
+    phase "${*}" cargo test --locked --test integration -- "${filters[@]}"
+    ;;
+esac
+report

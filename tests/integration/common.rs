@@ -29,6 +29,7 @@ pub fn tool() -> Command {
 pub fn tool_at(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_remove("RUST_BACKTRACE")
+        .env_remove("RUSTC_BOOTSTRAP")
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -77,6 +78,8 @@ impl Run {
 
 pub fn run(cmd: &mut Command) -> Run {
     let out: Output = cmd
+        // Set for the test binary by scripts/test-runner only (for `--report-time`).
+        .env_remove("RUSTC_BOOTSTRAP")
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
