@@ -55,12 +55,11 @@ case "${1:-}" in
     phase fmt cargo fmt --all -- --check
     phase clippy cargo clippy --all-targets --locked -- -D warnings
     # The crate as crates.io would ship it (what `cargo install cargo-microimage` builds,
-    # with no workspace [patch]): `cargo package` builds the packaged copy. Its own target
-    # dir, so that build does not share fingerprints with this checkout's; unoptimised, as
-    # it only has to compile.
-    phase package env CARGO_TARGET_DIR="$PWD/target/package-check" \
-      cargo package --locked --allow-dirty --quiet \
-      --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.debug=0'
+    # with no workspace [patch]): `cargo package` builds the packaged copy. In this target
+    # dir and profile, so the dependencies it compiles are the ones the tests use; the
+    # packaged crate's own units have the same names as this checkout's (same sources),
+    # and cargo rebuilds them when a source changes.
+    phase package cargo package --locked --allow-dirty --quiet
     phase unit cargo test --locked --lib --bins
     phase integration cargo test --locked --test integration
     ;;
