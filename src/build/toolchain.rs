@@ -1,11 +1,11 @@
 //! C toolchains for the musl targets (DESIGN §5): which crates in the graph compile C, and
 //! how the build gets a C compiler and a linker for the target.
 //!
-//! - Pure Rust, native target: nothing to do (the host `cc` links with rustc's
-//!   self-contained musl CRT).
-//! - Pure Rust, foreign target: the toolchain's own `rust-lld`.
-//! - C code: `x86_64-linux-musl-gcc` (musl-tools) for the native x86_64 target when it is
-//!   installed; otherwise zig as C compiler, archiver and linker, set up through
+//! - Pure Rust: the toolchain's own `rust-lld` links, with rustc's self-contained musl
+//!   (never the host's `cc`, which cannot link a Linux binary on every host).
+//! - C code: `x86_64-linux-musl-gcc` (musl-tools) compiles it for the native x86_64 target
+//!   when it is installed, and `rust-lld` links as above; otherwise zig as C compiler,
+//!   archiver and linker, set up through
 //!   `cargo-zigbuild`'s library (its wrapper scripts exec this binary as
 //!   `cargo-microimage zig cc …`, see `main.rs`).
 //!
@@ -363,17 +363,21 @@ pub fn configure(
 ) -> Result<Option<ZigLibc>> {
     let triple = toolchain.platform.triple;
     let linker_env = &toolchain.linker_env;
-    if c_crates.is_empty() {
-        if !toolchain.native && !toolchain.user_linker {
-            cmd.env(linker_env, "rust-lld");
-            shell.verbose(
-                "Linking",
-                format!("{triple} with rust-lld (no C code in the graph)"),
-            );
-        }
-        return Ok(None);
-    }
     if !toolchain.needs_zig(c_crates) {
+        // No C code, or C code compiled by the host's musl toolchain for its own target
+        // (musl-tools' `x86_64-linux-musl-gcc`, or the user's `CC_<target>`): rustc's
+        // `rust-lld` links with rustc's self-contained musl, on any host. The host's `cc`
+        // would only do so on a Linux host of the same architecture (Apple's cannot link
+        // an ELF at all), and musl-gcc as the linker adds its own start files to rustc's.
+        if !toolchain.user_linker {
+            cmd.env(linker_env, "rust-lld");
+            let why = if c_crates.is_empty() {
+                "no C code in the graph".to_string()
+            } else {
+                format!("C code in {} compiled for the target", c_crates.join(", "))
+            };
+            shell.verbose("Linking", format!("{triple} with rust-lld ({why})"));
+        }
         return Ok(None);
     }
     let crates = c_crates.join(", ");

@@ -200,3 +200,93 @@ fn the_binary_packed_is_the_one_cargo_built_even_if_another_build_replaces_it_af
     assert_eq!(packed, Some(built[0]), "{}", report.stdout);
     assert_ne!(packed, Some(busybox.metadata().unwrap().len()));
 }
+
+#[test]
+fn the_hosts_cc_never_links_a_target_binary() {
+    // A `cc` first on PATH that refuses to link anything for a musl target and runs the
+    // real one for the host's build scripts and proc macros. Pure Rust on three platforms
+    // and C code (the runtime probe's, through x86_64-linux-musl-gcc on amd64 and zig on
+    // arm64) still build: rust-lld or the target's toolchain links them.
+    let t = tmp();
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = run(Command::new("sh").args(["-c", "command -v cc"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let cc = bin.join("cc");
+    std::fs::write(
+        &cc,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in *-unknown-linux-musl*) \
+             echo \"the host cc was asked to link for a musl target: $a\" >&2; exit 1;; esac; done\n\
+             exec {real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    run(Command::new("chmod").arg("755").arg(&cc)).ok();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let hello = fixture("hello");
+    let target = t.path().join("hello-target");
+    let out = run(tool()
+        .current_dir(hello.path())
+        .env("PATH", &path)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["microimage", "build", "-v", "--bin", "hello"])
+        .args(["--platform", "linux/amd64,linux/arm64,linux/386", "-o"])
+        .arg(t.path().join("hello")))
+    .ok();
+    for triple in [
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
+        "i686-unknown-linux-musl",
+    ] {
+        assert!(
+            out.stderr
+                .contains(&format!("{triple} with rust-lld (no C code in the graph)")),
+            "{}",
+            out.stderr
+        );
+    }
+    let said = run(&mut Command::new(
+        target.join("x86_64-unknown-linux-musl/release/hello"),
+    ))
+    .ok();
+    assert!(said.stdout.contains("hello from hello"), "{}", said.stdout);
+
+    let probe = fixture("runtime-probe");
+    let target = t.path().join("probe-target");
+    let out = run(tool()
+        .current_dir(probe.path())
+        .env("PATH", &path)
+        .env("CARGO_TARGET_DIR", &target)
+        .args(["microimage", "build", "-v", "--locked", "--bin", "probe"])
+        .args(["--platform", "linux/amd64,linux/arm64", "-o"])
+        .arg(t.path().join("probe")))
+    .ok();
+    assert!(
+        out.stderr
+            .contains("x86_64-unknown-linux-musl with rust-lld (C code in runtime-probe 0.1.0"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("Using zig as C compiler and linker for aarch64-unknown-linux-musl"),
+        "{}",
+        out.stderr
+    );
+    // The C thread of the probe runs, on its glibc-sized stack.
+    let ran = run(
+        Command::new(target.join("x86_64-unknown-linux-musl/release/probe"))
+            .args(["cthread", "1024"]),
+    )
+    .ok();
+    assert!(
+        ran.stdout.contains("c thread used 1024 KiB"),
+        "{}",
+        ran.stdout
+    );
+}
