@@ -225,7 +225,8 @@ fn the_hosts_cc_never_links_a_target_binary() {
         ),
     )
     .unwrap();
-    run(Command::new("chmod").arg("755").arg(&cc)).ok();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
 
     let hello = fixture("hello");
