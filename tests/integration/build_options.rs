@@ -229,16 +229,23 @@ fn the_hosts_cc_never_links_a_target_binary() {
     std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
 
-    let hello = fixture("hello");
-    let target = t.path().join("hello-target");
-    let out = run(tool()
-        .current_dir(hello.path())
-        .env("PATH", &path)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["microimage", "build", "-v", "--bin", "hello"])
-        .args(["--platform", "linux/amd64,linux/arm64,linux/386", "-o"])
-        .arg(t.path().join("hello")))
-    .ok();
+    // `build -v` of BIN in a copy of the fixture DIR for PLATFORMS, with that `cc` first
+    // on PATH: its output and the target dir.
+    let build = |dir: &str, bin: &str, platforms: &str| {
+        let crate_dir = fixture(dir);
+        let target = t.path().join(format!("{bin}-target"));
+        let out = run(tool()
+            .current_dir(crate_dir.path())
+            .env("PATH", &path)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["microimage", "build", "-v", "--locked", "--bin", bin])
+            .args(["--platform", platforms, "-o"])
+            .arg(t.path().join(bin)))
+        .ok();
+        (out, target)
+    };
+
+    let (out, target) = build("hello", "hello", "linux/amd64,linux/arm64,linux/386");
     for triple in [
         "x86_64-unknown-linux-musl",
         "aarch64-unknown-linux-musl",
@@ -257,16 +264,7 @@ fn the_hosts_cc_never_links_a_target_binary() {
     .ok();
     assert!(said.stdout.contains("hello from hello"), "{}", said.stdout);
 
-    let probe = fixture("runtime-probe");
-    let target = t.path().join("probe-target");
-    let out = run(tool()
-        .current_dir(probe.path())
-        .env("PATH", &path)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["microimage", "build", "-v", "--locked", "--bin", "probe"])
-        .args(["--platform", "linux/amd64,linux/arm64", "-o"])
-        .arg(t.path().join("probe")))
-    .ok();
+    let (out, target) = build("runtime-probe", "probe", "linux/amd64,linux/arm64");
     assert!(
         out.stderr
             .contains("x86_64-unknown-linux-musl with rust-lld (C code in runtime-probe 0.1.0"),

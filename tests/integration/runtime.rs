@@ -678,17 +678,21 @@ fn rt_object(triple: &str, cfgs: &[&str], out: &Path) {
     run(&mut cmd).ok();
 }
 
-/// The disassembly of function `name` in `file` (objdump, AT&T syntax).
-fn disassembly(file: &Path, name: &str) -> String {
-    let all = external(
+/// The disassembly of `file` (objdump, AT&T syntax).
+fn disassembly(file: &Path) -> String {
+    external(
         "objdump",
         &["-d", "--no-show-raw-insn", file.to_str().unwrap()],
-    );
-    let start = all
+    )
+}
+
+/// Function `name`'s part of a [`disassembly`].
+fn function<'a>(disassembly: &'a str, name: &str) -> &'a str {
+    let start = disassembly
         .find(&format!("<{name}>:\n"))
-        .unwrap_or_else(|| panic!("no {name} in {}", file.display()));
-    let body = &all[start..];
-    body[..body.find("\n\n").unwrap_or(body.len())].to_string()
+        .unwrap_or_else(|| panic!("no {name} in the disassembly"));
+    let body = &disassembly[start..];
+    &body[..body.find("\n\n").unwrap_or(body.len())]
 }
 
 #[test]
@@ -734,8 +738,9 @@ int main(void) {
     // it again.
     let mut script = String::from("set pagination off\nset confirm off\n");
     let mut breaks = 0;
+    let all = disassembly(&program);
     for name in ["memcpy", "memmove"] {
-        let code = disassembly(&program, name);
+        let code = function(&all, name);
         let reps: Vec<&str> = code.lines().filter(|l| l.contains("rep movsb")).collect();
         assert!(!reps.is_empty(), "no rep movsb in {name}:\n{code}");
         for line in reps {
@@ -793,8 +798,9 @@ fn on_i686_the_copy_routines_move_16_bytes_per_sse2_load() {
     let t = tmp();
     let object = t.path().join("rt.o");
     rt_object("i686-unknown-linux-musl", &["microimage_copy"], &object);
+    let all = disassembly(&object);
     for name in ["memcpy", "memmove"] {
-        let code = disassembly(&object, name);
+        let code = function(&all, name);
         let vector_loads = code
             .lines()
             .filter(|l| (l.contains("movups") || l.contains("movdqu")) && l.contains("),%xmm"))
