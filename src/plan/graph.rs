@@ -29,6 +29,21 @@ pub struct Graph {
     pub crates: BTreeMap<String, Vec<Crate>>,
 }
 
+impl Graph {
+    /// Whether C code of a workspace crate or a path dependency is linked (a crate of
+    /// [`Graph::c_crates`] whose source is local): the only C whose sources lie in the
+    /// checkout.
+    pub fn local_c_code(&self) -> bool {
+        self.crates.values().flatten().any(|c| {
+            c.source == "local"
+                && self
+                    .c_crates
+                    .iter()
+                    .any(|n| *n == format!("{} {}", c.name, c.version))
+        })
+    }
+}
+
 /// A crate linked into a binary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crate {

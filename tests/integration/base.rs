@@ -13,17 +13,6 @@ use crate::common::*;
 use crate::registry::{basic, docker_config, pusher, Registry, Setup};
 use serde_json::{json, Value};
 
-pub fn tools() -> PathBuf {
-    std::env::var_os("MICROIMAGE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("cargo-microimage/tools")
-        })
-}
-
 fn umoci(args: &[&str]) {
     run(Command::new("umoci").args(args)).ok();
 }
@@ -92,7 +81,7 @@ pub fn bases() -> &'static (PathBuf, PathBuf, PathBuf) {
             let root = dir.join(format!("root-{arch}"));
             std::fs::create_dir_all(root.join("bin")).unwrap();
             std::fs::copy(
-                tools().join("busybox").join(arch).join("busybox"),
+                tools_dir().join("busybox").join(arch).join("busybox"),
                 root.join("bin/busybox"),
             )
             .unwrap_or_else(|e| panic!("busybox for {arch} (run scripts/setup.sh): {e}"));
@@ -130,7 +119,7 @@ pub fn bases() -> &'static (PathBuf, PathBuf, PathBuf) {
         std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
         std::fs::create_dir_all(root.join("srv")).unwrap();
         std::fs::copy(
-            tools().join("busybox/amd64/busybox"),
+            tools_dir().join("busybox/amd64/busybox"),
             root.join("bin/busybox"),
         )
         .unwrap();

@@ -155,7 +155,7 @@ fn the_binary_packed_is_the_one_cargo_built_even_if_another_build_replaces_it_af
     // done, puts busybox where `hello` was. The image had busybox in it before.
     let c = fixture("hello");
     let t = tmp();
-    let busybox = crate::base::tools().join("busybox/amd64/busybox");
+    let busybox = tools_dir().join("busybox/amd64/busybox");
     let script = t.path().join("cargo");
     std::fs::write(
         &script,

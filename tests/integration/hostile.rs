@@ -234,7 +234,7 @@ fn an_endless_config_is_refused_in_bounded_memory() {
 /// into an OCI layout (`DIR:1`) and a docker-archive unpacked into a directory.
 fn local_images() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let t = tmp();
-    let busybox = crate::base::tools().join("busybox/amd64/busybox");
+    let busybox = tools_dir().join("busybox/amd64/busybox");
     let layout = t.path().join("layout");
     run(tool()
         .current_dir(t.path())

@@ -114,6 +114,120 @@ fn a_local_base_named_by_its_absolute_path_gives_one_digest_and_names_no_path() 
     }
 }
 
+/// sccache's counts of one build, from `sccache --show-stats --stats-format json`.
+#[derive(Debug)]
+struct CacheStats {
+    hits: u64,
+    misses: u64,
+    /// Hits per language (`Rust`, `C/C++`, `Assembler`).
+    hit_languages: Vec<String>,
+}
+
+fn cache_stats(json: &str) -> CacheStats {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+    let counts = |key: &str| -> serde_json::Map<String, serde_json::Value> {
+        value["stats"][key]["counts"]
+            .as_object()
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key} counts in {json}"))
+    };
+    let sum = |m: &serde_json::Map<String, serde_json::Value>| {
+        m.values().map(|v| v.as_u64().unwrap()).sum::<u64>()
+    };
+    let hits = counts("cache_hits");
+    CacheStats {
+        hits: sum(&hits),
+        misses: sum(&counts("cache_misses")),
+        hit_languages: hits.keys().cloned().collect(),
+    }
+}
+
+/// sccache as the compiler cache two checkouts share (CI runners check out at different
+/// paths): example-app (Rust, and C and assembly through ring) built from one checkout
+/// with a cold cache into its default target dir, then from a copy at another path into
+/// another target dir given by `--target-dir`. The
+/// second build hits the cache for at least 90% of what sccache can cache (before, the
+/// path remapping named the checkout in every crate's flags: 9 of 68), and the images are
+/// the same.
+#[test]
+fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {
+    let sccache = tools_dir().join("venv/bin/sccache");
+    assert!(
+        sccache.is_file(),
+        "{} is missing: run scripts/setup.sh",
+        sccache.display()
+    );
+    let parent = tmp();
+    let port = free_port().to_string();
+    let cache = parent.path().join("sccache");
+    let sccache_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&sccache);
+        cmd.args(args)
+            .env("SCCACHE_DIR", &cache)
+            .env("SCCACHE_SERVER_PORT", &port)
+            .env("SCCACHE_IDLE_TIMEOUT", "0")
+            .env_remove("SCCACHE_BASEDIRS")
+            .env_remove("RUSTC_WRAPPER");
+        cmd
+    };
+    /// Stops the test's sccache server (started on its own port) when the test ends.
+    struct Server<'a>(&'a dyn Fn(&[&str]) -> Command);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["--stop-server"]).output();
+        }
+    }
+    run(&mut sccache_cmd(&["--start-server"])).ok();
+    let _server = Server(&sccache_cmd);
+    let mut results = Vec::new();
+    for (name, target_dir) in [
+        ("app", None),
+        ("elsewhere/checkout-two", Some("target-two")),
+    ] {
+        let dir = parent.path().join(name);
+        copy_crate(&repo().join("example-app"), &dir);
+        run(&mut sccache_cmd(&["--zero-stats"])).ok();
+        let mut build = tool();
+        build
+            .env_remove("CARGO_TARGET_DIR")
+            .args(["microimage", "build", "--locked", "-o"])
+            .arg(parent.path().join(format!("out-{}", results.len())))
+            .current_dir(&dir)
+            .env("RUSTC_WRAPPER", &sccache)
+            .env("SCCACHE_DIR", &cache)
+            .env("SCCACHE_SERVER_PORT", &port);
+        if let Some(target_dir) = target_dir {
+            build
+                .arg("--target-dir")
+                .arg(parent.path().join(target_dir));
+        }
+        let out = run(&mut build).ok();
+        let stats = run(&mut sccache_cmd(&[
+            "--show-stats",
+            "--stats-format",
+            "json",
+        ]))
+        .ok();
+        results.push((result_line(&out.stdout).1, cache_stats(&stats.stdout)));
+    }
+    let (first, cold) = &results[0];
+    let (second, warm) = &results[1];
+    assert_eq!(first, second, "the two checkouts gave different images");
+    assert!(cold.hits == 0 && cold.misses > 20, "a cold cache: {cold:?}");
+    assert!(
+        warm.hits * 10 >= (warm.hits + warm.misses) * 9,
+        "the second checkout hit {} of {} cacheable compilations: {warm:?}",
+        warm.hits,
+        warm.hits + warm.misses
+    );
+    for language in ["Rust", "C/C++"] {
+        assert!(
+            warm.hit_languages.iter().any(|l| l == language),
+            "no {language} hits: {warm:?}"
+        );
+    }
+}
+
 #[test]
 fn c_code_from_two_checkouts_gives_one_digest() {
     // The fixture's C code returns its own __FILE__; the checkout path must not get in.

@@ -16,14 +16,7 @@ use serde_json::Value;
 
 /// Where scripts/setup.sh installs trivy and the Python venv.
 fn tools() -> PathBuf {
-    let dir = std::env::var_os("MICROIMAGE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("cargo-microimage/tools")
-        });
+    let dir = tools_dir();
     assert!(
         dir.join("trivy/trivy").is_file() && dir.join("venv/bin/python").is_file(),
         "trivy and the Python venv are missing from {}: run scripts/setup.sh",
@@ -799,10 +792,7 @@ fn sign_key_signs_a_layout_and_merge_push_carries_the_signatures_along() {
         // The Sigstore project's own verifier (JavaScript) agrees: the right key, not another.
         let sigstore = |key: &Path| {
             run(Command::new("node")
-                .env(
-                    "NODE_PATH",
-                    crate::base::tools().join("sigstore/node_modules"),
-                )
+                .env("NODE_PATH", tools_dir().join("sigstore/node_modules"))
                 .arg(repo().join("tests/support/sigstore_verify.js"))
                 .arg(&file)
                 .arg(key))

@@ -48,6 +48,12 @@ fn main() -> ExitCode {
         rest.remove(1);
         return run_zig(&ZigCli::parse_from(rest).zig);
     }
+    // cargo runs this binary as its RUSTC, linked as `rustc`, to add path remapping inside
+    // any compiler cache (`build::wrapper::Rustc`).
+    if microimage::build::wrapper::is_rustc(&args) {
+        let code = microimage::build::wrapper::rustc(&args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // cargo runs this binary as its RUSTC_WORKSPACE_WRAPPER to add dependency data and the
     // runtime to the link (`build::wrapper`): `microimage-rustc-<hash> <rustc> <args…>`,
     // only in a build it set up.
