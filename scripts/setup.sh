@@ -9,7 +9,7 @@ for pair in podman:podman runc:runc skopeo:skopeo umoci:umoci \
             htpasswd:apache2-utils x86_64-linux-musl-gcc:musl-tools openssl:openssl \
             bc:bc /usr/bin/time:time zstd:zstd script:bsdutils zsh:zsh fish:fish \
             /usr/share/bash-completion/bash_completion:bash-completion perl:perl make:make \
-            npm:npm dockerd:docker.io gdb:gdb objdump:binutils; do
+            npm:npm dockerd:docker.io gdb:gdb objdump:binutils cmake:cmake; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || need_apt+=("$pkg")
 done

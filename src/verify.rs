@@ -423,6 +423,7 @@ where
 pub enum Allocator {
     Mimalloc,
     Jemalloc,
+    Snmalloc,
     /// musl's own (mallocng): a musl binary with none of the above.
     Musl,
     /// glibc's (a static glibc binary).
@@ -437,6 +438,7 @@ impl Allocator {
         match self {
             Allocator::Mimalloc => "mimalloc",
             Allocator::Jemalloc => "jemalloc",
+            Allocator::Snmalloc => "snmalloc",
             Allocator::Musl => "musl's malloc",
             Allocator::Glibc => "glibc's malloc",
             Allocator::Unknown => "unknown malloc",
@@ -539,6 +541,7 @@ impl Runtime {
 /// The strings that tell them apart.
 const MIMALLOC: &[u8] = b"mimalloc: ";
 const JEMALLOC: &[u8] = b"<jemalloc>";
+const SNMALLOC: &[u8] = b"Failed to initialise snmalloc";
 const MUSL: &[u8] = b"No error information";
 const GLIBC: &[u8] = b"glibc.malloc.";
 /// The section `templates/runtime/rt.rs` puts its markers in (NUL-terminated names): only
@@ -596,10 +599,10 @@ fn gnu_stack<P: ProgramHeader<Endian = Endianness>>(headers: &[P], endian: Endia
 
 /// Scans `layout` through `read_at` (a step at a time, overlapping by a pattern's length).
 fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Runtime {
-    let patterns = [MIMALLOC, JEMALLOC, MUSL, GLIBC];
+    let patterns = [MIMALLOC, JEMALLOC, MUSL, GLIBC, SNMALLOC];
     let finders: Vec<memchr::memmem::Finder> =
         patterns.iter().map(memchr::memmem::Finder::new).collect();
-    let mut found = [false; 4];
+    let mut found = [false; 5];
     let overlap = patterns.iter().map(|p| p.len()).max().unwrap_or(0) as u64;
     let mut budget = SCAN_LIMIT;
     let mut buf = vec![0u8; 1 << 20];
@@ -628,6 +631,8 @@ fn scan(layout: &Layout, read_at: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Ru
         Allocator::Mimalloc
     } else if found[1] {
         Allocator::Jemalloc
+    } else if found[4] {
+        Allocator::Snmalloc
     } else if found[3] {
         Allocator::Glibc
     } else if found[2] {

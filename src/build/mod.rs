@@ -88,8 +88,17 @@ pub fn prepare(
                     if let Some(openssl) = graph.system_openssl(platform.triple) {
                         return Err(openssl.error(platform.triple));
                     }
-                    let toolchain = toolchain::Toolchain::of(platform, options, sysroot_ref)?;
-                    toolchain::warm_up(&toolchain, &graph.c_crates);
+                    toolchain::check_host_tools(&graph.host_tools, platform.triple)?;
+                    let mut toolchain = toolchain::Toolchain::of(platform, options, sysroot_ref)?;
+                    if !graph.c_crates.is_empty() {
+                        let chosen = toolchain::choose(
+                            &toolchain,
+                            &graph.c_crates,
+                            &graph.cxx_crates(),
+                            shell,
+                        )?;
+                        toolchain.set_chosen(chosen);
+                    }
                     Ok(Prepared { graph, toolchain })
                 })
             })
@@ -216,7 +225,7 @@ fn build_group(
     cmd.args(options.feature_args()).args(options.lock_args());
     let (common, target_dir) = options.common_args()?;
     cmd.args(common);
-    if let Some(dir) = target_dir {
+    if let Some(dir) = &target_dir {
         // As the flag, not as `CARGO_TARGET_DIR`: rustc inherits the environment, and
         // sccache keys Rust compilations on every `CARGO_*` variable, so a per-checkout
         // path there makes every crate miss. The flag wins over a variable of the user's,
@@ -269,6 +278,10 @@ fn build_group(
         }
     }
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
+    if !c_crates.is_empty() {
+        let dir = target_dir.as_deref().unwrap_or(&first.target_directory);
+        toolchain::forget_other_toolchain(&prepared.toolchain, dir, c_crates, shell)?;
+    }
     // Held until cargo is done: the files the wrapper reads.
     let additions: Vec<&wrapper::Additions> = links.iter().map(|l| &l.additions).collect();
     let rustc = wrapper::Rustc {

@@ -317,13 +317,13 @@ pub fn prepare(
     let mut mimalloc = None;
     let mut compiler = None;
     if choices.contains(&Choice::Mimalloc) {
-        match toolchain::c_compiler(toolchain)? {
+        match toolchain::c_compiler(toolchain, shell)? {
             Some(cc) => {
                 mimalloc = Some(mimalloc_archive(platform, &cc, options, &root, shell)?);
                 compiler = Some(cc.name);
             }
             None => {
-                let help = toolchain::how_to_get_zig(toolchain);
+                let help = toolchain::how_to_get_zig(toolchain, false);
                 for (r, choice) in requests.iter().zip(&mut choices) {
                     if *choice != Choice::Mimalloc {
                         continue;
@@ -355,7 +355,12 @@ pub fn prepare(
         .zip(choices)
         .map(|(r, allocator)| {
             let pid1 = r.runtime.pid1_signals;
-            let parts_of_rt = rt_parts(platform, pid1, allocator == Choice::Mimalloc);
+            let parts_of_rt = rt_parts(
+                platform,
+                pid1,
+                allocator == Choice::Mimalloc,
+                toolchain.compiles_cxx(),
+            );
             let mut parts = Vec::new();
             if !parts_of_rt.is_empty() {
                 let part = match objects.get(&parts_of_rt) {
@@ -416,6 +421,7 @@ fn parts_of_rt_text(cfgs: &[&str], allocator: &Choice) -> String {
         ("microimage_pid1", "PID 1 hook"),
         ("microimage_copy", "copy routines"),
         ("microimage_cmp", "compare routines"),
+        ("microimage_cxa", "__cxa_thread_atexit_impl"),
     ] {
         if cfgs.contains(&cfg) {
             out.push(what);
@@ -624,10 +630,13 @@ fn compile_failed(triple: &str, cc: &CCompiler, options: &CargoOptions, errors: 
 /// the comparisons on x86 and aarch64 (musl's aarch64 copies are ARM's optimised ones; the
 /// other 32-bit and big-endian-capable platforms keep musl's, as unaligned word access
 /// there is not always cheap).
-fn rt_parts(platform: &Platform, pid1: bool, mimalloc: bool) -> Vec<&'static str> {
+fn rt_parts(platform: &Platform, pid1: bool, mimalloc: bool, cxx: bool) -> Vec<&'static str> {
     let mut cfgs = Vec::new();
     if pid1 {
         cfgs.push("microimage_pid1");
+    }
+    if cxx {
+        cfgs.push("microimage_cxa");
     }
     if mimalloc {
         cfgs.push("microimage_purge");
@@ -728,6 +737,13 @@ const RT_IMPORTS: &[&str] = &[
     "_GLOBAL_OFFSET_TABLE_",
     // Zeroing the buffer `sigaction` fills (musl's own).
     "memset",
+    // `__cxa_thread_atexit_impl` (with C++ in the graph).
+    "pthread_once",
+    "pthread_key_create",
+    "pthread_getspecific",
+    "pthread_setspecific",
+    "malloc",
+    "free",
     // The purge thread (with mimalloc only, which defines the last two).
     "pthread_attr_init",
     "pthread_attr_setstacksize",

@@ -3,11 +3,13 @@
 //!
 //! - Pure Rust: the toolchain's own `rust-lld` links, with rustc's self-contained musl
 //!   (never the host's `cc`, which cannot link a Linux binary on every host).
-//! - C code: `x86_64-linux-musl-gcc` (musl-tools) compiles it for the native x86_64 target
-//!   when it is installed, and `rust-lld` links as above; otherwise zig as C compiler,
-//!   archiver and linker, set up through
-//!   `cargo-zigbuild`'s library (its wrapper scripts exec this binary as
-//!   `cargo-microimage zig cc …`, see `main.rs`).
+//! - C code ([`choose`], once per target, checked by a tiny compile and said in one
+//!   `Using` line): the user's `CC_<target>`; else `<arch>-linux-musl-gcc` (musl-tools)
+//!   for the native target when no crate compiles C++ (musl-tools has no C++ compiler),
+//!   and `rust-lld` links as above; otherwise zig as C and C++ compiler, archiver and
+//!   linker (it brings libc++), set up through `cargo-zigbuild`'s library (its wrapper
+//!   scripts exec this binary as `cargo-microimage zig cc …`, see `main.rs`). A musl-gcc
+//!   that fails its check is passed over for zig, with a warning.
 //!
 //! Everything is set only where the user has not: `CC_<target>`, `CXX_<target>`,
 //! `AR_<target>`, `CARGO_TARGET_<TRIPLE>_LINKER` in the environment and
@@ -60,6 +62,9 @@ pub struct Toolchain {
     /// `super::wrapper::Rustc`): `RUSTC`, else `build.rustc` of a `--config` value or of
     /// cargo's configuration, else the toolchain's own (`<sysroot>/bin/rustc`).
     pub rustc: std::path::PathBuf,
+    /// The C toolchain [`choose`] picked for the graph's C code (none yet: no C code, or
+    /// not chosen yet).
+    chosen: Option<Chosen>,
 }
 
 impl Toolchain {
@@ -98,16 +103,17 @@ impl Toolchain {
             rustflags,
             workspace_wrapper: config.build.rustc_workspace_wrapper.clone(),
             rustc: real_rustc(&config, &cli, sysroot),
+            chosen: None,
         })
     }
 
-    /// Whether [`configure`] will use zig, given the crates that compile C.
-    fn needs_zig(&self, c_crates: &[String]) -> bool {
-        let triple = self.platform.triple;
-        let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
-        !c_crates.is_empty()
-            && !(self.user_cc && (self.user_linker || self.native)
-                || self.native && on_path(&musl_gcc))
+    /// The musl-tools compiler for this target's architecture
+    /// (`x86_64-linux-musl-gcc`).
+    fn musl_gcc(&self) -> String {
+        format!(
+            "{}-linux-musl-gcc",
+            self.platform.triple.split('-').next().unwrap_or("")
+        )
     }
 }
 
@@ -295,66 +301,322 @@ fn zig_version(wrapper: &ZigWrapper) -> String {
     })
 }
 
-/// The C compiler for the target that a build with C code would use: the user's
-/// `CC_<target>`, else `x86_64-linux-musl-gcc` for the native x86_64 target when it is
-/// installed, else zig. `None` when there is none (zig is missing).
-pub fn c_compiler(toolchain: &Toolchain) -> Result<Option<CCompiler>> {
-    let triple = toolchain.platform.triple;
-    if toolchain.user_cc {
-        let cc = std::env::var(format!("CC_{}", under(triple)))
-            .or_else(|_| std::env::var(format!("CC_{triple}")))
-            .unwrap_or_default();
-        return Ok(Some(CCompiler {
-            env: Vec::new(),
-            identity: format!("{cc}: {}", version_line(&cc)),
-            name: cc,
-        }));
+/// Which C toolchain compiles a target's C and C++ code, and what links the binary.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// The user's `CC_<target>` (and their `CXX_<target>`, linker); zig links on a
+    /// foreign target when they set no linker.
+    User,
+    /// musl-tools' `<arch>-linux-musl-gcc` for C on the native target; rust-lld links.
+    MuslGcc,
+    /// zig for everything (C, C++, archiver, linker).
+    Zig(ZigWrapper),
+}
+
+/// The C toolchain [`choose`] picked for a target: checked, with what it is called.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    kind: Kind,
+    /// The compiler as the runtime's own C compile (mimalloc) uses it.
+    pub compiler: CCompiler,
+    /// The crates that compile C++, when any.
+    cxx_crates: Vec<String>,
+}
+
+/// The language of a [`check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    C,
+    Cxx,
+}
+
+/// Compiles a tiny source with `command` (a compiler, possibly with arguments) for
+/// `platform`: its standard headers must be there (`<stdio.h>`, or `<vector>` for C++)
+/// and the object must be for the target's architecture (the host's `gcc` given as a
+/// cross compiler is caught here, not in the middle of a dependency's build). A passed
+/// check is remembered in the tool's cache by the compiler's identity (`identity`: its
+/// path, version and file), so that a warm build does not compile again; a failed one
+/// is not.
+fn check(
+    command: &str,
+    lang: Lang,
+    identity: &str,
+    platform: &Platform,
+) -> std::result::Result<(), String> {
+    let digest =
+        crate::blob::sha256(format!("{identity}\0{lang:?}\0{}", platform.triple).as_bytes());
+    let key = crate::blob::hex(&digest);
+    let marker = crate::blob::cache_home().map(|h| h.join("cc-checks").join(&key[..24]));
+    if marker.as_ref().is_some_and(|m| m.is_file()) {
+        return Ok(());
     }
-    let musl_gcc = format!("{}-linux-musl-gcc", triple.split('-').next().unwrap_or(""));
-    if toolchain.native && on_path(&musl_gcc) {
-        let version = version_line(&musl_gcc);
-        return Ok(Some(CCompiler {
-            env: vec![
-                (format!("CC_{}", under(triple)), musl_gcc.clone().into()),
-                (format!("AR_{}", under(triple)), "ar".into()),
-            ],
-            identity: format!("{musl_gcc}: {version}"),
-            name: musl_gcc,
-        }));
+    let dir = tempfile::Builder::new()
+        .prefix("microimage-cc-check-")
+        .tempdir()
+        .map_err(|e| format!("making a temporary directory failed: {e}"))?;
+    let _registered = crate::guard::Temporary::register(dir.path());
+    let (name, source) = match lang {
+        Lang::C => (
+            "check.c",
+            "#include <stdio.h>\nint microimage_check(void) { return puts(\"ok\"); }\n",
+        ),
+        Lang::Cxx => (
+            "check.cc",
+            "#include <vector>\nint microimage_check() { std::vector<int> v{1, 2}; return v[1]; }\n",
+        ),
+    };
+    let src = dir.path().join(name);
+    let obj = dir.path().join("check.o");
+    std::fs::write(&src, source).map_err(|e| format!("writing {} failed: {e}", src.display()))?;
+    let mut words = command.split_whitespace();
+    let program = words.next().ok_or("the command is empty")?;
+    let out = Command::new(program)
+        .args(words)
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running `{program}` failed: {e}"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(3)
+            .collect();
+        return Err(format!(
+            "it failed to compile {} ({}){}",
+            if lang == Lang::C {
+                "a line of C"
+            } else {
+                "a line of C++"
+            },
+            out.status,
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", said.join(" / "))
+            }
+        ));
     }
-    match zig_for(triple) {
-        Ok(wrapper) => {
-            let version = zig_version(&wrapper);
-            Ok(Some(CCompiler {
-                env: vec![
-                    (format!("CC_{}", under(triple)), wrapper.cc.clone()),
-                    (format!("CXX_{}", under(triple)), wrapper.cxx.clone()),
-                    (format!("AR_{}", under(triple)), wrapper.ar.clone()),
-                    (format!("RANLIB_{}", under(triple)), wrapper.ranlib.clone()),
-                ],
-                identity: format!("zig {version}"),
-                name: format!("zig {version}"),
-            }))
+    let head = std::fs::read(&obj).unwrap_or_default();
+    let machine = match (head.get(0..4), head.get(5), head.get(18..20)) {
+        (Some(b"\x7fELF"), Some(&data), Some(m)) => Some(if data == 2 {
+            u16::from_be_bytes([m[0], m[1]])
+        } else {
+            u16::from_le_bytes([m[0], m[1]])
+        }),
+        _ => None,
+    };
+    if machine != Some(platform.elf_machine.0) {
+        return Err(format!(
+            "it compiled an object that is not for {} (ELF machine {}, wanted {})",
+            platform.triple,
+            machine.map_or("none: not ELF".to_string(), |m| m.to_string()),
+            platform.elf_machine.0
+        ));
+    }
+    if let Some(marker) = marker {
+        if let Some(parent) = marker.parent() {
+            let _ = std::fs::create_dir_all(parent);
         }
-        Err(ZigProblem::Missing) => Ok(None),
-        Err(ZigProblem::Prepare { zig, error }) => Err(Error::build(format!(
-            "preparing zig ({zig}) for {triple} failed: {error}"
-        ))),
+        let _ = std::fs::write(&marker, identity);
+    }
+    Ok(())
+}
+
+/// What names a compiler for [`check`]'s memory: the command, its version line and its
+/// file (size and modification time).
+fn identity_of(command: &str, version: &str) -> String {
+    let program = command.split_whitespace().next().unwrap_or("");
+    let file = which::which(program)
+        .ok()
+        .and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m)))
+        .map(|(p, m)| {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{} {} {mtime}", p.display(), m.len())
+        })
+        .unwrap_or_default();
+    format!("{command}: {version}: {file}")
+}
+
+/// The user's `CC_<target>`/`CXX_<target>` (either spelling of the target).
+fn user_var(prefix: &str, triple: &str) -> Option<String> {
+    [
+        format!("{prefix}_{}", under(triple)),
+        format!("{prefix}_{triple}"),
+    ]
+    .iter()
+    .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+/// Picks and checks the C (and, for `cxx_crates`, C++) toolchain of a target whose
+/// graph has C code in `c_crates` (see the module's rules). A warning when musl-gcc fails
+/// its check and zig takes over; an error when the user's compiler fails it, or when
+/// there is no C toolchain for the target at all.
+pub fn choose(
+    toolchain: &Toolchain,
+    c_crates: &[String],
+    cxx_crates: &[String],
+    shell: &Shell,
+) -> Result<Chosen> {
+    let platform = toolchain.platform;
+    let triple = platform.triple;
+    let cxx = !cxx_crates.is_empty();
+    let chosen = |kind: Kind, compiler: CCompiler| Chosen {
+        kind,
+        compiler,
+        cxx_crates: cxx_crates.to_vec(),
+    };
+    if toolchain.user_cc {
+        let cc = user_var("CC", triple).unwrap_or_default();
+        let version = version_line(&cc);
+        let identity = identity_of(&cc, &version);
+        let refuse = |var: &str, command: &str, why: String| {
+            Error::build(format!(
+                "{var}_{} = `{command}` cannot compile for {triple}: {why}",
+                under(triple)
+            ))
+            .with_help(format!(
+                "point {var}_{} at a compiler for {triple}, or unset it to let cargo-microimage pick one",
+                under(triple)
+            ))
+        };
+        check(&cc, Lang::C, &identity, platform).map_err(|why| refuse("CC", &cc, why))?;
+        if cxx {
+            if let Some(cxx_cmd) = user_var("CXX", triple) {
+                let identity = identity_of(&cxx_cmd, &version_line(&cxx_cmd));
+                check(&cxx_cmd, Lang::Cxx, &identity, platform)
+                    .map_err(|why| refuse("CXX", &cxx_cmd, why))?;
+            }
+        }
+        return Ok(chosen(
+            Kind::User,
+            CCompiler {
+                env: Vec::new(),
+                identity,
+                name: cc,
+            },
+        ));
+    }
+    let musl_gcc = toolchain.musl_gcc();
+    if toolchain.native && on_path(&musl_gcc) {
+        if cxx {
+            shell.verbose(
+                "Passing over",
+                format!(
+                    "{musl_gcc} for {triple}: musl-tools has no C++ compiler, and {} compile C++",
+                    cxx_crates.join(", ")
+                ),
+            );
+        } else {
+            let version = version_line(&musl_gcc);
+            let identity = identity_of(&musl_gcc, &version);
+            match check(&musl_gcc, Lang::C, &identity, platform) {
+                Ok(()) => {
+                    return Ok(chosen(
+                        Kind::MuslGcc,
+                        CCompiler {
+                            env: vec![
+                                (format!("CC_{}", under(triple)), musl_gcc.clone().into()),
+                                (format!("AR_{}", under(triple)), "ar".into()),
+                            ],
+                            identity: format!("{musl_gcc}: {version}"),
+                            name: musl_gcc,
+                        },
+                    ))
+                }
+                Err(why) => shell.warn(format!(
+                    "`{musl_gcc}` on PATH cannot compile for {triple}: {why}; using zig instead \
+                     (fix or remove that {musl_gcc}, or set CC_{} to choose a compiler)",
+                    under(triple)
+                )),
+            }
+        }
+    }
+    let crates = c_crates.join(", ");
+    let wrapper = zig_for(triple).map_err(|problem| match problem {
+        ZigProblem::Missing => Error::build(if c_crates.is_empty() {
+            format!("compiling C for {triple} needs a C compiler for that target, and there is none")
+        } else {
+            format!(
+                "building for {triple} needs a C{} compiler for that target: these crates compile C{}: {crates}",
+                if cxx { "/C++" } else { "" },
+                if cxx { " or C++" } else { "" },
+            )
+        })
+        .with_help(how_to_get_zig(toolchain, cxx)),
+        ZigProblem::Prepare { zig, error } => {
+            Error::build(format!("preparing zig ({zig}) for {triple} failed: {error}"))
+        }
+    })?;
+    let version = zig_version(&wrapper);
+    let identity = format!("zig {version}: {}", wrapper.cc.display());
+    let cc = wrapper.cc.display().to_string();
+    check(&cc, Lang::C, &identity, platform).map_err(|why| {
+        Error::build(format!("zig {version} cannot compile C for {triple}: {why}"))
+            .with_help("reinstall zig (`python3 -m pip install --force-reinstall ziglang`), or set CC_<target> to a C compiler for the target")
+    })?;
+    if cxx {
+        let cxx_cmd = wrapper.cxx.display().to_string();
+        let identity = format!("zig {version}: {cxx_cmd}");
+        check(&cxx_cmd, Lang::Cxx, &identity, platform).map_err(|why| {
+            Error::build(format!(
+                "zig {version} cannot compile C++ for {triple}: {why}"
+            ))
+            .with_help("reinstall zig (`python3 -m pip install --force-reinstall ziglang`)")
+        })?;
+    }
+    let compiler = CCompiler {
+        env: vec![
+            (format!("CC_{}", under(triple)), wrapper.cc.clone()),
+            (format!("CXX_{}", under(triple)), wrapper.cxx.clone()),
+            (format!("AR_{}", under(triple)), wrapper.ar.clone()),
+            (format!("RANLIB_{}", under(triple)), wrapper.ranlib.clone()),
+        ],
+        identity: format!("zig {version}"),
+        name: format!("zig {version}"),
+    };
+    Ok(chosen(Kind::Zig(wrapper), compiler))
+}
+
+/// The C compiler for the target, for C code the tool compiles itself (mimalloc, see
+/// `super::runtime`): the one the build uses for the app's C code ([`choose`], which runs
+/// now for a target without C code of its own). `None` when there is none (zig is
+/// missing).
+pub fn c_compiler(toolchain: &Toolchain, shell: &Shell) -> Result<Option<CCompiler>> {
+    if let Some(chosen) = &toolchain.chosen {
+        return Ok(Some(chosen.compiler.clone()));
+    }
+    match choose(toolchain, &[], &[], shell) {
+        Ok(chosen) => Ok(Some(chosen.compiler)),
+        Err(_) if !toolchain.user_cc && zig_for(toolchain.platform.triple).is_err() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// How to get a C compiler for `triple` (for the error or warning when there is none).
-pub fn how_to_get_zig(toolchain: &Toolchain) -> String {
+/// How to get a C (and C++) compiler for the toolchain's target (for the error or warning
+/// when there is none).
+pub fn how_to_get_zig(toolchain: &Toolchain, cxx: bool) -> String {
     let triple = toolchain.platform.triple;
     format!(
-        "install zig, which cargo-microimage uses as C compiler for musl targets: \
-         `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{} at a C compiler for {triple}",
-        if toolchain.native {
+        "install zig, which cargo-microimage uses as C{} compiler and linker for musl targets: \
+         `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{}{} at a compiler for {triple}",
+        if cxx { "/C++" } else { "" },
+        if toolchain.native && !cxx {
             ", or install musl-tools for x86_64-linux-musl-gcc"
         } else {
             ""
         },
-        under(triple)
+        under(triple),
+        if cxx { format!(" and CXX_{}", under(triple)) } else { String::new() },
     )
 }
 
@@ -363,13 +625,29 @@ impl Toolchain {
     pub fn platform(&self) -> &'static Platform {
         self.platform
     }
-}
 
-/// Sets zig up ahead of [`configure`] when it will be needed, so that this can run
-/// alongside other targets' work. Errors are left for `configure` to report.
-pub fn warm_up(toolchain: &Toolchain, c_crates: &[String]) {
-    if toolchain.needs_zig(c_crates) {
-        let _ = zig_for(toolchain.platform.triple);
+    /// Whether a crate of the graph compiles C++ (as [`choose`] found).
+    pub fn compiles_cxx(&self) -> bool {
+        self.chosen
+            .as_ref()
+            .is_some_and(|c| !c.cxx_crates.is_empty())
+    }
+
+    /// What names the C toolchain [`choose`] picked (kind, compiler and version), if any.
+    fn c_identity(&self) -> Option<String> {
+        self.chosen.as_ref().map(|c| {
+            let kind = match c.kind {
+                Kind::User => "user",
+                Kind::MuslGcc => "musl-gcc",
+                Kind::Zig(_) => "zig",
+            };
+            format!("{kind}: {}", c.compiler.identity)
+        })
+    }
+
+    /// Records the C toolchain [`choose`] picked for the graph's C code.
+    pub fn set_chosen(&mut self, chosen: Chosen) {
+        self.chosen = Some(chosen);
     }
 }
 
@@ -388,9 +666,9 @@ pub fn warm_up_early(platforms: &[&'static Platform]) {
     }
 }
 
-/// Sets up the C compiler and linker for the target on the cargo command `cmd`. Returns
-/// whether zig is used (the caller marks its C library as built once cargo succeeds, see
-/// [`ZigLibc`]).
+/// Sets up the C compiler and linker for the target on the cargo command `cmd`, as
+/// [`choose`] picked them, and says so. Returns zig's C library marker when zig links (the
+/// caller marks it built once cargo succeeds, see [`ZigLibc`]).
 pub fn configure(
     cmd: &mut Command,
     toolchain: &Toolchain,
@@ -399,66 +677,315 @@ pub fn configure(
 ) -> Result<Option<ZigLibc>> {
     let triple = toolchain.platform.triple;
     let linker_env = &toolchain.linker_env;
-    if !toolchain.needs_zig(c_crates) {
-        // No C code, or C code compiled by the host's musl toolchain for its own target
-        // (musl-tools' `x86_64-linux-musl-gcc`, or the user's `CC_<target>`): rustc's
-        // `rust-lld` links with rustc's self-contained musl, on any host. The host's `cc`
-        // would only do so on a Linux host of the same architecture (Apple's cannot link
-        // an ELF at all), and musl-gcc as the linker adds its own start files to rustc's.
+    let crates = c_crates.join(", ");
+    let chosen = match &toolchain.chosen {
+        Some(chosen) => Some(chosen.clone()),
+        None if !c_crates.is_empty() => Some(choose(toolchain, c_crates, &[], shell)?),
+        None => None,
+    };
+    let Some(chosen) = chosen.filter(|_| !c_crates.is_empty()) else {
+        // No C code: rustc's `rust-lld` links with rustc's self-contained musl, on any
+        // host. The host's `cc` would only do so on a Linux host of the same architecture
+        // (Apple's cannot link an ELF at all).
         if !toolchain.user_linker {
             cmd.env(linker_env, "rust-lld");
-            let why = if c_crates.is_empty() {
-                "no C code in the graph".to_string()
-            } else {
-                format!("C code in {} compiled for the target", c_crates.join(", "))
-            };
-            shell.verbose("Linking", format!("{triple} with rust-lld ({why})"));
+            shell.verbose(
+                "Linking",
+                format!("{triple} with rust-lld (no C code in the graph)"),
+            );
         }
         return Ok(None);
-    }
-    let crates = c_crates.join(", ");
-    let wrapper = zig_for(triple).map_err(|problem| match problem {
-        ZigProblem::Missing => Error::build(format!(
-            "building for {triple} needs a C compiler for that target: these crates compile C: {crates}"
-        ))
-        .with_help(format!(
-            "install zig, which cargo-microimage uses as C compiler and linker for musl targets: \
-             `python3 -m pip install ziglang` (or put `zig` on PATH){}; or point CC_{} and {linker_env} \
-             at a C toolchain for {triple}",
-            if toolchain.native { ", or install musl-tools for x86_64-linux-musl-gcc" } else { "" },
-            under(triple)
-        )),
-        ZigProblem::Prepare { zig, error } => {
-            Error::build(format!("preparing zig ({zig}) for {triple} failed: {error}"))
-        }
-    })?;
-    shell.status(
-        "Using",
-        format!("zig as C compiler and linker for {triple} (C code in {crates})"),
-    );
-    let libc = ZigLibc::for_target(triple);
-    if !libc.is_built() {
-        shell.status(
-            "Preparing",
-            format!(
-                "zig's C library for {triple}: the first build with zig for a target compiles it \
-                 (a minute or two, once per zig cache)"
-            ),
-        );
-    }
-    let mut set = |name: String, value: &Path| {
+    };
+    let what = if chosen.cxx_crates.is_empty() {
+        format!("C code in {crates}")
+    } else {
+        format!("C++ in {}", chosen.cxx_crates.join(", "))
+    };
+    let set_default = |cmd: &mut Command, name: String, value: &Path| {
         if !env_set(&name) {
             cmd.env(name, value);
         }
     };
-    set(format!("CC_{}", under(triple)), &wrapper.cc);
-    set(format!("CXX_{}", under(triple)), &wrapper.cxx);
-    set(format!("AR_{}", under(triple)), &wrapper.ar);
-    set(format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
-    if !toolchain.user_linker {
-        cmd.env(linker_env, &wrapper.cc);
+    match &chosen.kind {
+        Kind::User => {
+            let linker = if toolchain.user_linker {
+                "your linker".to_string()
+            } else if toolchain.native {
+                cmd.env(linker_env, "rust-lld");
+                "rust-lld".to_string()
+            } else {
+                let wrapper = zig_for(triple).map_err(|_| {
+                    Error::build(format!(
+                        "linking C code for {triple} needs a linker for that target: CC_{} is set, but no linker",
+                        under(triple)
+                    ))
+                    .with_help(format!(
+                        "set {linker_env} (or target.{triple}.linker in cargo config), or install zig (`python3 -m pip install ziglang`)"
+                    ))
+                })?;
+                set_default(cmd, format!("CXX_{}", under(triple)), &wrapper.cxx);
+                set_default(cmd, format!("AR_{}", under(triple)), &wrapper.ar);
+                set_default(cmd, format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
+                cmd.env(linker_env, &wrapper.cc);
+                "zig".to_string()
+            };
+            shell.status(
+                "Using",
+                format!(
+                    "{} (CC_{}) as C/C++ compiler and {linker} as linker for {triple} ({what})",
+                    chosen.compiler.name,
+                    under(triple)
+                ),
+            );
+            if linker == "zig" {
+                return Ok(Some(ZigLibc::for_target(triple)));
+            }
+            Ok(None)
+        }
+        Kind::MuslGcc => {
+            for (name, value) in &chosen.compiler.env {
+                set_default(cmd, name.clone(), value);
+            }
+            let linker = if toolchain.user_linker {
+                "your linker"
+            } else {
+                cmd.env(linker_env, "rust-lld");
+                "rust-lld"
+            };
+            let version = chosen
+                .compiler
+                .identity
+                .split_once(": ")
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.is_empty())
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default();
+            shell.status(
+                "Using",
+                format!(
+                    "{}{version} as C compiler and {linker} as linker for {triple} ({what})",
+                    chosen.compiler.name
+                ),
+            );
+            Ok(None)
+        }
+        Kind::Zig(wrapper) => {
+            shell.status(
+                "Using",
+                format!(
+                    "{} as C/C++ compiler and linker for {triple} ({what})",
+                    chosen.compiler.name
+                ),
+            );
+            let libc = ZigLibc::for_target(triple);
+            if !libc.is_built() {
+                shell.status(
+                    "Preparing",
+                    format!(
+                        "zig's C library for {triple}: the first build with zig for a target compiles it \
+                         (a minute or two, once per zig cache)"
+                    ),
+                );
+            }
+            set_default(cmd, format!("CC_{}", under(triple)), &wrapper.cc);
+            set_default(cmd, format!("CXX_{}", under(triple)), &wrapper.cxx);
+            set_default(cmd, format!("AR_{}", under(triple)), &wrapper.ar);
+            set_default(cmd, format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
+            if !toolchain.user_linker {
+                cmd.env(linker_env, &wrapper.cc);
+            }
+            Ok(Some(libc))
+        }
     }
-    Ok(Some(libc))
+}
+
+/// Checks, before anything compiles, that the programs the graph's build scripts run on
+/// this machine are there (`tools`: `(program, crate)`, see
+/// `crate::plan::graph::Graph::host_tools`), honouring the variables those scripts read
+/// (`CMAKE`, `PROTOC`, `PERL`, `LIBCLANG_PATH`). Without this, a missing `cmake` showed up
+/// as a panic deep in a dependency's build script, minutes in. One error names every
+/// missing program, the crates that need it and how to install it on Debian/Ubuntu,
+/// Fedora and macOS.
+pub fn check_host_tools(tools: &[(String, String)], triple: &str) -> Result<()> {
+    let mut missing: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (tool, krate) in tools {
+        if host_tool_found(tool) {
+            continue;
+        }
+        match missing.iter_mut().find(|(t, _)| t == tool) {
+            Some((_, crates)) => crates.push(krate),
+            None => missing.push((tool, vec![krate])),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = missing
+        .iter()
+        .map(|(tool, crates)| {
+            let why = match *tool {
+                "cmake" => "builds C/C++ code with CMake",
+                "protoc" => "compiles .proto files with protoc",
+                "perl" => "runs OpenSSL's Perl configure script",
+                _ => "generates bindings with bindgen, which loads libclang",
+            };
+            format!("`{tool}` ({} {why})", crates.join(", "))
+        })
+        .collect();
+    let how: Vec<String> = missing
+        .iter()
+        .map(|(tool, _)| {
+            let (apt, dnf, brew, var) = match *tool {
+                "cmake" => ("cmake", "cmake", "cmake", "CMAKE"),
+                "protoc" => ("protobuf-compiler", "protobuf-compiler", "protobuf", "PROTOC"),
+                "perl" => ("perl", "perl-core", "perl", "PERL"),
+                _ => ("libclang-dev", "clang-devel", "llvm", "LIBCLANG_PATH"),
+            };
+            format!(
+                "{tool}: `sudo apt-get install {apt}` (Debian/Ubuntu), `sudo dnf install {dnf}` (Fedora), \
+                 `brew install {brew}` (macOS){}",
+                if var == "LIBCLANG_PATH" {
+                    ", or set LIBCLANG_PATH to the directory holding libclang".to_string()
+                } else {
+                    format!(", or set {var} to one")
+                }
+            )
+        })
+        .collect();
+    Err(Error::build(format!(
+        "building for {triple} needs {} on this machine, and {} not found",
+        what.join(" and "),
+        if missing.len() == 1 {
+            "it was"
+        } else {
+            "they were"
+        }
+    ))
+    .with_help(format!("install {}", how.join("; "))))
+}
+
+/// Whether the program `tool` of [`check_host_tools`] is there.
+fn host_tool_found(tool: &str) -> bool {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let program = |env: &str, name: &str| match var(env) {
+        Some(path) => which::which(&path).is_ok(),
+        None => on_path(name),
+    };
+    match tool {
+        "cmake" => program("CMAKE", "cmake"),
+        "protoc" => program("PROTOC", "protoc"),
+        "perl" => program("PERL", "perl"),
+        _ => {
+            let has_libclang = |dir: &Path| {
+                std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| {
+                        let name = e.file_name();
+                        let name = name.to_string_lossy();
+                        name.starts_with("libclang")
+                            && (name.contains(".so") || name.ends_with(".dylib"))
+                    })
+            };
+            if let Some(dir) = var("LIBCLANG_PATH") {
+                return has_libclang(Path::new(&dir));
+            }
+            if on_path("llvm-config") {
+                return true;
+            }
+            let mut dirs: Vec<std::path::PathBuf> = [
+                "/usr/lib",
+                "/usr/lib64",
+                "/usr/local/lib",
+                "/opt/homebrew/opt/llvm/lib",
+                "/usr/local/opt/llvm/lib",
+            ]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+            for parent in ["/usr/lib", "/usr/lib64"] {
+                for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("llvm") {
+                        dirs.push(e.path().join("lib"));
+                    } else if name.ends_with("-linux-gnu") {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            dirs.iter().any(|d| has_libclang(d))
+        }
+    }
+}
+
+/// Keeps C build outputs of one C toolchain from being reused by another in the same
+/// target dir. cc-rs reruns a build script when its `CC_<target>` changes, but what the
+/// script left in its `OUT_DIR` stays, and CMake's cache there names the old compiler:
+/// switching from musl-gcc to zig failed with `Could NOT find Threads`. So the target dir
+/// records the toolchain of its last build per target (`<target dir>/<triple>/
+/// microimage-c-toolchain`), and when another one builds, the build directories and
+/// fingerprints of the crates that compile C are removed first (for every profile), and
+/// cargo builds them afresh. Nothing else in the target dir is touched.
+pub fn forget_other_toolchain(
+    toolchain: &Toolchain,
+    target_dir: &Path,
+    c_crates: &[String],
+    shell: &Shell,
+) -> Result<()> {
+    let (Some(identity), Some(chosen)) = (toolchain.c_identity(), toolchain.chosen.as_ref()) else {
+        return Ok(());
+    };
+    // Its name for people, then what tells it apart.
+    let identity = format!("{}\n{identity}\n", chosen.compiler.name);
+    let triple = toolchain.platform.triple;
+    let dir = target_dir.join(triple);
+    let marker = dir.join("microimage-c-toolchain");
+    let before = std::fs::read_to_string(&marker).ok();
+    if before.as_deref() == Some(identity.as_str()) {
+        return Ok(());
+    }
+    if let Some(before) = &before {
+        let names: Vec<&str> = c_crates
+            .iter()
+            .filter_map(|c| c.split(' ').next())
+            .collect();
+        let is_output_of = |entry: &str| {
+            names.iter().any(|n| {
+                entry
+                    .strip_prefix(n)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+        };
+        let mut removed = 0usize;
+        for profile in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            for sub in ["build", ".fingerprint"] {
+                let parent = profile.path().join(sub);
+                for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    if is_output_of(&entry.file_name().to_string_lossy()) {
+                        std::fs::remove_dir_all(entry.path())
+                            .map_err(|e| Error::io("removing", &entry.path(), e))?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            let old = before.lines().next().unwrap_or("another");
+            shell.status(
+                "Cleaning",
+                format!(
+                    "the C build outputs of {} for {triple}: the C toolchain changed from {old} to {}",
+                    names.join(", "),
+                    chosen.compiler.name
+                ),
+            );
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    std::fs::write(&marker, &identity).map_err(|e| Error::io("writing", &marker, e))?;
+    Ok(())
 }
 
 /// Whether zig's C library (musl, compiled by zig on first use for a target and kept in

@@ -293,7 +293,7 @@ pub fn build(
                     .then(|| {
                         app_cc
                             .get_or_init(|| {
-                                build::toolchain::c_compiler(&prepared.toolchain)
+                                build::toolchain::c_compiler(&prepared.toolchain, shell)
                                     .ok()
                                     .flatten()
                                     .map(|cc| cc.name)

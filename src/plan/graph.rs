@@ -17,8 +17,23 @@ use crate::platform::Platform;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Graph {
     /// The crates linked into the binaries whose build scripts compile C (they have a
-    /// `cc` or `cmake` build-dependency), as `name version`, sorted.
+    /// `cc`, `cmake` or `cxx-build` build-dependency), as `name version`, sorted.
     pub c_crates: Vec<String>,
+    /// Those of [`Graph::c_crates`] from a registry or git that compile C++ (see
+    /// [`compiles_cxx`]); the same for a local crate is decided on every run, from
+    /// [`Graph::local_c_dirs`], as its files may change.
+    #[serde(default)]
+    pub cxx_crates: Vec<String>,
+    /// Programs the build scripts of linked crates run on the build machine, as
+    /// `(program, crate)`: `cmake` (a `cmake` build-dependency), `protoc` (`prost-build`,
+    /// `tonic-build`, unless a vendored protoc is in the graph), `perl` (`openssl-src`,
+    /// vendored OpenSSL's configure script), `libclang` (`bindgen`).
+    #[serde(default)]
+    pub host_tools: Vec<(String, String)>,
+    /// The local crates of [`Graph::c_crates`] (workspace members and path dependencies):
+    /// `name version` and their directories.
+    #[serde(default)]
+    pub local_c_dirs: Vec<(String, std::path::PathBuf)>,
     /// When `openssl-sys` is linked without a vendored OpenSSL (`openssl-src`): how it is
     /// reached, from the binary's package to `openssl-sys`, and whether the package depends
     /// on `openssl` directly. See [`Graph::system_openssl`].
@@ -30,17 +45,44 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// The crates of [`Graph::c_crates`] that compile C++ (registry and git crates as
+    /// found when the graph was read, local ones now), sorted.
+    pub fn cxx_crates(&self) -> Vec<String> {
+        let mut out = self.cxx_crates.clone();
+        for (label, dir) in &self.local_c_dirs {
+            let deps = self.build_deps_of(label);
+            if compiles_cxx(dir, &deps) {
+                out.push(label.clone());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The build-dependencies that matter to [`compiles_cxx`] of a local C crate: not
+    /// kept in the graph, so read from its manifest (small, and only for local crates).
+    fn build_deps_of(&self, label: &str) -> Vec<String> {
+        let Some((_, dir)) = self.local_c_dirs.iter().find(|(l, _)| l == label) else {
+            return Vec::new();
+        };
+        let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            return Vec::new();
+        };
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return Vec::new();
+        };
+        table
+            .get("build-dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether C code of a workspace crate or a path dependency is linked (a crate of
     /// [`Graph::c_crates`] whose source is local): the only C whose sources lie in the
     /// checkout.
     pub fn local_c_code(&self) -> bool {
-        self.crates.values().flatten().any(|c| {
-            c.source == "local"
-                && self
-                    .c_crates
-                    .iter()
-                    .any(|n| *n == format!("{} {}", c.name, c.version))
-        })
+        !self.local_c_dirs.is_empty()
     }
 }
 
@@ -69,6 +111,109 @@ impl Graph {
             .as_ref()
             .filter(|_| !user_openssl(triple))
     }
+}
+
+/// Whether the package in `dir`, whose build-dependencies are `build_deps`, compiles C++
+/// — decided before anything compiles, from what it ships, so that the target gets a C++
+/// compiler (and a linker that brings the C++ standard library) when it needs one:
+///
+/// - a `cxx-build` build-dependency (a cxx bridge);
+/// - C++ sources (`.cc`, `.cpp`, `.cxx`, `.c++`) anywhere in the package (cc-rs with
+///   `cpp(true)`, or a bundled C++ library);
+/// - a `cmake` build-dependency and a `CMakeLists.txt` whose `project()` names CXX or no
+///   language at all (CMake's default is C and CXX, and configuring fails without a C++
+///   compiler), or that calls `enable_language(CXX)`.
+///
+/// A heuristic, on the safe side: a wrong "yes" costs only that zig compiles the target's
+/// C too. The walk skips `target` and hidden directories and stops after 50,000 entries.
+pub fn compiles_cxx(dir: &std::path::Path, build_deps: &[String]) -> bool {
+    if build_deps.iter().any(|d| d == "cxx-build") {
+        return true;
+    }
+    let cmake = build_deps.iter().any(|d| d == "cmake");
+    let mut stack = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(at) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > 50_000 {
+                return false;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    stack.push(entry.path());
+                }
+            } else if [".cc", ".cpp", ".cxx", ".c++"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            {
+                return true;
+            } else if cmake && name == "CMakeLists.txt" {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if cmake_wants_cxx(&text) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Whether a `CMakeLists.txt` enables C++: `enable_language(CXX)`, or a `project()` that
+/// lists CXX or no language (see [`compiles_cxx`]).
+fn cmake_wants_cxx(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let calls = |name: &str| -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        let mut rest = lower.as_str();
+        while let Some(at) = rest.find(name) {
+            let before = rest[..at].chars().next_back();
+            rest = &rest[at + name.len()..];
+            let args = rest.trim_start();
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                || !args.starts_with('(')
+            {
+                continue;
+            }
+            let inner = args[1..].split(')').next().unwrap_or("");
+            out.push(inner.split_whitespace().map(str::to_string).collect());
+        }
+        out
+    };
+    if calls("enable_language")
+        .iter()
+        .flatten()
+        .any(|a| a == "cxx")
+    {
+        return true;
+    }
+    const KEYWORDS: [&str; 4] = ["version", "description", "homepage_url", "languages"];
+    calls("project").iter().any(|args| {
+        let after_name = args.get(1..).unwrap_or_default();
+        if after_name.iter().any(|a| a == "cxx") {
+            return true;
+        }
+        let languages: Vec<&String> = match after_name.iter().position(|a| a == "languages") {
+            Some(i) => after_name[i + 1..]
+                .iter()
+                .take_while(|a| !KEYWORDS.contains(&a.as_str()))
+                .collect(),
+            None => after_name
+                .iter()
+                .take_while(|a| !KEYWORDS.contains(&a.as_str()))
+                .collect(),
+        };
+        // `NONE` enables nothing; no language at all means C and CXX.
+        languages.is_empty()
+    })
 }
 
 /// `openssl-sys` in the graph without `openssl-src`: it would look for the build
@@ -140,17 +285,68 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
             .get(id)
             .map_or(String::new(), |p| p.name.to_string())
     };
-    let mut c_crates: Vec<String> = reached_from
+    let build_deps = |p: &cargo_metadata::Package| -> Vec<String> {
+        p.dependencies
+            .iter()
+            .filter(|d| d.kind == DependencyKind::Build)
+            .map(|d| d.name.to_string())
+            .collect()
+    };
+    let c_packages: Vec<&cargo_metadata::Package> = reached_from
         .keys()
-        .filter_map(|id| packages.get(id))
+        .filter_map(|id| packages.get(id).copied())
         .filter(|p| {
-            p.dependencies.iter().any(|d| {
-                d.kind == DependencyKind::Build && matches!(d.name.as_str(), "cc" | "cmake")
-            })
+            build_deps(p)
+                .iter()
+                .any(|d| matches!(d.as_str(), "cc" | "cmake" | "cxx-build"))
         })
-        .map(|p| format!("{} {}", p.name, p.version))
         .collect();
+    let label = |p: &cargo_metadata::Package| format!("{} {}", p.name, p.version);
+    let mut c_crates: Vec<String> = c_packages.iter().map(|p| label(p)).collect();
     c_crates.sort();
+    let dir = |p: &cargo_metadata::Package| {
+        p.manifest_path
+            .parent()
+            .map(|d| d.as_std_path().to_path_buf())
+            .unwrap_or_default()
+    };
+    let mut cxx_crates: Vec<String> = c_packages
+        .iter()
+        .filter(|p| p.source.is_some() && compiles_cxx(&dir(p), &build_deps(p)))
+        .map(|p| label(p))
+        .collect();
+    cxx_crates.sort();
+    let vendored_protoc = metadata
+        .packages
+        .iter()
+        .any(|p| matches!(p.name.as_str(), "protoc-bin-vendored" | "protobuf-src"));
+    let mut host_tools: Vec<(String, String)> = reached_from
+        .keys()
+        .filter_map(|id| packages.get(id).copied())
+        .flat_map(|p| {
+            build_deps(p)
+                .into_iter()
+                .filter_map(|d| match d.as_str() {
+                    "cmake" => Some("cmake"),
+                    "prost-build" | "tonic-build" | "tonic-prost-build" if !vendored_protoc => {
+                        Some("protoc")
+                    }
+                    "openssl-src" => Some("perl"),
+                    "bindgen" => Some("libclang"),
+                    _ => None,
+                })
+                .map(|tool| (tool.to_string(), label(p)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    host_tools.sort();
+    host_tools.dedup();
+    let mut local_c_dirs: Vec<(String, std::path::PathBuf)> = c_packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .map(|p| (label(p), dir(p)))
+        .collect();
+    local_c_dirs.sort();
     let unvendored_openssl = reached_from
         .keys()
         .find(|id| name(id) == "openssl-sys")
@@ -190,6 +386,9 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
         .collect();
     Ok(Graph {
         c_crates,
+        cxx_crates,
+        local_c_dirs,
+        host_tools,
         unvendored_openssl,
         crates,
     })
@@ -375,4 +574,30 @@ fn under(triple: &str) -> String {
 
 fn env_set(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmake_wants_cxx;
+
+    #[test]
+    fn cmake_projects_want_cxx_when_they_name_it_or_no_language() {
+        assert!(cmake_wants_cxx("project(shapes C CXX)"));
+        assert!(cmake_wants_cxx(
+            "cmake_minimum_required(VERSION 3.13)\nproject(snmalloc)"
+        ));
+        assert!(cmake_wants_cxx("project(x VERSION 1.2 LANGUAGES C CXX)"));
+        assert!(cmake_wants_cxx("project(x VERSION 1.2)"));
+        assert!(cmake_wants_cxx("PROJECT ( x )\n"));
+        assert!(cmake_wants_cxx("project(x C)\nenable_language(CXX)"));
+        assert!(!cmake_wants_cxx("project(zlib C)"));
+        assert!(!cmake_wants_cxx("project(x VERSION 2.0 LANGUAGES C ASM)"));
+        assert!(!cmake_wants_cxx(
+            "project(x LANGUAGES C DESCRIPTION \"a c lib\")"
+        ));
+        assert!(!cmake_wants_cxx(
+            "# no project here\nadd_library(x STATIC x.c)"
+        ));
+        assert!(!cmake_wants_cxx("my_project(x)"));
+    }
 }

@@ -26,6 +26,15 @@
 //!   takes no signal. `MIMALLOC_PURGE_DELAY` still rules: `0` (mimalloc purges at once)
 //!   and `-1` (never) end the thread, other values set its pace.
 //!
+//! - `microimage_cxa` (when a crate compiles C++): `__cxa_thread_atexit_impl`, glibc's
+//!   registration of a thread's C++ `thread_local` destructors, which musl does not have.
+//!   C++ configured for glibc calls it directly: snmalloc's CMake build picks that on every
+//!   non-Apple Unix (`SNMALLOC_CLEANUP=CXX11_THREAD_ATEXIT_DIRECT`), so its allocator did
+//!   not link for musl. The destructors run, last registered first, when the thread ends
+//!   (through a pthread key's destructor, as musl runs those); like with Rust's own
+//!   thread-locals on musl, not for the main thread at `exit`. Rust's standard library
+//!   uses it too once it is there (it looks for it as a weak symbol).
+//!
 //! `no_std`, no `core` function called (the object may only need the C library), and
 //! `no_builtins` so that the copy loops are not turned back into calls to `memcpy`.
 #![no_std]
@@ -179,6 +188,99 @@ mod purge {
     #[used]
     #[link_section = ".init_array"]
     static INIT: extern "C" fn() = init;
+}
+
+#[cfg(microimage_cxa)]
+mod cxa {
+    use core::ptr::addr_of_mut;
+
+    extern "C" {
+        // `pthread_key_t` is `unsigned` and `pthread_once_t` `int` in musl on every
+        // platform. `pthread_once` rather than a compare-and-swap, which on aarch64 calls
+        // an outlined atomic from Rust's compiler builtins (not in this object's reach).
+        fn pthread_once(once: *mut i32, init: extern "C" fn()) -> i32;
+        fn pthread_key_create(key: *mut u32, dtor: Option<unsafe extern "C" fn(*mut u8)>) -> i32;
+        fn pthread_getspecific(key: u32) -> *mut u8;
+        fn pthread_setspecific(key: u32, value: *const u8) -> i32;
+        fn malloc(size: usize) -> *mut u8;
+        fn free(ptr: *mut u8);
+    }
+
+    /// One registered destructor; the thread's list hangs from the key, newest first.
+    #[repr(C)]
+    struct Node {
+        dtor: unsafe extern "C" fn(*mut u8),
+        obj: *mut u8,
+        next: *mut Node,
+    }
+
+    static mut ONCE: i32 = 0;
+    static mut KEY: u32 = 0;
+    static mut KEY_MADE: bool = false;
+
+    extern "C" fn make_key() {
+        unsafe {
+            KEY_MADE = pthread_key_create(addr_of_mut!(KEY), Some(run)) == 0;
+        }
+    }
+
+    unsafe fn key() -> Option<u32> {
+        pthread_once(addr_of_mut!(ONCE), make_key);
+        if KEY_MADE {
+            Some(KEY)
+        } else {
+            None
+        }
+    }
+
+    /// The key's destructor, with the thread's list: runs it, newest first, and then what
+    /// those destructors registered, until nothing is left.
+    unsafe extern "C" fn run(list: *mut u8) {
+        let Some(key) = key() else { return };
+        let mut node = list as *mut Node;
+        loop {
+            while !node.is_null() {
+                let Node { dtor, obj, next } = core::ptr::read(node);
+                free(node as *mut u8);
+                dtor(obj);
+                node = next;
+            }
+            node = pthread_getspecific(key) as *mut Node;
+            if node.is_null() {
+                return;
+            }
+            pthread_setspecific(key, core::ptr::null());
+        }
+    }
+
+    /// What `cargo microimage verify` looks for.
+    #[used]
+    #[link_section = ".microimage"]
+    static MARKER: [u8; 23] = *b"cxa_thread_atexit_impl\0";
+
+    #[no_mangle]
+    pub unsafe extern "C" fn __cxa_thread_atexit_impl(
+        dtor: unsafe extern "C" fn(*mut u8),
+        obj: *mut u8,
+        _dso: *mut u8,
+    ) -> i32 {
+        core::ptr::read_volatile(&MARKER[0]);
+        let Some(key) = key() else { return -1 };
+        let node = malloc(core::mem::size_of::<Node>()) as *mut Node;
+        if node.is_null() {
+            return -1;
+        }
+        node.write(Node {
+            dtor,
+            obj,
+            next: pthread_getspecific(key) as *mut Node,
+        });
+        if pthread_setspecific(key, node as *const u8) != 0 {
+            free(node as *mut u8);
+            return -1;
+        }
+        0
+    }
 }
 
 #[cfg(microimage_copy)]

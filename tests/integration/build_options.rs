@@ -267,13 +267,13 @@ fn the_hosts_cc_never_links_a_target_binary() {
     let (out, target) = build("runtime-probe", "probe", "linux/amd64,linux/arm64");
     assert!(
         out.stderr
-            .contains("x86_64-unknown-linux-musl with rust-lld (C code in runtime-probe 0.1.0"),
+            .contains("as C compiler and rust-lld as linker for x86_64-unknown-linux-musl (C code in runtime-probe 0.1.0"),
         "{}",
         out.stderr
     );
     assert!(
         out.stderr
-            .contains("Using zig as C compiler and linker for aarch64-unknown-linux-musl"),
+            .contains("as C/C++ compiler and linker for aarch64-unknown-linux-musl"),
         "{}",
         out.stderr
     );

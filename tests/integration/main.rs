@@ -27,4 +27,5 @@ mod runtime;
 mod rustup_target;
 mod scale;
 mod supply_chain;
+mod toolchains;
 mod zstd;

@@ -30,7 +30,7 @@ fn multi() -> &'static (PathBuf, String) {
         .ok();
         assert!(
             out.stderr.contains(
-                "Using zig as C compiler and linker for aarch64-unknown-linux-musl (C code in ring"
+                "as C/C++ compiler and linker for aarch64-unknown-linux-musl (C code in ring"
             ),
             "{}",
             out.stderr

@@ -30,9 +30,8 @@ fn linux_386_builds_from_rust_with_and_without_c_and_runs() {
         .arg(&app))
     .ok();
     assert!(
-        out.stderr.contains(
-            "Using zig as C compiler and linker for i686-unknown-linux-musl (C code in ring"
-        ),
+        out.stderr
+            .contains("as C/C++ compiler and linker for i686-unknown-linux-musl (C code in ring"),
         "{}",
         out.stderr
     );

@@ -1,0 +1,177 @@
+//! C and C++ toolchains for the targets (DESIGN §5): one toolchain per target, checked by a
+//! tiny compile and said in one `Using` line; C++ from cxx bridges, CMake and snmalloc on
+//! amd64 (where musl-tools has no C++ compiler) and arm64; a broken musl-gcc passed over
+//! for zig; a switch of toolchains in one target dir; host programs that build scripts
+//! need (cmake…) named before anything compiles.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// A `x86_64-linux-musl-gcc` that fails whatever it is asked, in a directory to put first
+/// on `PATH`; returns that `PATH`.
+fn broken_musl_gcc(dir: &std::path::Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let gcc = bin.join("x86_64-linux-musl-gcc");
+    std::fs::write(
+        &gcc,
+        "#!/bin/sh\necho 'this musl-gcc is broken' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gcc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+#[test]
+fn cxx_bridges_cmake_and_snmalloc_build_and_run_on_amd64_and_arm64() {
+    // C++ three ways in one binary: a cxx bridge (cc-rs through cxx-build), a CMake
+    // library with a C and a C++ source, and snmalloc (C++, built by CMake) as the global
+    // allocator, with threads whose thread-locals are torn down. Before: on amd64 the
+    // tool gave cc-rs musl-tools' C compiler and no C++ one
+    // (`failed to find tool "x86_64-linux-musl-g++"`), and on arm64 snmalloc did not link
+    // (`undefined symbol: __cxa_thread_atexit_impl`, glibc's, which its CMake build calls
+    // on every non-Apple Unix).
+    let dir = fixture("cxx");
+    let out = tmp();
+    let layout = out.path().join("cxx");
+    let build = run(tool()
+        .current_dir(dir.path())
+        .args(["microimage", "build", "--locked"])
+        .args(["--platform", "linux/amd64,linux/arm64", "-o"])
+        .arg(&layout))
+    .ok();
+    for triple in ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"] {
+        let line = build
+            .stderr
+            .lines()
+            .find(|l| l.contains("Using") && l.contains(triple))
+            .unwrap_or_else(|| panic!("no Using line for {triple}:\n{}", build.stderr));
+        assert!(
+            line.contains("as C/C++ compiler and linker") && line.contains("snmalloc-sys"),
+            "{line}"
+        );
+    }
+    let podman = Podman::new();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let ran = podman
+            .run_oci(&layout, "0.1.0", &["--platform", platform], &[])
+            .ok();
+        assert_eq!(
+            ran.stdout.trim(),
+            "hello, c++ area=12 perimeter=14 allocated=15360 thread-local destructors run=4",
+            "{platform}"
+        );
+    }
+    let verify = run(tool()
+        .args(["microimage", "verify"])
+        .arg(shared_target().join("x86_64-unknown-linux-musl/release/cxx-app")))
+    .ok();
+    assert!(
+        verify.stdout.contains("static") && verify.stdout.contains("snmalloc"),
+        "{}",
+        verify.stdout
+    );
+}
+
+#[test]
+fn a_broken_musl_gcc_is_passed_over_for_zig_and_a_target_dir_switches_toolchains() {
+    // cmake-c: a CMake C library with threads. The first build compiles it with
+    // musl-tools' compiler; the second, in the same target dir, finds a musl-gcc that
+    // cannot compile, says so, uses zig, and builds the C afresh.
+    let dir = fixture("cmake-c");
+    let t = tmp();
+    let target = t.path().join("target");
+    let build = |path: Option<&str>| {
+        let mut cmd = tool();
+        cmd.current_dir(dir.path())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["microimage", "build", "--locked", "-o"])
+            .arg(t.path().join("out"));
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        let out = run(&mut cmd).ok();
+        let ran = run(&mut Command::new(
+            target.join("x86_64-unknown-linux-musl/release/cmake-c"),
+        ))
+        .ok();
+        assert_eq!(ran.stdout.trim(), "sum=5050");
+        out
+    };
+    let first = build(None);
+    assert!(
+        first.stderr.contains(
+            "Using x86_64-linux-musl-gcc (x86_64-linux-gnu-gcc"
+        ) && first.stderr.contains("as C compiler and rust-lld as linker for x86_64-unknown-linux-musl (C code in cmake-c 0.1.0)"),
+        "{}",
+        first.stderr
+    );
+    let second = build(Some(&broken_musl_gcc(t.path())));
+    for needle in [
+        "warning: `x86_64-linux-musl-gcc` on PATH cannot compile for x86_64-unknown-linux-musl: \
+         it failed to compile a line of C (exit status: 1): this musl-gcc is broken; using zig instead",
+        "Cleaning the C build outputs of cmake-c for x86_64-unknown-linux-musl: the C toolchain changed \
+         from x86_64-linux-musl-gcc to zig",
+        "as C/C++ compiler and linker for x86_64-unknown-linux-musl (C code in cmake-c 0.1.0)",
+    ] {
+        assert!(second.stderr.contains(needle), "{needle}\n{}", second.stderr);
+    }
+}
+
+#[test]
+fn a_users_c_compiler_that_cannot_compile_and_a_missing_cmake_stop_before_compiling() {
+    let dir = fixture("cmake-c");
+    let t = tmp();
+    let target = t.path().join("target");
+    let out = run(tool()
+        .current_dir(dir.path())
+        .env("CARGO_TARGET_DIR", &target)
+        // The host's gcc given as the cross compiler for arm64.
+        .env("CC_aarch64_unknown_linux_musl", "gcc")
+        .args(["microimage", "build", "--locked", "--platform", "linux/arm64", "-o"])
+        .arg(t.path().join("out")))
+    .fails_with(
+        1,
+        "error: CC_aarch64_unknown_linux_musl = `gcc` cannot compile for aarch64-unknown-linux-musl: \
+         it compiled an object that is not for aarch64-unknown-linux-musl (ELF machine 62, wanted 183)",
+    );
+    assert!(
+        out.stderr
+            .contains("help: point CC_aarch64_unknown_linux_musl at a compiler"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("Compiling"),
+        "something compiled:\n{}",
+        out.stderr
+    );
+    let out = run(tool()
+        .current_dir(dir.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CMAKE", t.path().join("no-cmake-here"))
+        .args(["microimage", "build", "--locked", "-o"])
+        .arg(t.path().join("out")))
+    .fails_with(
+        1,
+        "error: building for x86_64-unknown-linux-musl needs `cmake` (cmake-c 0.1.0 builds C/C++ code with CMake) \
+         on this machine, and it was not found",
+    );
+    assert!(
+        out.stderr.contains("`sudo apt-get install cmake` (Debian/Ubuntu), `sudo dnf install cmake` (Fedora), `brew install cmake` (macOS)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("Compiling"),
+        "something compiled:\n{}",
+        out.stderr
+    );
+    assert!(
+        !target.join("x86_64-unknown-linux-musl").exists(),
+        "the target dir was written"
+    );
+    assert!(!t.path().join("out").exists());
+}
