@@ -76,6 +76,7 @@ pub fn prepare(
         ensure_target(&sysroot, platform.triple, shell)?;
     }
     let sysroot_ref = sysroot.as_path();
+    let version_ref = toolchain.as_deref();
     let prepared = std::thread::scope(|scope| {
         let jobs: Vec<_> = targets
             .iter()
@@ -89,7 +90,8 @@ pub fn prepare(
                         return Err(openssl.error(platform.triple));
                     }
                     toolchain::check_host_tools(&graph.host_tools, platform.triple)?;
-                    let mut toolchain = toolchain::Toolchain::of(platform, options, sysroot_ref)?;
+                    let mut toolchain =
+                        toolchain::Toolchain::of(platform, options, sysroot_ref, version_ref)?;
                     if !graph.c_crates.is_empty() {
                         let chosen = toolchain::choose(
                             &toolchain,

@@ -65,6 +65,8 @@ pub struct Toolchain {
     /// The C toolchain [`choose`] picked for the graph's C code (none yet: no C code, or
     /// not chosen yet).
     chosen: Option<Chosen>,
+    /// rustc's version (`1.95.0`), from the first line of `rustc -vV`.
+    rustc_version: Option<String>,
 }
 
 impl Toolchain {
@@ -74,6 +76,7 @@ impl Toolchain {
         platform: &'static Platform,
         options: &CargoOptions,
         sysroot: &Path,
+        rustc_version: Option<&str>,
     ) -> Result<Toolchain> {
         let triple = platform.triple;
         let linker_env = format!("CARGO_TARGET_{}_LINKER", under(triple).to_ascii_uppercase());
@@ -104,6 +107,9 @@ impl Toolchain {
             workspace_wrapper: config.build.rustc_workspace_wrapper.clone(),
             rustc: real_rustc(&config, &cli, sysroot),
             chosen: None,
+            rustc_version: rustc_version
+                .and_then(|v| v.split_whitespace().nth(1))
+                .map(str::to_string),
         })
     }
 
@@ -727,6 +733,7 @@ pub fn configure(
                 set_default(cmd, format!("AR_{}", under(triple)), &wrapper.ar);
                 set_default(cmd, format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
                 cmd.env(linker_env, &wrapper.cc);
+                tell_zig_the_rustc_version(cmd, toolchain);
                 "zig".to_string()
             };
             shell.status(
@@ -794,7 +801,21 @@ pub fn configure(
             if !toolchain.user_linker {
                 cmd.env(linker_env, &wrapper.cc);
             }
+            tell_zig_the_rustc_version(cmd, toolchain);
             Ok(Some(libc))
+        }
+    }
+}
+
+/// cargo-zigbuild's compiler wrapper asks rustc for its version on every C compile
+/// (`$RUSTC_WRAPPER $RUSTC -vV`) unless `CARGO_ZIGBUILD_RUSTC_VERSION` says it, as
+/// `cargo zigbuild` does. Under sccache that nested `sccache` call, made from inside
+/// sccache's server, failed (`SCCACHE_START_SERVER=1 can't be used with other commands`),
+/// so no C compiled with zig under sccache; it also saves a rustc run per C file.
+fn tell_zig_the_rustc_version(cmd: &mut Command, toolchain: &Toolchain) {
+    if let Some(version) = &toolchain.rustc_version {
+        if !env_set("CARGO_ZIGBUILD_RUSTC_VERSION") {
+            cmd.env("CARGO_ZIGBUILD_RUSTC_VERSION", version);
         }
     }
 }

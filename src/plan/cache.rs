@@ -26,7 +26,7 @@ use super::{CargoOptions, Plan};
 use crate::blob;
 
 /// Bumped when what is stored changes shape.
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 /// The cache entry of one request.
 #[derive(Debug, Clone)]

@@ -125,7 +125,10 @@ impl Graph {
 ///   compiler), or that calls `enable_language(CXX)`.
 ///
 /// A heuristic, on the safe side: a wrong "yes" costs only that zig compiles the target's
-/// C too. The walk skips `target` and hidden directories and stops after 50,000 entries.
+/// C too. The walk skips `target`, hidden directories and those a build script does not
+/// compile from (`examples`, `tests`, `test`, `contrib`, `doc`, `docs`, `benches`,
+/// `fuzz`: lz4's `contrib/gen_manual` tool is C++, lz4 is C), and stops after 50,000
+/// entries.
 pub fn compiles_cxx(dir: &std::path::Path, build_deps: &[String]) -> bool {
     if build_deps.iter().any(|d| d == "cxx-build") {
         return true;
@@ -148,7 +151,11 @@ pub fn compiles_cxx(dir: &std::path::Path, build_deps: &[String]) -> bool {
                 continue;
             };
             if kind.is_dir() {
-                if !name.starts_with('.') && name != "target" {
+                const SKIPPED: [&str; 9] = [
+                    "target", "examples", "tests", "test", "contrib", "doc", "docs", "benches",
+                    "fuzz",
+                ];
+                if !name.starts_with('.') && !SKIPPED.contains(&name.as_ref()) {
                     stack.push(entry.path());
                 }
             } else if [".cc", ".cpp", ".cxx", ".c++"]

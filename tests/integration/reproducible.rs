@@ -143,12 +143,15 @@ fn cache_stats(json: &str) -> CacheStats {
 }
 
 /// sccache as the compiler cache two checkouts share (CI runners check out at different
-/// paths): example-app (Rust, and C and assembly through ring) built from one checkout
-/// with a cold cache into its default target dir, then from a copy at another path into
-/// another target dir given by `--target-dir`. The
-/// second build hits the cache for at least 90% of what sccache can cache (before, the
-/// path remapping named the checkout in every crate's flags: 9 of 68), and the images are
-/// the same.
+/// paths): a crate with Rust and a registry crate's C (lz4-sys) built for amd64
+/// (musl-gcc) and arm64 (zig) from one checkout with a cold cache into its default target
+/// dir, then from a copy at another path into another target dir given by
+/// `--target-dir`. The second build hits the cache for at least 90% of what sccache can
+/// cache, Rust and C, and the images are the same. Before, the path remapping named the
+/// checkout in the flags of every crate built for the target, so only the host's build
+/// scripts and proc macros hit (9 of example-app's 68 cacheable compilations; all 68
+/// now, README); and no C compiled with zig under sccache at all (cargo-zigbuild's
+/// compiler wrapper ran `sccache rustc -vV` from inside sccache's server).
 #[test]
 fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {
     let sccache = tools_dir().join("venv/bin/sccache");
@@ -185,12 +188,13 @@ fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {
         ("elsewhere/checkout-two", Some("target-two")),
     ] {
         let dir = parent.path().join(name);
-        copy_crate(&repo().join("example-app"), &dir);
+        copy_crate(&repo().join("tests/fixtures/cache-probe"), &dir);
         run(&mut sccache_cmd(&["--zero-stats"])).ok();
         let mut build = tool();
         build
             .env_remove("CARGO_TARGET_DIR")
-            .args(["microimage", "build", "--locked", "-o"])
+            .args(["microimage", "build", "--locked"])
+            .args(["--platform", "linux/amd64,linux/arm64", "-o"])
             .arg(parent.path().join(format!("out-{}", results.len())))
             .current_dir(&dir)
             .env("RUSTC_WRAPPER", &sccache)
@@ -213,7 +217,7 @@ fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {
     let (first, cold) = &results[0];
     let (second, warm) = &results[1];
     assert_eq!(first, second, "the two checkouts gave different images");
-    assert!(cold.hits == 0 && cold.misses > 20, "a cold cache: {cold:?}");
+    assert!(cold.hits == 0 && cold.misses >= 12, "a cold cache: {cold:?}");
     assert!(
         warm.hits * 10 >= (warm.hits + warm.misses) * 9,
         "the second checkout hit {} of {} cacheable compilations: {warm:?}",
