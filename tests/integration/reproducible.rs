@@ -217,7 +217,10 @@ fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {
     let (first, cold) = &results[0];
     let (second, warm) = &results[1];
     assert_eq!(first, second, "the two checkouts gave different images");
-    assert!(cold.hits == 0 && cold.misses >= 12, "a cold cache: {cold:?}");
+    assert!(
+        cold.hits == 0 && cold.misses >= 12,
+        "a cold cache: {cold:?}"
+    );
     assert!(
         warm.hits * 10 >= (warm.hits + warm.misses) * 9,
         "the second checkout hit {} of {} cacheable compilations: {warm:?}",
