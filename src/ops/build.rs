@@ -1,8 +1,8 @@
 //! `cargo microimage build` (and `push`): compile, verify, pack and deliver.
 
 use super::{
-    current_dir, pack_and_deliver, resolve, sinks, verified, with_base, with_git, Bases, Outcome,
-    Packed, PushRequest,
+    current_dir, pack_and_deliver, resolve_image, sinks, verified, with_base, with_git, Bases,
+    Outcome, Packed, PushRequest,
 };
 use crate::build;
 use crate::error::{Error, Result};
@@ -130,7 +130,7 @@ pub fn build(
             runtime,
             base,
             ..
-        } = resolve(image, &plan.levels, &cx, shell)?;
+        } = resolve_image(image, &plan.levels, &cx, shell)?;
         let platforms = settings::platforms(&request.platforms, &plan.levels)?;
         let default_dir = plan.target_directory.join("microimage").join(&plan.bin);
         let sinks = sinks(

@@ -95,7 +95,7 @@ fn current_dir() -> Result<PathBuf> {
 
 /// Resolves the image settings of one binary and says, with `-v`, where the ones that are
 /// not defaults came from.
-fn resolve(
+fn resolve_image(
     args: &ImageArgs,
     levels: &Levels,
     cx: &settings::Context,

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    current_dir, describe, list, pack_and_deliver, resolve, sinks, with_base, with_git, Bases,
-    Outcome, Packed, PushRequest,
+    current_dir, describe, list, pack_and_deliver, resolve_image, sinks, with_base, with_git,
+    Bases, Outcome, Packed, PushRequest,
 };
 use crate::error::{Error, Result};
 use crate::image::{self, ImageName, PlatformBinary};
@@ -161,7 +161,7 @@ pub fn pack(
         provenance,
         base,
         ..
-    } = resolve(image, &levels, &cx, shell)?;
+    } = resolve_image(image, &levels, &cx, shell)?;
     let mut sinks = sinks(push.as_ref(), output, &bin, &spec, 1, || {
         Destination::resolve(output.output.as_deref(), output.format, &default_dir)
     })?;

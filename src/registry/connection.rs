@@ -15,7 +15,7 @@ use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference, RegistryOperation};
 
 use super::errors::{chain, explain, Purpose};
-use super::limits::{Pace, Timeouts, MANIFEST_LIMIT};
+use super::limits::{read_body, refused, Pace, Timeouts, MANIFEST_LIMIT};
 use super::reference::is_loopback;
 use super::retry::{answered, retry, transient};
 use super::token::{self, Bearer};
@@ -169,12 +169,6 @@ pub use super::limits::SMALL_BLOB_LIMIT;
 
 type Tokens = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>;
 
-/// A refusal of what a registry sent (too much, too slowly): not worth retrying, and
-/// reported as it is (see `errors::describe`).
-fn refused(message: String) -> OciDistributionError {
-    OciDistributionError::SpecViolationError(message)
-}
-
 /// The status and body of a registry's answer to [`Connection::get_document`].
 struct Answer {
     status: reqwest::StatusCode,
@@ -211,35 +205,6 @@ impl Answer {
             }),
         }
     }
-}
-
-/// Reads `response`'s body whole, up to `limit` bytes and at the pace [`Pace`] asks.
-pub(super) async fn read_body(
-    mut response: reqwest::Response,
-    limit: usize,
-    what: &str,
-    timeouts: Timeouts,
-) -> std::result::Result<bytes::Bytes, OciDistributionError> {
-    let too_big = || {
-        refused(format!(
-            "the registry sent more than {} MiB for {what}; that is far more than one can hold, so the read was stopped",
-            limit >> 20
-        ))
-    };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_big());
-    }
-    let mut pace = Pace::new(timeouts);
-    let mut body = Vec::new();
-    let slow = |why: String| refused(format!("the registry is too slow sending {what}: {why}"));
-    while let Some(chunk) = pace.wait(response.chunk()).await.map_err(slow)?? {
-        if body.len() + chunk.len() > limit {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-        pace.got(chunk.len()).map_err(slow)?;
-    }
-    Ok(body.into())
 }
 
 impl Connection {

@@ -6,7 +6,7 @@ use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::RegistryOperation;
 
 use super::credentials;
-use super::retry::ATTEMPTS;
+use super::limits::ATTEMPTS;
 use super::ConnectOptions;
 use crate::error::Error;
 

@@ -11,6 +11,8 @@
 
 use std::time::{Duration, Instant};
 
+use oci_client::errors::OciDistributionError;
+
 use crate::error::{Error, Result};
 
 /// The most a manifest or an index may hold: the distribution spec lets registries refuse
@@ -20,6 +22,8 @@ pub const MANIFEST_LIMIT: usize = 4 << 20;
 pub const SMALL_BLOB_LIMIT: usize = 8 << 20;
 /// A document read whole must be complete within this many timeouts.
 pub const DOCUMENT_WINDOWS: u32 = 4;
+/// Attempts per request, the first included.
+pub const ATTEMPTS: u32 = 5;
 
 /// cargo's `http.timeout` default, in seconds.
 const DEFAULT_TIMEOUT: u64 = 30;
@@ -152,6 +156,41 @@ impl Pace {
         self.in_window = 0;
         Ok(())
     }
+}
+
+/// A refusal of what a registry sent (too much, too slowly): not worth retrying, and
+/// reported as it is (see `errors::describe`).
+pub(super) fn refused(message: String) -> OciDistributionError {
+    OciDistributionError::SpecViolationError(message)
+}
+
+/// Reads `response`'s body whole, up to `limit` bytes and at the pace [`Pace`] asks.
+pub(super) async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    what: &str,
+    timeouts: Timeouts,
+) -> std::result::Result<bytes::Bytes, OciDistributionError> {
+    let too_big = || {
+        refused(format!(
+            "the registry sent more than {} MiB for {what}; that is far more than one can hold, so the read was stopped",
+            limit >> 20
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_big());
+    }
+    let mut pace = Pace::new(timeouts);
+    let mut body = Vec::new();
+    let slow = |why: String| refused(format!("the registry is too slow sending {what}: {why}"));
+    while let Some(chunk) = pace.wait(response.chunk()).await.map_err(slow)?? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+        pace.got(chunk.len()).map_err(slow)?;
+    }
+    Ok(body.into())
 }
 
 #[cfg(test)]

@@ -9,10 +9,8 @@ use std::time::Duration;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 use super::errors::chain;
+use super::limits::ATTEMPTS;
 use crate::shell::Shell;
-
-/// Attempts per request, the first included.
-pub const ATTEMPTS: u32 = 5;
 
 /// Whether an error is worth retrying: connection trouble, timeouts, 429 and 5xx — but not
 /// a certificate that does not verify, which no retry fixes.

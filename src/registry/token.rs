@@ -125,7 +125,7 @@ pub async fn fetch(
         }
         let response = request.send().await?;
         let status = response.status();
-        let body = super::connection::read_body(
+        let body = super::limits::read_body(
             response,
             TOKEN_LIMIT,
             "a token (from its token service)",
