@@ -259,26 +259,7 @@ fn build_group(
                 .arg(format!("profile.{}.strip=\"symbols\"", options.profile));
         }
     }
-    let remaps = remaps(first);
-    set_rustflags(
-        &mut cmd,
-        &prepared.toolchain.rustflags,
-        &remap_flags(remaps.iter().filter(|r| r.stable)),
-    );
-    let c_remaps = c_remap_flags(
-        remaps
-            .iter()
-            .filter(|r| r.stable || prepared.graph.local_c_code()),
-    );
-    add_cflags(&mut cmd, platform.triple, &c_remaps);
-    if std::env::var_os("CARGO").is_none() {
-        // sccache knows rustc behind a workspace wrapper only when cargo started it (by
-        // `CARGO`, which cargo sets for `cargo microimage` but not when the tool runs
-        // as `cargo-microimage`, nor for the `rustc -vV` it runs itself).
-        if let Ok(path) = which::which(cargo()) {
-            cmd.env("CARGO", path);
-        }
-    }
+    let rustc = set_paths(&mut cmd, first, platform, prepared);
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
     if !c_crates.is_empty() {
         let dir = target_dir.as_deref().unwrap_or(&first.target_directory);
@@ -286,13 +267,6 @@ fn build_group(
     }
     // Held until cargo is done: the files the wrapper reads.
     let additions: Vec<&wrapper::Additions> = links.iter().map(|l| &l.additions).collect();
-    let rustc = wrapper::Rustc {
-        real: prepared.toolchain.rustc.clone(),
-        remaps: remaps
-            .iter()
-            .map(|r| format!("{}={}", r.from.display(), r.to))
-            .collect(),
-    };
     let _held = wrapper::set_up(
         &mut cmd,
         plans,
@@ -334,6 +308,40 @@ fn build_group(
         libc.mark_built();
     }
     Ok(built)
+}
+
+/// How the build's paths are mapped out of what it makes (see [`remaps`]): the user's
+/// rustflags with the stable remaps, C flags, and — returned, for the tool's `RUSTC` —
+/// every remap; with `CARGO` set, which sccache needs to find rustc behind a workspace
+/// wrapper (cargo sets it for `cargo microimage`, but not when the tool runs as
+/// `cargo-microimage`, nor for the `rustc -vV` it runs itself).
+fn set_paths(
+    cmd: &mut Command,
+    first: &Plan,
+    platform: &Platform,
+    prepared: &Prepared,
+) -> wrapper::Rustc {
+    let remaps = remaps(first);
+    set_rustflags(
+        cmd,
+        &prepared.toolchain.rustflags,
+        &remap_flags(remaps.iter().filter(|r| r.stable)),
+    );
+    let local_c = prepared.graph.local_c_code();
+    let c_remaps = c_remap_flags(remaps.iter().filter(|r| r.stable || local_c));
+    add_cflags(cmd, platform.triple, &c_remaps);
+    if std::env::var_os("CARGO").is_none() {
+        if let Ok(path) = which::which(cargo()) {
+            cmd.env("CARGO", path);
+        }
+    }
+    wrapper::Rustc {
+        real: prepared.toolchain.rustc.clone(),
+        remaps: remaps
+            .iter()
+            .map(|r| format!("{}={}", r.from.display(), r.to))
+            .collect(),
+    }
 }
 
 /// After a failed build: the help for cargo's refusal of packages whose `rust-version` is

@@ -408,15 +408,7 @@ fn check(
             }
         ));
     }
-    let head = std::fs::read(&obj).unwrap_or_default();
-    let machine = match (head.get(0..4), head.get(5), head.get(18..20)) {
-        (Some(b"\x7fELF"), Some(&data), Some(m)) => Some(if data == 2 {
-            u16::from_be_bytes([m[0], m[1]])
-        } else {
-            u16::from_le_bytes([m[0], m[1]])
-        }),
-        _ => None,
-    };
+    let machine = elf_machine(&std::fs::read(&obj).unwrap_or_default());
     if machine != Some(platform.elf_machine.0) {
         return Err(format!(
             "it compiled an object that is not for {} (ELF machine {}, wanted {})",
@@ -432,6 +424,18 @@ fn check(
         let _ = std::fs::write(&marker, identity);
     }
     Ok(())
+}
+
+/// The ELF `e_machine` of an object file (`None`: not ELF).
+fn elf_machine(head: &[u8]) -> Option<u16> {
+    match (head.get(0..4), head.get(5), head.get(18..20)) {
+        (Some(b"\x7fELF"), Some(&data), Some(m)) => Some(if data == 2 {
+            u16::from_be_bytes([m[0], m[1]])
+        } else {
+            u16::from_le_bytes([m[0], m[1]])
+        }),
+        _ => None,
+    }
 }
 
 /// What names a compiler for [`check`]'s memory: the command, its version line and its
@@ -473,80 +477,105 @@ pub fn choose(
     cxx_crates: &[String],
     shell: &Shell,
 ) -> Result<Chosen> {
-    let platform = toolchain.platform;
-    let triple = platform.triple;
     let cxx = !cxx_crates.is_empty();
-    let chosen = |kind: Kind, compiler: CCompiler| Chosen {
+    let (kind, compiler) = if toolchain.user_cc {
+        (Kind::User, user_compiler(toolchain, cxx)?)
+    } else {
+        match musl_gcc_compiler(toolchain, cxx_crates, shell) {
+            Some(compiler) => (Kind::MuslGcc, compiler),
+            None => zig_compiler(toolchain, c_crates, cxx)?,
+        }
+    };
+    Ok(Chosen {
         kind,
         compiler,
         cxx_crates: cxx_crates.to_vec(),
+    })
+}
+
+/// [`choose`]: the user's `CC_<target>` (and `CXX_<target>` when C++ is needed), checked.
+fn user_compiler(toolchain: &Toolchain, cxx: bool) -> Result<CCompiler> {
+    let platform = toolchain.platform;
+    let triple = platform.triple;
+    let cc = user_var("CC", triple).unwrap_or_default();
+    let version = version_line(&cc);
+    let identity = identity_of(&cc, &version);
+    let refuse = |var: &str, command: &str, why: String| {
+        Error::build(format!(
+            "{var}_{} = `{command}` cannot compile for {triple}: {why}",
+            under(triple)
+        ))
+        .with_help(format!(
+            "point {var}_{} at a compiler for {triple}, or unset it to let cargo-microimage pick one",
+            under(triple)
+        ))
     };
-    if toolchain.user_cc {
-        let cc = user_var("CC", triple).unwrap_or_default();
-        let version = version_line(&cc);
-        let identity = identity_of(&cc, &version);
-        let refuse = |var: &str, command: &str, why: String| {
-            Error::build(format!(
-                "{var}_{} = `{command}` cannot compile for {triple}: {why}",
-                under(triple)
-            ))
-            .with_help(format!(
-                "point {var}_{} at a compiler for {triple}, or unset it to let cargo-microimage pick one",
-                under(triple)
-            ))
-        };
-        check(&cc, Lang::C, &identity, platform).map_err(|why| refuse("CC", &cc, why))?;
-        if cxx {
-            if let Some(cxx_cmd) = user_var("CXX", triple) {
-                let identity = identity_of(&cxx_cmd, &version_line(&cxx_cmd));
-                check(&cxx_cmd, Lang::Cxx, &identity, platform)
-                    .map_err(|why| refuse("CXX", &cxx_cmd, why))?;
-            }
+    check(&cc, Lang::C, &identity, platform).map_err(|why| refuse("CC", &cc, why))?;
+    if cxx {
+        if let Some(cxx_cmd) = user_var("CXX", triple) {
+            let identity = identity_of(&cxx_cmd, &version_line(&cxx_cmd));
+            check(&cxx_cmd, Lang::Cxx, &identity, platform)
+                .map_err(|why| refuse("CXX", &cxx_cmd, why))?;
         }
-        return Ok(chosen(
-            Kind::User,
-            CCompiler {
-                env: Vec::new(),
-                identity,
-                name: cc,
-            },
-        ));
     }
+    Ok(CCompiler {
+        env: Vec::new(),
+        identity,
+        name: cc,
+    })
+}
+
+/// [`choose`]: musl-tools' compiler for the native target, when it is there, no crate
+/// compiles C++ and it passes its check (a warning when it does not).
+fn musl_gcc_compiler(
+    toolchain: &Toolchain,
+    cxx_crates: &[String],
+    shell: &Shell,
+) -> Option<CCompiler> {
+    let platform = toolchain.platform;
+    let triple = platform.triple;
     let musl_gcc = toolchain.musl_gcc();
-    if toolchain.native && on_path(&musl_gcc) {
-        if cxx {
-            shell.verbose(
-                "Passing over",
-                format!(
-                    "{musl_gcc} for {triple}: musl-tools has no C++ compiler, and {} compile C++",
-                    cxx_crates.join(", ")
-                ),
-            );
-        } else {
-            let version = version_line(&musl_gcc);
-            let identity = identity_of(&musl_gcc, &version);
-            match check(&musl_gcc, Lang::C, &identity, platform) {
-                Ok(()) => {
-                    return Ok(chosen(
-                        Kind::MuslGcc,
-                        CCompiler {
-                            env: vec![
-                                (format!("CC_{}", under(triple)), musl_gcc.clone().into()),
-                                (format!("AR_{}", under(triple)), "ar".into()),
-                            ],
-                            identity: format!("{musl_gcc}: {version}"),
-                            name: musl_gcc,
-                        },
-                    ))
-                }
-                Err(why) => shell.warn(format!(
-                    "`{musl_gcc}` on PATH cannot compile for {triple}: {why}; using zig instead \
-                     (fix or remove that {musl_gcc}, or set CC_{} to choose a compiler)",
-                    under(triple)
-                )),
-            }
-        }
+    if !toolchain.native || !on_path(&musl_gcc) {
+        return None;
     }
+    if !cxx_crates.is_empty() {
+        shell.verbose(
+            "Passing over",
+            format!(
+                "{musl_gcc} for {triple}: musl-tools has no C++ compiler, and {} compile C++",
+                cxx_crates.join(", ")
+            ),
+        );
+        return None;
+    }
+    let version = version_line(&musl_gcc);
+    let identity = identity_of(&musl_gcc, &version);
+    if let Err(why) = check(&musl_gcc, Lang::C, &identity, platform) {
+        shell.warn(format!(
+            "`{musl_gcc}` on PATH cannot compile for {triple}: {why}; using zig instead \
+             (fix or remove that {musl_gcc}, or set CC_{} to choose a compiler)",
+            under(triple)
+        ));
+        return None;
+    }
+    Some(CCompiler {
+        env: vec![
+            (format!("CC_{}", under(triple)), musl_gcc.clone().into()),
+            (format!("AR_{}", under(triple)), "ar".into()),
+        ],
+        identity: format!("{musl_gcc}: {version}"),
+        name: musl_gcc,
+    })
+}
+
+/// [`choose`]: zig for C and C++, checked; an error naming the crates when there is no zig.
+fn zig_compiler(
+    toolchain: &Toolchain,
+    c_crates: &[String],
+    cxx: bool,
+) -> Result<(Kind, CCompiler)> {
+    let platform = toolchain.platform;
+    let triple = platform.triple;
     let crates = c_crates.join(", ");
     let wrapper = zig_for(triple).map_err(|problem| match problem {
         ZigProblem::Missing => Error::build(if c_crates.is_empty() {
@@ -564,20 +593,21 @@ pub fn choose(
         }
     })?;
     let version = zig_version(&wrapper);
-    let identity = format!("zig {version}: {}", wrapper.cc.display());
-    let cc = wrapper.cc.display().to_string();
-    check(&cc, Lang::C, &identity, platform).map_err(|why| {
-        Error::build(format!("zig {version} cannot compile C for {triple}: {why}"))
-            .with_help("reinstall zig (`python3 -m pip install --force-reinstall ziglang`), or set CC_<target> to a C compiler for the target")
-    })?;
-    if cxx {
-        let cxx_cmd = wrapper.cxx.display().to_string();
-        let identity = format!("zig {version}: {cxx_cmd}");
-        check(&cxx_cmd, Lang::Cxx, &identity, platform).map_err(|why| {
+    let reinstall = "reinstall zig (`python3 -m pip install --force-reinstall ziglang`), or set CC_<target> (and CXX_<target>) to a compiler for the target";
+    for (lang, command, what) in [
+        (Lang::C, &wrapper.cc, "C"),
+        (Lang::Cxx, &wrapper.cxx, "C++"),
+    ] {
+        if lang == Lang::Cxx && !cxx {
+            continue;
+        }
+        let command = command.display().to_string();
+        let identity = format!("zig {version}: {command}");
+        check(&command, lang, &identity, platform).map_err(|why| {
             Error::build(format!(
-                "zig {version} cannot compile C++ for {triple}: {why}"
+                "zig {version} cannot compile {what} for {triple}: {why}"
             ))
-            .with_help("reinstall zig (`python3 -m pip install --force-reinstall ziglang`)")
+            .with_help(reinstall)
         })?;
     }
     let compiler = CCompiler {
@@ -590,7 +620,7 @@ pub fn choose(
         identity: format!("zig {version}"),
         name: format!("zig {version}"),
     };
-    Ok(chosen(Kind::Zig(wrapper), compiler))
+    Ok((Kind::Zig(wrapper), compiler))
 }
 
 /// The C compiler for the target, for C code the tool compiles itself (mimalloc, see
@@ -707,51 +737,11 @@ pub fn configure(
     } else {
         format!("C++ in {}", chosen.cxx_crates.join(", "))
     };
-    let set_default = |cmd: &mut Command, name: String, value: &Path| {
-        if !env_set(&name) {
-            cmd.env(name, value);
-        }
-    };
     match &chosen.kind {
-        Kind::User => {
-            let linker = if toolchain.user_linker {
-                "your linker".to_string()
-            } else if toolchain.native {
-                cmd.env(linker_env, "rust-lld");
-                "rust-lld".to_string()
-            } else {
-                let wrapper = zig_for(triple).map_err(|_| {
-                    Error::build(format!(
-                        "linking C code for {triple} needs a linker for that target: CC_{} is set, but no linker",
-                        under(triple)
-                    ))
-                    .with_help(format!(
-                        "set {linker_env} (or target.{triple}.linker in cargo config), or install zig (`python3 -m pip install ziglang`)"
-                    ))
-                })?;
-                set_default(cmd, format!("CXX_{}", under(triple)), &wrapper.cxx);
-                set_default(cmd, format!("AR_{}", under(triple)), &wrapper.ar);
-                set_default(cmd, format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
-                cmd.env(linker_env, &wrapper.cc);
-                tell_zig_the_rustc_version(cmd, toolchain);
-                "zig".to_string()
-            };
-            shell.status(
-                "Using",
-                format!(
-                    "{} (CC_{}) as C/C++ compiler and {linker} as linker for {triple} ({what})",
-                    chosen.compiler.name,
-                    under(triple)
-                ),
-            );
-            if linker == "zig" {
-                return Ok(Some(ZigLibc::for_target(triple)));
-            }
-            Ok(None)
-        }
+        Kind::User => configure_user(cmd, toolchain, &chosen, &what, shell),
         Kind::MuslGcc => {
             for (name, value) in &chosen.compiler.env {
-                set_default(cmd, name.clone(), value);
+                set_default(cmd, name, value);
             }
             let linker = if toolchain.user_linker {
                 "your linker"
@@ -784,27 +774,89 @@ pub fn configure(
                     chosen.compiler.name
                 ),
             );
-            let libc = ZigLibc::for_target(triple);
-            if !libc.is_built() {
-                shell.status(
-                    "Preparing",
-                    format!(
-                        "zig's C library for {triple}: the first build with zig for a target compiles it \
-                         (a minute or two, once per zig cache)"
-                    ),
-                );
-            }
-            set_default(cmd, format!("CC_{}", under(triple)), &wrapper.cc);
-            set_default(cmd, format!("CXX_{}", under(triple)), &wrapper.cxx);
-            set_default(cmd, format!("AR_{}", under(triple)), &wrapper.ar);
-            set_default(cmd, format!("RANLIB_{}", under(triple)), &wrapper.ranlib);
-            if !toolchain.user_linker {
-                cmd.env(linker_env, &wrapper.cc);
-            }
-            tell_zig_the_rustc_version(cmd, toolchain);
-            Ok(Some(libc))
+            Ok(Some(use_zig(cmd, toolchain, wrapper, true, shell)))
         }
     }
+}
+
+/// [`configure`] for the user's `CC_<target>`: their compiler, and rust-lld (native),
+/// their linker, or zig (a foreign target without a linker of theirs) links.
+fn configure_user(
+    cmd: &mut Command,
+    toolchain: &Toolchain,
+    chosen: &Chosen,
+    what: &str,
+    shell: &Shell,
+) -> Result<Option<ZigLibc>> {
+    let triple = toolchain.platform.triple;
+    let linker_env = &toolchain.linker_env;
+    let (linker, libc) = if toolchain.user_linker {
+        ("your linker", None)
+    } else if toolchain.native {
+        cmd.env(linker_env, "rust-lld");
+        ("rust-lld", None)
+    } else {
+        let wrapper = zig_for(triple).map_err(|_| {
+            Error::build(format!(
+                "linking C code for {triple} needs a linker for that target: CC_{} is set, but no linker",
+                under(triple)
+            ))
+            .with_help(format!(
+                "set {linker_env} (or target.{triple}.linker in cargo config), or install zig (`python3 -m pip install ziglang`)"
+            ))
+        })?;
+        ("zig", Some(use_zig(cmd, toolchain, &wrapper, false, shell)))
+    };
+    shell.status(
+        "Using",
+        format!(
+            "{} (CC_{}) as C/C++ compiler and {linker} as linker for {triple} ({what})",
+            chosen.compiler.name,
+            under(triple)
+        ),
+    );
+    Ok(libc)
+}
+
+/// Sets `name` on `cmd` unless the user set it.
+fn set_default(cmd: &mut Command, name: &str, value: &Path) {
+    if !env_set(name) {
+        cmd.env(name, value);
+    }
+}
+
+/// zig's wrappers as the target's C++ compiler, archiver and linker (and C compiler with
+/// `cc`), where the user set none; says when zig's C library is built first.
+fn use_zig(
+    cmd: &mut Command,
+    toolchain: &Toolchain,
+    wrapper: &ZigWrapper,
+    cc: bool,
+    shell: &Shell,
+) -> ZigLibc {
+    let triple = toolchain.platform.triple;
+    let libc = ZigLibc::for_target(triple);
+    if !libc.is_built() {
+        shell.status(
+            "Preparing",
+            format!(
+                "zig's C library for {triple}: the first build with zig for a target compiles it \
+                 (a minute or two, once per zig cache)"
+            ),
+        );
+    }
+    let t = under(triple);
+    if cc {
+        set_default(cmd, &format!("CC_{t}"), &wrapper.cc);
+    }
+    set_default(cmd, &format!("CXX_{t}"), &wrapper.cxx);
+    set_default(cmd, &format!("AR_{t}"), &wrapper.ar);
+    set_default(cmd, &format!("RANLIB_{t}"), &wrapper.ranlib);
+    if !toolchain.user_linker {
+        cmd.env(&toolchain.linker_env, &wrapper.cc);
+    }
+    tell_zig_the_rustc_version(cmd, toolchain);
+    libc
 }
 
 /// cargo-zigbuild's compiler wrapper asks rustc for its version on every C compile

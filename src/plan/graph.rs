@@ -113,6 +113,86 @@ impl Graph {
     }
 }
 
+/// What the C code of a graph needs (see [`Graph`]'s fields of these names).
+struct CCode {
+    c_crates: Vec<String>,
+    cxx_crates: Vec<String>,
+    local_c_dirs: Vec<(String, std::path::PathBuf)>,
+    host_tools: Vec<(String, String)>,
+}
+
+/// The crates of `linked` (the packages linked into the binaries) that compile C or C++,
+/// and the programs their build scripts run on the host; `all` is every package of the
+/// resolve (a vendored protoc may be a build-dependency of anything).
+fn c_code(linked: &[&cargo_metadata::Package], all: &[cargo_metadata::Package]) -> CCode {
+    let build_deps = |p: &cargo_metadata::Package| -> Vec<String> {
+        p.dependencies
+            .iter()
+            .filter(|d| d.kind == DependencyKind::Build)
+            .map(|d| d.name.to_string())
+            .collect()
+    };
+    let c_packages: Vec<&cargo_metadata::Package> = linked
+        .iter()
+        .copied()
+        .filter(|p| {
+            build_deps(p)
+                .iter()
+                .any(|d| matches!(d.as_str(), "cc" | "cmake" | "cxx-build"))
+        })
+        .collect();
+    let label = |p: &cargo_metadata::Package| format!("{} {}", p.name, p.version);
+    let mut c_crates: Vec<String> = c_packages.iter().map(|p| label(p)).collect();
+    c_crates.sort();
+    let dir = |p: &cargo_metadata::Package| {
+        p.manifest_path
+            .parent()
+            .map(|d| d.as_std_path().to_path_buf())
+            .unwrap_or_default()
+    };
+    let mut cxx_crates: Vec<String> = c_packages
+        .iter()
+        .filter(|p| p.source.is_some() && compiles_cxx(&dir(p), &build_deps(p)))
+        .map(|p| label(p))
+        .collect();
+    cxx_crates.sort();
+    let vendored_protoc = all
+        .iter()
+        .any(|p| matches!(p.name.as_str(), "protoc-bin-vendored" | "protobuf-src"));
+    let mut host_tools: Vec<(String, String)> = linked
+        .iter()
+        .flat_map(|p| {
+            build_deps(p)
+                .into_iter()
+                .filter_map(|d| match d.as_str() {
+                    "cmake" => Some("cmake"),
+                    "prost-build" | "tonic-build" | "tonic-prost-build" if !vendored_protoc => {
+                        Some("protoc")
+                    }
+                    "openssl-src" => Some("perl"),
+                    "bindgen" => Some("libclang"),
+                    _ => None,
+                })
+                .map(|tool| (tool.to_string(), label(p)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    host_tools.sort();
+    host_tools.dedup();
+    let mut local_c_dirs: Vec<(String, std::path::PathBuf)> = c_packages
+        .iter()
+        .filter(|p| p.source.is_none())
+        .map(|p| (label(p), dir(p)))
+        .collect();
+    local_c_dirs.sort();
+    CCode {
+        c_crates,
+        cxx_crates,
+        local_c_dirs,
+        host_tools,
+    }
+}
+
 /// Whether the package in `dir`, whose build-dependencies are `build_deps`, compiles C++
 /// — decided before anything compiles, from what it ships, so that the target gets a C++
 /// compiler (and a linker that brings the C++ standard library) when it needs one:
@@ -292,68 +372,16 @@ pub fn graph(plans: &[&Plan], options: &CargoOptions, platform: &Platform) -> Re
             .get(id)
             .map_or(String::new(), |p| p.name.to_string())
     };
-    let build_deps = |p: &cargo_metadata::Package| -> Vec<String> {
-        p.dependencies
-            .iter()
-            .filter(|d| d.kind == DependencyKind::Build)
-            .map(|d| d.name.to_string())
-            .collect()
-    };
-    let c_packages: Vec<&cargo_metadata::Package> = reached_from
+    let linked: Vec<&cargo_metadata::Package> = reached_from
         .keys()
         .filter_map(|id| packages.get(id).copied())
-        .filter(|p| {
-            build_deps(p)
-                .iter()
-                .any(|d| matches!(d.as_str(), "cc" | "cmake" | "cxx-build"))
-        })
         .collect();
-    let label = |p: &cargo_metadata::Package| format!("{} {}", p.name, p.version);
-    let mut c_crates: Vec<String> = c_packages.iter().map(|p| label(p)).collect();
-    c_crates.sort();
-    let dir = |p: &cargo_metadata::Package| {
-        p.manifest_path
-            .parent()
-            .map(|d| d.as_std_path().to_path_buf())
-            .unwrap_or_default()
-    };
-    let mut cxx_crates: Vec<String> = c_packages
-        .iter()
-        .filter(|p| p.source.is_some() && compiles_cxx(&dir(p), &build_deps(p)))
-        .map(|p| label(p))
-        .collect();
-    cxx_crates.sort();
-    let vendored_protoc = metadata
-        .packages
-        .iter()
-        .any(|p| matches!(p.name.as_str(), "protoc-bin-vendored" | "protobuf-src"));
-    let mut host_tools: Vec<(String, String)> = reached_from
-        .keys()
-        .filter_map(|id| packages.get(id).copied())
-        .flat_map(|p| {
-            build_deps(p)
-                .into_iter()
-                .filter_map(|d| match d.as_str() {
-                    "cmake" => Some("cmake"),
-                    "prost-build" | "tonic-build" | "tonic-prost-build" if !vendored_protoc => {
-                        Some("protoc")
-                    }
-                    "openssl-src" => Some("perl"),
-                    "bindgen" => Some("libclang"),
-                    _ => None,
-                })
-                .map(|tool| (tool.to_string(), label(p)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    host_tools.sort();
-    host_tools.dedup();
-    let mut local_c_dirs: Vec<(String, std::path::PathBuf)> = c_packages
-        .iter()
-        .filter(|p| p.source.is_none())
-        .map(|p| (label(p), dir(p)))
-        .collect();
-    local_c_dirs.sort();
+    let CCode {
+        c_crates,
+        cxx_crates,
+        local_c_dirs,
+        host_tools,
+    } = c_code(&linked, &metadata.packages);
     let unvendored_openssl = reached_from
         .keys()
         .find(|id| name(id) == "openssl-sys")
