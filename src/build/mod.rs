@@ -261,10 +261,6 @@ fn build_group(
     }
     let rustc = set_paths(&mut cmd, first, platform, prepared);
     let zig_libc = toolchain::configure(&mut cmd, &prepared.toolchain, c_crates, shell)?;
-    if !c_crates.is_empty() {
-        let dir = target_dir.as_deref().unwrap_or(&first.target_directory);
-        toolchain::forget_other_toolchain(&prepared.toolchain, dir, c_crates, shell)?;
-    }
     // Held until cargo is done: the files the wrapper reads.
     let additions: Vec<&wrapper::Additions> = links.iter().map(|l| &l.additions).collect();
     let _held = wrapper::set_up(
@@ -322,11 +318,9 @@ fn set_paths(
     prepared: &Prepared,
 ) -> wrapper::Rustc {
     let remaps = remaps(first);
-    set_rustflags(
-        cmd,
-        &prepared.toolchain.rustflags,
-        &remap_flags(remaps.iter().filter(|r| r.stable)),
-    );
+    let mut ours = remap_flags(remaps.iter().filter(|r| r.stable));
+    ours.extend(prepared.toolchain.outputs_apart_flag());
+    set_rustflags(cmd, &prepared.toolchain.rustflags, &ours);
     let local_c = prepared.graph.local_c_code();
     let c_remaps = c_remap_flags(remaps.iter().filter(|r| r.stable || local_c));
     add_cflags(cmd, platform.triple, &c_remaps);

@@ -669,16 +669,31 @@ impl Toolchain {
             .is_some_and(|c| !c.cxx_crates.is_empty())
     }
 
-    /// What names the C toolchain [`choose`] picked (kind, compiler and version), if any.
-    fn c_identity(&self) -> Option<String> {
-        self.chosen.as_ref().map(|c| {
-            let kind = match c.kind {
-                Kind::User => "user",
-                Kind::MuslGcc => "musl-gcc",
-                Kind::Zig(_) => "zig",
-            };
-            format!("{kind}: {}", c.compiler.identity)
-        })
+    /// The rustflag that keeps one C toolchain's build outputs apart from another's in the
+    /// same target dir: `--cfg=microimage_c_toolchain="musl-gcc"` (or `"zig-<version>"`,
+    /// or `"cc-<hash of the user's CC>"`), given only when the graph compiles C.
+    ///
+    /// Why: cc-rs reruns a build script when its `CC_<target>` changes, but what the script
+    /// left in its `OUT_DIR` stays, and CMake's cache there names the old compiler
+    /// (switching from musl-gcc to zig failed with `Could NOT find Threads`). cargo puts
+    /// the rustflags into the hash of every unit's output directory (not into
+    /// `-C metadata`, so the binary is byte for byte the same), so each toolchain gets its
+    /// own `OUT_DIR`s and switching back is a no-op build. Removing the other toolchain's
+    /// outputs instead (what an earlier version did) raced with a concurrent cargo in the
+    /// same target dir and made two projects sharing one rebuild each other's C each time.
+    /// The flag names the toolchain, never a path, so compiler caches still hit across
+    /// machines.
+    pub fn outputs_apart_flag(&self) -> Option<String> {
+        let chosen = self.chosen.as_ref()?;
+        let which = match chosen.kind {
+            Kind::User => {
+                let digest = crate::blob::sha256(chosen.compiler.name.as_bytes());
+                format!("cc-{}", &crate::blob::hex(&digest)[..12])
+            }
+            Kind::MuslGcc => "musl-gcc".to_string(),
+            Kind::Zig(_) => chosen.compiler.identity.replace([' ', '"', '\\'], "-"),
+        };
+        Some(format!("--cfg=microimage_c_toolchain=\"{which}\""))
     }
 
     /// Records the C toolchain [`choose`] picked for the graph's C code.
@@ -990,75 +1005,6 @@ fn host_tool_found(tool: &str) -> bool {
             dirs.iter().any(|d| has_libclang(d))
         }
     }
-}
-
-/// Keeps C build outputs of one C toolchain from being reused by another in the same
-/// target dir. cc-rs reruns a build script when its `CC_<target>` changes, but what the
-/// script left in its `OUT_DIR` stays, and CMake's cache there names the old compiler:
-/// switching from musl-gcc to zig failed with `Could NOT find Threads`. So the target dir
-/// records the toolchain of its last build per target (`<target dir>/<triple>/
-/// microimage-c-toolchain`), and when another one builds, the build directories and
-/// fingerprints of the crates that compile C are removed first (for every profile), and
-/// cargo builds them afresh. Nothing else in the target dir is touched.
-pub fn forget_other_toolchain(
-    toolchain: &Toolchain,
-    target_dir: &Path,
-    c_crates: &[String],
-    shell: &Shell,
-) -> Result<()> {
-    let (Some(identity), Some(chosen)) = (toolchain.c_identity(), toolchain.chosen.as_ref()) else {
-        return Ok(());
-    };
-    // Its name for people, then what tells it apart.
-    let identity = format!("{}\n{identity}\n", chosen.compiler.name);
-    let triple = toolchain.platform.triple;
-    let dir = target_dir.join(triple);
-    let marker = dir.join("microimage-c-toolchain");
-    let before = std::fs::read_to_string(&marker).ok();
-    if before.as_deref() == Some(identity.as_str()) {
-        return Ok(());
-    }
-    if let Some(before) = &before {
-        let names: Vec<&str> = c_crates
-            .iter()
-            .filter_map(|c| c.split(' ').next())
-            .collect();
-        let is_output_of = |entry: &str| {
-            names.iter().any(|n| {
-                entry
-                    .strip_prefix(n)
-                    .and_then(|r| r.strip_prefix('-'))
-                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            })
-        };
-        let mut removed = 0usize;
-        for profile in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            for sub in ["build", ".fingerprint"] {
-                let parent = profile.path().join(sub);
-                for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                    if is_output_of(&entry.file_name().to_string_lossy()) {
-                        std::fs::remove_dir_all(entry.path())
-                            .map_err(|e| Error::io("removing", &entry.path(), e))?;
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        if removed > 0 {
-            let old = before.lines().next().unwrap_or("another");
-            shell.status(
-                "Cleaning",
-                format!(
-                    "the C build outputs of {} for {triple}: the C toolchain changed from {old} to {}",
-                    names.join(", "),
-                    chosen.compiler.name
-                ),
-            );
-        }
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    std::fs::write(&marker, &identity).map_err(|e| Error::io("writing", &marker, e))?;
-    Ok(())
 }
 
 /// Whether zig's C library (musl, compiled by zig on first use for a target and kept in

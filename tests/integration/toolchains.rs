@@ -83,7 +83,8 @@ fn cxx_bridges_cmake_and_snmalloc_build_and_run_on_amd64_and_arm64() {
 fn a_broken_musl_gcc_is_passed_over_for_zig_and_a_target_dir_switches_toolchains() {
     // cmake-c: a CMake C library with threads. The first build compiles it with
     // musl-tools' compiler; the second, in the same target dir, finds a musl-gcc that
-    // cannot compile, says so, uses zig, and builds the C afresh.
+    // cannot compile, says so, uses zig, and builds the C afresh; the third, with
+    // musl-gcc again, reuses the first one's outputs.
     let dir = fixture("cmake-c");
     let t = tmp();
     let target = t.path().join("target");
@@ -116,12 +117,20 @@ fn a_broken_musl_gcc_is_passed_over_for_zig_and_a_target_dir_switches_toolchains
     for needle in [
         "warning: `x86_64-linux-musl-gcc` on PATH cannot compile for x86_64-unknown-linux-musl: \
          it failed to compile a line of C (exit status: 1): this musl-gcc is broken; using zig instead",
-        "Cleaning the C build outputs of cmake-c for x86_64-unknown-linux-musl: the C toolchain changed \
-         from x86_64-linux-musl-gcc to zig",
         "as C/C++ compiler and linker for x86_64-unknown-linux-musl (C code in cmake-c 0.1.0)",
     ] {
         assert!(second.stderr.contains(needle), "{needle}\n{}", second.stderr);
     }
+    // Each toolchain's C outputs are kept apart (its own OUT_DIR, so no CMake cache of
+    // the other compiler): zig compiled the C afresh, and back with musl-gcc nothing
+    // compiles again.
+    assert!(
+        second.stderr.contains("Compiling cmake-c"),
+        "{}",
+        second.stderr
+    );
+    let third = build(None);
+    assert!(!third.stderr.contains("Compiling"), "{}", third.stderr);
 }
 
 #[test]
