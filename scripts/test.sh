@@ -17,6 +17,9 @@ unset RUST_BACKTRACE
 export MICROIMAGE_TEST_TARGET_DIR="${MICROIMAGE_TEST_TARGET_DIR:-$PWD/target/tests}"
 # zig builds its libc once per target: keep that cache with the shared target dir.
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$MICROIMAGE_TEST_TARGET_DIR/zig-cache}"
+# Integration tests spend much of their time waiting (podman, qemu, registries, the lock
+# of the shared target dir): one lane more than the cores keeps the cores busy.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) + 1))}"
 # Test binaries run through scripts/test-runner, which asks libtest for each test's time.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/test-runner"
 mkdir -p target
@@ -24,12 +27,23 @@ log=target/test-output.log
 : > "$log"
 phases=()
 
+cpu_now() { # sets CPU to the CPU time (user + system) of this shell's finished children, in s
+  # `times` here, in this shell: in a pipeline or $(…) it would run in a subshell, which
+  # has no children.
+  times > target/.times
+  CPU=$(sed -n 2p target/.times | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] } printf "%d", t }')
+}
+
 phase() { # NAME COMMAND... : runs it, output also into $log, and records its time
-  local name=$1 start=$SECONDS status=0
+  local name=$1 start=$SECONDS status=0 cpu
+  cpu_now
+  cpu=$CPU
   shift
   echo "test.sh: $name" >&2
   "$@" 2>&1 | tee -a "$log" || status=$?
-  phases+=("$(printf '%-12s %5d s' "$name" $((SECONDS - start)))")
+  cpu_now
+  # CPU time beside wall time: how busy the cores were (2 on CI) says whether tests wait.
+  phases+=("$(printf '%-12s %5d s  (CPU %5d s)' "$name" $((SECONDS - start)) $((CPU - cpu)))")
   if [ "$status" -ne 0 ]; then
     report
     echo "test.sh: $name failed" >&2
