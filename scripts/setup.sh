@@ -25,6 +25,12 @@ if command -v rustup >/dev/null 2>&1; then
   for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl i686-unknown-linux-musl; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t"
   done
+  # The platforms whose standard library rustup does not ship here (arm v6/v7, riscv64,
+  # ppc64le, s390x) get one built from source: a nightly toolchain with rust-src.
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    echo "setup: installing the nightly toolchain with rust-src" >&2
+    rustup toolchain install nightly --profile minimal --component rust-src
+  fi
 fi
 
 # zig, used as the C cross compiler for aarch64 musl (Python's ziglang package).
@@ -33,8 +39,8 @@ if ! command -v zig >/dev/null 2>&1 && ! python3 -c 'import ziglang' >/dev/null 
   python3 -m pip install --quiet --disable-pip-version-check ziglang
 fi
 
-# arm64, arm, riscv64 and ppc64le binaries and images run through qemu-user (binfmt_misc);
-# 386 ones natively.
+# arm64, arm, riscv64, ppc64le and s390x binaries and images run through qemu-user
+# (binfmt_misc); 386 ones natively.
 if [ "$(id -u)" = 0 ]; then
   mountpoint -q /proc/sys/fs/binfmt_misc 2>/dev/null \
     || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
@@ -43,9 +49,9 @@ if [ "$(id -u)" = 0 ]; then
     echo ':qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' \
       > /proc/sys/fs/binfmt_misc/register || true
   fi
-  # arm (v6 and v7), riscv64 and ppc64le: the magic/mask lines Debian ships, with the
-  # static interpreter opened at registration (F) so it works inside containers.
-  for arch in arm riscv64 ppc64le; do
+  # arm (v6 and v7), riscv64, ppc64le and s390x: the magic/mask lines Debian ships, with
+  # the static interpreter opened at registration (F) so it works inside containers.
+  for arch in arm riscv64 ppc64le s390x; do
     conf=/usr/lib/binfmt.d/qemu-$arch.conf
     if [ -f "$conf" ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-$arch ] \
        && [ -w /proc/sys/fs/binfmt_misc/register ]; then

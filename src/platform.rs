@@ -47,6 +47,7 @@ pub struct Platform {
 /// ELF `e_flags`: armv7/armv6 hard-float EABI 5 (`EF_ARM_EABI_VER5 | EF_ARM_ABI_FLOAT_HARD`),
 /// riscv64gc the double-float ABI with compressed instructions (`EF_RISCV_FLOAT_ABI_DOUBLE |
 /// EF_RISCV_RVC`), ppc64le the ELFv2 ABI; what rustc writes into objects for these targets.
+/// s390x is the one big-endian platform.
 pub static SUPPORTED: &[Platform] = &[
     Platform {
         triple: "x86_64-unknown-linux-musl",
@@ -132,6 +133,19 @@ pub static SUPPORTED: &[Platform] = &[
         object_arch: object::Architecture::PowerPc64,
         arch: Architecture::Powerpc64le,
     },
+    // IBM Z: big-endian, and tier 3 for Rust (no prebuilt standard library anywhere).
+    Platform {
+        triple: "s390x-unknown-linux-musl",
+        os: "linux",
+        architecture: "s390x",
+        variant: None,
+        elf_machine: object::elf::EM_S390,
+        elf_64: true,
+        elf_big_endian: true,
+        elf_flags: 0,
+        object_arch: object::Architecture::S390x,
+        arch: Architecture::S390x,
+    },
 ];
 
 /// `--platform all`: the common pair.
@@ -195,7 +209,7 @@ impl Platform {
 
     /// Parses `linux/amd64`, `linux/arm64`, `linux/arm64/v8`, `amd64`, `arm64`,
     /// `linux/arm/v7`, `linux/arm/v6`, `linux/arm` (v7), `linux/386`, `linux/riscv64`,
-    /// `linux/ppc64le`.
+    /// `linux/ppc64le`, `linux/s390x`.
     pub fn from_oci(name: &str) -> Result<&'static Platform> {
         let parts: Vec<&str> = name.trim().split('/').collect();
         let (os, arch, variant) = match parts.as_slice() {
@@ -362,7 +376,7 @@ mod tests {
             Platform::from_oci("arm64").unwrap().oci_name(),
             "linux/arm64/v8"
         );
-        let err = Platform::from_oci("linux/s390x").unwrap_err();
+        let err = Platform::from_oci("linux/mips64le").unwrap_err();
         assert!(err.is_usage());
         assert!(err.help().unwrap().contains("linux/amd64, linux/arm64"));
     }
@@ -411,9 +425,14 @@ mod tests {
                 "linux/arm/v6",
                 "linux/386",
                 "linux/riscv64",
-                "linux/ppc64le"
+                "linux/ppc64le",
+                "linux/s390x"
             ]
         );
+        // s390x is big-endian: a little-endian ELF of its machine is no platform's.
+        let s390x = Platform::from_triple("s390x-unknown-linux-musl").unwrap();
+        assert!(s390x.elf_big_endian);
+        assert!(Platform::from_elf(object::elf::EM_S390, true, false, None).is_none());
         let listed = resolve(
             &["linux/riscv64,linux/386".into(), "linux/arm/v7".into()],
             &[],

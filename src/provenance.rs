@@ -71,6 +71,8 @@ pub struct Recipe {
     /// The first line of `rustc -vV`, and its `commit-hash`.
     pub rustc: Option<String>,
     pub rustc_commit: Option<String>,
+    /// The standard library was built from source (`-Zbuild-std`) by that rustc.
+    pub std_from_source: bool,
 }
 
 /// What is known of how one platform's binary came to be.
@@ -138,6 +140,9 @@ pub fn statement(
             }
             if let Some(commit) = &r.rustc_commit {
                 rustc["digest"] = json!({"gitCommit": commit});
+            }
+            if r.std_from_source {
+                rustc["annotations"]["standardLibrary"] = json!("built from source (-Zbuild-std)");
             }
             deps.push(rustc);
         }

@@ -13,6 +13,7 @@
 
 pub mod auditable;
 pub mod runtime;
+pub mod stdlib;
 pub mod toolchain;
 pub mod wrapper;
 
@@ -28,6 +29,7 @@ use crate::plan::cache::Answers;
 use crate::plan::graph::Graph;
 use crate::plan::{cargo, CargoOptions, Plan};
 use crate::platform::Platform;
+use crate::settings::BuildStd;
 use crate::shell::Shell;
 
 /// What a target's build needs to know before cargo runs.
@@ -60,6 +62,7 @@ pub struct Facts {
 pub fn prepare(
     targets: &[(&'static Platform, Vec<&Plan>)],
     options: &CargoOptions,
+    build_std: BuildStd,
     known: &Answers,
     shell: &Shell,
 ) -> Result<(Vec<Prepared>, Facts)> {
@@ -72,15 +75,28 @@ pub fn prepare(
                 Ok((sysroot, version.join().unwrap_or((None, None))))
             })?,
         };
-    for (platform, _) in targets {
-        ensure_target(&sysroot, platform.triple, shell)?;
-    }
+    let sources = targets
+        .iter()
+        .map(|(platform, _)| {
+            let triple = platform.triple;
+            let known = known.nightlies.get(triple);
+            stdlib::source_for(
+                triple,
+                build_std,
+                &sysroot,
+                toolchain.as_deref(),
+                known,
+                shell,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let sysroot_ref = sysroot.as_path();
     let version_ref = toolchain.as_deref();
     let prepared = std::thread::scope(|scope| {
         let jobs: Vec<_> = targets
             .iter()
-            .map(|(platform, plans)| {
+            .zip(&sources)
+            .map(|((platform, plans), source)| {
                 scope.spawn(move || {
                     let graph = match known.graphs.get(platform.triple) {
                         Some(g) => g.clone(),
@@ -90,9 +106,20 @@ pub fn prepare(
                         return Err(openssl.error(platform.triple));
                     }
                     toolchain::check_host_tools(&graph.host_tools, platform.triple)?;
-                    let mut toolchain =
-                        toolchain::Toolchain::of(platform, options, sysroot_ref, version_ref)?;
-                    if !graph.c_crates.is_empty() {
+                    let mut toolchain = match source {
+                        stdlib::Source::Prebuilt => {
+                            toolchain::Toolchain::of(platform, options, sysroot_ref, version_ref)?
+                        }
+                        stdlib::Source::FromSource(nightly) => toolchain::Toolchain::of(
+                            platform,
+                            options,
+                            &nightly.sysroot,
+                            Some(&nightly.version),
+                        )?
+                        .with_std_from_source(nightly.clone()),
+                    };
+                    // A target whose std is built from source is linked by zig.
+                    if !graph.c_crates.is_empty() || toolchain.std_from_source().is_some() {
                         let chosen = toolchain::choose(
                             &toolchain,
                             &graph.c_crates,
@@ -206,9 +233,17 @@ fn build_group(
             format!("for {}: {}", platform.triple, c_crates.join(", ")),
         );
     }
-    let mut cmd = Command::new(cargo());
-    cmd.arg("build")
-        .arg("--message-format=json-render-diagnostics")
+    let nightly = prepared.toolchain.std_from_source();
+    let mut cmd = Command::new(nightly.map_or_else(cargo, |n| n.cargo()));
+    cmd.arg("build");
+    if let Some(nightly) = nightly {
+        cmd.arg(stdlib::BUILD_STD_ARG);
+        if nightly.name != "(active)" {
+            // For any rustup proxy a build script runs.
+            cmd.env("RUSTUP_TOOLCHAIN", &nightly.name);
+        }
+    }
+    cmd.arg("--message-format=json-render-diagnostics")
         .args(["--target", platform.triple])
         .args(["--profile", &options.profile])
         .arg("--manifest-path")
@@ -287,6 +322,13 @@ fn build_group(
             .collect();
         format!("{} for {platform} ({})", names.join(", "), platform.triple)
     };
+    let names = match nightly {
+        Some(n) => format!(
+            "{names}, with the standard library built from source by {}",
+            n.describe()
+        ),
+        None => names,
+    };
     shell.status("Building", names);
     shell.verbose("Running", format!("{cmd:?}"));
     let built = run_cargo(cmd, plans, platform).map_err(|e| {
@@ -317,14 +359,28 @@ fn set_paths(
     platform: &Platform,
     prepared: &Prepared,
 ) -> wrapper::Rustc {
-    let remaps = remaps(first);
+    let mut remaps = remaps(first);
+    let nightly = prepared.toolchain.std_from_source();
+    if let Some(nightly) = nightly {
+        // The standard library's sources, as the prebuilt one names them (`/rustc/<commit>`).
+        remaps.push(Remap {
+            from: nightly.sysroot.join("lib/rustlib/src/rust"),
+            to: format!("/rustc/{}", nightly.commit),
+            stable: true,
+        });
+    }
     let mut ours = remap_flags(remaps.iter().filter(|r| r.stable));
     ours.extend(prepared.toolchain.outputs_apart_flag());
+    if nightly.is_some() {
+        ours.extend(stdlib::RUSTFLAGS.iter().map(|f| f.to_string()));
+    }
     set_rustflags(cmd, &prepared.toolchain.rustflags, &ours);
     let local_c = prepared.graph.local_c_code();
     let c_remaps = c_remap_flags(remaps.iter().filter(|r| r.stable || local_c));
     add_cflags(cmd, platform.triple, &c_remaps);
-    if std::env::var_os("CARGO").is_none() {
+    if let Some(nightly) = nightly {
+        cmd.env("CARGO", nightly.cargo());
+    } else if std::env::var_os("CARGO").is_none() {
         if let Ok(path) = which::which(cargo()) {
             cmd.env("CARGO", path);
         }

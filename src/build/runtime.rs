@@ -35,6 +35,7 @@ use std::process::{Command, Stdio};
 
 use cargo_metadata::Message;
 
+use super::stdlib::Nightly;
 use super::toolchain::{self, CCompiler, Toolchain};
 use crate::error::{Error, Result};
 use crate::plan::graph::Crate;
@@ -319,7 +320,10 @@ pub fn prepare(
     if choices.contains(&Choice::Mimalloc) {
         match toolchain::c_compiler(toolchain, shell)? {
             Some(cc) => {
-                mimalloc = Some(mimalloc_archive(platform, &cc, options, &root, shell)?);
+                let nightly = toolchain.std_from_source();
+                mimalloc = Some(mimalloc_archive(
+                    platform, &cc, nightly, options, &root, shell,
+                )?);
                 compiler = Some(cc.name);
             }
             None => {
@@ -366,7 +370,8 @@ pub fn prepare(
                 let part = match objects.get(&parts_of_rt) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = rt_object(platform, &parts_of_rt, rustc_version, &root)?;
+                        let nightly = toolchain.std_from_source();
+                        let p = rt_object(platform, &parts_of_rt, rustc_version, nightly, &root)?;
                         objects.insert(parts_of_rt.clone(), p.clone());
                         p
                     }
@@ -485,6 +490,7 @@ fn publish(from: &Path, to: &Path) -> Result<()> {
 fn mimalloc_archive(
     platform: &Platform,
     cc: &CCompiler,
+    nightly: Option<&Nightly>,
     options: &CargoOptions,
     root: &Path,
     shell: &Shell,
@@ -519,7 +525,7 @@ fn mimalloc_archive(
     write("Cargo.toml", MANIFEST)?;
     write("Cargo.lock", LOCK)?;
     write("lib.rs", "#![no_std]\n")?;
-    let mut cmd = Command::new(cargo());
+    let mut cmd = helper_cargo(nightly);
     cmd.current_dir(&package)
         .args(["build", "--release", "--locked"])
         .args(["--target", triple])
@@ -566,7 +572,7 @@ fn mimalloc_archive(
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| Error::build(format!("running `{}` failed: {e}", cargo().display())))?;
+        .map_err(|e| Error::build(format!("running `{:?}` failed: {e}", cmd.get_program())))?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let errors = std::thread::spawn(move || {
         let mut text = String::new();
@@ -657,6 +663,7 @@ fn rt_object(
     platform: &Platform,
     cfgs: &[&str],
     rustc_version: Option<&str>,
+    nightly: Option<&Nightly>,
     root: &Path,
 ) -> Result<Part> {
     let triple = platform.triple;
@@ -686,6 +693,13 @@ fn rt_object(
     let staged = work.path().join("out");
     std::fs::create_dir_all(&staged).map_err(|e| Error::io("creating", &staged, e))?;
     let object = staged.join(RT_OBJECT);
+    if let Some(nightly) = nightly {
+        rt_object_on(nightly, triple, cfgs, work.path(), &object)?;
+        check_object(&object, triple)?;
+        let sha256 = hash_of(&object)?;
+        publish(&staged, &dir)?;
+        return Ok(part(dir, sha256));
+    }
     let mut cmd = Command::new(&rustc);
     cmd.args(["--edition", "2021", "--crate-type", "lib", "--emit", "obj"])
         .args(["--crate-name", "microimage_rt", "--target", triple])
@@ -727,6 +741,96 @@ fn rt_object(
     Ok(part(dir, sha256))
 }
 
+/// cargo for the helper packages (mimalloc, the runtime object): the active toolchain's,
+/// or `nightly`'s for a target whose standard library is built from source, which then
+/// builds `core` for the target first (`-Zbuild-std=core`: both are `no_std`).
+fn helper_cargo(nightly: Option<&Nightly>) -> Command {
+    match nightly {
+        None => Command::new(cargo()),
+        Some(nightly) => {
+            let mut cmd = Command::new(nightly.cargo());
+            cmd.env("RUSTC", nightly.rustc())
+                .env_remove("RUSTC_WRAPPER")
+                .env("CARGO_UNSTABLE_BUILD_STD", "core");
+            if nightly.name != "(active)" {
+                cmd.env("RUSTUP_TOOLCHAIN", &nightly.name);
+            }
+            cmd
+        }
+    }
+}
+
+/// [`rt_object`] for a target with no prebuilt `core`: the same compile, as a helper
+/// package that `nightly`'s cargo builds with `core` from source (`cargo rustc`, which
+/// adds `--emit=obj` to rustc's own outputs).
+fn rt_object_on(
+    nightly: &Nightly,
+    triple: &str,
+    cfgs: &[&str],
+    work: &Path,
+    object: &Path,
+) -> Result<()> {
+    let package = work.join("package");
+    std::fs::create_dir_all(&package).map_err(|e| Error::io("creating", &package, e))?;
+    let manifest = "[package]\nname = \"microimage_rt\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+                    publish = false\n\n[lib]\npath = \"../rt.rs\"\n\n[profile.release]\npanic = \"abort\"\n\
+                    opt-level = 3\ncodegen-units = 1\ndebug = false\n\n[workspace]\n";
+    let path = package.join("Cargo.toml");
+    std::fs::write(&path, manifest).map_err(|e| Error::io("writing", &path, e))?;
+    let target_dir = work.join("target");
+    let mut cmd = helper_cargo(Some(nightly));
+    cmd.current_dir(&package)
+        .args(["rustc", "--release", "--lib", "--target", triple])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
+        .stdin(Stdio::null())
+        .arg("--")
+        .args(["--emit", "obj"])
+        // No unwind tables: on arm they name the EHABI personality routines, which the
+        // object may not need (its code never unwinds).
+        .args(["-C", "force-unwind-tables=no"])
+        .arg(format!(
+            "--remap-path-prefix={}=/microimage-rt",
+            work.display()
+        ));
+    for cfg in cfgs {
+        cmd.args(["--cfg", cfg]);
+    }
+    let out = cmd.output().map_err(|e| {
+        Error::build(format!(
+            "running `{}` failed: {e}",
+            nightly.cargo().display()
+        ))
+    })?;
+    let deps = target_dir.join(triple).join("release/deps");
+    let built = std::fs::read_dir(&deps)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|x| x == "o")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("microimage_rt-"))
+        });
+    match built.filter(|_| out.status.success()) {
+        Some(built) => {
+            std::fs::copy(&built, object).map_err(|e| Error::io("copying", &built, e))?;
+            Ok(())
+        }
+        None => Err(Error::build(format!(
+            "compiling cargo-microimage's runtime object for {triple} with {} failed:\n{}",
+            nightly.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+        .with_help(
+            "build with `--no-pid1-signals --allocator system` to leave it out, and report this",
+        )),
+    }
+}
+
 /// What the runtime object may need from the C library: anything else (a `core`
 /// function a new compiler calls) would not link, so it is refused here, clearly.
 const RT_IMPORTS: &[&str] = &[
@@ -735,6 +839,8 @@ const RT_IMPORTS: &[&str] = &[
     "sigaction",
     "_exit",
     "_GLOBAL_OFFSET_TABLE_",
+    // ppc64le's TOC base, which the linker defines, as the GOT's.
+    ".TOC.",
     // Zeroing the buffer `sigaction` fills (musl's own).
     "memset",
     // `__cxa_thread_atexit_impl` (with C++ in the graph).

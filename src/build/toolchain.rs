@@ -67,6 +67,8 @@ pub struct Toolchain {
     chosen: Option<Chosen>,
     /// rustc's version (`1.95.0`), from the first line of `rustc -vV`.
     rustc_version: Option<String>,
+    /// Where the target's standard library comes from (see `super::stdlib`).
+    pub std: super::stdlib::Source,
 }
 
 impl Toolchain {
@@ -110,7 +112,25 @@ impl Toolchain {
             rustc_version: rustc_version
                 .and_then(|v| v.split_whitespace().nth(1))
                 .map(str::to_string),
+            std: super::stdlib::Source::Prebuilt,
         })
+    }
+
+    /// The same target with its standard library built from source on `nightly`, whose
+    /// rustc then compiles everything (a `RUSTC` of the user's is of another toolchain).
+    pub fn with_std_from_source(mut self, nightly: super::stdlib::Nightly) -> Toolchain {
+        self.rustc = nightly.rustc();
+        self.rustc_version = nightly.rustc_version();
+        self.std = super::stdlib::Source::FromSource(nightly);
+        self
+    }
+
+    /// The nightly that builds the target's standard library, when it is built from source.
+    pub fn std_from_source(&self) -> Option<&super::stdlib::Nightly> {
+        match &self.std {
+            super::stdlib::Source::FromSource(nightly) => Some(nightly),
+            super::stdlib::Source::Prebuilt => None,
+        }
     }
 
     /// The musl-tools compiler for this target's architecture
@@ -480,6 +500,10 @@ pub fn choose(
     let cxx = !cxx_crates.is_empty();
     let (kind, compiler) = if toolchain.user_cc {
         (Kind::User, user_compiler(toolchain, cxx)?)
+    } else if toolchain.std_from_source().is_some() {
+        // zig links it (its musl has the start files rustc lacks), so zig compiles the C
+        // that goes with it too.
+        zig_compiler(toolchain, c_crates, cxx)?
     } else {
         match musl_gcc_compiler(toolchain, cxx_crates, shell) {
             Some(compiler) => (Kind::MuslGcc, compiler),
@@ -734,6 +758,11 @@ pub fn configure(
         None if !c_crates.is_empty() => Some(choose(toolchain, c_crates, &[], shell)?),
         None => None,
     };
+    if let (true, Some(nightly), Some(chosen)) =
+        (c_crates.is_empty(), toolchain.std_from_source(), &chosen)
+    {
+        return Ok(link_std_from_source(cmd, toolchain, chosen, nightly, shell));
+    }
     let Some(chosen) = chosen.filter(|_| !c_crates.is_empty()) else {
         // No C code: rustc's `rust-lld` links with rustc's self-contained musl, on any
         // host. The host's `cc` would only do so on a Linux host of the same architecture
@@ -807,7 +836,7 @@ fn configure_user(
     let linker_env = &toolchain.linker_env;
     let (linker, libc) = if toolchain.user_linker {
         ("your linker", None)
-    } else if toolchain.native {
+    } else if toolchain.native && toolchain.std_from_source().is_none() {
         cmd.env(linker_env, "rust-lld");
         ("rust-lld", None)
     } else {
@@ -831,6 +860,41 @@ fn configure_user(
         ),
     );
     Ok(libc)
+}
+
+/// [`configure`] for a target without C code whose standard library is built from source:
+/// zig links it, with zig's musl (rustc has no start files or C library for the target).
+fn link_std_from_source(
+    cmd: &mut Command,
+    toolchain: &Toolchain,
+    chosen: &Chosen,
+    nightly: &super::stdlib::Nightly,
+    shell: &Shell,
+) -> Option<ZigLibc> {
+    let triple = toolchain.platform.triple;
+    let why = format!(
+        "the standard library is built from source with {}",
+        nightly.name
+    );
+    match &chosen.kind {
+        Kind::Zig(wrapper) => {
+            shell.status(
+                "Using",
+                format!("{} as linker for {triple} ({why})", chosen.compiler.name),
+            );
+            Some(use_zig(cmd, toolchain, wrapper, false, shell))
+        }
+        Kind::User | Kind::MuslGcc => {
+            if !toolchain.user_linker {
+                if let Ok(wrapper) = zig_for(triple) {
+                    shell.status("Using", format!("zig as linker for {triple} ({why})"));
+                    return Some(use_zig(cmd, toolchain, &wrapper, false, shell));
+                }
+            }
+            shell.status("Using", format!("your linker for {triple} ({why})"));
+            None
+        }
+    }
 }
 
 /// Sets `name` on `cmd` unless the user set it.

@@ -1,5 +1,7 @@
 //! `cargo microimage build` (and `push`): compile, verify, pack and deliver.
 
+use std::collections::BTreeMap;
+
 use super::{
     current_dir, pack_and_deliver, resolve_image, sinks, verified, with_base, with_git, Bases,
     Outcome, Packed, PushRequest,
@@ -36,6 +38,42 @@ pub struct BuildRequest {
     pub sign: Option<std::sync::Arc<crate::sign::Key>>,
 }
 
+/// The rustc that compiled a target's binaries (the first line of its `rustc -vV`) and its
+/// commit: the nightly where the standard library is built from source, else the active
+/// toolchain.
+fn rustc_of(prepared: &build::Prepared, facts: &build::Facts) -> (Option<String>, Option<String>) {
+    match prepared.toolchain.std_from_source() {
+        Some(nightly) => (Some(nightly.version.clone()), Some(nightly.commit.clone())),
+        None => (facts.toolchain.clone(), facts.rustc_commit.clone()),
+    }
+}
+
+/// The one `build-std` setting of a build: every image that sets it must agree (one cargo
+/// build per target serves them all).
+fn one_build_std(jobs: &[Job]) -> Result<settings::BuildStd> {
+    let mut set = jobs
+        .iter()
+        .filter(|j| j.build_std.1 != settings::Origin::Default);
+    let Some(first) = set.next() else {
+        return Ok(settings::BuildStd::Auto);
+    };
+    match set.find(|j| j.build_std.0 != first.build_std.0) {
+        None => Ok(first.build_std.0),
+        Some(other) => Err(Error::usage(format!(
+            "`build-std` is `{}` for {} ({}) and `{}` for {} ({}), and one build serves both",
+            first.build_std.0.name(),
+            first.plan.bin,
+            first.build_std.1,
+            other.build_std.0.name(),
+            other.plan.bin,
+            other.build_std.1
+        ))
+        .with_help(
+            "set it once, in the workspace's [workspace.metadata.microimage], or pass --build-std",
+        )),
+    }
+}
+
 /// One image to make: a binary, its settings and where it goes.
 struct Job {
     plan: Plan,
@@ -43,6 +81,7 @@ struct Job {
     sbom: Vec<sbom::Format>,
     provenance: settings::Provenance,
     runtime: settings::Runtime,
+    build_std: (settings::BuildStd, settings::Origin),
     base: Option<settings::BaseRequest>,
     platforms: Vec<&'static Platform>,
     sinks: Vec<Sink>,
@@ -128,6 +167,7 @@ pub fn build(
             sbom,
             provenance,
             runtime,
+            build_std,
             base,
             ..
         } = resolve_image(image, &plan.levels, &cx, shell)?;
@@ -150,6 +190,7 @@ pub fn build(
             sbom,
             provenance,
             runtime,
+            build_std,
             base,
             platforms,
             sinks,
@@ -190,7 +231,13 @@ pub fn build(
         .iter()
         .map(|&p| (p, wanted(p).iter().map(|&i| &jobs[i].plan).collect()))
         .collect();
-    let (prepared, facts) = build::prepare(&targets, &request.cargo, &known, shell)?;
+    let (prepared, facts) = build::prepare(
+        &targets,
+        &request.cargo,
+        one_build_std(&jobs)?,
+        &known,
+        shell,
+    )?;
     if let Some(warning) = facts
         .toolchain
         .as_deref()
@@ -198,9 +245,20 @@ pub fn build(
     {
         shell.warn(warning);
     }
+    let nightlies: BTreeMap<String, build::stdlib::Nightly> = targets
+        .iter()
+        .zip(&prepared)
+        .filter_map(|((p, _), prepared)| {
+            let nightly = prepared.toolchain.std_from_source()?;
+            Some((p.triple.to_string(), nightly.clone()))
+        })
+        .collect();
     let learned = known.sysroot.is_none()
         || known.toolchain.is_none()
         || known.rustc_commit.is_none()
+        || nightlies
+            .iter()
+            .any(|(t, n)| known.nightlies.get(t) != Some(n))
         || targets
             .iter()
             .any(|(p, _)| !known.graphs.contains_key(p.triple));
@@ -209,6 +267,7 @@ pub fn build(
         known.sysroot = Some(facts.sysroot.clone());
         known.toolchain = facts.toolchain.clone();
         known.rustc_commit = facts.rustc_commit.clone();
+        known.nightlies.extend(nightlies);
         for ((platform, _), p) in targets.iter().zip(&prepared) {
             known
                 .graphs
@@ -238,7 +297,7 @@ pub fn build(
                         platform,
                         &requests,
                         &prepared.toolchain,
-                        facts.toolchain.as_deref(),
+                        rustc_of(prepared, facts).0.as_deref(),
                         &request.cargo,
                         &jobs[wanted[0]].plan.target_directory,
                         shell,
@@ -283,7 +342,7 @@ pub fn build(
                     || crates_of(&prepared.graph, &jobs[i].plan).to_vec(),
                     |r| r.crates(crates_of(&prepared.graph, &jobs[i].plan)),
                 ),
-                toolchain: facts.toolchain.clone(),
+                toolchain: rustc_of(prepared, &facts).0,
             });
             let plan = &jobs[i].plan;
             let cargo = &request.cargo;
@@ -312,8 +371,9 @@ pub fn build(
                     all_features: cargo.all_features,
                     no_default_features: cargo.no_default_features,
                     lock_sha256: lock_sha256.clone(),
-                    rustc: facts.toolchain.clone(),
-                    rustc_commit: facts.rustc_commit.clone().filter(|c| !c.is_empty()),
+                    rustc: rustc_of(prepared, &facts).0,
+                    rustc_commit: rustc_of(prepared, &facts).1.filter(|c| !c.is_empty()),
+                    std_from_source: prepared.toolchain.std_from_source().is_some(),
                 }),
                 zig: compiler.filter(|name| name.starts_with("zig ")),
                 binary_sha256: None,

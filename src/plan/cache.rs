@@ -48,6 +48,11 @@ pub struct Answers {
     /// Its `commit-hash`, for provenance.
     #[serde(default)]
     pub rustc_commit: Option<String>,
+    /// The nightly toolchain that builds the standard library of each target (by triple)
+    /// that rustup has none for (see `crate::build::stdlib`): `rustup target add` is not
+    /// asked again while this holds.
+    #[serde(default)]
+    pub nightlies: BTreeMap<String, super::nightly::Nightly>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

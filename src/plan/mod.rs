@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod graph;
+pub mod nightly;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

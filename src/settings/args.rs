@@ -41,6 +41,8 @@ pub struct ImageArgs {
     pub pid1_signals: Option<bool>,
     /// `--thread-stack-size SIZE` (a build option, like `allocator`).
     pub thread_stack_size: Option<String>,
+    /// `--build-std auto|always|never` (a build option, like `allocator`).
+    pub build_std: Option<super::BuildStd>,
     /// `--base REF`: the image the app goes on.
     pub base: Option<String>,
 }

@@ -43,6 +43,8 @@ pub struct ImageConfig {
     pub pid1_signals: Option<bool>,
     /// The default stack of threads C code starts: `"8MiB"`, `"512KiB"` or bytes.
     pub thread_stack_size: Option<Size>,
+    /// Where the standard library comes from: `auto`, `always` or `never`.
+    pub build_std: Option<super::BuildStd>,
     /// The image the app goes on: a registry reference, `oci:DIR[:TAG]`,
     /// `oci-archive:FILE[:TAG]` or `docker-archive:FILE`.
     pub base: Option<String>,
@@ -362,7 +364,7 @@ mod tests {
                 "environment variable name",
             ),
             (
-                json!({"platforms": ["linux/s390x"]}),
+                json!({"platforms": ["linux/mips64le"]}),
                 "key `platforms[0]`",
                 "unsupported platform",
             ),

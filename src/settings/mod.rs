@@ -79,6 +79,8 @@ pub struct Resolved {
     pub provenance: Provenance,
     /// What `build` links into the binary besides its own code.
     pub runtime: Runtime,
+    /// Where `build` takes the standard library from, and where that was said.
+    pub build_std: (BuildStd, Origin),
     /// `--base`: the image the app goes on, to be read (see `crate::sources::base`).
     pub base: Option<BaseRequest>,
     pub origins: BTreeMap<String, Origin>,
@@ -168,6 +170,46 @@ impl std::str::FromStr for Allocator {
             "mimalloc" => Ok(Allocator::Mimalloc),
             "system" => Ok(Allocator::System),
             _ => Err(Error::usage("expected `auto`, `mimalloc` or `system`")),
+        }
+    }
+}
+
+/// `--build-std`, key `build-std` (DESIGN §5): where a target's Rust standard library comes
+/// from (see `crate::build::stdlib`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStd {
+    /// rustup's prebuilt one when `rustup target add` gives it; built from source (on a
+    /// nightly toolchain with `rust-src`) when it cannot.
+    #[default]
+    Auto,
+    /// Built from source for every target.
+    Always,
+    /// rustup's prebuilt one, or an error.
+    Never,
+}
+
+impl BuildStd {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildStd::Auto => "auto",
+            BuildStd::Always => "always",
+            BuildStd::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for BuildStd {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<BuildStd> {
+        match s {
+            "auto" => Ok(BuildStd::Auto),
+            "always" => Ok(BuildStd::Always),
+            "never" => Ok(BuildStd::Never),
+            _ => Err(Error::usage("expected `auto`, `always` or `never`")),
         }
     }
 }
@@ -523,6 +565,9 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     note("allocator", allocator.map(|(_, o)| o));
     note("pid1-signals", pid1.map(|(_, o)| o));
     note("thread-stack-size", stack.map(|(_, o)| o));
+    let build_std = pick("build-std", args.build_std, levels, |c| c.build_std);
+    note("build-std", build_std.as_ref().map(|(_, o)| o.clone()));
+    let build_std = build_std.unwrap_or((BuildStd::Auto, Origin::Default));
     let base = match pick("base", args.base.clone(), levels, |c| c.base.clone()) {
         Some((text, origin)) => {
             let source = parse_base(&text, base_of(&origin, cx.cwd))
@@ -567,6 +612,7 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         sbom,
         provenance,
         runtime,
+        build_std,
         base,
         origins,
     })

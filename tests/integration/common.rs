@@ -427,6 +427,17 @@ pub fn on_terminal(cmd: &Command, stdout: &Path) -> String {
     run(&mut script).ok().stdout
 }
 
+/// `verify --message-format json` of a binary: its record.
+pub fn verify_json(path: &Path) -> serde_json::Value {
+    first_json(
+        &run(tool()
+            .args(["microimage", "verify", "--message-format", "json"])
+            .arg(path))
+        .ok()
+        .stdout,
+    )
+}
+
 /// The first JSON record of `--message-format json` output (the result; the last record
 /// is always `run-finished`, checked here too).
 #[track_caller]

@@ -554,7 +554,7 @@ fn usage_errors_exit_2_and_failures_1() {
         &["--expose", "http"][..],
         &["--include", "/abs:/x"][..],
         &["--manifest-path", "nowhere/Cargo.toml"][..],
-        &["--platform", "linux/s390x"][..],
+        &["--platform", "linux/mips64le"][..],
         &["--ca-certs", "missing.pem"][..],
         &["-j", "0"][..],
     ] {

@@ -1,12 +1,12 @@
-//! The platforms beyond amd64 and arm64, each run under podman (qemu-user for the foreign
-//! ones): linux/386 built from Rust — example-app, whose ring compiles C through zig, and
-//! the pure-Rust hello fixture through rust-lld — and linux/arm/v7, linux/arm/v6,
-//! linux/riscv64 and linux/ppc64le from a static C program compiled with zig (this
-//! machine's Rust release ships no standard library for those musl targets; building one
-//! is refused with rustup's reason, see rustup_target.rs). Each is verified, packed into
-//! one index with the right architecture and variant, and run.
+//! Every platform of the table, built from Rust and run under podman (qemu-user for the
+//! foreign ones): linux/386 with rustup's standard library — example-app, whose ring
+//! compiles C through zig, and the pure-Rust hello fixture through rust-lld — and
+//! linux/arm/v7, linux/arm/v6, linux/riscv64, linux/ppc64le and linux/s390x, whose
+//! standard library this machine's Rust release does not ship (s390x is tier 3), with one
+//! built from source on the nightly toolchain and linked by zig: hello, ring and the
+//! runtime probe. All eight in one index, equal to a merge of eight single ones.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
@@ -89,88 +89,127 @@ fn linux_386_builds_from_rust_with_and_without_c_and_runs() {
     assert_eq!(said.stdout.trim(), "hello from hello [\"one\"] (x86)");
 }
 
-/// zig, as the tool finds it: `python3 -m ziglang`, else `zig` on PATH.
-fn zig() -> Command {
-    let python = Command::new("python3")
-        .args(["-c", "import ziglang"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if python {
-        let mut c = Command::new("python3");
-        c.args(["-m", "ziglang"]);
-        c
-    } else {
-        Command::new("zig")
-    }
+/// The platforms whose standard library rustup does not ship for this machine's Rust
+/// (s390x is tier 3 everywhere): built from source on the nightly toolchain. (triple,
+/// platform, `std::env::consts::ARCH` of its binaries)
+const FROM_SOURCE: [(&str, &str, &str); 5] = [
+    ("armv7-unknown-linux-musleabihf", "linux/arm/v7", "arm"),
+    ("arm-unknown-linux-musleabihf", "linux/arm/v6", "arm"),
+    ("riscv64gc-unknown-linux-musl", "linux/riscv64", "riscv64"),
+    (
+        "powerpc64le-unknown-linux-musl",
+        "linux/ppc64le",
+        "powerpc64",
+    ),
+    ("s390x-unknown-linux-musl", "linux/s390x", "s390x"),
+];
+
+/// The five platforms of [`FROM_SOURCE`], as one `--platform` value.
+fn from_source_platforms() -> String {
+    FROM_SOURCE.map(|(_, p, _)| p).join(",")
 }
 
-/// The C probe compiled statically for zig's `target` (with `cpu`).
-fn probe(dir: &Path, name: &str, target: &str, cpu: Option<&str>) -> PathBuf {
-    let out = dir.join(name);
-    let mut cmd = zig();
-    cmd.args(["cc", "-target", target, "-static", "-O2", "-s", "-o"])
-        .arg(&out)
-        .arg(repo().join("tests/fixtures/cprobe/probe.c"))
-        .env(
-            "ZIG_GLOBAL_CACHE_DIR",
-            std::env::var_os("ZIG_GLOBAL_CACHE_DIR")
-                .unwrap_or_else(|| shared_target().join("zig-cache").into_os_string()),
-        );
-    if let Some(cpu) = cpu {
-        cmd.arg(format!("-mcpu={cpu}"));
+/// The line of `stderr` that starts with `start` (`Building hello for`, `Using`) and
+/// names `triple`.
+fn line_for<'a>(stderr: &'a str, start: &str, triple: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(start) && l.contains(triple))
+        .unwrap_or_else(|| panic!("no `{start}` line for {triple}:\n{stderr}"))
+}
+
+/// `linux/amd64` or `linux/arm/v7` of an index entry.
+fn platform_of(entry: &Value) -> String {
+    let p = &entry["platform"];
+    let (os, arch) = (
+        p["os"].as_str().unwrap(),
+        p["architecture"].as_str().unwrap(),
+    );
+    match p["variant"].as_str() {
+        Some(v) if arch == "arm" => format!("{os}/{arch}/{v}"),
+        _ => format!("{os}/{arch}"),
     }
-    run(&mut cmd).ok();
-    out
 }
 
 #[test]
-fn arm_v7_arm_v6_riscv64_and_ppc64le_are_told_apart_packed_and_run() {
+fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and_each_runs() {
+    // hello (pure Rust) for every platform in one command: amd64, arm64 and 386 with
+    // rustup's standard library, the five others with one built from source on nightly,
+    // all of them linked by zig where rustc has no musl of its own.
+    let hello = fixture("hello");
     let t = tmp();
-    // (binary, zig target, cpu, platform, what `uname -m` says under qemu)
-    let cases = [
-        (
-            "probe-armv7",
-            "arm-linux-musleabihf",
-            Some("generic+v7a"),
-            "linux/arm/v7",
-            "armv7l",
-        ),
-        (
-            "probe-armv6",
-            "arm-linux-musleabihf",
-            Some("arm1176jzf_s"),
-            "linux/arm/v6",
-            "armv7l",
-        ),
-        (
-            "probe-riscv64",
-            "riscv64-linux-musl",
-            None,
-            "linux/riscv64",
-            "riscv64",
-        ),
-        (
-            "probe-ppc64le",
-            "powerpc64le-linux-musl",
-            None,
-            "linux/ppc64le",
-            "ppc64le",
-        ),
-    ];
-    let binaries: Vec<PathBuf> = cases
+    let all = t.path().join("all");
+    let build = |platform: &str, out: &Path| {
+        run(tool()
+            .current_dir(hello.path())
+            .args(["microimage", "build", "--locked", "--bin", "hello"])
+            .args(["--platform", platform, "-o"])
+            .arg(out))
+        .ok()
+    };
+    let out = build("all-supported", &all);
+    for (triple, _, _) in FROM_SOURCE {
+        let building = line_for(&out.stderr, "Building hello for", triple);
+        assert!(
+            building.contains("with the standard library built from source by nightly"),
+            "{building}"
+        );
+        let using = line_for(&out.stderr, "Using", triple);
+        assert!(
+            using.contains("as linker for")
+                && using.contains("the standard library is built from source"),
+            "{using}"
+        );
+    }
+    let raw = external(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:1.2.3", all.display())],
+    );
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|(name, target, cpu, _, _)| probe(t.path(), name, target, *cpu))
+        .map(platform_of)
         .collect();
-    // verify reads each one's platform from its ELF header (and, for arm, its attributes).
-    for (bin, (_, _, _, platform, _)) in binaries.iter().zip(&cases) {
-        let out = run(tool()
-            .arg("verify")
-            .arg(bin)
-            .args(["--message-format", "json"]))
-        .ok();
-        let record = first_json(&out.stdout);
-        assert_eq!(record["platform"], *platform, "{record}");
-        assert_eq!(record["static"], true);
+    assert_eq!(
+        platforms,
+        [
+            "linux/amd64",
+            "linux/arm64",
+            "linux/arm/v7",
+            "linux/arm/v6",
+            "linux/386",
+            "linux/riscv64",
+            "linux/ppc64le",
+            "linux/s390x"
+        ],
+        "{raw}"
+    );
+    let digest = result_line(&out.stdout).1;
+
+    // Eight single-platform layouts (cargo has everything: only packing) merge into the
+    // same index, byte for byte.
+    let mut singles = Vec::new();
+    for platform in &platforms {
+        let dir = t.path().join(platform.replace('/', "-"));
+        build(platform, &dir);
+        singles.push(dir);
+    }
+    let merged = run(tool()
+        .args(["microimage", "merge", "-o"])
+        .arg(t.path().join("merged"))
+        .args(&singles))
+    .ok();
+    assert_eq!(result_line(&merged.stdout).1, digest);
+
+    // verify reads each binary's platform from its ELF header (v6 and v7 told apart by
+    // their attributes; s390x is big-endian), and each one is static.
+    for (triple, platform, _) in FROM_SOURCE {
+        let bin = shared_target().join(triple).join("release/hello");
+        let record = verify_json(&bin);
+        assert_eq!(record["platform"], platform, "{record}");
+        assert_eq!(record["static"], true, "{record}");
     }
     // A v7 binary is not a v6 image.
     run(tool()
@@ -178,92 +217,157 @@ fn arm_v7_arm_v6_riscv64_and_ppc64le_are_told_apart_packed_and_run() {
             "microimage",
             "pack",
             "--bin",
-            "probe",
+            "hello",
             "--platform",
             "linux/arm/v6",
             "-o",
         ])
         .arg(t.path().join("wrong"))
-        .arg(&binaries[0]))
+        .arg(shared_target().join("armv7-unknown-linux-musleabihf/release/hello")))
     .fails_with(1, "linux/arm/v7");
 
-    let image = t.path().join("image");
+    let podman = Podman::new();
+    let arch = |platform: &str| match platform {
+        "linux/amd64" => "x86_64",
+        "linux/arm64" => "aarch64",
+        "linux/386" => "x86",
+        p => FROM_SOURCE.iter().find(|f| f.1 == p).map(|f| f.2).unwrap(),
+    };
+    for platform in &platforms {
+        let said = podman
+            .run_oci(&all, "1.2.3", &["--platform", platform], &["hi"])
+            .ok();
+        assert_eq!(
+            said.stdout.trim(),
+            format!("hello from hello [\"hi\"] ({})", arch(platform)),
+            "{platform}"
+        );
+    }
+}
+
+#[test]
+fn where_the_standard_library_is_built_from_source_c_code_and_the_runtime_parts_work_too() {
+    let t = tmp();
+    // ring: its C (and, on arm, assembly; elsewhere its portable C) compiled by zig.
+    let ring = fixture("ring-probe");
+    let image = t.path().join("ring");
     run(tool()
+        .current_dir(ring.path())
         .args([
             "microimage",
-            "pack",
-            "--bin",
-            "probe",
-            "--tag",
-            "probe:1",
-            "--sbom",
-            "none",
+            "build",
+            "--locked",
+            "--platform",
+            &from_source_platforms(),
             "-o",
         ])
-        .arg(&image)
-        .args(&binaries))
+        .arg(&image))
     .ok();
-    let raw = external(
-        "skopeo",
-        &["inspect", "--raw", &format!("oci:{}:1", image.display())],
-    );
-    let index: Value = serde_json::from_str(&raw).unwrap();
-    let platforms: Vec<String> = index["manifests"]
+    let podman = Podman::new();
+    for (_, platform, arch) in FROM_SOURCE {
+        let said = podman
+            .run_oci(&image, "0.1.0", &["--platform", platform], &[])
+            .ok();
+        assert!(
+            said.stdout
+                .starts_with(&format!("ring ok on {arch}: sha256 ba7816bf8f01cfea")),
+            "{platform}: {}",
+            said.stdout
+        );
+    }
+
+    // The default runtime parts: mimalloc (compiled by zig for each), the PID 1 signal
+    // hook and 8 MiB stacks for C threads.
+    let probes = fixture("runtime-probe");
+    let probes = probes.path();
+    let layouts = t.path().join("probes");
+    let out = run(tool()
+        .current_dir(probes)
+        .args(["microimage", "build", "--locked", "--bin", "probe"])
+        .args(["--platform", &from_source_platforms(), "-o"])
+        .arg(&layouts))
+    .ok();
+    for (triple, _, _) in FROM_SOURCE {
+        let building = line_for(&out.stderr, "Building probe for", triple);
+        assert!(
+            building.contains("with mimalloc, the PID 1 signal hook and 8 MiB thread stacks"),
+            "{building}"
+        );
+        let bin = shared_target().join(triple).join("release/probe");
+        assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
+        // Run through qemu-user directly (binfmt_misc), as a program on a host would.
+        let checked = run(Command::new(&bin).arg("memcheck")).ok();
+        assert!(
+            checked.stdout.contains("memcpy and memmove ok")
+                && checked.stdout.contains("memcmp and bcmp ok"),
+            "{triple}: {}",
+            checked.stdout
+        );
+        let stats = run(Command::new(&bin)
+            .arg("alloc")
+            .env("MIMALLOC_SHOW_STATS", "1"))
+        .ok();
+        assert!(
+            stats.stderr.contains("peak rss"),
+            "{triple}: {}",
+            stats.stderr
+        );
+        let stack = run(Command::new(&bin).args(["cthread", "4096"])).ok();
+        assert!(
+            stack.stdout.contains("c thread used 4096 KiB"),
+            "{triple}: {}",
+            stack.stdout
+        );
+    }
+    // As PID 1 under podman, s390x's stops at once on SIGTERM (143, not podman's kill).
+    let single = t.path().join("s390x");
+    run(tool()
+        .current_dir(probes)
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--bin",
+            "probe",
+            "--platform",
+            "linux/s390x",
+            "-o",
+        ])
+        .arg(&single))
+    .ok();
+    // Its provenance names the nightly that compiled it, std included.
+    let statements = layout_provenance(&single);
+    let statement: Value = serde_json::from_slice(&statements[0]).unwrap();
+    let rustc = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            let p = &m["platform"];
-            match p["variant"].as_str() {
-                Some(v) => format!(
-                    "{}/{}/{v}",
-                    p["os"].as_str().unwrap(),
-                    p["architecture"].as_str().unwrap()
-                ),
-                None => format!(
-                    "{}/{}",
-                    p["os"].as_str().unwrap(),
-                    p["architecture"].as_str().unwrap()
-                ),
-            }
-        })
-        .collect();
-    assert_eq!(
-        platforms,
-        [
-            "linux/arm/v7",
-            "linux/arm/v6",
-            "linux/riscv64",
-            "linux/ppc64le"
-        ],
-        "{raw}"
+        .find(|d| d["name"] == "rustc")
+        .unwrap()
+        .clone();
+    assert!(
+        rustc["annotations"]["version"]
+            .as_str()
+            .unwrap()
+            .contains("-nightly"),
+        "{rustc}"
     );
-    let podman = Podman::new();
-    for (_, _, _, platform, machine) in cases {
-        let config: Value = serde_json::from_str(&external(
-            "skopeo",
-            &[
-                "inspect",
-                "--config",
-                "--override-arch",
-                platform.split('/').nth(1).unwrap(),
-                "--override-variant",
-                platform.split('/').nth(2).unwrap_or(""),
-                &format!("oci:{}:1", image.display()),
-            ],
-        ))
-        .unwrap();
-        assert_eq!(
-            config["variant"].as_str(),
-            platform.split('/').nth(2),
-            "{platform}: {config}"
-        );
-        let out = podman
-            .run_oci(&image, "1", &["--platform", platform], &[])
-            .ok();
-        assert_eq!(
-            out.stdout.trim(),
-            format!("built for {platform}, running on {machine}")
-        );
-    }
+    assert_eq!(
+        rustc["annotations"]["standardLibrary"], "built from source (-Zbuild-std)",
+        "{rustc}"
+    );
+    assert_eq!(
+        rustc["digest"]["gitCommit"].as_str().unwrap().len(),
+        40,
+        "{rustc}"
+    );
+    let (code, took, logs) = crate::runtime::end_in_podman(
+        &podman,
+        &single,
+        &["--platform", "linux/s390x"],
+        &["stop", "-t", "30"],
+        &["wait"],
+    );
+    assert_eq!(code, 143, "{logs}");
+    assert!(took < 10.0, "podman stop took {took:.1} s");
 }

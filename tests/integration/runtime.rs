@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::common::*;
-use serde_json::Value;
 
 /// The runtime-probe fixture built with the defaults (`--workspace`: `probe` and
 /// `graceful`) into `DIR/<bin>`: (fixture copy, DIR, stdout, stderr).
@@ -46,16 +45,6 @@ fn binary(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn verify_json(path: &Path) -> Value {
-    first_json(
-        &run(tool()
-            .args(["microimage", "verify", "--message-format", "json"])
-            .arg(path))
-        .ok()
-        .stdout,
-    )
-}
-
 /// Starts `oci:LAYOUT:TAG ARGS` detached, waits for its `ready` line, then stops it with
 /// `podman stop -t TIMEOUT`: (exit code, seconds the stop took, logs).
 fn stop_in_podman(
@@ -64,14 +53,16 @@ fn stop_in_podman(
     timeout: u32,
     args: &[&str],
 ) -> (i64, f64, String) {
-    end_in_podman(podman, layout, &["stop", "-t", &timeout.to_string()], args)
+    let stop = ["stop", "-t", &timeout.to_string()];
+    end_in_podman(podman, layout, &[], &stop, args)
 }
 
 /// The same, ended by `podman END… NAME` (`stop -t 30`, `kill --signal INT`), then
-/// waited for.
-fn end_in_podman(
+/// waited for; `options` go to `podman run` (`--platform linux/s390x`).
+pub fn end_in_podman(
     podman: &Podman,
     layout: &Path,
+    options: &[&str],
     end: &[&str],
     args: &[&str],
 ) -> (i64, f64, String) {
@@ -84,6 +75,7 @@ fn end_in_podman(
     run(podman
         .command()
         .args(["run", "-d", "--name", &name])
+        .args(options)
         .arg(format!("oci:{}:0.1.0", layout.display()))
         .args(args))
     .ok();
@@ -187,8 +179,13 @@ fn as_pid_1_sigint_and_sighup_end_it_too_an_inherited_ignore_stays_and_a_handler
     let podman = Podman::new();
     let probe = dir.join("probe");
     for (signal, code) in [("INT", 130), ("HUP", 129), ("TERM", 143)] {
-        let (got, _, logs) =
-            end_in_podman(&podman, &probe, &["kill", "--signal", signal], &["wait"]);
+        let (got, _, logs) = end_in_podman(
+            &podman,
+            &probe,
+            &[],
+            &["kill", "--signal", signal],
+            &["wait"],
+        );
         assert_eq!(got, code, "SIG{signal}: {logs}");
     }
     // Started with SIGTERM ignored (the probe ignores it and executes itself, as a shell's

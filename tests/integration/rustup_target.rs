@@ -121,3 +121,86 @@ exit 1",
     );
     assert!(!t.path().join("image").exists());
 }
+
+/// A `rustup` that has no standard library to give for any target (what it says for a
+/// release that does not ship one), and lists `toolchains` (shell code printing them);
+/// `which --toolchain … rustc` answers with `rustc`.
+fn rustup_without_std(toolchains: &str, rustc: &Path) -> String {
+    format!(
+        "case \"$1 $2\" in\n\
+         '--version ') exit 0 ;;\n\
+         'toolchain list') {toolchains} ;;\n\
+         'which --toolchain') echo {} ;;\n\
+         *) echo 'error: component download failed for rust-std-x86_64-unknown-linux-musl' >&2\n\
+            echo '    1: http request returned an unsuccessful status code: 404' >&2; exit 1 ;;\n\
+         esac",
+        rustc.display()
+    )
+}
+
+/// Runs `cmd` (with `extra` arguments), which must fail before compiling anything with
+/// `message` and `help`, writing nothing.
+fn refused_before_compiling(t: &Path, cmd: &mut std::process::Command, message: &str, help: &str) {
+    let out = run(cmd).fails_with(1, message);
+    assert!(out.stderr.contains(help), "{help}\n{}", out.stderr);
+    assert!(!out.stderr.contains("Compiling"), "{}", out.stderr);
+    assert!(!t.join("image").exists());
+    assert!(!t.join("target").exists(), "cargo ran");
+}
+
+#[test]
+fn a_standard_library_to_build_from_source_without_a_nightly_or_its_rust_src_is_refused_before_compiling(
+) {
+    // No nightly at all: `auto` and `always` say so, with the command that installs one.
+    let (t, mut cmd) = setup_with(Some(&rustup_without_std(
+        "echo 'stable-x86_64-unknown-linux-gnu (active, default)'",
+        Path::new("/nonexistent"),
+    )));
+    refused_before_compiling(
+        t.path(),
+        &mut cmd,
+        "component download failed for rust-std-x86_64-unknown-linux-musl; http request returned an unsuccessful \
+         status code: 404; and it cannot be built from source here: no nightly toolchain is installed",
+        "help: install one: `rustup toolchain install nightly --component rust-src` to build it from source; \
+         or this Rust release does not ship x86_64-unknown-linux-musl",
+    );
+    refused_before_compiling(
+        t.path(),
+        cmd.args(["--build-std", "always"]),
+        "--build-std always builds the standard library for x86_64-unknown-linux-musl from source, which needs \
+         a nightly toolchain with rust-src: no nightly toolchain is installed",
+        "`rustup toolchain install nightly --component rust-src`",
+    );
+
+    // A nightly without rust-src: the command that adds it to that toolchain.
+    let nightly = t.path().join("nightly");
+    let sysroot = nightly.join("sysroot");
+    std::fs::create_dir_all(sysroot.join("bin")).unwrap();
+    script(
+        &nightly.join("rustc"),
+        &format!(
+            "case \"$1\" in --print) echo {} ;; -vV) echo 'rustc 1.97.0-nightly (0123456789 2026-11-30)' ;; esac",
+            sysroot.display()
+        ),
+    );
+    let (t, mut cmd) = setup_with(Some(&rustup_without_std(
+        "echo stable-x86_64-unknown-linux-gnu; echo nightly-2026-11-01-x86_64-unknown-linux-gnu; \
+         echo nightly-x86_64-unknown-linux-gnu",
+        &nightly.join("rustc"),
+    )));
+    refused_before_compiling(
+        t.path(),
+        &mut cmd,
+        "it cannot be built from source here: the nightly toolchain nightly-x86_64-unknown-linux-gnu lacks the \
+         rust-src component",
+        "`rustup component add rust-src --toolchain nightly-x86_64-unknown-linux-gnu`",
+    );
+
+    // `never`: rustup's refusal, and the way to build it from source instead.
+    refused_before_compiling(
+        t.path(),
+        cmd.args(["--build-std", "never"]),
+        "rustup cannot install the Rust standard library for x86_64-unknown-linux-musl",
+        "or build the standard library from source with `--build-std auto`",
+    );
+}

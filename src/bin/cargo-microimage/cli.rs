@@ -261,7 +261,7 @@ pub struct BuildFlags {
     /// Do not abort the build as soon as there is an error
     #[arg(long, help_heading = "Compilation Options")]
     pub keep_going: bool,
-    /// Image platforms, comma-separated or repeated: linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le; `all` = linux/amd64,linux/arm64; `all-supported` = every one [default: this machine's]
+    /// Image platforms, comma-separated or repeated: linux/amd64, linux/arm64, linux/arm/v7, linux/arm/v6, linux/386, linux/riscv64, linux/ppc64le, linux/s390x; `all` = linux/amd64,linux/arm64; `all-supported` = every one [default: this machine's]
     #[arg(long, value_name = "PLATFORM", help_heading = "Compilation Options")]
     pub platform: Vec<String>,
     /// Rust target triples, as an alternative to --platform
@@ -301,6 +301,13 @@ pub struct BuildFlags {
         help_heading = "Compilation Options"
     )]
     pub thread_stack_size: Option<String>,
+    /// The standard library: auto (rustup's, else built from source on nightly), always (from source), or never (rustup's or an error) [default: auto]
+    #[arg(
+        long,
+        value_name = "auto|always|never",
+        help_heading = "Compilation Options"
+    )]
+    pub build_std: Option<microimage::settings::BuildStd>,
 
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
@@ -525,13 +532,14 @@ impl RegistryFlags {
 
 impl BuildFlags {
     /// `image`'s IMAGE options with this build's `--no-auditable`, `--allocator`,
-    /// `--no-pid1-signals` and `--thread-stack-size`.
+    /// `--no-pid1-signals`, `--thread-stack-size` and `--build-std`.
     pub fn image_args(&self, image: &ImageFlags, named: bool) -> Result<ImageArgs> {
         let mut args = image.args(named)?;
         args.auditable = self.no_auditable.then_some(false);
         args.allocator = self.allocator;
         args.pid1_signals = self.no_pid1_signals.then_some(false);
         args.thread_stack_size = self.thread_stack_size.clone();
+        args.build_std = self.build_std;
         Ok(args)
     }
 
@@ -622,6 +630,7 @@ impl ImageFlags {
             allocator: None,
             pid1_signals: None,
             thread_stack_size: None,
+            build_std: None,
             base: self.base.clone(),
         })
     }
