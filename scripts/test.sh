@@ -18,8 +18,8 @@ export MICROIMAGE_TEST_TARGET_DIR="${MICROIMAGE_TEST_TARGET_DIR:-$PWD/target/tes
 # zig builds its libc once per target: keep that cache with the shared target dir.
 export ZIG_GLOBAL_CACHE_DIR="${ZIG_GLOBAL_CACHE_DIR:-$MICROIMAGE_TEST_TARGET_DIR/zig-cache}"
 # Integration tests spend much of their time waiting (podman, qemu, registries, the lock
-# of the shared target dir): one lane more than the cores keeps the cores busy.
-export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) + 1))}"
+# of the shared target dir): two lanes per core keep the cores busy.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) * 2))}"
 # Test binaries run through scripts/test-runner, which asks libtest for each test's time.
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/test-runner"
 mkdir -p target

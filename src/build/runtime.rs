@@ -531,7 +531,10 @@ fn mimalloc_archive(
         .args(["--target", triple])
         .arg("--message-format=json-render-diagnostics")
         .args(options.lock_args().into_iter().filter(|a| a != "--locked"))
-        .env("CARGO_TARGET_DIR", work.path().join("target"))
+        .env(
+            "CARGO_TARGET_DIR",
+            from_source_dir(nightly, root).unwrap_or_else(|| work.path().join("target")),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -693,8 +696,8 @@ fn rt_object(
     let staged = work.path().join("out");
     std::fs::create_dir_all(&staged).map_err(|e| Error::io("creating", &staged, e))?;
     let object = staged.join(RT_OBJECT);
-    if let Some(nightly) = nightly {
-        rt_object_on(nightly, triple, cfgs, work.path(), &object)?;
+    if let (Some(nightly), Some(shared)) = (nightly, from_source_dir(nightly, root)) {
+        rt_object_on(nightly, triple, cfgs, work.path(), &shared, &object)?;
         check_object(&object, triple)?;
         let sha256 = hash_of(&object)?;
         publish(&staged, &dir)?;
@@ -761,33 +764,38 @@ fn helper_cargo(nightly: Option<&Nightly>) -> Command {
 }
 
 /// [`rt_object`] for a target with no prebuilt `core`: the same compile, as a helper
-/// package that `nightly`'s cargo builds with `core` from source (`cargo rustc`, which
-/// adds `--emit=obj` to rustc's own outputs).
+/// package that `nightly`'s cargo builds with `core` from source (`cargo rustc`, which adds
+/// `--emit obj=…` to rustc's own outputs). It builds in `shared` (see [`from_source_dir`]),
+/// where mimalloc's helper built `core` the same way; the package lies in this run's own
+/// directory, so it is compiled afresh and its object lands where it is asked to.
 fn rt_object_on(
     nightly: &Nightly,
     triple: &str,
     cfgs: &[&str],
     work: &Path,
+    shared: &Path,
     object: &Path,
 ) -> Result<()> {
     let package = work.join("package");
     std::fs::create_dir_all(&package).map_err(|e| Error::io("creating", &package, e))?;
     let manifest = "[package]\nname = \"microimage_rt\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
-                    publish = false\n\n[lib]\npath = \"../rt.rs\"\n\n[profile.release]\npanic = \"abort\"\n\
-                    opt-level = 3\ncodegen-units = 1\ndebug = false\n\n[workspace]\n";
+                    publish = false\n\n[lib]\npath = \"../rt.rs\"\n\n[workspace]\n";
     let path = package.join("Cargo.toml");
     std::fs::write(&path, manifest).map_err(|e| Error::io("writing", &path, e))?;
-    let target_dir = work.join("target");
     let mut cmd = helper_cargo(Some(nightly));
     cmd.current_dir(&package)
         .args(["rustc", "--release", "--lib", "--target", triple])
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TARGET_DIR", shared)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
+        // mimalloc's helper's profile, so that `core` is built once for both; what this
+        // object needs beyond it goes to its own compile below.
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .stdin(Stdio::null())
         .arg("--")
-        .args(["--emit", "obj"])
+        .arg(format!("--emit=obj={}", object.display()))
+        .args(["-C", "panic=abort", "-C", "codegen-units=1"])
         // No unwind tables: on arm they name the EHABI personality routines, which the
         // object may not need (its code never unwinds).
         .args(["-C", "force-unwind-tables=no"])
@@ -804,31 +812,25 @@ fn rt_object_on(
             nightly.cargo().display()
         ))
     })?;
-    let deps = target_dir.join(triple).join("release/deps");
-    let built = std::fs::read_dir(&deps)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "o")
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("microimage_rt-"))
-        });
-    match built.filter(|_| out.status.success()) {
-        Some(built) => {
-            std::fs::copy(&built, object).map_err(|e| Error::io("copying", &built, e))?;
-            Ok(())
-        }
-        None => Err(Error::build(format!(
-            "compiling cargo-microimage's runtime object for {triple} with {} failed:\n{}",
-            nightly.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-        .with_help(
-            "build with `--no-pid1-signals --allocator system` to leave it out, and report this",
-        )),
+    if out.status.success() && object.is_file() {
+        return Ok(());
     }
+    Err(Error::build(format!(
+        "compiling cargo-microimage's runtime object for {triple} with {} failed:\n{}",
+        nightly.name,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+    .with_help(
+        "build with `--no-pid1-signals --allocator system` to leave it out, and report this",
+    ))
+}
+
+/// Where the helper packages for targets whose standard library is built from source
+/// build (`core` for the target, compiled once and kept, next to the parts themselves in
+/// the tool's cache); `None` for other targets, whose helpers build in their own
+/// temporary directory.
+fn from_source_dir(nightly: Option<&Nightly>, root: &Path) -> Option<PathBuf> {
+    nightly.map(|_| root.join("from-source-target"))
 }
 
 /// What the runtime object may need from the C library: anything else (a `core`

@@ -602,6 +602,15 @@ fn zig_compiler(
     let triple = platform.triple;
     let crates = c_crates.join(", ");
     let wrapper = zig_for(triple).map_err(|problem| match problem {
+        ZigProblem::Missing if toolchain.std_from_source().is_some() => Error::build(format!(
+            "linking for {triple} needs zig: its standard library is built from source, and rustc has \
+             no C library or start files for it{}",
+            if c_crates.is_empty() { String::new() } else { format!(" (and these crates compile C: {crates})") }
+        ))
+        .with_help(
+            "install zig, which links such targets with its own musl: `python3 -m pip install ziglang` \
+             (or put `zig` on PATH)",
+        ),
         ZigProblem::Missing => Error::build(if c_crates.is_empty() {
             format!("compiling C for {triple} needs a C compiler for that target, and there is none")
         } else {

@@ -247,6 +247,39 @@ fn c_code_without_zig_fails_before_compiling_and_says_how_to_get_zig() {
     );
     assert!(!t.path().join("image").exists());
     assert!(!target.join("aarch64-unknown-linux-musl").exists());
+
+    // Pure Rust for a platform whose standard library is built from source: zig links it.
+    let hello = fixture("hello");
+    let out = run(tool()
+        .current_dir(hello.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--bin",
+            "hello",
+            "--platform",
+            "linux/s390x",
+            "-o",
+        ])
+        .arg(t.path().join("image")))
+    .fails_with(
+        1,
+        "linking for s390x-unknown-linux-musl needs zig: its standard library is built from source",
+    );
+    assert!(
+        out.stderr.contains("python3 -m pip install ziglang"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Compiling"), "{}", out.stderr);
+    assert!(!t.path().join("image").exists());
+    assert!(!target.join("s390x-unknown-linux-musl").exists());
 }
 
 #[test]

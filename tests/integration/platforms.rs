@@ -1,93 +1,17 @@
 //! Every platform of the table, built from Rust and run under podman (qemu-user for the
-//! foreign ones): linux/386 with rustup's standard library — example-app, whose ring
-//! compiles C through zig, and the pure-Rust hello fixture through rust-lld — and
-//! linux/arm/v7, linux/arm/v6, linux/riscv64, linux/ppc64le and linux/s390x, whose
-//! standard library this machine's Rust release does not ship (s390x is tier 3), with one
-//! built from source on the nightly toolchain and linked by zig: hello, ring and the
-//! runtime probe. All eight in one index, equal to a merge of eight single ones.
+//! foreign ones): the pure-Rust hello fixture on all eight, in one index equal to a merge
+//! of eight single ones; ring (C and assembly, through zig) on linux/386 and on the five
+//! platforms whose standard library this machine's Rust release does not ship (arm v7 and
+//! v6, riscv64, ppc64le, and s390x, which is tier 3), where one is built from source on
+//! the nightly toolchain and zig links; and there the runtime probe (mimalloc, the copy
+//! and compare routines, C thread stacks, the PID 1 stop). ring on amd64 and arm64 is
+//! example-app's (multiarch.rs, build_example.rs).
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 use serde_json::Value;
-
-#[test]
-fn linux_386_builds_from_rust_with_and_without_c_and_runs() {
-    let t = tmp();
-    let app = t.path().join("app");
-    let out = run(tool()
-        // Optimised less: what is checked here (ring's C through zig for i686, the image's
-        // platform, a TLS-ready service that runs) does not depend on it, and example-app's
-        // 60 crates at opt-level 3 for one more target were a minute of the suite.
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
-        .args([
-            "microimage",
-            "build",
-            "--locked",
-            "--platform",
-            "linux/386",
-            "--manifest-path",
-        ])
-        .arg(repo().join("example-app/Cargo.toml"))
-        .arg("-o")
-        .arg(&app))
-    .ok();
-    assert!(
-        out.stderr
-            .contains("as C/C++ compiler and linker for i686-unknown-linux-musl (C code in ring"),
-        "{}",
-        out.stderr
-    );
-    let config: Value = serde_json::from_str(&external(
-        "skopeo",
-        &[
-            "inspect",
-            "--config",
-            "--override-arch",
-            "386",
-            &format!("oci:{}:0.1.0", app.display()),
-        ],
-    ))
-    .unwrap();
-    assert_eq!(
-        (config["architecture"].as_str(), config["os"].as_str()),
-        (Some("386"), Some("linux"))
-    );
-    let podman = Podman::new();
-    let check = podman
-        .run_oci(&app, "0.1.0", &["--platform", "linux/386"], &["--check"])
-        .ok();
-    let report: Value = serde_json::from_str(check.stdout.trim()).unwrap();
-    assert_eq!(report["arch"], "x86");
-    assert_eq!(report["tls_ready"], true);
-
-    let hello = fixture("hello");
-    let image = t.path().join("hello");
-    let out = run(tool()
-        .current_dir(hello.path())
-        .args([
-            "microimage",
-            "build",
-            "-v",
-            "--bin",
-            "hello",
-            "--target",
-            "i686-unknown-linux-musl",
-            "-o",
-        ])
-        .arg(&image))
-    .ok();
-    assert!(
-        out.stderr.contains("i686-unknown-linux-musl with rust-lld"),
-        "{}",
-        out.stderr
-    );
-    let said = podman
-        .run_oci(&image, "1.2.3", &["--platform", "linux/386"], &["one"])
-        .ok();
-    assert_eq!(said.stdout.trim(), "hello from hello [\"one\"] (x86)");
-}
 
 /// The platforms whose standard library rustup does not ship for this machine's Rust
 /// (s390x is tier 3 everywhere): built from source on the nightly toolchain. (triple,
@@ -147,7 +71,26 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
             .arg(out))
         .ok()
     };
-    let out = build("all-supported", &all);
+    let out = run(tool()
+        .current_dir(hello.path())
+        .args(["microimage", "build", "-v", "--locked", "--bin", "hello"])
+        .args(["--platform", "all-supported", "-o"])
+        .arg(&all))
+    .ok();
+    // Pure Rust where rustup has the standard library: rustc's rust-lld links, with its
+    // own musl.
+    for triple in [
+        "x86_64-unknown-linux-musl",
+        "aarch64-unknown-linux-musl",
+        "i686-unknown-linux-musl",
+    ] {
+        assert!(
+            out.stderr
+                .contains(&format!("{triple} with rust-lld (no C code in the graph)")),
+            "{}",
+            out.stderr
+        );
+    }
     for (triple, _, _) in FROM_SOURCE {
         let building = line_for(&out.stderr, "Building hello for", triple);
         assert!(
@@ -191,11 +134,25 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
     // Eight single-platform layouts (cargo has everything: only packing) merge into the
     // same index, byte for byte.
     let mut singles = Vec::new();
+    let mut s390x = String::new();
     for platform in &platforms {
         let dir = t.path().join(platform.replace('/', "-"));
-        build(platform, &dir);
+        let again = build(platform, &dir);
+        assert!(!again.stderr.contains("Compiling"), "{}", again.stderr);
+        if platform == "linux/s390x" {
+            s390x = result_line(&again.stdout).1;
+        }
         singles.push(dir);
     }
+    // From another checkout path, the same nightly gives the same image (std included).
+    let elsewhere = fixture("hello");
+    let other = run(tool()
+        .current_dir(elsewhere.path())
+        .args(["microimage", "build", "--locked", "--bin", "hello"])
+        .args(["--platform", "linux/s390x", "-o"])
+        .arg(t.path().join("elsewhere")))
+    .ok();
+    assert_eq!(result_line(&other.stdout).1, s390x);
     let merged = run(tool()
         .args(["microimage", "merge", "-o"])
         .arg(t.path().join("merged"))
@@ -246,25 +203,34 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
 }
 
 #[test]
-fn where_the_standard_library_is_built_from_source_c_code_and_the_runtime_parts_work_too() {
+fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_runtime_parts_work_there(
+) {
     let t = tmp();
     // ring: its C (and, on arm, assembly; elsewhere its portable C) compiled by zig.
+    // And on 386, with rustup's standard library: ring's x86 assembly, zig for C there too.
     let ring = fixture("ring-probe");
     let image = t.path().join("ring");
-    run(tool()
+    let platforms = format!("linux/386,{}", from_source_platforms());
+    let out = run(tool()
         .current_dir(ring.path())
         .args([
             "microimage",
             "build",
             "--locked",
             "--platform",
-            &from_source_platforms(),
+            &platforms,
             "-o",
         ])
         .arg(&image))
     .ok();
+    let using = line_for(&out.stderr, "Using", "i686-unknown-linux-musl");
+    assert!(
+        using.contains("as C/C++ compiler and linker for i686-unknown-linux-musl (C code in ring"),
+        "{using}"
+    );
     let podman = Podman::new();
-    for (_, platform, arch) in FROM_SOURCE {
+    let i386 = ("i686-unknown-linux-musl", "linux/386", "x86");
+    for (_, platform, arch) in FROM_SOURCE.iter().chain([&i386]) {
         let said = podman
             .run_oci(&image, "0.1.0", &["--platform", platform], &[])
             .ok();

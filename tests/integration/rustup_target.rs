@@ -196,6 +196,42 @@ fn a_standard_library_to_build_from_source_without_a_nightly_or_its_rust_src_is_
         "`rustup component add rust-src --toolchain nightly-x86_64-unknown-linux-gnu`",
     );
 
+    // The active toolchain, when it is a nightly (`cargo +nightly-…`, RUSTUP_TOOLCHAIN, a
+    // rust-toolchain.toml), is the one used, before any other installed nightly.
+    let active = t.path().join("active");
+    std::fs::create_dir_all(active.join("sysroot")).unwrap();
+    let real = run(std::process::Command::new("rustc").args(["--print", "sysroot"]))
+        .ok()
+        .stdout;
+    let real = Path::new(real.trim()).join("bin/rustc");
+    // This toolchain's rustc, said to be a nightly, with a sysroot that lacks rust-src.
+    script(
+        &active.join("rustc"),
+        &format!(
+            "case \"$1 $2\" in\n\
+             '--print sysroot') echo {} ;;\n\
+             '-vV ') {real} -vV | sed 's/^rustc [0-9.]* /rustc 1.98.0-nightly /' ;;\n\
+             *) exec {real} \"$@\" ;;\n\
+             esac",
+            active.join("sysroot").display(),
+            real = real.display()
+        ),
+    );
+    let mut active_cmd = tool();
+    active_cmd
+        .current_dir(cmd.get_current_dir().unwrap())
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("RUSTC", active.join("rustc"))
+        .env("RUSTUP_TOOLCHAIN", "nightly")
+        .args(cmd.get_args())
+        .args(["--build-std", "always"]);
+    refused_before_compiling(
+        t.path(),
+        &mut active_cmd,
+        "with rust-src: the nightly toolchain nightly lacks the rust-src component",
+        "`rustup component add rust-src --toolchain nightly`",
+    );
+
     // `never`: rustup's refusal, and the way to build it from source instead.
     refused_before_compiling(
         t.path(),
