@@ -68,7 +68,7 @@ pub struct Toolchain {
     /// rustc's version (`1.95.0`), from the first line of `rustc -vV`.
     rustc_version: Option<String>,
     /// Where the target's standard library comes from (see `super::stdlib`).
-    pub std: super::stdlib::Source,
+    std: super::stdlib::Source,
 }
 
 impl Toolchain {
@@ -704,7 +704,8 @@ impl Toolchain {
 
     /// The rustflag that keeps one C toolchain's build outputs apart from another's in the
     /// same target dir: `--cfg=microimage_c_toolchain="musl-gcc"` (or `"zig-<version>"`,
-    /// or `"cc-<hash of the user's CC>"`), given only when the graph compiles C.
+    /// or `"cc-<hash of the user's CC>"`), given when the graph compiles C or the standard
+    /// library is built from source (zig links it then: one std for both kinds of graph).
     ///
     /// Why: cc-rs reruns a build script when its `CC_<target>` changes, but what the script
     /// left in its `OUT_DIR` stays, and CMake's cache there names the old compiler

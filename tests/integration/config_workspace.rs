@@ -474,3 +474,43 @@ fn a_members_relative_paths_resolve_against_its_cargo_toml() {
         std::fs::read(dir.join("api/certs/migrate-ca.pem")).unwrap()
     );
 }
+
+#[test]
+fn members_that_ask_for_different_standard_libraries_are_refused_before_building() {
+    // One cargo build per target serves every image of the workspace, so `build-std` must
+    // be one value; a member's key against another's is a usage error naming both.
+    let dir = fixture("workspace");
+    let manifest = dir.path().join("api/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "[package.metadata.microimage]\n",
+            "[package.metadata.microimage]\nbuild-std = \"never\"\n",
+        ),
+    )
+    .unwrap();
+    let worker = dir.path().join("worker/Cargo.toml");
+    let text = std::fs::read_to_string(&worker).unwrap();
+    std::fs::write(
+        &worker,
+        text.replace(
+            "[package.metadata.microimage]\n",
+            "[package.metadata.microimage]\nbuild-std = \"always\"\n",
+        ),
+    )
+    .unwrap();
+    let out = run(tool()
+        .current_dir(dir.path())
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .args(["microimage", "build", "--workspace", "-o"])
+        .arg(dir.path().join("images")))
+    .fails_with(2, "`build-std` is `never` for api");
+    assert!(
+        out.stderr.contains("and `always` for worker"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("api/Cargo.toml"), "{}", out.stderr);
+    assert!(!dir.path().join("target").exists(), "cargo ran");
+}
