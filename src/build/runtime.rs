@@ -557,6 +557,10 @@ fn mimalloc_archive(
     cmd.env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("SOURCE_DATE_EPOCH", "0");
+    if nightly.is_some() {
+        // The runtime object's `core`, which this build shares (see `rt_object_on`).
+        cmd.env("CARGO_PROFILE_RELEASE_PANIC", "abort");
+    }
     let mut maps = vec![format!(
         "-ffile-prefix-map={}=/build",
         work.path().display()
@@ -752,6 +756,14 @@ fn helper_cargo(nightly: Option<&Nightly>) -> Command {
         None => Command::new(cargo()),
         Some(nightly) => {
             let mut cmd = Command::new(nightly.cargo());
+            // Nothing of the user's profile or flags: what is built here depends on the
+            // target and the toolchain alone (and the `core` both helpers share is one).
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PROFILE_") || name.contains("RUSTFLAGS") {
+                    cmd.env_remove(name.as_ref());
+                }
+            }
             cmd.env("RUSTC", nightly.rustc())
                 .env_remove("RUSTC_WRAPPER")
                 .env("CARGO_UNSTABLE_BUILD_STD", "core");
@@ -792,6 +804,9 @@ fn rt_object_on(
         // object needs beyond it goes to its own compile below.
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        // `core` with panic=abort too: under an unwinding one, the object named arm's
+        // EHABI personality routines.
+        .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
         .stdin(Stdio::null())
         .arg("--")
         .arg(format!("--emit=obj={}", object.display()))
