@@ -530,16 +530,20 @@ fn toolchain_version() -> (Option<String>, Option<String>) {
     else {
         return (None, None);
     };
-    let commit = text
-        .lines()
+    let commit = commit_of(&text);
+    // Empty when rustc does not know its commit (built from a tarball): still an answer,
+    // so that it is cached.
+    (text.lines().next().map(str::to_string), Some(commit))
+}
+
+/// The `commit-hash` of a `rustc -vV` output (empty when rustc does not know it).
+fn commit_of(vv: &str) -> String {
+    vv.lines()
         .find_map(|l| l.strip_prefix("commit-hash: "))
         .map(str::trim)
         .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_default()
-        .to_string();
-    // Empty when rustc does not know its commit (built from a tarball): still an answer,
-    // so that it is cached.
-    (text.lines().next().map(str::to_string), Some(commit))
+        .to_string()
 }
 
 /// Installs the Rust standard library for `triple` with rustup if `sysroot` lacks it.

@@ -262,14 +262,7 @@ fn describe(rustc: &Path) -> Option<(PathBuf, String, String)> {
     let sysroot = PathBuf::from(run(&["--print", "sysroot"])?.trim());
     let vv = run(&["-vV"])?;
     let version = vv.lines().next()?.to_string();
-    let commit = vv
-        .lines()
-        .find_map(|l| l.strip_prefix("commit-hash: "))
-        .map(str::trim)
-        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_default()
-        .to_string();
-    Some((sysroot, version, commit))
+    Some((sysroot, version, super::commit_of(&vv)))
 }
 
 #[cfg(test)]

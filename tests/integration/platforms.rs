@@ -259,25 +259,8 @@ fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_
             building.contains("with mimalloc, the PID 1 signal hook and 8 MiB thread stacks"),
             "{building}"
         );
+        crate::runtime::mimalloc_and_the_routines_work(triple);
         let bin = shared_target().join(triple).join("release/probe");
-        assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
-        // Run through qemu-user directly (binfmt_misc), as a program on a host would.
-        let checked = run(Command::new(&bin).arg("memcheck")).ok();
-        assert!(
-            checked.stdout.contains("memcpy and memmove ok")
-                && checked.stdout.contains("memcmp and bcmp ok"),
-            "{triple}: {}",
-            checked.stdout
-        );
-        let stats = run(Command::new(&bin)
-            .arg("alloc")
-            .env("MIMALLOC_SHOW_STATS", "1"))
-        .ok();
-        assert!(
-            stats.stderr.contains("peak rss"),
-            "{triple}: {}",
-            stats.stderr
-        );
         let stack = run(Command::new(&bin).args(["cthread", "4096"])).ok();
         assert!(
             stack.stdout.contains("c thread used 4096 KiB"),

@@ -531,6 +531,30 @@ fn offline_needs_mimalloc_compiled_once_and_then_works() {
     assert_eq!(result_line(&offline.stdout).1, result_line(&first.stdout).1);
 }
 
+/// The runtime probe built for `triple` has mimalloc, which answers for its statistics,
+/// and copies and compares right (`probe memcheck`): run directly, through qemu-user
+/// (binfmt_misc) for a foreign one.
+pub fn mimalloc_and_the_routines_work(triple: &str) {
+    let bin = shared_target().join(triple).join("release/probe");
+    assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
+    let checked = run(Command::new(&bin).arg("memcheck")).ok();
+    assert!(
+        checked.stdout.contains("memcpy and memmove ok")
+            && checked.stdout.contains("memcmp and bcmp ok"),
+        "{triple}: {}",
+        checked.stdout
+    );
+    let stats = run(Command::new(&bin)
+        .arg("alloc")
+        .env("MIMALLOC_SHOW_STATS", "1"))
+    .ok();
+    assert!(
+        stats.stderr.contains("peak rss"),
+        "{triple}: {}",
+        stats.stderr
+    );
+}
+
 #[test]
 fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
     // 32-bit x86 has its own path through the routines (no `rep movsb`), arm64 its own
@@ -559,25 +583,8 @@ fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
             "{}",
             out.stderr
         );
-        let bin = shared_target().join(triple).join("release/probe");
-        assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
         // i386 binaries run on this machine as they are, arm64 ones through qemu-user.
-        let checked = run(Command::new(&bin).arg("memcheck")).ok();
-        assert!(
-            checked.stdout.contains("memcpy and memmove ok")
-                && checked.stdout.contains("memcmp and bcmp ok"),
-            "{triple}: {}",
-            checked.stdout
-        );
-        let stats = run(Command::new(&bin)
-            .arg("alloc")
-            .env("MIMALLOC_SHOW_STATS", "1"))
-        .ok();
-        assert!(
-            stats.stderr.contains("peak rss"),
-            "{triple}: {}",
-            stats.stderr
-        );
+        mimalloc_and_the_routines_work(triple);
     }
     // On arm64 too, from the image under podman (qemu-user): freed memory goes back while
     // the program idles (qemu's own memory is in the start figure), and a C thread gets
