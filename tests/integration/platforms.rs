@@ -13,6 +13,21 @@ use std::process::Command;
 use crate::common::*;
 use serde_json::Value;
 
+/// The target dir of these tests: their own, inside the shared one. Their builds (five
+/// standard libraries, zig's musl for each, the runtime parts) then run beside the other
+/// tests' builds instead of after them under one cargo lock, which left the cores idle
+/// in a build's single-threaded stretches.
+fn platforms_target() -> std::path::PathBuf {
+    shared_target().join("platforms")
+}
+
+/// [`tool`] building in [`platforms_target`].
+fn platforms_tool() -> Command {
+    let mut cmd = tool();
+    cmd.env("CARGO_TARGET_DIR", platforms_target());
+    cmd
+}
+
 /// The platforms whose standard library rustup does not ship for this machine's Rust
 /// (s390x is tier 3 everywhere): built from source on the nightly toolchain. (triple,
 /// platform, `std::env::consts::ARCH` of its binaries)
@@ -64,14 +79,14 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
     let t = tmp();
     let all = t.path().join("all");
     let build = |platform: &str, out: &Path| {
-        run(tool()
+        run(platforms_tool()
             .current_dir(hello.path())
             .args(["microimage", "build", "--locked", "--bin", "hello"])
             .args(["--platform", platform, "-o"])
             .arg(out))
         .ok()
     };
-    let out = run(tool()
+    let out = run(platforms_tool()
         .current_dir(hello.path())
         .args(["microimage", "build", "-v", "--locked", "--bin", "hello"])
         .args(["--platform", "all-supported", "-o"])
@@ -146,14 +161,14 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
     }
     // From another checkout path, the same nightly gives the same image (std included).
     let elsewhere = fixture("hello");
-    let other = run(tool()
+    let other = run(platforms_tool()
         .current_dir(elsewhere.path())
         .args(["microimage", "build", "--locked", "--bin", "hello"])
         .args(["--platform", "linux/s390x", "-o"])
         .arg(t.path().join("elsewhere")))
     .ok();
     assert_eq!(result_line(&other.stdout).1, s390x);
-    let merged = run(tool()
+    let merged = run(platforms_tool()
         .args(["microimage", "merge", "-o"])
         .arg(t.path().join("merged"))
         .args(&singles))
@@ -163,13 +178,13 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
     // verify reads each binary's platform from its ELF header (v6 and v7 told apart by
     // their attributes; s390x is big-endian), and each one is static.
     for (triple, platform, _) in FROM_SOURCE {
-        let bin = shared_target().join(triple).join("release/hello");
+        let bin = platforms_target().join(triple).join("release/hello");
         let record = verify_json(&bin);
         assert_eq!(record["platform"], platform, "{record}");
         assert_eq!(record["static"], true, "{record}");
     }
     // A v7 binary is not a v6 image.
-    run(tool()
+    run(platforms_tool()
         .args([
             "microimage",
             "pack",
@@ -180,7 +195,7 @@ fn all_eight_platforms_build_from_rust_into_one_index_that_a_merge_gives_too_and
             "-o",
         ])
         .arg(t.path().join("wrong"))
-        .arg(shared_target().join("armv7-unknown-linux-musleabihf/release/hello")))
+        .arg(platforms_target().join("armv7-unknown-linux-musleabihf/release/hello")))
     .fails_with(1, "linux/arm/v7");
 
     let podman = Podman::new();
@@ -211,7 +226,7 @@ fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_
     let ring = fixture("ring-probe");
     let image = t.path().join("ring");
     let platforms = format!("linux/386,{}", from_source_platforms());
-    let out = run(tool()
+    let out = run(platforms_tool()
         .current_dir(ring.path())
         .args([
             "microimage",
@@ -247,7 +262,7 @@ fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_
     let probes = fixture("runtime-probe");
     let probes = probes.path();
     let layouts = t.path().join("probes");
-    let out = run(tool()
+    let out = run(platforms_tool()
         .current_dir(probes)
         .args(["microimage", "build", "--locked", "--bin", "probe"])
         .args(["--platform", &from_source_platforms(), "-o"])
@@ -259,8 +274,8 @@ fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_
             building.contains("with mimalloc, the PID 1 signal hook and 8 MiB thread stacks"),
             "{building}"
         );
-        crate::runtime::mimalloc_and_the_routines_work(triple);
-        let bin = shared_target().join(triple).join("release/probe");
+        crate::runtime::mimalloc_and_the_routines_work(&platforms_target(), triple);
+        let bin = platforms_target().join(triple).join("release/probe");
         let stack = run(Command::new(&bin).args(["cthread", "4096"])).ok();
         assert!(
             stack.stdout.contains("c thread used 4096 KiB"),
@@ -270,7 +285,7 @@ fn ring_runs_on_386_and_where_the_standard_library_is_built_from_source_and_the_
     }
     // As PID 1 under podman, s390x's stops at once on SIGTERM (143, not podman's kill).
     let single = t.path().join("s390x");
-    run(tool()
+    run(platforms_tool()
         .current_dir(probes)
         .args([
             "microimage",

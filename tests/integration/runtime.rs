@@ -531,11 +531,11 @@ fn offline_needs_mimalloc_compiled_once_and_then_works() {
     assert_eq!(result_line(&offline.stdout).1, result_line(&first.stdout).1);
 }
 
-/// The runtime probe built for `triple` has mimalloc, which answers for its statistics,
+/// The runtime probe built for `triple` in `target_dir` has mimalloc, which answers for its statistics,
 /// and copies and compares right (`probe memcheck`): run directly, through qemu-user
 /// (binfmt_misc) for a foreign one.
-pub fn mimalloc_and_the_routines_work(triple: &str) {
-    let bin = shared_target().join(triple).join("release/probe");
+pub fn mimalloc_and_the_routines_work(target_dir: &Path, triple: &str) {
+    let bin = target_dir.join(triple).join("release/probe");
     assert_eq!(verify_json(&bin)["allocator"], "mimalloc", "{triple}");
     let checked = run(Command::new(&bin).arg("memcheck")).ok();
     assert!(
@@ -584,7 +584,7 @@ fn on_linux_386_and_arm64_mimalloc_and_the_string_routines_work_too() {
             out.stderr
         );
         // i386 binaries run on this machine as they are, arm64 ones through qemu-user.
-        mimalloc_and_the_routines_work(triple);
+        mimalloc_and_the_routines_work(&shared_target(), triple);
     }
     // On arm64 too, from the image under podman (qemu-user): freed memory goes back while
     // the program idles (qemu's own memory is in the start figure), and a C thread gets
