@@ -480,26 +480,16 @@ fn members_that_ask_for_different_standard_libraries_are_refused_before_building
     // One cargo build per target serves every image of the workspace, so `build-std` must
     // be one value; a member's key against another's is a usage error naming both.
     let dir = fixture("workspace");
-    let manifest = dir.path().join("api/Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        text.replace(
-            "[package.metadata.microimage]\n",
-            "[package.metadata.microimage]\nbuild-std = \"never\"\n",
-        ),
-    )
-    .unwrap();
-    let worker = dir.path().join("worker/Cargo.toml");
-    let text = std::fs::read_to_string(&worker).unwrap();
-    std::fs::write(
-        &worker,
-        text.replace(
-            "[package.metadata.microimage]\n",
-            "[package.metadata.microimage]\nbuild-std = \"always\"\n",
-        ),
-    )
-    .unwrap();
+    for (member, value) in [("api", "never"), ("worker", "always")] {
+        let manifest = dir.path().join(member).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let key = format!("[package.metadata.microimage]\nbuild-std = \"{value}\"\n");
+        std::fs::write(
+            &manifest,
+            text.replace("[package.metadata.microimage]\n", &key),
+        )
+        .unwrap();
+    }
     let out = run(tool()
         .current_dir(dir.path())
         .env("CARGO_TARGET_DIR", dir.path().join("target"))

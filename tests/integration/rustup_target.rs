@@ -17,16 +17,21 @@ fn setup(rustup_works: bool) -> (tempfile::TempDir, std::process::Command) {
     setup_with(if rustup_works { None } else { Some("exit 1") })
 }
 
+/// The rustc behind rustup's proxy (the one the fake `rustc`s hand on to).
+fn real_rustc() -> std::path::PathBuf {
+    let sysroot = run(std::process::Command::new("rustc").args(["--print", "sysroot"]))
+        .ok()
+        .stdout;
+    Path::new(sysroot.trim()).join("bin/rustc")
+}
+
 /// `rustup`: records its arguments and succeeds, or (`fails`) runs that shell code.
 fn setup_with(fails: Option<&str>) -> (tempfile::TempDir, std::process::Command) {
     let t = tmp();
     let bin = t.path().join("bin");
     std::fs::create_dir_all(t.path().join("empty-sysroot")).unwrap();
     std::fs::create_dir_all(&bin).unwrap();
-    let sysroot = run(std::process::Command::new("rustc").args(["--print", "sysroot"]))
-        .ok()
-        .stdout;
-    let real = Path::new(sysroot.trim()).join("bin/rustc");
+    let real = real_rustc();
     script(
         &bin.join("rustc"),
         &format!(
@@ -200,10 +205,7 @@ fn a_standard_library_to_build_from_source_without_a_nightly_or_its_rust_src_is_
     // rust-toolchain.toml), is the one used, before any other installed nightly.
     let active = t.path().join("active");
     std::fs::create_dir_all(active.join("sysroot")).unwrap();
-    let real = run(std::process::Command::new("rustc").args(["--print", "sysroot"]))
-        .ok()
-        .stdout;
-    let real = Path::new(real.trim()).join("bin/rustc");
+    let real = real_rustc();
     // This toolchain's rustc, said to be a nightly, with a sysroot that lacks rust-src.
     script(
         &active.join("rustc"),
