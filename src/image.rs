@@ -199,6 +199,8 @@ pub struct ImageSpec {
     pub include: Vec<Include>,
     /// How every layer is compressed.
     pub compression: layers::Compression,
+    /// At which level (`--compression-level`); `None`: the compression's default.
+    pub compression_level: Option<u32>,
     /// `build` links the crates' dependency data into the binary (cargo-auditable
     /// format); not part of the image itself.
     pub auditable: bool,
@@ -249,6 +251,11 @@ impl FromImage {
 }
 
 impl ImageSpec {
+    /// How this image's layers are compressed, level included.
+    pub fn codec(&self) -> layers::Codec {
+        layers::Codec::new(self.compression, self.compression_level)
+    }
+
     /// The defaults of DESIGN §1 for a binary.
     pub fn new(name: ImageName, bin_name: &str) -> ImageSpec {
         ImageSpec {
@@ -265,6 +272,7 @@ impl ImageSpec {
             base: base::BaseOptions::default(),
             include: Vec::new(),
             compression: layers::Compression::default(),
+            compression_level: None,
             auditable: true,
             explicit: Explicit::default(),
             from: None,
@@ -521,7 +529,7 @@ pub fn assemble_with(
     if binaries.is_empty() {
         return Err(Error::output("no binaries to pack"));
     }
-    let compression = spec.compression;
+    let codec = spec.codec();
     // The tool's own FROM-scratch base layer; on a base image, only what was asked for on
     // top of it (an explicit CA bundle, the tz database), if anything.
     let base_entries = match &spec.from {
@@ -531,11 +539,7 @@ pub fn assemble_with(
     let base_layer = if base_entries.is_empty() {
         None
     } else {
-        Some(layers::write(
-            base_entries,
-            spec.source_date_epoch,
-            compression,
-        )?)
+        Some(layers::write(base_entries, spec.source_date_epoch, codec)?)
     };
     let include_layer = if spec.include.is_empty() {
         None
@@ -544,7 +548,7 @@ pub fn assemble_with(
         Some(layers::write(
             layers::include::without_lower_dirs(layers::include::entries(&spec.include)?, &lower),
             spec.source_date_epoch,
-            compression,
+            codec,
         )?)
     };
     let mut blobs = BTreeMap::new();
@@ -658,10 +662,10 @@ pub fn app_layer(
     bin_name: &str,
     bin: &PlatformBinary,
     mtime: u64,
-    compression: layers::Compression,
+    codec: layers::Codec,
     progress: &dyn Fn(u64),
 ) -> Result<Layer> {
-    layers::write_counted(app_entries(bin_name, bin), mtime, compression, progress)
+    layers::write_counted(app_entries(bin_name, bin), mtime, codec, progress)
 }
 
 /// The app layer of `bin`: from the cache when the same bytes were packed the same way
@@ -677,7 +681,7 @@ fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -
             &spec.bin_name,
             bin,
             spec.source_date_epoch,
-            spec.compression,
+            spec.codec(),
             &progress,
         )
     };
@@ -690,7 +694,7 @@ fn cached_app_layer(spec: &ImageSpec, bin: &PlatformBinary, packing: &Packing) -
         &digest,
         &spec.bin_name,
         spec.source_date_epoch,
-        spec.compression,
+        spec.codec(),
     );
     let slot = format!(
         "{}-{}-{}",

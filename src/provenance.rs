@@ -231,6 +231,7 @@ fn image_options(spec: &ImageSpec) -> Value {
         "tzdata": spec.base.tzdata,
         "include": include,
         "compression": spec.compression.to_string(),
+        "compressionLevel": spec.codec().level,
         "auditable": spec.auditable,
         "sourceDateEpoch": spec.source_date_epoch,
     });

@@ -287,7 +287,7 @@ mod tests {
         }
         assert!(e.iter().any(|e| e.path == "usr/share/zoneinfo/Asia"));
         // The layer writer accepts them: no duplicates, valid paths.
-        crate::layers::write(e, 0, crate::layers::Compression::Gzip).unwrap();
+        crate::layers::write(e, 0, crate::layers::Codec::default()).unwrap();
     }
 
     #[test]

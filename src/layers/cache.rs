@@ -1,7 +1,7 @@
 //! A cache of compressed app layers, so that a warm build — nothing changed — does not
 //! compress the binary again. Keyed by content, never by modification times: the sha256 of
 //! the binary, and everything else the layer's bytes depend on (its name in the image, the
-//! source date epoch, the compression, this tool's version). An entry is used only when
+//! source date epoch, the compression and its level, the gzip format, this tool's version). An entry is used only when
 //! its blob still has the digest recorded with it.
 //!
 //! One slot per binary, platform and compression (the name of its files), so the cache
@@ -15,7 +15,7 @@ use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{self, Blob, Data};
-use crate::layers::{Compression, Layer};
+use crate::layers::{Codec, Compression, Layer};
 
 /// The cache directory.
 #[derive(Debug, Clone)]
@@ -42,11 +42,14 @@ impl LayerCache {
     }
 
     /// The key of an app layer: all it depends on.
-    pub fn key(binary: &Digest, bin_name: &str, mtime: u64, compression: Compression) -> String {
+    pub fn key(binary: &Digest, bin_name: &str, mtime: u64, codec: Codec) -> String {
         let text = format!(
-            "app-layer/{}/{}/{bin_name}/{mtime}/{compression}/{binary}",
+            "app-layer/{}/{}/{bin_name}/{mtime}/{}/{}/{}/{binary}",
             env!("CARGO_PKG_NAME"),
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            codec.compression,
+            codec.level,
+            crate::layers::gzip::FORMAT,
         );
         blob::hex(&blob::sha256(text.as_bytes())).to_string()
     }
@@ -145,11 +148,11 @@ mod tests {
                 Content::Bytes(b"hello".as_slice().into()),
             )],
             0,
-            Compression::Gzip,
+            Codec::default(),
         )
         .unwrap();
         let digest = blob::sha256(b"binary");
-        let key = LayerCache::key(&digest, "app", 0, Compression::Gzip);
+        let key = LayerCache::key(&digest, "app", 0, Codec::default());
         assert!(cache.get("app-x", &key, Compression::Gzip).is_none());
         cache.put("app-x", &key, &layer);
         let back = cache.get("app-x", &key, Compression::Gzip).unwrap();
@@ -159,8 +162,11 @@ mod tests {
             back.blob.data.to_vec().unwrap(),
             layer.blob.data.to_vec().unwrap()
         );
-        // Another binary, another epoch: another key.
-        let other = LayerCache::key(&digest, "app", 1, Compression::Gzip);
+        // Another epoch, another level: another key.
+        let other = LayerCache::key(&digest, "app", 1, Codec::default());
+        assert!(cache.get("app-x", &other, Compression::Gzip).is_none());
+        let level = Codec::new(Compression::Gzip, Some(9));
+        let other = LayerCache::key(&digest, "app", 0, level);
         assert!(cache.get("app-x", &other, Compression::Gzip).is_none());
         // A damaged blob is not used.
         std::fs::write(t.path().join("microimage/.layer-cache/app-x.blob"), b"x").unwrap();

@@ -5,8 +5,9 @@
 //! Determinism (DESIGN §6): entries are sorted by path components whatever order they were
 //! given in, every mtime is the source date epoch, owners are numeric with no user or
 //! group names, modes are fixed by the caller, and the compressed stream is a pure function
-//! of the tar bytes: [`gzip`] for gzip; for zstd, libzstd (version pinned) at a fixed level
-//! in its multithreaded mode, whose output does not depend on the number of threads.
+//! of the tar bytes and the [`Codec`] (compression and level): [`gzip`] for gzip; for zstd,
+//! libzstd (version pinned) in its multithreaded mode, whose output does not depend on the
+//! number of threads.
 //!
 //! Not for: deciding *what* goes into a layer — see [`base`] for the base layer and
 //! `crate::image` for the app layer.
@@ -110,15 +111,15 @@ impl Entry {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip at level 4 (what every runtime reads).
+    /// gzip, by libdeflate at level 6 (what every runtime reads).
     #[default]
     Gzip,
-    /// zstd at level 9: smaller layers that unpack faster; needs containerd 1.5+,
+    /// zstd, at level 9: smaller layers that unpack faster; needs containerd 1.5+,
     /// podman/CRI-O with containers/image 5.x, docker 23+.
     Zstd,
 }
 
-/// The zstd level, part of every zstd digest. Level 9 is already smaller than gzip -6 (by
+/// The default zstd level, part of every zstd digest. Level 9 is already smaller than gzip -6 (by
 /// 2% on example-app, 14-16% on 15-20 MB binaries) at about twice gzip's packing time;
 /// level 19 would save about 10% more at ~15 times the time (7.6 s for 15 MB on the
 /// project's machine).
@@ -132,6 +133,22 @@ pub const ZSTD_LEVEL: i32 = 9;
 const ZSTD_JOB: u32 = 2 << 20;
 
 impl Compression {
+    /// The level layers get unless the user picks one (`--compression-level`).
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Gzip => gzip::LEVEL,
+            Compression::Zstd => ZSTD_LEVEL as u32,
+        }
+    }
+
+    /// The levels a user may pick: libdeflate's 1-12 for gzip, libzstd's 1-22 for zstd.
+    pub fn levels(self) -> std::ops::RangeInclusive<u32> {
+        match self {
+            Compression::Gzip => gzip::LEVELS,
+            Compression::Zstd => 1..=22,
+        }
+    }
+
     pub fn media_type(self) -> MediaType {
         match self {
             Compression::Gzip => MediaType::ImageLayerGzip,
@@ -154,7 +171,8 @@ impl Compression {
     /// Reads `data`, compressed this way, as the tar it holds.
     pub fn decoder<'a>(self, data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(data)),
+            // Every member: a gzip file may be several (ours are, eStargz layers are).
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data)?),
         })
     }
@@ -163,7 +181,7 @@ impl Compression {
     pub fn stream_decoder(self, data: &Data) -> io::Result<Box<dyn Read + Send>> {
         let reader = io::BufReader::with_capacity(256 << 10, data.reader());
         Ok(match self {
-            Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(reader)),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
         })
     }
@@ -190,6 +208,36 @@ impl std::str::FromStr for Compression {
     }
 }
 
+/// How a layer is compressed: the compression and its level. A layer's bytes are a function
+/// of its tar and this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Codec {
+    pub compression: Compression,
+    pub level: u32,
+}
+
+impl Codec {
+    /// `compression` at `level`, or at its default level.
+    pub fn new(compression: Compression, level: Option<u32>) -> Codec {
+        Codec {
+            compression,
+            level: level.unwrap_or(compression.default_level()),
+        }
+    }
+}
+
+impl Default for Codec {
+    fn default() -> Codec {
+        Codec::new(Compression::default(), None)
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} level {}", self.compression, self.level)
+    }
+}
+
 /// A finished, compressed layer.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -208,8 +256,8 @@ pub fn parents(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Writes `entries` (in any order) as a compressed tar with every mtime = `mtime`.
-pub fn write(entries: Vec<Entry>, mtime: u64, compression: Compression) -> Result<Layer> {
-    write_counted(entries, mtime, compression, &|_| {})
+pub fn write(entries: Vec<Entry>, mtime: u64, codec: Codec) -> Result<Layer> {
+    write_counted(entries, mtime, codec, &|_| {})
 }
 
 /// [`write`], telling `progress` how many bytes of tar have gone into the compressor as
@@ -217,21 +265,22 @@ pub fn write(entries: Vec<Entry>, mtime: u64, compression: Compression) -> Resul
 pub fn write_counted(
     mut entries: Vec<Entry>,
     mtime: u64,
-    compression: Compression,
+    codec: Codec,
     progress: &dyn Fn(u64),
 ) -> Result<Layer> {
     sort_and_check(&mut entries)?;
     // The compressed bytes go to memory, or to a file once they are many (blob::SPILL_AT).
     let sink = HashingWriter::new(SpillWriter::new());
-    let (sink, diff_id, uncompressed_size) = match compression {
+    let (sink, diff_id, uncompressed_size) = match codec.compression {
         Compression::Gzip => {
-            let gz = gzip::ParallelGzip::new(sink).map_err(write_err)?;
+            let gz = gzip::ParallelGzip::new(sink, codec.level).map_err(write_err)?;
             let tar = HashingWriter::new(Counted(gz, progress));
             let (Counted(gz, _), diff_id, size) = write_tar(&entries, mtime, tar)?.finish();
             (gz.finish().map_err(write_err)?, diff_id, size)
         }
         Compression::Zstd => {
-            let zst = zstd_encoder(sink).map_err(write_err)?;
+            let level = i32::try_from(codec.level).unwrap_or(ZSTD_LEVEL);
+            let zst = zstd_encoder(sink, level).map_err(write_err)?;
             let tar = HashingWriter::new(Counted(zst, progress));
             let (Counted(zst, _), diff_id, size) = write_tar(&entries, mtime, tar)?.finish();
             (zst.finish().map_err(write_err)?, diff_id, size)
@@ -240,7 +289,7 @@ pub fn write_counted(
     let (data, digest, _) = sink.finish();
     Ok(Layer {
         blob: Blob {
-            media_type: compression.media_type(),
+            media_type: codec.compression.media_type(),
             digest,
             data: data.finish().map_err(write_err)?,
         },
@@ -265,16 +314,12 @@ impl<W: Write> Write for Counted<'_, W> {
     }
 }
 
-/// A zstd stream at [`ZSTD_LEVEL`] with a content checksum, in multithreaded mode. libzstd
+/// A zstd stream at `level` with a content checksum, in multithreaded mode. libzstd
 /// documents that output of that mode depends on the parameters, not on the number of
 /// worker threads (`tests::zstd_output_ignores_the_thread_count` checks it), so it may
 /// use every core and still be reproducible. (A job is several MiB of input, so small
 /// binaries are compressed by one thread.)
-fn zstd_encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
-    zstd_encoder_at(out, ZSTD_LEVEL)
-}
-
-fn zstd_encoder_at<W: Write>(
+fn zstd_encoder<W: Write>(
     out: W,
     level: i32,
 ) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
@@ -465,12 +510,12 @@ mod tests {
 
     #[test]
     fn rejects_escapes_and_duplicates() {
-        let bad = write(vec![Entry::dir("a/../b", 0o755)], 0, Compression::Gzip).unwrap_err();
+        let bad = write(vec![Entry::dir("a/../b", 0o755)], 0, Codec::default()).unwrap_err();
         assert!(bad.message().contains("a/../b"));
         let dup = write(
             vec![Entry::dir("a", 0o755), Entry::dir("a/", 0o755)],
             0,
-            Compression::Gzip,
+            Codec::default(),
         )
         .unwrap_err();
         assert!(dup.message().contains("/a"), "{dup}");
@@ -487,7 +532,7 @@ mod tests {
                     Entry::symlink("etc/y", "x"),
                 ],
                 1_700_000_000,
-                compression,
+                Codec::new(compression, None),
             )
             .unwrap();
             assert_eq!(layer.blob.media_type, compression.media_type());
@@ -520,6 +565,61 @@ mod tests {
     }
 
     #[test]
+    fn a_gzip_blob_of_several_members_is_read_to_its_end() {
+        // As ours are, and eStargz layers (a base image may have them): a reader that
+        // stopped after the first member would see a tar cut short.
+        let tar = write_tar(
+            &[
+                Entry::file("a", 0o644, Content::Bytes(vec![b'a'; 3000].into())),
+                Entry::file("b", 0o644, Content::Bytes(vec![b'b'; 3000].into())),
+            ],
+            0,
+            Vec::new(),
+        )
+        .unwrap();
+        let mut blob = Vec::new();
+        for part in tar.chunks(2048) {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            gz.write_all(part).unwrap();
+            blob.extend(gz.finish().unwrap());
+        }
+        let mut whole = Vec::new();
+        Compression::Gzip
+            .decoder(&blob)
+            .unwrap()
+            .read_to_end(&mut whole)
+            .unwrap();
+        assert_eq!(whole, tar);
+        let mut streamed = Vec::new();
+        Compression::Gzip
+            .stream_decoder(&Data::Memory(blob.into()))
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, tar);
+    }
+
+    #[test]
+    fn each_level_is_the_users_and_changes_the_bytes() {
+        let entries = || {
+            let text: Vec<u8> = (0..200_000u32)
+                .flat_map(|i| (i % 251).to_le_bytes())
+                .collect();
+            vec![Entry::file("x", 0o644, Content::Bytes(text.into()))]
+        };
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let levels = compression.levels();
+            let low = write(entries(), 0, Codec::new(compression, Some(*levels.start()))).unwrap();
+            let high = write(entries(), 0, Codec::new(compression, Some(*levels.end()))).unwrap();
+            let default = write(entries(), 0, Codec::new(compression, None)).unwrap();
+            assert_ne!(low.blob.digest, high.blob.digest, "{compression}");
+            assert_eq!(low.diff_id, high.diff_id);
+            assert!(levels.contains(&compression.default_level()));
+            assert_ne!(default.blob.digest, low.blob.digest, "{compression}");
+        }
+    }
+
+    #[test]
     fn zstd_output_ignores_the_thread_count() {
         // The property is libzstd's, for any level; level 3 splits 24 MB into several jobs
         // quickly. The worker count is what varies.
@@ -536,7 +636,7 @@ mod tests {
             }
         }
         let compress = |threads: u32| {
-            let mut encoder = zstd_encoder_at(Vec::new(), 3).unwrap();
+            let mut encoder = zstd_encoder(Vec::new(), 3).unwrap();
             encoder.multithread(threads).unwrap();
             encoder.write_all(&data).unwrap();
             crate::blob::sha256(&encoder.finish().unwrap())

@@ -106,9 +106,15 @@ pub fn pack(
     // Reading the project (`cargo metadata`) and compressing the binaries do not depend on
     // each other: the app layers are made meanwhile with the settings the command line
     // gives (or the defaults), and used if the resolved settings turn out the same.
+    let compression = image.compression.unwrap_or_default();
+    // A level out of range is refused with the settings (as a usage error, naming where it
+    // came from); meanwhile the layers are made at the default.
+    let level = image
+        .compression_level
+        .filter(|n| compression.levels().contains(n));
     let guess = (
         image.source_date_epoch.unwrap_or(0),
-        image.compression.unwrap_or_default(),
+        crate::layers::Codec::new(compression, level),
     );
     // Nor does the registry handshake: it is made meanwhile too (the repository does not
     // depend on the tag, which the settings may still change).
@@ -178,7 +184,7 @@ pub fn pack(
     let cache = project
         .as_ref()
         .map(|p| LayerCache::in_target_dir(&p.target_directory));
-    let made = if (spec.source_date_epoch, spec.compression) == guess {
+    let made = if (spec.source_date_epoch, spec.codec()) == guess {
         made.into_iter().map(Some).collect()
     } else {
         Vec::new()

@@ -45,6 +45,13 @@ impl BlobCache {
             .unwrap_or_default()
     }
 
+    /// Whether this machine has pushed `digest` to any repository of `registry`.
+    pub fn seen(&self, registry: &str, digest: &str) -> bool {
+        self.map
+            .get(registry)
+            .is_some_and(|d| d.contains_key(digest))
+    }
+
     pub fn record(&mut self, registry: &str, digest: &str, repository: &str) {
         self.map
             .entry(registry.to_string())

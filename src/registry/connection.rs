@@ -247,6 +247,18 @@ impl Connection {
         &self,
         subject: &Reference,
     ) -> std::result::Result<oci_client::manifest::OciImageIndex, OciDistributionError> {
+        self.list_referrers(subject).await.map(|(index, _)| index)
+    }
+
+    /// [`Connection::pull_referrers`], and whether the registry keeps the list itself (it
+    /// has the referrers API) or a client keeps it under the `sha256-<hex>` tag.
+    pub async fn list_referrers(
+        &self,
+        subject: &Reference,
+    ) -> std::result::Result<
+        (oci_client::manifest::OciImageIndex, ReferrersKept),
+        OciDistributionError,
+    > {
         let digest = subject.digest().unwrap_or_default();
         let url = self.url(subject.repository(), &format!("referrers/{digest}"));
         let answer = retry("listing referrers", &self.shell, || async {
@@ -265,8 +277,8 @@ impl Connection {
             }
         })
         .await?;
-        let body = match answer {
-            Some(body) => body,
+        let (body, kept) = match answer {
+            Some(body) => (body, ReferrersKept::ByRegistry),
             None => {
                 let tagged = Reference::with_tag(
                     subject.registry().to_string(),
@@ -277,22 +289,24 @@ impl Connection {
                     .pull_manifest_raw(&tagged, &["application/vnd.oci.image.index.v1+json"])
                     .await
                 {
-                    Ok((body, _)) => body,
+                    Ok((body, _)) => (body, ReferrersKept::UnderTag),
                     Err(e) if super::errors::is_not_found(&e) => {
-                        return Ok(oci_client::manifest::OciImageIndex {
+                        let empty = oci_client::manifest::OciImageIndex {
                             schema_version: 2,
                             media_type: Some("application/vnd.oci.image.index.v1+json".to_string()),
                             manifests: Vec::new(),
                             artifact_type: None,
                             annotations: None,
-                        })
+                        };
+                        return Ok((empty, ReferrersKept::UnderTag));
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
-        serde_json::from_slice(&body)
-            .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))
+        let index = serde_json::from_slice(&body)
+            .map_err(|e| OciDistributionError::ManifestParsingError(e.to_string()))?;
+        Ok((index, kept))
     }
 
     /// `<scheme>://<registry>/v2/<repository>/<rest>`.
@@ -564,6 +578,16 @@ async fn authenticate(
                 deadline.as_secs()
             )))
         })
+}
+
+/// Who keeps a manifest's list of referrers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferrersKept {
+    /// The registry, which has the referrers API: a manifest pushed with a `subject` is
+    /// listed by itself.
+    ByRegistry,
+    /// Clients, under the referrers tag schema's `sha256-<hex>` tag.
+    UnderTag,
 }
 
 /// A push connection being made in the background, for the repository a run will push to.

@@ -29,6 +29,8 @@ pub struct ImageArgs {
     /// `--source-date-epoch`, else `$SOURCE_DATE_EPOCH` (read by the CLI).
     pub source_date_epoch: Option<u64>,
     pub compression: Option<Compression>,
+    /// `--compression-level N`.
+    pub compression_level: Option<u32>,
     /// `--no-auditable`: `Some(false)`.
     pub auditable: Option<bool>,
     /// `--sbom FORMATS`.

@@ -31,6 +31,8 @@ pub struct ImageConfig {
     pub ca_certs: Option<String>,
     pub tzdata: Option<bool>,
     pub compression: Option<crate::layers::Compression>,
+    /// The compression's level: 1-12 for gzip, 1-22 for zstd.
+    pub compression_level: Option<u32>,
     /// Link the dependency data into the binary (cargo-auditable format).
     pub auditable: Option<bool>,
     /// SBOM formats: `spdx`, `cyclonedx`, `spdx,cyclonedx` or `none`.
@@ -372,6 +374,11 @@ mod tests {
                 json!({"compression": "xz"}),
                 "key `compression`",
                 "expected `gzip` or `zstd`",
+            ),
+            (
+                json!({"compression-level": "best"}),
+                "key `compression-level`",
+                "expected u32",
             ),
             (json!({"workdir": "rel"}), "key `workdir`", "absolute"),
             (

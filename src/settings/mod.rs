@@ -520,6 +520,26 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     let compression = pick("compression", args.compression, levels, |c| c.compression);
     spec.compression = compression.as_ref().map(|(c, _)| *c).unwrap_or_default();
     note("compression", compression.map(|(_, o)| o));
+    let level = pick("compression-level", args.compression_level, levels, |c| {
+        c.compression_level
+    });
+    if let Some((n, origin)) = &level {
+        let range = spec.compression.levels();
+        if !range.contains(n) {
+            return Err(bad_value(
+                origin,
+                "--compression-level",
+                format!(
+                    "{} levels are {} to {}, not {n}",
+                    spec.compression,
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+    }
+    spec.compression_level = level.as_ref().map(|(n, _)| *n);
+    note("compression-level", level.map(|(_, o)| o));
     let sbom = match pick("sbom", args.sbom.clone(), levels, |c| c.sbom.clone()) {
         Some((text, origin)) => {
             let formats = sbom_format::parse_formats(&text)

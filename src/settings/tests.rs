@@ -201,6 +201,58 @@ fn booleans_a_lower_true_is_overridden_by_a_higher_false() {
     assert_eq!(r.spec.compression, Compression::Gzip);
 }
 
+/// `compression-level`: a key or the flag, checked against the compression it is for; a
+/// level out of range names the key and the file (or the flag).
+#[test]
+fn a_compression_level_is_checked_against_its_compression() {
+    let cx = context(Path::new("/"));
+    let r = resolve(
+        &ImageArgs::default(),
+        &levels(json!({}), json!({}), json!({})),
+        &cx,
+    )
+    .unwrap();
+    assert_eq!(
+        r.spec.codec(),
+        crate::layers::Codec::new(Compression::Gzip, Some(6))
+    );
+    let zstd19 = levels(
+        json!({"compression": "zstd", "compression-level": 19}),
+        json!({}),
+        json!({}),
+    );
+    let r = resolve(&ImageArgs::default(), &zstd19, &cx).unwrap();
+    assert_eq!(
+        r.spec.codec(),
+        crate::layers::Codec::new(Compression::Zstd, Some(19))
+    );
+    assert!(matches!(
+        r.origins["compression-level"],
+        Origin::Manifest { .. }
+    ));
+    // The same level for gzip is out of its range: the error names the key.
+    let cli = ImageArgs {
+        compression: Some(Compression::Gzip),
+        ..Default::default()
+    };
+    let err = resolve(&cli, &zstd19, &cx).unwrap_err();
+    assert!(err.message().contains("key `compression-level`"), "{err}");
+    assert!(
+        err.message().contains("gzip levels are 1 to 12, not 19"),
+        "{err}"
+    );
+    let cli = ImageArgs {
+        compression_level: Some(0),
+        ..Default::default()
+    };
+    let err = resolve(&cli, &levels(json!({}), json!({}), json!({})), &cx).unwrap_err();
+    assert_eq!(
+        err.message(),
+        "--compression-level: gzip levels are 1 to 12, not 0"
+    );
+    assert_eq!(err.exit_code(), 2);
+}
+
 /// `ca-certs` and `include` are relative to the Cargo.toml that sets them; the command
 /// line's to the current directory. A path that is not there names the key and the file.
 #[test]

@@ -4,12 +4,21 @@
 //!
 //! First a `HEAD` of the index by digest: a registry that has it has everything it refers
 //! to (registries accept a manifest only once its blobs and manifests are there), so a
-//! re-push checks no blob. Otherwise (DESIGN §7): every blob first — a HEAD says whether
-//! the registry has it; if not,
-//! a cross-repository mount is tried from repositories of the same registry this machine
-//! pushed it to before (the blob-location cache), else it is uploaded — then each platform
-//! manifest by digest, then the index by tag, then every extra tag. No tag ever points at
-//! an image whose blobs are not all there, and a re-run uploads only what is missing.
+//! re-push checks no blob. Otherwise (DESIGN §7), in as few rounds as the registry's rules
+//! allow:
+//! 1. every blob, concurrently — a layer is HEAD-checked, then mounted from repositories of
+//!    the same registry this machine pushed it to before (the blob-location cache), else
+//!    uploaded; the small JSON blobs (configs, SBOM and provenance documents, the empty
+//!    config) are uploaded without asking — while the referrers lists of the platform
+//!    manifests are read;
+//! 2. every manifest, concurrently: the platforms' by digest, and the SBOMs' and
+//!    provenance's (referrers) not listed yet;
+//! 3. the referrers lists kept under the `sha256-<hex>` tag, where the registry has no
+//!    referrers API;
+//! 4. the index by tag, then every extra tag; signatures last.
+//!
+//! No tag ever points at an image whose blobs are not all there, and a re-run uploads only
+//! what is missing.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +29,7 @@ use crate::blob::{Blob, Data};
 use crate::error::Result;
 use crate::image::ImageSet;
 use crate::registry::blob_cache::BlobCache;
-use crate::registry::connection::connect;
+use crate::registry::connection::{connect, ReferrersKept};
 use crate::registry::retry::retry;
 use crate::registry::{block_on, ConnectOptions};
 use crate::shell::{human_size, Shell};
@@ -167,10 +176,47 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
                 .chain(i.layers.iter().map(|l| l.blob.digest.to_string()))
         })
         .collect();
-    let skip = |digest: &String| complete && in_index.contains(digest);
+    // The referrers lists of the manifests the SBOMs and provenance are about: ours are
+    // added to them, and those listed already are not sent again. They are read while the
+    // blobs go up; on a re-push of a complete image, first, since then they decide what is
+    // left to send.
+    let listed_first = if complete && !set.referrers.is_empty() {
+        Some(list_referrers(&conn, set, target, shell).await?)
+    } else {
+        None
+    };
+    // The blobs to send: the image's unless the registry has the whole image, and those of
+    // each referrer not listed yet.
+    let mut wanted: std::collections::BTreeSet<String> = if complete {
+        Default::default()
+    } else {
+        in_index.clone()
+    };
+    for r in &set.referrers {
+        if !listed_first.as_ref().is_some_and(|l| l.has(r)) {
+            wanted.extend(blobs_of(&r.manifest)?);
+        }
+    }
+    // Layers are checked (HEAD) before they are sent: they are large, and a new image
+    // shares most of them with the last one. The rest (configs, the documents of the SBOMs
+    // and provenance, the empty config) are small JSON that a new image always changes, so
+    // they are sent without asking, a request saved each — unless the blob may be there:
+    // this machine pushed it to this registry before, or it comes from the registry (a
+    // merge's sources).
+    let layers: std::collections::BTreeSet<String> = set
+        .images
+        .iter()
+        .flat_map(|i| i.layers.iter().map(|l| l.blob.digest.to_string()))
+        .collect();
+    let ask_first = |digest: &String, data: &Data| {
+        layers.contains(digest)
+            || to.mounts.contains_key(digest)
+            || cache.seen(&registry, digest)
+            || matches!(data, Data::Remote(_))
+    };
     let to_send: u64 = blobs
         .iter()
-        .filter(|(d, _)| !skip(d))
+        .filter(|(d, _)| wanted.contains(*d))
         .fold(0u64, |sum, (_, b)| sum.saturating_add(b.size()));
     let progress = shell.progress("Uploading", to_send);
     /// What happened to one blob.
@@ -179,17 +225,19 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         Mounted,
         Uploaded,
     }
-    // Blobs go up concurrently (bounded), like skopeo's copies; each is HEAD-checked, then
-    // mounted from a known repository, then uploaded.
+    // Blobs go up concurrently (bounded), like skopeo's copies; each layer is HEAD-checked,
+    // then mounted from a known repository, then uploaded.
     let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
         let (client, registry, progress) = (client, registry.clone(), &progress);
         let (digest, size) = (digest.clone(), blob.size());
         let data = blob.data.clone();
+        let ask = ask_first(&digest, &data) || !sources.is_empty();
         async move {
-            let exists = retry("checking a blob", shell, || {
-                client.blob_exists(target, &digest)
-            })
-            .await?;
+            let exists = ask
+                && retry("checking a blob", shell, || {
+                    client.blob_exists(target, &digest)
+                })
+                .await?;
             let mut sent = Sent::Present;
             if !exists {
                 sent = Sent::Uploaded;
@@ -232,17 +280,25 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     use futures_util::stream::{self, StreamExt};
     let jobs: Vec<_> = blobs
         .iter()
-        .filter(|(digest, _)| !skip(digest))
+        .filter(|(digest, _)| wanted.contains(*digest))
         .map(|(digest, blob)| {
             let sources = mount_sources.get(digest).cloned().unwrap_or_default();
             send(digest, blob, sources)
         })
         .collect();
-    let results: Vec<_> = stream::iter(jobs)
+    let uploads = stream::iter(jobs)
         .buffer_unordered(CONCURRENT_BLOBS)
-        .collect()
-        .await;
-    let skipped = blobs.keys().filter(|d| skip(d)).count();
+        .collect::<Vec<_>>();
+    let (listed, results) = match listed_first {
+        Some(listed) => (listed, uploads.await),
+        None => {
+            let (listed, results) =
+                futures_util::future::join(list_referrers(&conn, set, target, shell), uploads)
+                    .await;
+            (listed?, results)
+        }
+    };
+    let skipped = blobs.keys().filter(|d| !wanted.contains(*d)).count();
     let (mut uploaded, mut mounted, mut present) = (0, 0, skipped);
     for result in results {
         let (digest, sent) = result.map_err(fail)?;
@@ -256,26 +312,41 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     drop(progress);
     cache.save();
 
-    let manifests = set.images.iter().filter(|_| !complete).map(|image| {
-        let by_digest = Reference::with_digest(
+    // Then every manifest at once: the platforms' (by digest) and the referrers' not listed
+    // yet. A registry takes a referrer before its subject (the OCI distribution spec says
+    // it should; distribution 2.8 does not look at `subject`), so they need not wait.
+    let by_digest = |blob: &Blob, what: &'static str| {
+        let reference = Reference::with_digest(
             registry.clone(),
             repository.clone(),
-            image.manifest.digest.to_string(),
+            blob.digest.to_string(),
         );
-        let media = header(&image.manifest);
+        let media = header(blob);
+        let raw = raw(blob);
         async move {
-            let raw = raw(&image.manifest)?;
-            retry("pushing a manifest", shell, || {
-                client.push_manifest_raw(&by_digest, raw.clone(), media.clone())
+            let raw = raw?;
+            retry(what, shell, || {
+                client.push_manifest_raw(&reference, raw.clone(), media.clone())
             })
             .await
             .map_err(fail)
         }
-    });
+    };
+    let manifests = set
+        .images
+        .iter()
+        .filter(|_| !complete)
+        .map(|image| by_digest(&image.manifest, "pushing a manifest"))
+        .chain(
+            set.referrers
+                .iter()
+                .filter(|r| !listed.has(r))
+                .map(|r| by_digest(&r.manifest, "pushing a referrer")),
+        );
     for result in futures_util::future::join_all(manifests).await {
         result?;
     }
-    push_referrers(&conn, set, target, shell).await?;
+    tag_referrers(&conn, set, target, &listed, shell).await?;
     let mut references = if to.by_digest {
         vec![Reference::with_digest(
             registry.clone(),
@@ -354,160 +425,210 @@ async fn push_signatures(
     let identity = format!("{registry}/{repository}");
     let digests = std::iter::once(set.index.digest.to_string())
         .chain(set.images.iter().map(|i| i.manifest.digest.to_string()));
-    let mut signed = Vec::new();
-    for digest in digests {
-        let tag = crate::sign::signature_tag(&digest);
-        let sig_ref = Reference::with_tag(registry.clone(), repository.clone(), tag.clone());
-        let existing = match retry("reading signatures", shell, || {
-            conn.pull_manifest_raw(&sig_ref, &["application/vnd.oci.image.manifest.v1+json"])
-        })
-        .await
-        {
-            Ok((raw, _)) => Some(raw),
-            Err(e) if crate::registry::errors::is_not_found(&e) => None,
-            Err(e) => return Err(fail(e)),
-        };
-        let payload = crate::sign::payload(&identity, &digest);
-        let image = crate::sign::signature_manifest(existing.as_deref(), &payload, key)?;
-        let added = image.is_some();
-        if let Some(image) = image {
-            for blob in [&image.payload, &image.config] {
-                let d = blob.digest.to_string();
-                let exists = retry("checking a blob", shell, || client.blob_exists(target, &d))
-                    .await
-                    .map_err(fail)?;
-                if !exists {
-                    let body = raw(blob)?;
-                    retry("uploading a signature", shell, || {
-                        client.push_blob(target, body.clone(), &d)
-                    })
-                    .await
-                    .map_err(fail)?;
-                }
-            }
-            let media = header(&image.manifest);
-            let manifest = raw(&image.manifest)?;
-            retry("pushing a signature", shell, || {
-                client.push_manifest_raw(&sig_ref, manifest.clone(), media.clone())
+    // Each manifest's signature at once: they do not depend on each other.
+    let signing = digests.map(|digest| {
+        let (registry, repository, identity) =
+            (registry.clone(), repository.clone(), identity.clone());
+        async move {
+            let tag = crate::sign::signature_tag(&digest);
+            let sig_ref = Reference::with_tag(registry.clone(), repository.clone(), tag.clone());
+            let existing = match retry("reading signatures", shell, || {
+                conn.pull_manifest_raw(&sig_ref, &["application/vnd.oci.image.manifest.v1+json"])
             })
             .await
-            .map_err(fail)?;
+            {
+                Ok((raw, _)) => Some(raw),
+                Err(e) if crate::registry::errors::is_not_found(&e) => None,
+                Err(e) => return Err(fail(e)),
+            };
+            let payload = crate::sign::payload(&identity, &digest);
+            let image = crate::sign::signature_manifest(existing.as_deref(), &payload, key)?;
+            let added = image.is_some();
+            if let Some(image) = image {
+                for blob in [&image.payload, &image.config] {
+                    let d = blob.digest.to_string();
+                    let exists = retry("checking a blob", shell, || client.blob_exists(target, &d))
+                        .await
+                        .map_err(fail)?;
+                    if !exists {
+                        let body = raw(blob)?;
+                        retry("uploading a signature", shell, || {
+                            client.push_blob(target, body.clone(), &d)
+                        })
+                        .await
+                        .map_err(fail)?;
+                    }
+                }
+                let media = header(&image.manifest);
+                let manifest = raw(&image.manifest)?;
+                retry("pushing a signature", shell, || {
+                    client.push_manifest_raw(&sig_ref, manifest.clone(), media.clone())
+                })
+                .await
+                .map_err(fail)?;
+            }
+            Ok::<_, crate::error::Error>(Signed {
+                digest,
+                reference: format!("{registry}/{repository}:{tag}"),
+                added,
+            })
         }
+    });
+    let signed = futures_util::future::join_all(signing)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    for s in &signed {
         shell.status(
             "Signed",
             format!(
-                "{digest}{} ({registry}/{repository}:{tag})",
-                if added { "" } else { ", already" }
+                "{}{} ({})",
+                s.digest,
+                if s.added { "" } else { ", already" },
+                s.reference
             ),
         );
-        signed.push(Signed {
-            digest,
-            reference: format!("{registry}/{repository}:{tag}"),
-            added,
-        });
     }
     Ok(signed)
 }
 
-/// Pushes the referrers of `set` (SBOMs) after the manifests they are about, then makes
-/// sure each is listed for its subject: a registry with the referrers API lists them by
-/// itself; for one without it (Debian's docker-registry, distribution 2.8), the referrers
-/// tag schema's index under the tag `sha256-<hex>` of the subject gets the missing ones,
-/// keeping the entries already there.
-async fn push_referrers(
+/// The referrers already listed for each subject of `set`'s referrers, and who keeps each
+/// list (see [`tag_referrers`]).
+struct Listed {
+    /// By subject digest: the list's entries and who keeps it.
+    subjects: BTreeMap<String, (Vec<serde_json::Value>, ReferrersKept)>,
+}
+
+impl Listed {
+    /// Whether `r` is listed for its subject already.
+    fn has(&self, r: &crate::image::Referrer) -> bool {
+        let digest = r.manifest.digest.to_string();
+        self.subjects
+            .get(&r.subject.to_string())
+            .is_some_and(|(entries, _)| entries.iter().any(|e| e["digest"] == digest))
+    }
+}
+
+/// Reads the referrers lists of the subjects of `set`'s referrers, all at once.
+async fn list_referrers(
     conn: &crate::registry::connection::Connection,
     set: &ImageSet,
     target: &Reference,
     shell: &Shell,
+) -> Result<Listed> {
+    let subjects: std::collections::BTreeSet<String> = set
+        .referrers
+        .iter()
+        .map(|r| r.subject.to_string())
+        .collect();
+    let (registry, repository) = (
+        target.resolve_registry().to_string(),
+        target.repository().to_string(),
+    );
+    let lists = subjects.into_iter().map(|subject| {
+        let reference =
+            Reference::with_digest(registry.clone(), repository.clone(), subject.clone());
+        async move {
+            let (listed, kept) = conn
+                .list_referrers(&reference)
+                .await
+                .map_err(|e| conn.fail(e))?;
+            let index = serde_json::to_value(&listed).map_err(|e| {
+                crate::error::Error::registry(format!(
+                    "reading the referrers of {subject} failed: {e}"
+                ))
+            })?;
+            let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+            shell.verbose(
+                "Listed",
+                format!("{} referrers of {subject}", entries.len()),
+            );
+            Ok::<_, crate::error::Error>((subject, (entries, kept)))
+        }
+    });
+    let subjects = futures_util::future::join_all(lists)
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    Ok(Listed { subjects })
+}
+
+/// The blobs `manifest` (an artifact manifest of ours) refers to: its config and layers.
+fn blobs_of(manifest: &Blob) -> Result<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_slice(&raw(manifest)?).map_err(|e| {
+        crate::error::Error::output(format!("reading manifest {} failed: {e}", manifest.digest))
+    })?;
+    let layers = value["layers"].as_array().cloned().unwrap_or_default();
+    Ok(std::iter::once(&value["config"])
+        .chain(layers.iter())
+        .filter_map(|d| d["digest"].as_str().map(String::from))
+        .collect())
+}
+
+/// Makes sure each of `set`'s referrers is listed for its subject, once all are pushed: a
+/// registry with the referrers API lists them by itself; for one without it (Debian's
+/// docker-registry, distribution 2.8), the referrers tag schema's index under the tag
+/// `sha256-<hex>` of the subject gets the missing ones, keeping the entries already there
+/// (`listed`, read before). Subjects are done at once.
+async fn tag_referrers(
+    conn: &crate::registry::connection::Connection,
+    set: &ImageSet,
+    target: &Reference,
+    listed: &Listed,
+    shell: &Shell,
 ) -> Result<()> {
-    if set.referrers.is_empty() {
-        return Ok(());
-    }
     let (client, registry, repository) = (
         &conn.client,
         target.resolve_registry().to_string(),
         target.repository().to_string(),
     );
-    let fail = |e: OciDistributionError| conn.fail(e);
-    let pushes = set.referrers.iter().map(|r| {
-        let by_digest = Reference::with_digest(
-            registry.clone(),
-            repository.clone(),
-            r.manifest.digest.to_string(),
-        );
-        let media = header(&r.manifest);
+    let mut missing: BTreeMap<&String, Vec<&crate::image::Referrer>> = BTreeMap::new();
+    for r in set.referrers.iter().filter(|r| !listed.has(r)) {
+        if let Some((subject, (_, ReferrersKept::UnderTag))) =
+            listed.subjects.get_key_value(&r.subject.to_string())
+        {
+            missing.entry(subject).or_default().push(r);
+        }
+    }
+    let tags = missing.into_iter().map(|(subject, ours)| {
+        let (registry, repository) = (registry.clone(), repository.clone());
         async move {
-            let raw = raw(&r.manifest)?;
-            retry("pushing a referrer", shell, || {
-                client.push_manifest_raw(&by_digest, raw.clone(), media.clone())
+            let mut entries = listed.subjects[subject].0.clone();
+            for r in ours {
+                let manifest: serde_json::Value =
+                    serde_json::from_slice(&raw(&r.manifest)?).unwrap_or_default();
+                entries.push(serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": r.manifest.digest.to_string(),
+                    "size": r.manifest.size(),
+                    "artifactType": r.artifact_type,
+                    "annotations": manifest["annotations"],
+                }));
+            }
+            let fallback = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            });
+            let data = crate::image::canonical_json(&fallback)?;
+            let tag = Reference::with_tag(registry, repository, subject.replace(':', "-"));
+            let media = http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
+            shell.verbose(
+                "Listing",
+                format!(
+                    "the referrers of {subject} under the tag {}",
+                    tag.tag().unwrap_or_default()
+                ),
+            );
+            retry("listing a referrer", shell, || {
+                client.push_manifest_raw(&tag, data.clone(), media.clone())
             })
             .await
-            .map_err(fail)
+            .map_err(|e| conn.fail(e))
         }
     });
-    for result in futures_util::future::join_all(pushes).await {
+    for result in futures_util::future::join_all(tags).await {
         result?;
-    }
-    let mut subjects: BTreeMap<String, Vec<&crate::image::Referrer>> = BTreeMap::new();
-    for r in &set.referrers {
-        subjects.entry(r.subject.to_string()).or_default().push(r);
-    }
-    for (subject, ours) in subjects {
-        let subject_ref =
-            Reference::with_digest(registry.clone(), repository.clone(), subject.clone());
-        let listed = conn.pull_referrers(&subject_ref).await.map_err(fail)?;
-        let mut index = serde_json::to_value(&listed).map_err(|e| {
-            crate::error::Error::registry(format!("reading the referrers of {subject} failed: {e}"))
-        })?;
-        let present: std::collections::BTreeSet<String> =
-            listed.manifests.iter().map(|m| m.digest.clone()).collect();
-        let missing: Vec<&&crate::image::Referrer> = ours
-            .iter()
-            .filter(|r| !present.contains(&r.manifest.digest.to_string()))
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        let entries = index["manifests"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut entries = entries;
-        for r in missing {
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&raw(&r.manifest)?).unwrap_or_default();
-            entries.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": r.manifest.digest.to_string(),
-                "size": r.manifest.size(),
-                "artifactType": r.artifact_type,
-                "annotations": manifest["annotations"],
-            }));
-        }
-        let fallback = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": entries,
-        });
-        let data = crate::image::canonical_json(&fallback)?;
-        let tag = Reference::with_tag(
-            registry.clone(),
-            repository.clone(),
-            subject.replace(':', "-"),
-        );
-        let media = http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
-        shell.verbose(
-            "Listing",
-            format!(
-                "the referrers of {subject} under the tag {}",
-                tag.tag().unwrap_or_default()
-            ),
-        );
-        retry("listing a referrer", shell, || {
-            client.push_manifest_raw(&tag, data.clone(), media.clone())
-        })
-        .await
-        .map_err(fail)?;
     }
     Ok(())
 }

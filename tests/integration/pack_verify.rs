@@ -308,3 +308,94 @@ fn result_lines_show_the_output_without_parent_steps() {
         out.stdout
     );
 }
+
+/// gzip layers (libdeflate, one member per MiB of tar): `gzip -t` checks every member,
+/// `gzip -dc` gives the tar whose sha256 the config lists, the app layer is no larger than
+/// `gzip -9` of the binary, and the bytes are the same on one core as on all of them. A
+/// level is the user's to choose, within the compressor's range.
+#[test]
+fn gzip_layers_pass_gzip_and_are_the_same_bytes_on_one_core_as_on_all() {
+    example_layout();
+    let binary = shared_target().join("x86_64-unknown-linux-musl/release/example-app");
+    let t = tmp();
+    let pack = |name: &str, one_core: bool, extra: &[&str]| {
+        let layout = t.path().join(name);
+        let mut cmd = if one_core {
+            // The workers are as many as the cores the process may use.
+            let mut cmd = tool_at(Path::new("taskset"));
+            cmd.args(["-c", "0", env!("CARGO_BIN_EXE_cargo-microimage")]);
+            cmd
+        } else {
+            tool()
+        };
+        let out = run(cmd
+            .current_dir(t.path())
+            .args([
+                "microimage",
+                "pack",
+                "--sbom",
+                "none",
+                "--provenance",
+                "none",
+            ])
+            .args(extra)
+            .arg(&binary)
+            .arg("-o")
+            .arg(&layout))
+        .ok();
+        (layout, result_line(&out.stdout).1)
+    };
+    let (layout, all) = pack("all", false, &[]);
+    let (_, one) = pack("one", true, &[]);
+    assert_eq!(one, all, "one core and two gave different images");
+    let blobs: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            (path, data)
+        })
+        .collect();
+    let diff_ids: Vec<String> = blobs
+        .iter()
+        .filter_map(|(_, data)| serde_json::from_slice::<Value>(data).ok())
+        .filter_map(|v| v["rootfs"]["diff_ids"].as_array().cloned())
+        .flatten()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    let layers: Vec<&(PathBuf, Vec<u8>)> = blobs
+        .iter()
+        .filter(|(_, data)| data.starts_with(&[0x1f, 0x8b]))
+        .collect();
+    assert_eq!(layers.len(), 2, "the base layer and the app layer");
+    for (path, _) in &layers {
+        let path = path.to_str().unwrap();
+        external("gzip", &["-t", path]);
+        let tar = std::process::Command::new("gzip")
+            .args(["-dc", path])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        let diff_id = format!("sha256:{}", sha256_hex(&tar.stdout));
+        assert!(diff_ids.contains(&diff_id), "{diff_id} not in {diff_ids:?}");
+    }
+    let app = layers.iter().map(|(_, d)| d.len()).max().unwrap();
+    let gzip9 = std::process::Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .arg(&binary)
+        .output()
+        .unwrap()
+        .stdout
+        .len();
+    assert!(app <= gzip9, "app layer {app} bytes, gzip -9 {gzip9}");
+    // Another level: other bytes, the same tar.
+    let (_, fast) = pack("fast", false, &["--compression-level", "1"]);
+    assert_ne!(fast, all);
+    run(tool()
+        .args(["microimage", "pack", "--compression-level", "13"])
+        .arg(&binary)
+        .arg("-o")
+        .arg(t.path().join("refused")))
+    .fails_with(2, "gzip levels are 1 to 12, not 13");
+    assert!(!t.path().join("refused").exists());
+}

@@ -313,3 +313,83 @@ fn an_oci_subject_header_without_a_referrers_api_still_gets_the_fallback_tag() {
         .collect();
     assert_eq!(types, ["application/vnd.in-toto+json"], "{listed}");
 }
+
+/// The requests a first push of example-app's image makes with its default SBOM and
+/// provenance, to a fresh registry without a referrers API (the number the README gives in
+/// Speed): the SBOM's and provenance's blobs and manifests ride with the image's, and their
+/// listing under the referrers tag is one read of the API, one of the tag and one write.
+const FIRST_PUSH_WITH_ATTACHMENTS: usize = 23;
+
+#[test]
+fn a_push_with_sbom_and_provenance_makes_the_documented_number_of_requests() {
+    let binary = example_binary();
+    let registry = Registry::start(Setup::default());
+    let home = tmp();
+    let t = tmp();
+    let push = || {
+        let before = requests(&registry).len();
+        let out = run(pusher(home.path())
+            .current_dir(t.path())
+            .args(["microimage", "pack", "--message-format", "json"])
+            .arg(&binary)
+            .arg("--push")
+            .arg(format!("{}/attached:1", registry.host())))
+        .ok();
+        (requests(&registry)[before..].to_vec(), out)
+    };
+    let (first, out) = push();
+    assert_eq!(first.len(), FIRST_PUSH_WITH_ATTACHMENTS, "{first:#?}");
+    // No blob but a layer is asked about before it is sent; every blob is sent once.
+    let heads: Vec<&String> = first.iter().filter(|r| r.starts_with("HEAD ")).collect();
+    assert_eq!(heads.len(), 3, "the index and the two layers: {heads:#?}");
+    let puts = first
+        .iter()
+        .filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+        .count();
+    assert_eq!(
+        puts, 6,
+        "two layers, the config, SBOM, provenance, empty config"
+    );
+    // Both attachments are listed for the platform manifest.
+    let manifest = first_json(&out.stdout)["platforms"][0]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = external(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!(
+                "docker://{}/attached:{}",
+                registry.host(),
+                manifest.replace(':', "-")
+            ),
+        ],
+    );
+    let index: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let mut types: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["application/spdx+json", "application/vnd.in-toto+json"],
+        "{listed}"
+    );
+    // The same image again: the index is there and lists both, so nothing is sent but the
+    // tag: the ping, the index check, the two reads of the list, the index by tag.
+    let (again, _) = push();
+    assert_eq!(again.len(), 5, "{again:#?}");
+    assert!(again.iter().all(|r| !r.contains("/blobs/")), "{again:#?}");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let documented = format!("{FIRST_PUSH_WITH_ATTACHMENTS} requests");
+    assert!(
+        readme.contains(&documented),
+        "the README does not say `{documented}`"
+    );
+}

@@ -385,9 +385,12 @@ pub struct ImageFlags {
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0)
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
-    /// Layer compression: gzip (level 4, read everywhere) or zstd (level 9: smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
+    /// Layer compression: gzip (read everywhere) or zstd (smaller, needs docker 23+ / containerd 1.5+ / podman) [default: gzip]
     #[arg(long, value_name = "gzip|zstd")]
     pub compression: Option<microimage::layers::Compression>,
+    /// Compression level: gzip 1-12, zstd 1-22; higher is smaller and slower [default: gzip 6, zstd 9]
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
     /// SBOMs attached to each platform image: spdx, cyclonedx, spdx,cyclonedx or none [default: spdx]
     #[arg(long, value_name = "FORMATS", value_parser = |s: &str| microimage::sbom::parse_formats(s).map(|_| s.to_string()))]
     pub sbom: Option<String>,
@@ -624,6 +627,7 @@ impl ImageFlags {
             tzdata: self.tzdata,
             source_date_epoch,
             compression: self.compression,
+            compression_level: self.compression_level,
             auditable: None,
             sbom: self.sbom.clone(),
             provenance: self.provenance,
