@@ -287,31 +287,37 @@ fn an_oci_subject_header_without_a_referrers_api_still_gets_the_fallback_tag() {
         .arg("--push")
         .arg(format!("{host}/sub:1")))
     .ok();
-    let manifest = first_json(&out.stdout)["platforms"][0]["manifest_digest"]
+    assert_eq!(
+        listed_artifact_types(&registry.host(), "sub", &out.stdout),
+        ["application/vnd.in-toto+json"]
+    );
+}
+
+/// The artifact types listed under the referrers tag of the platform manifest that a
+/// `--message-format json` push to `host/repository` reported, as skopeo reads them.
+fn listed_artifact_types(host: &str, repository: &str, stdout: &str) -> Vec<String> {
+    let manifest = first_json(stdout)["platforms"][0]["manifest_digest"]
         .as_str()
         .unwrap()
-        .to_string();
+        .replace(':', "-");
     let listed = external(
         "skopeo",
         &[
             "inspect",
             "--raw",
             "--tls-verify=false",
-            &format!(
-                "docker://{}/sub:{}",
-                registry.host(),
-                manifest.replace(':', "-")
-            ),
+            &format!("docker://{host}/{repository}:{manifest}"),
         ],
     );
     let index: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let types: Vec<&str> = index["manifests"]
+    let mut types: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["artifactType"].as_str().unwrap())
+        .map(|m| m["artifactType"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(types, ["application/vnd.in-toto+json"], "{listed}");
+    types.sort();
+    types
 }
 
 /// The requests a first push of example-app's image makes with its default SBOM and
@@ -351,35 +357,9 @@ fn a_push_with_sbom_and_provenance_makes_the_documented_number_of_requests() {
         "two layers, the config, SBOM, provenance, empty config"
     );
     // Both attachments are listed for the platform manifest.
-    let manifest = first_json(&out.stdout)["platforms"][0]["manifest_digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let listed = external(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!(
-                "docker://{}/attached:{}",
-                registry.host(),
-                manifest.replace(':', "-")
-            ),
-        ],
-    );
-    let index: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let mut types: Vec<&str> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["artifactType"].as_str().unwrap())
-        .collect();
-    types.sort();
     assert_eq!(
-        types,
-        ["application/spdx+json", "application/vnd.in-toto+json"],
-        "{listed}"
+        listed_artifact_types(&registry.host(), "attached", &out.stdout),
+        ["application/spdx+json", "application/vnd.in-toto+json"]
     );
     // The same image again: the index is there and lists both, so nothing is sent but the
     // tag: the ping, the index check, the two reads of the list, the index by tag.
