@@ -137,12 +137,9 @@ impl<W: Write> ParallelGzip<W> {
     /// is the same for any number: only for measuring (`examples/gzip_levels.rs`) and tests.
     #[doc(hidden)]
     pub fn with_threads(out: W, level: u32, threads: usize) -> io::Result<Self> {
-        if !LEVELS.contains(&level) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("gzip levels are 1 to 12, not {level}"),
-            ));
-        }
+        super::Compression::Gzip
+            .check_level(level)
+            .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
         Ok(ParallelGzip {
             out,
             level,

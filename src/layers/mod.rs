@@ -149,6 +149,19 @@ impl Compression {
         }
     }
 
+    /// `Ok` if `level` is one of [`Compression::levels`]; else what is wrong, for a message.
+    pub fn check_level(self, level: u32) -> std::result::Result<(), String> {
+        let range = self.levels();
+        if range.contains(&level) {
+            return Ok(());
+        }
+        Err(format!(
+            "{self} levels are {} to {}, not {level}",
+            range.start(),
+            range.end()
+        ))
+    }
+
     pub fn media_type(self) -> MediaType {
         match self {
             Compression::Gzip => MediaType::ImageLayerGzip,

@@ -524,19 +524,9 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         c.compression_level
     });
     if let Some((n, origin)) = &level {
-        let range = spec.compression.levels();
-        if !range.contains(n) {
-            return Err(bad_value(
-                origin,
-                "--compression-level",
-                format!(
-                    "{} levels are {} to {}, not {n}",
-                    spec.compression,
-                    range.start(),
-                    range.end()
-                ),
-            ));
-        }
+        spec.compression
+            .check_level(*n)
+            .map_err(|why| bad_value(origin, "--compression-level", why))?;
     }
     spec.compression_level = level.as_ref().map(|(n, _)| *n);
     note("compression-level", level.map(|(_, o)| o));

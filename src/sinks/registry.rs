@@ -231,7 +231,8 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         let (client, registry, progress) = (client, registry.clone(), &progress);
         let (digest, size) = (digest.clone(), blob.size());
         let data = blob.data.clone();
-        let ask = ask_first(&digest, &data) || !sources.is_empty();
+        // (A blob with mount sources is one the mounts or the cache know: asked about.)
+        let ask = ask_first(&digest, &data);
         async move {
             let exists = ask
                 && retry("checking a blob", shell, || {
