@@ -143,7 +143,7 @@ fn endless_and_slow_registry_answers_are_cut_off() {
         ("endless-manifest", &[], ":1", "the registry sent more than 4 MiB for a manifest".into()),
         // oci-client read a token service's answer whole.
         ("endless-token", &[], ":1", "the registry sent more than 1 MiB for a token (from its token service)".into()),
-        // A byte every 2 s.
+        // A byte every half second: 2 B/s, under the 10 B/s limit, never a 2 s stall.
         ("slow-manifest", &fast, ":1", "the registry is too slow sending a manifest: less than 10 bytes per second".into()),
         ("slow-token", &fast, ":1", "the registry is too slow sending a token (from its token service): less than 10 bytes per second".into()),
         // Not the manifest asked for by digest (the error was printed twice).

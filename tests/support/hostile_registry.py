@@ -12,9 +12,9 @@ Modes:
   manifest-flaky  answers the first manifest request 503 and the second 429, then well
   manifest-429    answers every manifest request 429 Too Many Requests
   endless-manifest  serves a manifest whose body has no end
-  slow-manifest   sends a manifest's headers, then one byte every 2 seconds
+  slow-manifest   sends a manifest's headers, then one byte every half second
   slow-token      asks for a bearer token; the token service sends headers, then
-                  one byte every 2 seconds
+                  one byte every half second
   endless-token   asks for a bearer token; the token service's answer has no end
   endless-referrers  serves the image of oversize-blob (layer well-behaved), and a
                   referrers list without end
@@ -101,7 +101,11 @@ class Handler(BaseHTTPRequestHandler):
             return
 
     def trickle(self):
-        """A 200 whose body comes one byte every 2 seconds, for as long as the client waits."""
+        """A 200 whose body comes one byte every half second, for as long as the client waits.
+
+        Well under the tests' 2 s stall timeout (a byte every 2 s raced it: a server 50 ms
+        late under load was a stall, not too slow) and well below their 10 bytes per second.
+        """
         import time
 
         self.send_response(200)
@@ -112,7 +116,7 @@ class Handler(BaseHTTPRequestHandler):
             while True:
                 self.wfile.write(b" ")
                 self.wfile.flush()
-                time.sleep(2)
+                time.sleep(0.5)
         except (BrokenPipeError, ConnectionResetError):
             return
 
