@@ -9,7 +9,9 @@
 #   scripts/test.sh unit       only the library's and the CLI's unit tests
 #
 # Prints how long each phase took and the ten slowest tests; every test's time is kept in
-# target/test-times.txt (slowest first).
+# target/test-times.txt (slowest first). With MICROIMAGE_TEST_CPU_LOG=FILE, each command
+# a test runs is timed by GNU time into FILE (tests/integration/common.rs, `cpu_logged`)
+# and the report adds the tests that took the most CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset RUST_BACKTRACE
@@ -60,6 +62,11 @@ report() {
     if [ -s target/test-times.txt ]; then
       echo "test.sh: the ten slowest tests ($(wc -l < target/test-times.txt) timed, all in target/test-times.txt)"
       head -10 target/test-times.txt | awk '{ printf "  %7.1f s  %s\n", $1, $2 }'
+    fi
+    if [ -s "${MICROIMAGE_TEST_CPU_LOG:-}" ]; then
+      echo "test.sh: the fifteen tests whose commands took the most CPU (user + system; all in $MICROIMAGE_TEST_CPU_LOG)"
+      awk -F'\t' '{ cpu[$1] += $3 + $4 } END { for (t in cpu) printf "  %7.1f s  %s\n", cpu[t], t }' \
+        "$MICROIMAGE_TEST_CPU_LOG" | sort -rn | head -15
     fi
   } >&2
 }

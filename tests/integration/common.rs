@@ -90,6 +90,8 @@ impl Run {
 }
 
 pub fn run(cmd: &mut Command) -> Run {
+    let mut timed = cpu_logged(cmd);
+    let cmd = timed.as_mut().unwrap_or(cmd);
     let out: Output = cmd
         // Set for the test binary by scripts/test-runner only (for `--report-time`).
         .env_remove("RUSTC_BOOTSTRAP")
@@ -101,6 +103,45 @@ pub fn run(cmd: &mut Command) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// With `MICROIMAGE_TEST_CPU_LOG=FILE` (scripts/test.sh's `--cpu`), `cmd` under GNU
+/// time, which appends a line to FILE: the test's name, then the wall, user and system
+/// seconds of the command and everything it waited for (cargo, rustc, zig, the C
+/// compilers), then the command. Tests run side by side, so per-test CPU cannot be read
+/// from the test process; this is how the suite's heaviest builds are found.
+fn cpu_logged(cmd: &Command) -> Option<Command> {
+    let log = std::env::var_os("MICROIMAGE_TEST_CPU_LOG")?;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let program = Path::new(cmd.get_program());
+    let label: Vec<String> = std::iter::once(program.file_name().unwrap_or_default())
+        .chain(cmd.get_args().take(3))
+        .map(|a| a.to_string_lossy().replace(['\t', '\n'], " "))
+        .collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-q")
+        .arg("-a")
+        .arg("-o")
+        .arg(log)
+        .arg("-f")
+        .arg(format!(
+            "{test}\t%e\t%U\t%S\t{}",
+            label.join(" ").replace('%', "%%")
+        ))
+        .arg(program)
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    Some(timed)
 }
 
 /// Runs an external tool (skopeo, umoci, podman…) and returns its stdout; panics on failure.
