@@ -1,6 +1,6 @@
 //! Measures the layer compressor at each level on one file, on one core and on all: time
 //! and size, next to zlib (flate2's zlib-rs, one stream) at levels 4, 6 and 9 and the
-//! system's `gzip -6` and `gzip -9`. Used to choose `layers::gzip::LEVEL`; see README, Speed.
+//! system's `gzip -6` and `gzip -9`. Used to choose `layers::gzip::LEVEL`; see docs/speed.md.
 //! Usage: cargo run --release --example gzip_levels -- FILE...
 use std::io::Write;
 use std::time::Instant;

@@ -9,7 +9,7 @@
 //!   it makes (`cosign attest --key`), and what `cosign verify-attestation`, Kyverno and
 //!   Sigstore's policy-controller look for among an image's referrers.
 //!
-//! What the statement says (the README's "Provenance" documents each field):
+//! What the statement says (docs/supply-chain.md, "Provenance", documents each field):
 //! `buildType` [`BUILD_TYPE`]; `externalParameters`: the package, binary, platform, profile,
 //! features and the image options that shaped the image (never a credential, a key or an
 //! environment value: only the names of `--env` keys); `resolvedDependencies`: the git

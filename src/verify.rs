@@ -521,7 +521,7 @@ impl Runtime {
         if self.allocator == Allocator::Musl {
             out.push(format!(
                 "`{}` uses musl's own malloc, with which allocation-heavy code runs several times slower than on \
-                 glibc (3-9x, measured: README, \"Runtime parity\"); `cargo microimage build` links mimalloc in by \
+                 glibc (3-9x, measured: the Runtime parity chapter, docs/runtime.md); `cargo microimage build` links mimalloc in by \
                  default, or give the program a global allocator such as the `mimalloc` crate",
                 path.display()
             ));

@@ -14,7 +14,7 @@
 //!   `bcmp`** on x86, x86_64 and aarch64, that are fast for short strings (musl's copies are
 //!   `rep movs`, measured as 40% of the run time of an allocation-heavy program, and its
 //!   `memcmp` a byte loop, half the time of one that sorts strings: see
-//!   `templates/runtime/rt.rs` and the README).
+//!   `templates/runtime/rt.rs` and docs/runtime.md).
 //! - The **PID 1 signal hook** (`--no-pid1-signals` turns it off): SIGTERM, SIGINT and
 //!   SIGHUP end the program with 128 + the signal when it runs as PID 1, where the kernel
 //!   would otherwise ignore them.
@@ -253,7 +253,7 @@ pub fn old_musl_warning(rustc_version: &str) -> Option<String> {
         format!(
             "{rustc_version} bundles musl {musl}, whose DNS resolver does not retry over TCP when an answer is \
              larger than 512 bytes (musl 1.2.4 added that): name lookups with many records can fail in the image. \
-             `rustup update` (Rust 1.93 and later bundle musl 1.2.5); README, \"Runtime parity\", has the details"
+             `rustup update` (Rust 1.93 and later bundle musl 1.2.5); the Runtime parity chapter (docs/runtime.md) has the details"
         )
     })
 }

@@ -3,7 +3,7 @@
 //! libdeflate (through the `libdeflater` crate, pinned in Cargo.toml) gives the smallest
 //! deflate output of the well-kept libraries at a fraction of zlib's time: on a 10.9 MB
 //! release binary its level 6 is smaller than zlib's level 9 in half the time of zlib's
-//! level 4 (README, Speed). It compresses whole buffers only: no streaming, no preset
+//! level 4 (docs/speed.md). It compresses whole buffers only: no streaming, no preset
 //! dictionary, no flush. So the stream is cut at fixed [`CHUNK`] boundaries and each chunk
 //! becomes a gzip *member* of its own (header, deflate data, CRC-32 and length), compressed
 //! on any core; the members are written in order. A gzip file may hold any number of
@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use libdeflater::{CompressionLvl, Compressor};
 
 /// The default level (`--compression-level`, key `compression-level`, 1-12). Chosen by
-/// measurement (`examples/gzip_levels.rs`, README Speed): the smallest level whose app layer
+/// measurement (`examples/gzip_levels.rs`, docs/speed.md): the smallest level whose app layer
 /// is no larger than `gzip -9` of the binary, and at which `pack` stays well under umoci's
 /// time.
 pub const LEVEL: u32 = 6;

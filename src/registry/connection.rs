@@ -222,7 +222,7 @@ impl Connection {
             .unwrap_or("latest")
             .to_string();
         let url = self.url(reference.repository(), &format!("manifests/{at}"));
-        // Retried like every request (429, 5xx, connection trouble), as the README says.
+        // Retried like every request (429, 5xx, connection trouble), as docs/publishing.md says.
         let body = retry("reading a manifest", &self.shell, || async {
             self.get_document(reference, &url, accept, MANIFEST_LIMIT, "a manifest")
                 .await?

@@ -250,7 +250,7 @@ fn config_error(source: &Source, key: &str, what: &str) -> Error {
         ),
     )
     .with_help(
-        "see the \"Configuration\" section of cargo-microimage's README for every key and its type",
+        "every key and its type: the Configuration chapter of cargo-microimage's book (docs/configuration.md)",
     )
 }
 

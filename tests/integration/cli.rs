@@ -73,7 +73,7 @@ fn help_groups_options_like_cargo_build() {
     );
 }
 
-/// A hello copy built with cargo's own flags, the way the README shows them.
+/// A hello copy built with cargo's own flags, the way docs/commands.md shows them.
 #[test]
 fn cargo_flags_reach_cargo_with_cargos_meanings() {
     let c = fixture("hello");

@@ -996,7 +996,7 @@ fn too_many_requests(retry_after: &str) -> String {
 }
 
 /// oci-client does not pass a response's headers on, so `Retry-After` is not seen: a 429
-/// is retried with capped exponential backoff and jitter (README, "Publishing").
+/// is retried with capped exponential backoff and jitter (docs/publishing.md).
 #[test]
 fn rate_limits_are_retried_with_backoff_then_reported() {
     let registry = Registry::start(Setup::default());

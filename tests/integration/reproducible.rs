@@ -150,7 +150,7 @@ fn cache_stats(json: &str) -> CacheStats {
 /// cache, Rust and C, and the images are the same. Before, the path remapping named the
 /// checkout in the flags of every crate built for the target, so only the host's build
 /// scripts and proc macros hit (9 of example-app's 68 cacheable compilations; all 68
-/// now, README); and no C compiled with zig under sccache at all (cargo-zigbuild's
+/// now, docs/ci.md); and no C compiled with zig under sccache at all (cargo-zigbuild's
 /// compiler wrapper ran `sccache rustc -vV` from inside sccache's server).
 #[test]
 fn a_second_checkout_hits_the_shared_sccache_and_gives_the_same_digest() {

@@ -229,7 +229,7 @@ fn fields(line: &str) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
-/// The bound README documents for memory held after a burst, with nothing live: what
+/// The bound docs/runtime.md documents for memory held after a burst, with nothing live: what
 /// the program held at start plus 24 MiB.
 const IDLE_BOUND_KIB: u64 = 24 << 10;
 

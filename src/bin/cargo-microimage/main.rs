@@ -5,6 +5,8 @@
 
 mod cli;
 mod completions;
+#[cfg(test)]
+mod docs;
 
 use std::ffi::OsString;
 use std::io::Write;
