@@ -170,69 +170,10 @@ fn pack_and_deliver(
         facts,
         sign,
     } = packed;
-    let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
-    shell.status(
-        "Packing",
-        format!("{} ({})", spec.name, platforms.join(", ")),
-    );
-    // A bar by bytes on a terminal: large binaries take seconds to compress.
-    let remaining = binaries
-        .iter()
-        .zip(made.iter().chain(std::iter::repeat(&None)))
-        .filter(|(_, m)| m.is_none())
-        .map(|(b, _)| b.size)
-        .sum();
-    let bar = shell.progress("Packing", remaining);
-    let progress = |n| bar.inc(n);
-    let mut set = image::assemble_with(
-        spec,
-        binaries,
-        &image::Packing {
-            progress: Some(&progress),
-            cache,
-            made,
-        },
-    )?;
-    drop(bar);
-    sbom::attach(&mut set, spec, &contents, formats)?;
-    if !formats.is_empty() {
-        for (bin, contents) in binaries.iter().zip(&contents) {
-            if contents.crates.is_empty() {
-                shell.warn(format!(
-                    "{} holds no dependency data (it was not built by cargo microimage or cargo auditable): its SBOM lists only the image's base contents",
-                    bin.path.display()
-                ));
-            }
-        }
-        let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
-        let counts: Vec<String> = set
-            .images
-            .iter()
-            .zip(&contents)
-            .map(|(img, c)| format!("{}: {} crates", img.platform, c.crates.len()))
-            .collect();
-        shell.status(
-            "Attached",
-            format!(
-                "{} SBOM{} ({})",
-                names.join(" and "),
-                if names.len() > 1 { "s" } else { "" },
-                counts.join(", ")
-            ),
-        );
-    }
+    let mut set = assemble(spec, binaries, cache, made, shell)?;
+    attach_sboms(&mut set, spec, binaries, &contents, formats, shell)?;
     if provenance == settings::Provenance::Slsa {
-        crate::provenance::attach(&mut set, spec, &contents, &facts, sign)?;
-        shell.status(
-            "Attached",
-            match sign {
-                Some(key) => format!(
-                    "SLSA provenance, signed with {} (DSSE in a Sigstore bundle)",
-                    key.path.display()
-                ),
-                None => "SLSA provenance (unsigned: --sign-key signs it)".to_string(),
-            },
-        );
+        attach_provenance(&mut set, spec, &contents, &facts, sign, shell)?;
     }
     if let Some(key) = sign {
         sign_set(&mut set, key, shell)?;
@@ -256,6 +197,104 @@ fn pack_and_deliver(
         destination: delivered.destination,
         pushed: delivered.pushed,
     })
+}
+
+/// The image set of `binaries` (layers, configs, manifests, index), with a bar by bytes on
+/// a terminal for the layers still to compress: large binaries take seconds.
+fn assemble(
+    spec: &ImageSpec,
+    binaries: &[PlatformBinary],
+    cache: Option<&LayerCache>,
+    made: Vec<Option<layers::Layer>>,
+    shell: &Shell,
+) -> Result<ImageSet> {
+    let platforms: Vec<String> = binaries.iter().map(|b| b.platform.short_name()).collect();
+    shell.status(
+        "Packing",
+        format!("{} ({})", spec.name, platforms.join(", ")),
+    );
+    let remaining = binaries
+        .iter()
+        .zip(made.iter().chain(std::iter::repeat(&None)))
+        .filter(|(_, m)| m.is_none())
+        .map(|(b, _)| b.size)
+        .sum();
+    let bar = shell.progress("Packing", remaining);
+    let progress = |n| bar.inc(n);
+    image::assemble_with(
+        spec,
+        binaries,
+        &image::Packing {
+            progress: Some(&progress),
+            cache,
+            made,
+        },
+    )
+}
+
+/// Attaches the SBOMs in `formats` to each platform image, and says so (and which
+/// binaries hold no dependency data to list).
+fn attach_sboms(
+    set: &mut ImageSet,
+    spec: &ImageSpec,
+    binaries: &[PlatformBinary],
+    contents: &[sbom::Contents],
+    formats: &[sbom::Format],
+    shell: &Shell,
+) -> Result<()> {
+    sbom::attach(set, spec, contents, formats)?;
+    if formats.is_empty() {
+        return Ok(());
+    }
+    for (bin, contents) in binaries.iter().zip(contents) {
+        if contents.crates.is_empty() {
+            shell.warn(format!(
+                "{} holds no dependency data (it was not built by cargo microimage or cargo auditable): its SBOM lists only the image's base contents",
+                bin.path.display()
+            ));
+        }
+    }
+    let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+    let counts: Vec<String> = set
+        .images
+        .iter()
+        .zip(contents)
+        .map(|(img, c)| format!("{}: {} crates", img.platform, c.crates.len()))
+        .collect();
+    shell.status(
+        "Attached",
+        format!(
+            "{} SBOM{} ({})",
+            names.join(" and "),
+            if names.len() > 1 { "s" } else { "" },
+            counts.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+/// Attaches a SLSA provenance statement to each platform image (signed with `sign`), and
+/// says so.
+fn attach_provenance(
+    set: &mut ImageSet,
+    spec: &ImageSpec,
+    contents: &[sbom::Contents],
+    facts: &[crate::provenance::Facts],
+    sign: Option<&crate::sign::Key>,
+    shell: &Shell,
+) -> Result<()> {
+    crate::provenance::attach(set, spec, contents, facts, sign)?;
+    shell.status(
+        "Attached",
+        match sign {
+            Some(key) => format!(
+                "SLSA provenance, signed with {} (DSSE in a Sigstore bundle)",
+                key.path.display()
+            ),
+            None => "SLSA provenance (unsigned: --sign-key signs it)".to_string(),
+        },
+    );
+    Ok(())
 }
 
 /// Signs the index and every platform manifest of `set` with `key` (cosign 3 bundles, see

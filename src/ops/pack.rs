@@ -53,6 +53,76 @@ pub fn pack(
         push.sign = request.sign.clone().or(push.sign);
         push
     });
+    let binaries = checked_binaries(request, shell)?;
+    let bin = bin_name(request)?;
+    let cwd = current_dir()?;
+    let guess = layer_guess(image);
+    // The registry handshake does not wait for the project either (the repository does
+    // not depend on the tag, which the settings may still change).
+    if let Some(Ok(target)) = push.as_ref().map(|p| p.target(&bin, "latest", 1)) {
+        crate::registry::connection::start_early(&target.reference, &target.options, shell);
+    }
+    let (project, made) = project_and_layers(request, &binaries, &bin, &cwd, guess, shell)?;
+    let (cx, levels, default_dir) = context(project.as_ref(), &bin, &cwd)?;
+    let settings::Resolved {
+        mut spec,
+        sbom,
+        provenance,
+        base,
+        ..
+    } = resolve_image(image, &levels, &cx, shell)?;
+    let mut sinks = sinks(push.as_ref(), output, &bin, &spec, 1, || {
+        Destination::resolve(output.output.as_deref(), output.format, &default_dir)
+    })?;
+    if let Some(base) = &base {
+        on_base(&mut spec, &mut sinks, base, &binaries, request, shell)?;
+    }
+    let cache = project
+        .as_ref()
+        .map(|p| LayerCache::in_target_dir(&p.target_directory));
+    // The layers made meanwhile, if the settings turned out to be the guessed ones.
+    let made = match (spec.source_date_epoch, spec.codec()) == guess {
+        true => made.into_iter().map(Some).collect(),
+        false => Vec::new(),
+    };
+    let packed = Packed {
+        cache: cache.as_ref(),
+        made,
+        sbom: &sbom,
+        contents: recorded_contents(&binaries, project.as_ref())?,
+        provenance,
+        facts: packed_facts(&binaries)?,
+        sign: request
+            .sign
+            .as_deref()
+            .or_else(|| request.push.as_ref().and_then(|p| p.sign.as_deref())),
+    };
+    pack_and_deliver(&spec, &binaries, &sinks, packed, shell)
+}
+
+/// Puts the image on `base`, read for the binaries' platforms.
+fn on_base(
+    spec: &mut crate::image::ImageSpec,
+    sinks: &mut [crate::sinks::Sink],
+    base: &settings::BaseRequest,
+    binaries: &[PlatformBinary],
+    request: &PackRequest,
+    shell: &Shell,
+) -> Result<()> {
+    let platforms: Vec<&'static Platform> = binaries.iter().map(|b| b.platform).collect();
+    let connect = request
+        .push
+        .as_ref()
+        .map(|p| p.options.clone())
+        .unwrap_or_default();
+    let from = Bases::default().read(base, &platforms, sinks, &connect, shell)?;
+    with_base(spec, sinks, from);
+    Ok(())
+}
+
+/// Each binary checked (static, for a platform `--platform` allows, one per platform),
+/// in the platform table's order.
+fn checked_binaries(request: &PackRequest, shell: &Shell) -> Result<Vec<PlatformBinary>> {
     let mut binaries: Vec<PlatformBinary> = Vec::new();
     for path in &request.binaries {
         let verdict = verify::inspect(path)?;
@@ -95,6 +165,11 @@ pub fn pack(
         .with_help(format!("pass a binary built for {}", missing.triple)));
     }
     binaries.sort_by_key(|b| b.platform);
+    Ok(binaries)
+}
+
+/// The binary's name in the image: `--bin`, else the files' common name.
+fn bin_name(request: &PackRequest) -> Result<String> {
     let bin = match &request.bin_name {
         Some(name) => name.clone(),
         None => bin_name_of(&request.binaries)?,
@@ -102,31 +177,40 @@ pub fn pack(
     if bin.is_empty() || bin.contains('/') || bin == "." || bin == ".." {
         return Err(Error::usage(format!("`{bin}` is not a valid binary name")));
     }
-    let cwd = current_dir()?;
-    // Reading the project (`cargo metadata`) and compressing the binaries do not depend on
-    // each other: the app layers are made meanwhile with the settings the command line
-    // gives (or the defaults), and used if the resolved settings turn out the same.
+    Ok(bin)
+}
+
+/// The source date epoch and codec the app layers are made with while the project is
+/// read: the command line's, or the defaults.
+fn layer_guess(image: &ImageArgs) -> (u64, crate::layers::Codec) {
     let compression = image.compression.unwrap_or_default();
     // A level out of range is refused with the settings (as a usage error, naming where it
     // came from); meanwhile the layers are made at the default.
     let level = image
         .compression_level
         .filter(|n| compression.levels().contains(n));
-    let guess = (
+    (
         image.source_date_epoch.unwrap_or(0),
         crate::layers::Codec::new(compression, level),
-    );
-    // Nor does the registry handshake: it is made meanwhile too (the repository does not
-    // depend on the tag, which the settings may still change).
-    if let Some(Ok(target)) = push.as_ref().map(|p| p.target(&bin, "latest", 1)) {
-        crate::registry::connection::start_early(&target.reference, &target.options, shell);
-    }
+    )
+}
+
+/// Reads the project (`cargo metadata`) and, at the same time, makes the app layers with
+/// the `guess`ed settings: neither depends on the other.
+fn project_and_layers(
+    request: &PackRequest,
+    binaries: &[PlatformBinary],
+    bin: &str,
+    cwd: &Path,
+    guess: (u64, crate::layers::Codec),
+    shell: &Shell,
+) -> Result<(Option<Plan>, Vec<crate::layers::Layer>)> {
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
     let (project, made) = std::thread::scope(|scope| {
-        let project = scope.spawn(|| project_of(request.manifest_path.as_deref(), &bin, &cwd));
+        let project = scope.spawn(|| project_of(request.manifest_path.as_deref(), bin, cwd));
         let made: Result<Vec<_>> = binaries
             .iter()
-            .map(|b| image::app_layer(&bin, b, guess.0, guess.1, &|n| bar.inc(n)))
+            .map(|b| image::app_layer(bin, b, guess.0, guess.1, &|n| bar.inc(n)))
             .collect();
         let project = project
             .join()
@@ -134,75 +218,64 @@ pub fn pack(
         (project, made)
     });
     drop(bar);
-    let project = project?;
-    let made = made?;
-    let (cx, levels, default_dir) = match &project {
+    Ok((project?, made?))
+}
+
+/// The settings' context, levels and default output: the project's when `pack` runs in
+/// one that has this binary, else a bare one (`<bin>:latest`, no Cargo.toml levels).
+fn context<'a>(
+    project: Option<&Plan>,
+    bin: &'a str,
+    cwd: &'a Path,
+) -> Result<(settings::Context<'a>, Levels, PathBuf)> {
+    Ok(match project {
         Some(plan) => (
             settings::Context {
-                default_name: ImageName::default_for(&bin, &plan.version)?,
-                bin: &bin,
+                default_name: ImageName::default_for(bin, &plan.version)?,
+                bin,
                 annotations: with_git(&plan.annotations, plan.package_root()),
-                cwd: &cwd,
+                cwd,
             },
             plan.levels.clone(),
-            plan.target_directory.join("microimage").join(&bin),
+            plan.target_directory.join("microimage").join(bin),
         ),
         None => (
             settings::Context {
-                default_name: ImageName::default_for(&bin, "latest")?,
-                bin: &bin,
+                default_name: ImageName::default_for(bin, "latest")?,
+                bin,
                 annotations: std::collections::BTreeMap::from([(
                     "org.opencontainers.image.title".to_string(),
-                    bin.clone(),
+                    bin.to_string(),
                 )]),
-                cwd: &cwd,
+                cwd,
             },
             Levels::default(),
-            Path::new("target").join("microimage").join(&bin),
+            Path::new("target").join("microimage").join(bin),
         ),
-    };
-    let settings::Resolved {
-        mut spec,
-        sbom,
-        provenance,
-        base,
-        ..
-    } = resolve_image(image, &levels, &cx, shell)?;
-    let mut sinks = sinks(push.as_ref(), output, &bin, &spec, 1, || {
-        Destination::resolve(output.output.as_deref(), output.format, &default_dir)
-    })?;
-    if let Some(base) = &base {
-        let platforms: Vec<&'static Platform> = binaries.iter().map(|b| b.platform).collect();
-        let connect = request
-            .push
-            .as_ref()
-            .map(|p| p.options.clone())
-            .unwrap_or_default();
-        let from = Bases::default().read(base, &platforms, &sinks, &connect, shell)?;
-        with_base(&mut spec, &mut sinks, from);
-    }
-    let cache = project
-        .as_ref()
-        .map(|p| LayerCache::in_target_dir(&p.target_directory));
-    let made = if (spec.source_date_epoch, spec.codec()) == guess {
-        made.into_iter().map(Some).collect()
-    } else {
-        Vec::new()
-    };
-    // The crates each prebuilt binary recorded (cargo-auditable data), for its SBOM.
-    let contents = binaries
+    })
+}
+
+/// The crates each prebuilt binary recorded (cargo-auditable data), for its SBOM.
+fn recorded_contents(
+    binaries: &[PlatformBinary],
+    project: Option<&Plan>,
+) -> Result<Vec<sbom::Contents>> {
+    binaries
         .iter()
         .map(|b| {
             Ok(sbom::Contents {
                 crates: crate::build::auditable::read(&b.file)?
-                    .map(|info| recorded_crates(&info, project.as_ref()))
+                    .map(|info| recorded_crates(&info, project))
                     .unwrap_or_default(),
                 toolchain: None,
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    // For provenance: what was packed, by content.
-    let facts = binaries
+        .collect()
+}
+
+/// For the provenance: what was packed, by content.
+fn packed_facts(binaries: &[PlatformBinary]) -> Result<Vec<crate::provenance::Facts>> {
+    binaries
         .iter()
         .map(|b| {
             let sum = crate::blob::sha256_open(&b.file, b.size).map_err(|e| {
@@ -213,26 +286,7 @@ pub fn pack(
                 ..Default::default()
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let sign = request
-        .sign
-        .clone()
-        .or_else(|| request.push.as_ref().and_then(|p| p.sign.clone()));
-    pack_and_deliver(
-        &spec,
-        &binaries,
-        &sinks,
-        Packed {
-            cache: cache.as_ref(),
-            made,
-            sbom: &sbom,
-            contents,
-            provenance,
-            facts,
-            sign: sign.as_deref(),
-        },
-        shell,
-    )
+        .collect()
 }
 
 /// The project `pack` takes its settings from: what `cargo metadata` answered last time
