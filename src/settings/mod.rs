@@ -377,48 +377,22 @@ fn bad_value(origin: &Origin, flag: &str, message: String) -> Error {
     }
 }
 
-/// Resolves the image settings of one binary.
+/// Where each setting of one binary came from, by key (`-v` says it).
+type Origins = BTreeMap<String, Origin>;
+
+/// Records where `key`'s value came from (nowhere: the default).
+fn note(origins: &mut Origins, key: &str, origin: Option<Origin>) {
+    origins.insert(key.to_string(), origin.unwrap_or(Origin::Default));
+}
+
+/// Resolves the image settings of one binary: each key from the command line, else the
+/// most specific Cargo.toml level that sets it, else its default, checked as it is taken.
 pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolved> {
-    let mut origins = BTreeMap::new();
-    let mut note = |key: &str, origin: Option<Origin>| {
-        origins.insert(key.to_string(), origin.unwrap_or(Origin::Default));
-    };
-
-    let tag = pick("tag", args.tags.first().cloned(), levels, |c| c.tag.clone());
-    let name = match &tag {
-        Some((t, origin)) => {
-            ImageName::parse(t).map_err(|e| bad_value(origin, "--tag", e.message().into()))?
-        }
-        None => cx.default_name.clone(),
-    };
-    note("tag", tag.map(|(_, o)| o));
-    let mut spec = ImageSpec::new(name, cx.bin);
-
-    if let Some((user, origin)) = pick("user", args.user.clone(), levels, |c| c.user.clone()) {
-        crate::layers::base::check_user(&user)
-            .map_err(|why| bad_value(&origin, "--user", format!("`{user}` {why}")))?;
-        spec.user = user;
-        note("user", Some(origin));
-    } else {
-        note("user", None);
-    }
-    if let Some((workdir, origin)) = pick("workdir", args.workdir.clone(), levels, |c| {
-        c.workdir.clone()
-    }) {
-        if !workdir.starts_with('/') {
-            return Err(bad_value(
-                &origin,
-                "--workdir",
-                format!("`{workdir}` must be an absolute path"),
-            ));
-        }
-        spec.workdir = workdir;
-        note("workdir", Some(origin));
-    } else {
-        note("workdir", None);
-    }
-
-    let mut maps = BTreeMap::new();
+    let mut origins = Origins::new();
+    let from = &mut origins;
+    let mut spec = ImageSpec::new(image_name(args, levels, cx, from)?, cx.bin);
+    user_and_workdir(&mut spec, args, levels, from)?;
+    let mut maps = Origins::new();
     spec.env = merged("env", &args.env, levels, |c| c.env.as_ref(), &mut maps);
     spec.labels = merged(
         "labels",
@@ -436,8 +410,109 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         |c| c.annotations.as_ref(),
         &mut maps,
     );
+    expose_and_args(&mut spec, args, levels, from)?;
+    base_layer(&mut spec, args, levels, cx, from)?;
+    compression(&mut spec, args, levels, from)?;
+    let sbom = sbom_formats(args, levels, from)?;
+    let provenance = pick("provenance", args.provenance, levels, |c| c.provenance);
+    note(
+        from,
+        "provenance",
+        provenance.as_ref().map(|(_, o)| o.clone()),
+    );
+    let provenance = provenance.map(|(p, _)| p).unwrap_or_default();
+    let auditable = pick("auditable", args.auditable, levels, |c| c.auditable);
+    spec.auditable = auditable.as_ref().is_none_or(|(a, _)| *a);
+    note(from, "auditable", auditable.map(|(_, o)| o));
+    let runtime = runtime(args, levels, from)?;
+    let build_std = pick("build-std", args.build_std, levels, |c| c.build_std);
+    note(
+        from,
+        "build-std",
+        build_std.as_ref().map(|(_, o)| o.clone()),
+    );
+    let build_std = build_std.unwrap_or((BuildStd::Auto, Origin::Default));
+    let base = base_image(args, levels, cx, from)?;
+    spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
+    note(
+        from,
+        "source-date-epoch",
+        args.source_date_epoch.map(|_| Origin::CommandLine),
+    );
+    annotate(&mut spec, cx, explicit, from)?;
+    origins.extend(maps);
+    Ok(Resolved {
+        spec,
+        sbom,
+        provenance,
+        runtime,
+        build_std,
+        base,
+        origins,
+    })
+}
 
-    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+/// The image's name: `tag`, else `<bin>:<version>`.
+fn image_name(
+    args: &ImageArgs,
+    levels: &Levels,
+    cx: &Context,
+    origins: &mut Origins,
+) -> Result<ImageName> {
+    let tag = pick("tag", args.tags.first().cloned(), levels, |c| c.tag.clone());
+    let name = match &tag {
+        Some((t, origin)) => {
+            ImageName::parse(t).map_err(|e| bad_value(origin, "--tag", e.message().into()))?
+        }
+        None => cx.default_name.clone(),
+    };
+    note(origins, "tag", tag.map(|(_, o)| o));
+    Ok(name)
+}
+
+/// `user` (a uid or a name the image has, never empty) and `workdir` (absolute).
+fn user_and_workdir(
+    spec: &mut ImageSpec,
+    args: &ImageArgs,
+    levels: &Levels,
+    origins: &mut Origins,
+) -> Result<()> {
+    let user = pick("user", args.user.clone(), levels, |c| c.user.clone());
+    if let Some((user, origin)) = &user {
+        crate::layers::base::check_user(user)
+            .map_err(|why| bad_value(origin, "--user", format!("`{user}` {why}")))?;
+        spec.user = user.clone();
+    }
+    note(origins, "user", user.map(|(_, o)| o));
+    let workdir = pick("workdir", args.workdir.clone(), levels, |c| {
+        c.workdir.clone()
+    });
+    if let Some((workdir, origin)) = &workdir {
+        if !workdir.starts_with('/') {
+            return Err(bad_value(
+                origin,
+                "--workdir",
+                format!("`{workdir}` must be an absolute path"),
+            ));
+        }
+        spec.workdir = workdir.clone();
+    }
+    note(origins, "workdir", workdir.map(|(_, o)| o));
+    Ok(())
+}
+
+/// A list flag's values, `None` when it was not given.
+fn list(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// `expose` (ports, sorted, each once) and `args` (the image's `Cmd`).
+fn expose_and_args(
+    spec: &mut ImageSpec,
+    args: &ImageArgs,
+    levels: &Levels,
+    origins: &mut Origins,
+) -> Result<()> {
     let expose = pick("expose", list(&args.expose), levels, |c| {
         c.expose
             .as_ref()
@@ -451,13 +526,25 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         spec.expose.sort();
         spec.expose.dedup();
     }
-    note("expose", expose.map(|(_, o)| o));
+    note(origins, "expose", expose.map(|(_, o)| o));
     let cmd_args = pick("args", list(&args.args), levels, |c| c.args.clone());
     if let Some((a, _)) = &cmd_args {
         spec.args = a.clone();
     }
-    note("args", cmd_args.map(|(_, o)| o));
+    note(origins, "args", cmd_args.map(|(_, o)| o));
+    Ok(())
+}
 
+/// What goes into the base layer and the include layer: `ca-certs` (a PEM file must
+/// exist), `tzdata`, and `include` (sources that exist, replacing nothing of the base
+/// layer or the binary).
+fn base_layer(
+    spec: &mut ImageSpec,
+    args: &ImageArgs,
+    levels: &Levels,
+    cx: &Context,
+    origins: &mut Origins,
+) -> Result<()> {
     let ca = pick("ca-certs", args.ca_certs.clone(), levels, |c| {
         c.ca_certs.clone()
     });
@@ -478,36 +565,15 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
             other => other,
         };
     }
-    note("ca-certs", ca.map(|(_, o)| o));
-
+    note(origins, "ca-certs", ca.map(|(_, o)| o));
     let tzdata = pick("tzdata", args.tzdata.then_some(true), levels, |c| c.tzdata);
     spec.base.tzdata = tzdata.as_ref().is_some_and(|(t, _)| *t);
-    note("tzdata", tzdata.map(|(_, o)| o));
+    note(origins, "tzdata", tzdata.map(|(_, o)| o));
     let include = pick("include", list(&args.include), levels, |c| {
         c.include.clone()
     });
     if let Some((specs, origin)) = &include {
-        let root = base_of(origin, cx.cwd);
-        spec.include = specs
-            .iter()
-            .map(|s| {
-                let inc = Include::parse(s, root).map_err(|e| {
-                    let help = e.help().unwrap_or_default().to_string();
-                    bad_value(origin, "--include", e.message().into()).with_help(help)
-                })?;
-                if std::fs::symlink_metadata(&inc.src).is_err() {
-                    return Err(bad_value(
-                        origin,
-                        "--include",
-                        format!("`{s}`: `{}` does not exist", inc.src.display()),
-                    )
-                    .with_help("an include source is relative to the Cargo.toml that names it (on the command line: to the current directory)"));
-                }
-                Ok(inc)
-            })
-            .collect::<Result<Vec<_>>>()?;
-    }
-    if let Some((_, origin)) = &include {
+        spec.include = includes(specs, origin, cx)?;
         // Nothing of the base layer or the binary may be replaced by an include.
         let lower = crate::image::lower_paths(&spec.base, cx.bin)?;
         for inc in &spec.include {
@@ -515,11 +581,43 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
                 .map_err(|e| bad_value(origin, "--include", e.message().into()))?;
         }
     }
-    note("include", include.map(|(_, o)| o));
+    note(origins, "include", include.map(|(_, o)| o));
+    Ok(())
+}
 
+/// The `include` specs given at `origin`, parsed against its directory, each source there.
+fn includes(specs: &[String], origin: &Origin, cx: &Context) -> Result<Vec<Include>> {
+    let root = base_of(origin, cx.cwd);
+    specs
+        .iter()
+        .map(|s| {
+            let inc = Include::parse(s, root).map_err(|e| {
+                let help = e.help().unwrap_or_default().to_string();
+                bad_value(origin, "--include", e.message().into()).with_help(help)
+            })?;
+            if std::fs::symlink_metadata(&inc.src).is_err() {
+                return Err(bad_value(
+                    origin,
+                    "--include",
+                    format!("`{s}`: `{}` does not exist", inc.src.display()),
+                )
+                .with_help("an include source is relative to the Cargo.toml that names it (on the command line: to the current directory)"));
+            }
+            Ok(inc)
+        })
+        .collect()
+}
+
+/// `compression` and `compression-level` (within the compressor's range).
+fn compression(
+    spec: &mut ImageSpec,
+    args: &ImageArgs,
+    levels: &Levels,
+    origins: &mut Origins,
+) -> Result<()> {
     let compression = pick("compression", args.compression, levels, |c| c.compression);
     spec.compression = compression.as_ref().map(|(c, _)| *c).unwrap_or_default();
-    note("compression", compression.map(|(_, o)| o));
+    note(origins, "compression", compression.map(|(_, o)| o));
     let level = pick("compression-level", args.compression_level, levels, |c| {
         c.compression_level
     });
@@ -529,25 +627,34 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
             .map_err(|why| bad_value(origin, "--compression-level", why))?;
     }
     spec.compression_level = level.as_ref().map(|(n, _)| *n);
-    note("compression-level", level.map(|(_, o)| o));
-    let sbom = match pick("sbom", args.sbom.clone(), levels, |c| c.sbom.clone()) {
-        Some((text, origin)) => {
-            let formats = sbom_format::parse_formats(&text)
-                .map_err(|why| bad_value(&origin, "--sbom", why))?;
-            note("sbom", Some(origin));
-            formats
-        }
-        None => {
-            note("sbom", None);
-            vec![sbom_format::Format::Spdx]
-        }
-    };
-    let provenance = pick("provenance", args.provenance, levels, |c| c.provenance);
-    note("provenance", provenance.as_ref().map(|(_, o)| o.clone()));
-    let provenance = provenance.map(|(p, _)| p).unwrap_or_default();
-    let auditable = pick("auditable", args.auditable, levels, |c| c.auditable);
-    spec.auditable = auditable.as_ref().is_none_or(|(a, _)| *a);
-    note("auditable", auditable.map(|(_, o)| o));
+    note(origins, "compression-level", level.map(|(_, o)| o));
+    Ok(())
+}
+
+/// The SBOM formats to attach (default: SPDX).
+fn sbom_formats(
+    args: &ImageArgs,
+    levels: &Levels,
+    origins: &mut Origins,
+) -> Result<Vec<sbom_format::Format>> {
+    Ok(
+        match pick("sbom", args.sbom.clone(), levels, |c| c.sbom.clone()) {
+            Some((text, origin)) => {
+                let formats = sbom_format::parse_formats(&text)
+                    .map_err(|why| bad_value(&origin, "--sbom", why))?;
+                note(origins, "sbom", Some(origin));
+                formats
+            }
+            None => {
+                note(origins, "sbom", None);
+                vec![sbom_format::Format::Spdx]
+            }
+        },
+    )
+}
+
+/// What `build` links into the binary: `allocator`, `pid1-signals`, `thread-stack-size`.
+fn runtime(args: &ImageArgs, levels: &Levels, origins: &mut Origins) -> Result<Runtime> {
     let allocator = pick("allocator", args.allocator, levels, |c| c.allocator);
     let pid1 = pick("pid1-signals", args.pid1_signals, levels, |c| {
         c.pid1_signals
@@ -572,34 +679,46 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
         pid1_signals: pid1.as_ref().is_none_or(|(p, _)| *p),
         thread_stack,
     };
-    note("allocator", allocator.map(|(_, o)| o));
-    note("pid1-signals", pid1.map(|(_, o)| o));
-    note("thread-stack-size", stack.map(|(_, o)| o));
-    let build_std = pick("build-std", args.build_std, levels, |c| c.build_std);
-    note("build-std", build_std.as_ref().map(|(_, o)| o.clone()));
-    let build_std = build_std.unwrap_or((BuildStd::Auto, Origin::Default));
-    let base = match pick("base", args.base.clone(), levels, |c| c.base.clone()) {
+    note(origins, "allocator", allocator.map(|(_, o)| o));
+    note(origins, "pid1-signals", pid1.map(|(_, o)| o));
+    note(origins, "thread-stack-size", stack.map(|(_, o)| o));
+    Ok(runtime)
+}
+
+/// `base`: the image the app goes on, parsed (local paths against where it was set), not
+/// read yet.
+fn base_image(
+    args: &ImageArgs,
+    levels: &Levels,
+    cx: &Context,
+    origins: &mut Origins,
+) -> Result<Option<BaseRequest>> {
+    match pick("base", args.base.clone(), levels, |c| c.base.clone()) {
         Some((text, origin)) => {
             let source = parse_base(&text, base_of(&origin, cx.cwd))
                 .map_err(|why| bad_value(&origin, "--base", why))?;
-            note("base", Some(origin.clone()));
-            Some(BaseRequest {
+            note(origins, "base", Some(origin.clone()));
+            Ok(Some(BaseRequest {
                 name: text.trim().to_string(),
                 source,
                 origin,
-            })
+            }))
         }
         None => {
-            note("base", None);
-            None
+            note(origins, "base", None);
+            Ok(None)
         }
-    };
-    spec.source_date_epoch = args.source_date_epoch.unwrap_or(0);
-    note(
-        "source-date-epoch",
-        args.source_date_epoch.map(|_| Origin::CommandLine),
-    );
+    }
+}
 
+/// The annotations (Cargo.toml's and git's, `created`, then the explicit ones, which
+/// win), and which of the settings a base image's would yield to were given.
+fn annotate(
+    spec: &mut ImageSpec,
+    cx: &Context,
+    explicit: Vec<(String, String)>,
+    origins: &Origins,
+) -> Result<()> {
     let mut annotations = cx.annotations.clone();
     annotations.insert(
         "org.opencontainers.image.created".to_string(),
@@ -607,25 +726,13 @@ pub fn resolve(args: &ImageArgs, levels: &Levels, cx: &Context) -> Result<Resolv
     );
     annotations.extend(explicit);
     spec.annotations = annotations;
+    let given = |key: &str| origins.get(key).is_some_and(|o| *o != Origin::Default);
     spec.explicit = crate::image::Explicit {
-        user: origins.get("user").is_some_and(|o| *o != Origin::Default),
-        workdir: origins
-            .get("workdir")
-            .is_some_and(|o| *o != Origin::Default),
-        ca_certs: origins
-            .get("ca-certs")
-            .is_some_and(|o| *o != Origin::Default),
+        user: given("user"),
+        workdir: given("workdir"),
+        ca_certs: given("ca-certs"),
     };
-    origins.extend(maps);
-    Ok(Resolved {
-        spec,
-        sbom,
-        provenance,
-        runtime,
-        build_std,
-        base,
-        origins,
-    })
+    Ok(())
 }
 
 /// The platforms to build: `--platform`/`--target` if given, else `platforms` from the
