@@ -20,7 +20,7 @@
 //! No tag ever points at an image whose blobs are not all there, and a re-run uploads only
 //! what is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use oci_client::errors::OciDistributionError;
 use oci_client::{Reference, RegistryOperation};
@@ -29,7 +29,7 @@ use crate::blob::{Blob, Data};
 use crate::error::Result;
 use crate::image::ImageSet;
 use crate::registry::blob_cache::BlobCache;
-use crate::registry::connection::{connect, ReferrersKept};
+use crate::registry::connection::{connect, Connection, ReferrersKept};
 use crate::registry::retry::retry;
 use crate::registry::{block_on, ConnectOptions};
 use crate::shell::{human_size, Shell};
@@ -100,13 +100,57 @@ pub fn push(set: &ImageSet, target: &Target, shell: &Shell) -> Result<Pushed> {
 }
 
 async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed> {
-    let (target, tags, options) = (&to.reference, &to.tags[..], &to.options);
     let started = std::time::Instant::now();
-    let mut conn = connect(target, options, shell, RegistryOperation::Push).await?;
-    // The repositories of this registry blobs may be mounted from (a base's, merge's
-    // sources, where this machine saw them go): the token must also read them, or a
-    // registry that checks scopes refuses the mount.
     let mut cache = BlobCache::load();
+    let (conn, mount_sources) = connect_with_mounts(set, to, &cache, shell).await?;
+    let blobs = blobs_to_push(set);
+    announce(&blobs, &to.reference, &conn.registry, shell);
+    // An index the registry has is complete (registries accept a manifest only once what
+    // it refers to is there): pushing the same image again needs no blob checks at all.
+    let complete = conn
+        .has_manifest(to.reference.repository(), set.index.digest.as_ref())
+        .await;
+    // The referrers lists of the manifests the SBOMs and provenance are about: ours are
+    // added to them, and those listed already are not sent again. They are read while the
+    // blobs go up; on a re-push of a complete image, first, since then they decide what is
+    // left to send.
+    let listed_first = match complete && !set.referrers.is_empty() {
+        true => Some(list_referrers(&conn, set, &to.reference, shell).await?),
+        false => None,
+    };
+    let wanted = wanted_blobs(set, complete, listed_first.as_ref())?;
+    let sending = Sending {
+        conn: &conn,
+        set,
+        to,
+        blobs: &blobs,
+        wanted: &wanted,
+        mount_sources: &mount_sources,
+        shell,
+    };
+    let (listed, counts) = sending.send(listed_first, &mut cache).await?;
+    push_manifests(&conn, set, &to.reference, complete, &listed, shell).await?;
+    tag_referrers(&conn, set, &to.reference, &listed, shell).await?;
+    push_index(&conn, set, to, shell).await?;
+    let signatures = match &to.sign {
+        Some(key) => push_signatures(&conn, set, &to.reference, key, shell).await?,
+        None => Vec::new(),
+    };
+    Ok(pushed(set, to, counts, signatures, started, shell))
+}
+
+/// Connects for the push, with a token that may also read the repositories of this
+/// registry each blob may be mounted from (a base's, merge's sources, where this machine
+/// saw it go): a registry that checks scopes refuses the mount otherwise. Also gives those
+/// sources, by blob digest.
+async fn connect_with_mounts<'s>(
+    set: &'s ImageSet,
+    to: &Target,
+    cache: &BlobCache,
+    shell: &Shell,
+) -> Result<(Connection, BTreeMap<&'s String, Vec<String>>)> {
+    let target = &to.reference;
+    let mut conn = connect(target, &to.options, shell, RegistryOperation::Push).await?;
     let mount_sources: BTreeMap<&String, Vec<String>> = set
         .blobs
         .keys()
@@ -130,24 +174,28 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     conn.allow_reading(&readable)
         .await
         .map_err(|e| conn.fail(e))?;
-    let (client, registry) = (&conn.client, conn.registry.clone());
-    let fail = |e: OciDistributionError| conn.fail(e);
+    Ok((conn, mount_sources))
+}
 
-    // Every blob but the manifests and the index, each once: layers, configs, the
-    // documents of the referrers (SBOMs) and their empty config.
-    let manifests: std::collections::BTreeSet<String> = set
+/// Every blob of `set` but the manifests and the index, each once: layers, configs, the
+/// documents of the referrers (SBOMs, provenance) and their empty config.
+fn blobs_to_push(set: &ImageSet) -> BTreeMap<String, &Blob> {
+    let manifests: BTreeSet<String> = set
         .images
         .iter()
         .map(|i| i.manifest.digest.to_string())
         .chain(set.referrers.iter().map(|r| r.manifest.digest.to_string()))
         .chain([set.index.digest.to_string()])
         .collect();
-    let blobs: BTreeMap<String, &Blob> = set
-        .blobs
+    set.blobs
         .iter()
         .filter(|(d, _)| !manifests.contains(*d))
         .map(|(d, b)| (d.clone(), b))
-        .collect();
+        .collect()
+}
+
+/// The `Pushing` line: what goes where.
+fn announce(blobs: &BTreeMap<String, &Blob>, target: &Reference, registry: &str, shell: &Shell) {
     // Saturating: sizes of blobs from elsewhere (merge, a base) are declared by registries.
     let total: u64 = blobs
         .values()
@@ -161,161 +209,210 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
             human_size(total)
         ),
     );
-    let repository = target.repository().to_string();
-    // An index the registry has is complete (registries accept a manifest only once what
-    // it refers to is there): pushing the same image again needs no blob checks at all.
-    let complete = conn
-        .has_manifest(&repository, set.index.digest.as_ref())
-        .await;
-    // With the index there, what it refers to is too; the SBOMs' blobs are not part of it.
-    let in_index: std::collections::BTreeSet<String> = set
-        .images
-        .iter()
-        .flat_map(|i| {
-            std::iter::once(i.config.digest.to_string())
-                .chain(i.layers.iter().map(|l| l.blob.digest.to_string()))
-        })
-        .collect();
-    // The referrers lists of the manifests the SBOMs and provenance are about: ours are
-    // added to them, and those listed already are not sent again. They are read while the
-    // blobs go up; on a re-push of a complete image, first, since then they decide what is
-    // left to send.
-    let listed_first = if complete && !set.referrers.is_empty() {
-        Some(list_referrers(&conn, set, target, shell).await?)
-    } else {
-        None
-    };
-    // The blobs to send: the image's unless the registry has the whole image, and those of
-    // each referrer not listed yet.
-    let mut wanted: std::collections::BTreeSet<String> = if complete {
-        Default::default()
-    } else {
-        in_index.clone()
+}
+
+/// The blobs to send: the image's unless the registry has the whole image (`complete`),
+/// and those of each referrer not listed yet.
+fn wanted_blobs(
+    set: &ImageSet,
+    complete: bool,
+    listed: Option<&Listed>,
+) -> Result<BTreeSet<String>> {
+    let mut wanted: BTreeSet<String> = match complete {
+        true => BTreeSet::new(),
+        false => set
+            .images
+            .iter()
+            .flat_map(|i| {
+                std::iter::once(i.config.digest.to_string())
+                    .chain(i.layers.iter().map(|l| l.blob.digest.to_string()))
+            })
+            .collect(),
     };
     for r in &set.referrers {
-        if !listed_first.as_ref().is_some_and(|l| l.has(r)) {
+        if !listed.is_some_and(|l| l.has(r)) {
             wanted.extend(blobs_of(&r.manifest)?);
         }
     }
-    // Layers are checked (HEAD) before they are sent: they are large, and a new image
-    // shares most of them with the last one. The rest (configs, the documents of the SBOMs
-    // and provenance, the empty config) are small JSON that a new image always changes, so
-    // they are sent without asking, a request saved each — unless the blob may be there:
-    // this machine pushed it to this registry before, or it comes from the registry (a
-    // merge's sources).
-    let layers: std::collections::BTreeSet<String> = set
-        .images
-        .iter()
-        .flat_map(|i| i.layers.iter().map(|l| l.blob.digest.to_string()))
-        .collect();
-    let ask_first = |digest: &String, data: &Data| {
-        layers.contains(digest)
-            || to.mounts.contains_key(digest)
-            || cache.seen(&registry, digest)
-            || matches!(data, Data::Remote(_))
-    };
-    let to_send: u64 = blobs
-        .iter()
-        .filter(|(d, _)| wanted.contains(*d))
-        .fold(0u64, |sum, (_, b)| sum.saturating_add(b.size()));
-    let progress = shell.progress("Uploading", to_send);
-    /// What happened to one blob.
-    enum Sent {
-        Present,
-        Mounted,
-        Uploaded,
-    }
-    // Blobs go up concurrently (bounded), like skopeo's copies; each layer is HEAD-checked,
-    // then mounted from a known repository, then uploaded.
-    let send = |digest: &String, blob: &Blob, sources: Vec<String>| {
-        let (client, registry, progress) = (client, registry.clone(), &progress);
-        let (digest, size) = (digest.clone(), blob.size());
-        let data = blob.data.clone();
-        // (A blob with mount sources is one the mounts or the cache know: asked about.)
-        let ask = ask_first(&digest, &data);
-        async move {
-            let exists = ask
-                && retry("checking a blob", shell, || {
-                    client.blob_exists(target, &digest)
-                })
-                .await?;
-            let mut sent = Sent::Present;
-            if !exists {
-                sent = Sent::Uploaded;
-                for source in &sources {
-                    let from =
-                        Reference::with_tag(registry.clone(), source.clone(), "latest".into());
-                    if client.mount_blob(target, &from, &digest).await.is_ok() {
-                        shell.verbose("Mounted", format!("{digest} from {source}"));
-                        sent = Sent::Mounted;
-                        break;
-                    }
-                }
-                if matches!(sent, Sent::Uploaded) && matches!(data, Data::Remote(_)) {
-                    // Only described (a base on this registry): the registry declined the
-                    // mount (some do no mounts at all), so the blob is read from where it
-                    // is and uploaded as it arrives.
-                    stream_across(client, target, &registry, &sources, &digest, size, shell)
-                        .await?;
-                    progress.inc(size);
-                    return Ok::<_, OciDistributionError>((digest, sent));
-                }
-                if matches!(sent, Sent::Uploaded) {
-                    // Counted as the HTTP body is read; an attempt that fails takes its
-                    // count back before the next one starts.
-                    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                    retry("uploading a blob", shell, || {
-                        progress.dec(counted.swap(0, std::sync::atomic::Ordering::Relaxed));
-                        let body = upload_body(data.clone(), progress, counted.clone());
-                        client.push_blob_stream(target, body, &digest, Some(size))
-                    })
-                    .await?;
-                    progress.inc(size - counted.load(std::sync::atomic::Ordering::Relaxed));
-                    return Ok::<_, OciDistributionError>((digest, sent));
-                }
-            }
-            progress.inc(size);
-            Ok::<_, OciDistributionError>((digest, sent))
-        }
-    };
-    use futures_util::stream::{self, StreamExt};
-    let jobs: Vec<_> = blobs
-        .iter()
-        .filter(|(digest, _)| wanted.contains(*digest))
-        .map(|(digest, blob)| {
-            let sources = mount_sources.get(digest).cloned().unwrap_or_default();
-            send(digest, blob, sources)
-        })
-        .collect();
-    let uploads = stream::iter(jobs)
-        .buffer_unordered(CONCURRENT_BLOBS)
-        .collect::<Vec<_>>();
-    let (listed, results) = match listed_first {
-        Some(listed) => (listed, uploads.await),
-        None => {
-            let (listed, results) =
-                futures_util::future::join(list_referrers(&conn, set, target, shell), uploads)
-                    .await;
-            (listed?, results)
-        }
-    };
-    let skipped = blobs.keys().filter(|d| !wanted.contains(*d)).count();
-    let (mut uploaded, mut mounted, mut present) = (0, 0, skipped);
-    for result in results {
-        let (digest, sent) = result.map_err(fail)?;
-        match sent {
-            Sent::Present => present += 1,
-            Sent::Mounted => mounted += 1,
-            Sent::Uploaded => uploaded += 1,
-        }
-        cache.record(&registry, &digest, &repository);
-    }
-    drop(progress);
-    cache.save();
+    Ok(wanted)
+}
 
-    // Then every manifest at once: the platforms' (by digest) and the referrers' not listed
-    // yet. A registry takes a referrer before its subject (the OCI distribution spec says
-    // it should; distribution 2.8 does not look at `subject`), so they need not wait.
+/// How many blobs were uploaded, mounted, and already there.
+#[derive(Default)]
+struct Counts {
+    uploaded: usize,
+    mounted: usize,
+    present: usize,
+}
+
+/// What happened to one blob.
+enum Sent {
+    Present,
+    Mounted,
+    Uploaded,
+}
+
+/// The blob round of a push: what it sends, where, and from where it may mount.
+struct Sending<'a> {
+    conn: &'a Connection,
+    set: &'a ImageSet,
+    to: &'a Target,
+    blobs: &'a BTreeMap<String, &'a Blob>,
+    wanted: &'a BTreeSet<String>,
+    mount_sources: &'a BTreeMap<&'a String, Vec<String>>,
+    shell: &'a Shell,
+}
+
+impl Sending<'_> {
+    /// Sends the wanted blobs concurrently (bounded, like skopeo's copies) while the
+    /// referrers lists are read (unless `listed_first` has them), and records where each
+    /// blob now is in the blob-location cache.
+    async fn send(
+        &self,
+        listed_first: Option<Listed>,
+        cache: &mut BlobCache,
+    ) -> Result<(Listed, Counts)> {
+        use futures_util::stream::{self, StreamExt};
+        let (set, target, shell) = (self.set, &self.to.reference, self.shell);
+        let registry = self.conn.registry.clone();
+        // Layers are checked (HEAD) before they are sent: they are large, and a new image
+        // shares most of them with the last one. The rest (configs, the documents of the
+        // SBOMs and provenance, the empty config) are small JSON that a new image always
+        // changes, so they are sent without asking, a request saved each — unless the blob
+        // may be there: this machine pushed it to this registry before, or it comes from
+        // the registry (a merge's sources).
+        let layers: BTreeSet<String> = set
+            .images
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|l| l.blob.digest.to_string()))
+            .collect();
+        let ask_first = |digest: &String, data: &Data| {
+            layers.contains(digest)
+                || self.to.mounts.contains_key(digest)
+                || cache.seen(&registry, digest)
+                || matches!(data, Data::Remote(_))
+        };
+        let to_send: u64 = self
+            .blobs
+            .iter()
+            .filter(|(d, _)| self.wanted.contains(*d))
+            .fold(0u64, |sum, (_, b)| sum.saturating_add(b.size()));
+        let progress = shell.progress("Uploading", to_send);
+        let jobs: Vec<_> = self
+            .blobs
+            .iter()
+            .filter(|(digest, _)| self.wanted.contains(*digest))
+            .map(|(digest, blob)| {
+                let sources = self.mount_sources.get(digest).cloned().unwrap_or_default();
+                // (A blob with mount sources is one the mounts or the cache know: asked
+                // about.)
+                let ask = ask_first(digest, &blob.data);
+                self.one(digest.clone(), blob, sources, ask, &progress)
+            })
+            .collect();
+        let uploads = stream::iter(jobs)
+            .buffer_unordered(CONCURRENT_BLOBS)
+            .collect::<Vec<_>>();
+        let (listed, results) = match listed_first {
+            Some(listed) => (listed, uploads.await),
+            None => {
+                let (listed, results) = futures_util::future::join(
+                    list_referrers(self.conn, set, target, shell),
+                    uploads,
+                )
+                .await;
+                (listed?, results)
+            }
+        };
+        let skipped = self
+            .blobs
+            .keys()
+            .filter(|d| !self.wanted.contains(*d))
+            .count();
+        let mut counts = Counts {
+            present: skipped,
+            ..Counts::default()
+        };
+        for result in results {
+            let (digest, sent) = result.map_err(|e| self.conn.fail(e))?;
+            match sent {
+                Sent::Present => counts.present += 1,
+                Sent::Mounted => counts.mounted += 1,
+                Sent::Uploaded => counts.uploaded += 1,
+            }
+            cache.record(&registry, &digest, target.repository());
+        }
+        drop(progress);
+        cache.save();
+        Ok((listed, counts))
+    }
+
+    /// Sends one blob: HEAD-checked first when `ask`, then mounted from one of `sources`,
+    /// else uploaded (or, when it is only described, read from where it is and uploaded
+    /// as it arrives).
+    async fn one(
+        &self,
+        digest: String,
+        blob: &Blob,
+        sources: Vec<String>,
+        ask: bool,
+        progress: &crate::shell::Progress,
+    ) -> std::result::Result<(String, Sent), OciDistributionError> {
+        let (client, registry) = (&self.conn.client, &self.conn.registry);
+        let (target, shell) = (&self.to.reference, self.shell);
+        let (size, data) = (blob.size(), &blob.data);
+        let exists = ask
+            && retry("checking a blob", shell, || {
+                client.blob_exists(target, &digest)
+            })
+            .await?;
+        if exists {
+            progress.inc(size);
+            return Ok((digest, Sent::Present));
+        }
+        for source in &sources {
+            let from = Reference::with_tag(registry.clone(), source.clone(), "latest".into());
+            if client.mount_blob(target, &from, &digest).await.is_ok() {
+                shell.verbose("Mounted", format!("{digest} from {source}"));
+                progress.inc(size);
+                return Ok((digest, Sent::Mounted));
+            }
+        }
+        if matches!(data, Data::Remote(_)) {
+            // Only described (a base on this registry): the registry declined the mount
+            // (some do no mounts at all), so the blob is read from where it is and
+            // uploaded as it arrives.
+            stream_across(client, target, registry, &sources, &digest, size, shell).await?;
+            progress.inc(size);
+            return Ok((digest, Sent::Uploaded));
+        }
+        // Counted as the HTTP body is read; an attempt that fails takes its count back
+        // before the next one starts.
+        let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        retry("uploading a blob", shell, || {
+            progress.dec(counted.swap(0, std::sync::atomic::Ordering::Relaxed));
+            let body = upload_body(data.clone(), progress, counted.clone());
+            client.push_blob_stream(target, body, &digest, Some(size))
+        })
+        .await?;
+        progress.inc(size - counted.load(std::sync::atomic::Ordering::Relaxed));
+        Ok((digest, Sent::Uploaded))
+    }
+}
+
+/// Every manifest at once: the platforms' by digest (unless the registry has the image)
+/// and the referrers' not listed yet. A registry takes a referrer before its subject (the
+/// OCI distribution spec says it should; distribution 2.8 does not look at `subject`), so
+/// they need not wait.
+async fn push_manifests(
+    conn: &Connection,
+    set: &ImageSet,
+    target: &Reference,
+    complete: bool,
+    listed: &Listed,
+    shell: &Shell,
+) -> Result<()> {
+    let (registry, repository) = (conn.registry.clone(), target.repository().to_string());
     let by_digest = |blob: &Blob, what: &'static str| {
         let reference = Reference::with_digest(
             registry.clone(),
@@ -327,10 +424,11 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         async move {
             let raw = raw?;
             retry(what, shell, || {
-                client.push_manifest_raw(&reference, raw.clone(), media.clone())
+                conn.client
+                    .push_manifest_raw(&reference, raw.clone(), media.clone())
             })
             .await
-            .map_err(fail)
+            .map_err(|e| conn.fail(e))
         }
     };
     let manifests = set
@@ -347,20 +445,25 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     for result in futures_util::future::join_all(manifests).await {
         result?;
     }
-    tag_referrers(&conn, set, target, &listed, shell).await?;
+    Ok(())
+}
+
+/// The index: by its tag (by digest with `--by-digest`), then under every extra tag.
+async fn push_index(conn: &Connection, set: &ImageSet, to: &Target, shell: &Shell) -> Result<()> {
+    let (registry, repository) = (&conn.registry, to.reference.repository());
     let mut references = if to.by_digest {
         vec![Reference::with_digest(
             registry.clone(),
-            repository.clone(),
+            repository.to_string(),
             set.index.digest.to_string(),
         )]
     } else {
-        vec![target.clone()]
+        vec![to.reference.clone()]
     };
-    for tag in tags {
+    for tag in &to.tags {
         references.push(Reference::with_tag(
             registry.clone(),
-            repository.clone(),
+            repository.to_string(),
             tag.clone(),
         ));
     }
@@ -368,17 +471,27 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
     let index = raw(&set.index)?;
     for reference in &references {
         retry("pushing the index", shell, || {
-            client.push_manifest_raw(reference, index.clone(), media.clone())
+            conn.client
+                .push_manifest_raw(reference, index.clone(), media.clone())
         })
         .await
-        .map_err(fail)?;
+        .map_err(|e| conn.fail(e))?;
     }
-    let signatures = match &to.sign {
-        Some(key) => push_signatures(&conn, set, target, key, shell).await?,
-        None => Vec::new(),
-    };
+    Ok(())
+}
+
+/// What was pushed, and the `Pushed` line that says so.
+fn pushed(
+    set: &ImageSet,
+    to: &Target,
+    counts: Counts,
+    signatures: Vec<Signed>,
+    started: std::time::Instant,
+    shell: &Shell,
+) -> Pushed {
+    let target = &to.reference;
     let shown = if to.by_digest {
-        format!("{}/{repository}", target.registry())
+        format!("{}/{}", target.registry(), target.repository())
     } else {
         target.whole()
     };
@@ -386,6 +499,11 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
         [one] if to.by_digest => (one.manifest.digest.to_string(), PinnedKind::Manifest),
         _ => (set.index.digest.to_string(), PinnedKind::Index),
     };
+    let Counts {
+        uploaded,
+        mounted,
+        present,
+    } = counts;
     shell.status(
         "Pushed",
         format!(
@@ -394,16 +512,16 @@ async fn push_async(set: &ImageSet, to: &Target, shell: &Shell) -> Result<Pushed
             started.elapsed().as_secs_f64()
         ),
     );
-    Ok(Pushed {
+    Pushed {
         pinned: format!("{shown}@{pinned_digest}"),
         pinned_kind,
         reference: shown,
-        tags: tags.to_vec(),
+        tags: to.tags.clone(),
         uploaded,
         mounted,
         present,
         signatures,
-    })
+    }
 }
 
 /// Signs the index and each platform manifest of `set` with `key` in cosign's format
