@@ -249,176 +249,23 @@ fn read_remote(
             "--base `{reference}` is not an image reference: {e}"
         ))
     })?;
-    let cache = Cache::open();
-    let at = |digest: &str| {
-        oci_client::Reference::with_digest(
-            target.registry().to_string(),
-            target.repository().to_string(),
-            digest.to_string(),
-        )
-    };
     crate::registry::block_on(async {
-        let mut lazy = Lazy {
+        let mut remote = Remote {
+            name,
             target: &target,
-            options,
-            conn: None,
-        };
-        let not_found = |conn: &Connection, e: oci_client::errors::OciDistributionError| {
-            if crate::registry::errors::is_not_found(&e) {
-                Error::input(format!(
-                    "the base image `{name}` does not exist in the registry"
-                ))
-                .with_help("check the reference: its repository, and its tag or digest")
-            } else {
-                conn.fail(e)
-            }
-        };
-        // What the reference points at: by digest, from the cache if it is there; by tag,
-        // asked (the one request a warm build makes).
-        let (top, top_digest) = match target.digest().map(str::to_string) {
-            Some(digest) => match cache.small(&digest) {
-                Some(bytes) => (bytes, digest),
-                None => {
-                    let conn = lazy.get().await?;
-                    let (raw, got) = conn
-                        .pull_manifest_raw(&target, ACCEPT)
-                        .await
-                        .map_err(|e| not_found(conn, e))?;
-                    if got != digest || blob::sha256(&raw).to_string() != digest {
-                        return Err(Error::registry(format!(
-                            "the registry sent a manifest that does not match {digest}"
-                        )));
-                    }
-                    cache.put_small(&digest, &raw);
-                    (raw.to_vec(), digest)
-                }
+            cache: Cache::open(),
+            lazy: Lazy {
+                target: &target,
+                options,
+                conn: None,
             },
-            None => {
-                let conn = lazy.get().await?;
-                let (raw, digest) = conn
-                    .pull_manifest_raw(&target, ACCEPT)
-                    .await
-                    .map_err(|e| not_found(conn, e))?;
-                if blob::sha256(&raw).to_string() != digest {
-                    return Err(Error::registry(format!(
-                        "the registry sent a manifest for `{name}` whose content does not match its digest {digest}"
-                    )));
-                }
-                cache.put_small(&digest, &raw);
-                (raw.to_vec(), digest)
-            }
+            layers: options.layers,
         };
-        // The platform manifests wanted, by digest.
-        let kind: serde_json::Value = parse(name, "manifest", &top)?;
-        let mut chosen: Vec<(&'static Platform, String, Vec<u8>)> = Vec::new();
-        if kind.get("manifests").is_some() {
-            let index: ImageIndex = parse(name, "image index", &top)?;
-            let named = |d: &Descriptor| {
-                d.platform().as_ref().map(|p| {
-                    let base = format!("{}/{}", p.os(), p.architecture());
-                    match p.variant() {
-                        Some(v) => format!("{base}/{v}"),
-                        None => base,
-                    }
-                })
-            };
-            let have: Vec<String> = index.manifests().iter().filter_map(named).collect();
-            for &platform in platforms {
-                let entry = index
-                    .manifests()
-                    .iter()
-                    .filter(|d| is_manifest(d.media_type()))
-                    .find(|d| {
-                        named(d).is_some_and(|n| Platform::from_oci(&n).ok() == Some(platform))
-                    })
-                    .ok_or_else(|| missing_platform(name, platform, &have))?;
-                let digest = entry.digest().to_string();
-                let raw = match cache.small(&digest) {
-                    Some(bytes) => bytes,
-                    None => {
-                        let conn = lazy.get().await?;
-                        let (raw, got) = conn
-                            .pull_manifest_raw(&at(&digest), ACCEPT)
-                            .await
-                            .map_err(|e| not_found(conn, e))?;
-                        if got != digest || blob::sha256(&raw).to_string() != digest {
-                            return Err(Error::registry(format!(
-                                "the registry sent a manifest that does not match {digest}"
-                            )));
-                        }
-                        cache.put_small(&digest, &raw);
-                        raw.to_vec()
-                    }
-                };
-                chosen.push((platform, digest, raw));
-            }
-        } else {
-            chosen.push((platforms[0], top_digest.clone(), top.clone()));
-        }
+        let (top, top_digest) = remote.top().await?;
+        let chosen = remote.chosen(&top, &top_digest, platforms).await?;
         let mut out = Vec::new();
         for (platform, digest, raw) in chosen {
-            let manifest: ImageManifest = parse_manifest(name, "manifest", &raw)?;
-            let manifest_type = manifest
-                .media_type()
-                .clone()
-                .unwrap_or(MediaType::ImageManifest);
-            if is_index(&manifest_type) || !is_manifest(&manifest_type) {
-                return Err(Error::input(format!(
-                    "the base image `{name}` holds a {manifest_type} where an image manifest should be"
-                )));
-            }
-            let config_digest = manifest.config().digest().to_string();
-            let config_raw = match cache.small(&config_digest) {
-                Some(bytes) => bytes,
-                None => {
-                    let conn = lazy.get().await?;
-                    let bytes = conn.pull_checked(&target, &config_digest, "config").await?;
-                    cache.put_small(&config_digest, &bytes);
-                    bytes.to_vec()
-                }
-            };
-            let config: ImageConfiguration = parse(name, "config", &config_raw)?;
-            // A single-manifest base says its platform in its config only.
-            let actual = format!(
-                "{}/{}{}",
-                config.os(),
-                config.architecture(),
-                config
-                    .variant()
-                    .as_ref()
-                    .map(|v| format!("/{v}"))
-                    .unwrap_or_default()
-            );
-            if Platform::from_oci(&actual).ok() != Some(platform) {
-                return Err(missing_platform(name, platform, &[actual]));
-            }
-            let mut blobs = Vec::new();
-            for d in manifest.layers() {
-                let data = match options.layers {
-                    Layers::Describe => Data::Remote(d.size()),
-                    Layers::Download => {
-                        let digest = d.digest().to_string();
-                        match cache.layer(&digest, d.size()) {
-                            Some(data) => data,
-                            None => {
-                                let conn = lazy.get().await?;
-                                download(conn, &target, d, &cache).await?
-                            }
-                        }
-                    }
-                };
-                blobs.push(Blob {
-                    media_type: d.media_type().clone(),
-                    digest: d.digest().clone(),
-                    data,
-                });
-            }
-            out.push(FromPlatform {
-                platform,
-                manifest_digest: Some(digest),
-                layers: layers(name, blobs, &config)?,
-                config,
-            });
+            out.push(remote.platform(platform, digest, &raw).await?);
         }
         Ok(FromImage {
             name: name.to_string(),
@@ -430,6 +277,197 @@ fn read_remote(
             platforms: out,
         })
     })
+}
+
+/// A base image in a registry, read through the base-blob cache: the registry is asked
+/// only for what the cache lacks.
+struct Remote<'a> {
+    name: &'a str,
+    target: &'a oci_client::Reference,
+    cache: Cache,
+    lazy: Lazy<'a>,
+    layers: Layers,
+}
+
+/// A registry's error for the base `name`: a clear one when it does not exist.
+fn not_found(name: &str, conn: &Connection, e: oci_client::errors::OciDistributionError) -> Error {
+    if crate::registry::errors::is_not_found(&e) {
+        Error::input(format!(
+            "the base image `{name}` does not exist in the registry"
+        ))
+        .with_help("check the reference: its repository, and its tag or digest")
+    } else {
+        conn.fail(e)
+    }
+}
+
+impl Remote<'_> {
+    /// What the reference points at, and its digest: by digest, from the cache if it is
+    /// there; by tag, asked (the one request a warm build makes).
+    async fn top(&mut self) -> Result<(Vec<u8>, String)> {
+        if let Some(digest) = self.target.digest().map(str::to_string) {
+            let raw = self.manifest(self.target, &digest).await?;
+            return Ok((raw, digest));
+        }
+        let conn = self.lazy.get().await?;
+        let (raw, digest) = conn
+            .pull_manifest_raw(self.target, ACCEPT)
+            .await
+            .map_err(|e| not_found(self.name, conn, e))?;
+        if blob::sha256(&raw).to_string() != digest {
+            return Err(Error::registry(format!(
+                "the registry sent a manifest for `{}` whose content does not match its digest {digest}",
+                self.name
+            )));
+        }
+        self.cache.put_small(&digest, &raw);
+        Ok((raw.to_vec(), digest))
+    }
+
+    /// The manifest `digest` (at `reference`), from the cache or the registry, checked
+    /// against its digest.
+    async fn manifest(
+        &mut self,
+        reference: &oci_client::Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>> {
+        if let Some(bytes) = self.cache.small(digest) {
+            return Ok(bytes);
+        }
+        let conn = self.lazy.get().await?;
+        let (raw, got) = conn
+            .pull_manifest_raw(reference, ACCEPT)
+            .await
+            .map_err(|e| not_found(self.name, conn, e))?;
+        if got != digest || blob::sha256(&raw).to_string() != digest {
+            return Err(Error::registry(format!(
+                "the registry sent a manifest that does not match {digest}"
+            )));
+        }
+        self.cache.put_small(digest, &raw);
+        Ok(raw.to_vec())
+    }
+
+    /// The platform manifests wanted (platform, digest, bytes): the index's entries for
+    /// `platforms`, or the one manifest `top` is.
+    async fn chosen(
+        &mut self,
+        top: &[u8],
+        top_digest: &str,
+        platforms: &[&'static Platform],
+    ) -> Result<Vec<(&'static Platform, String, Vec<u8>)>> {
+        let kind: serde_json::Value = parse(self.name, "manifest", top)?;
+        if kind.get("manifests").is_none() {
+            return Ok(vec![(platforms[0], top_digest.to_string(), top.to_vec())]);
+        }
+        let index: ImageIndex = parse(self.name, "image index", top)?;
+        let named = |d: &Descriptor| {
+            d.platform().as_ref().map(|p| {
+                let base = format!("{}/{}", p.os(), p.architecture());
+                match p.variant() {
+                    Some(v) => format!("{base}/{v}"),
+                    None => base,
+                }
+            })
+        };
+        let have: Vec<String> = index.manifests().iter().filter_map(named).collect();
+        let mut chosen = Vec::new();
+        for &platform in platforms {
+            let entry = index
+                .manifests()
+                .iter()
+                .filter(|d| is_manifest(d.media_type()))
+                .find(|d| named(d).is_some_and(|n| Platform::from_oci(&n).ok() == Some(platform)))
+                .ok_or_else(|| missing_platform(self.name, platform, &have))?;
+            let digest = entry.digest().to_string();
+            let at = oci_client::Reference::with_digest(
+                self.target.registry().to_string(),
+                self.target.repository().to_string(),
+                digest.clone(),
+            );
+            let raw = self.manifest(&at, &digest).await?;
+            chosen.push((platform, digest, raw));
+        }
+        Ok(chosen)
+    }
+
+    /// One platform of the base: its manifest (an image manifest), its config (for that
+    /// platform) and its layers (described, or downloaded into the cache).
+    async fn platform(
+        &mut self,
+        platform: &'static Platform,
+        digest: String,
+        raw: &[u8],
+    ) -> Result<FromPlatform> {
+        let name = self.name;
+        let manifest: ImageManifest = parse_manifest(name, "manifest", raw)?;
+        let manifest_type = manifest
+            .media_type()
+            .clone()
+            .unwrap_or(MediaType::ImageManifest);
+        if is_index(&manifest_type) || !is_manifest(&manifest_type) {
+            return Err(Error::input(format!(
+                "the base image `{name}` holds a {manifest_type} where an image manifest should be"
+            )));
+        }
+        let config: ImageConfiguration = self.config(manifest.config().digest().as_ref()).await?;
+        // A single-manifest base says its platform in its config only.
+        let actual = format!(
+            "{}/{}{}",
+            config.os(),
+            config.architecture(),
+            config
+                .variant()
+                .as_ref()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default()
+        );
+        if Platform::from_oci(&actual).ok() != Some(platform) {
+            return Err(missing_platform(name, platform, &[actual]));
+        }
+        let mut blobs = Vec::new();
+        for d in manifest.layers() {
+            blobs.push(Blob {
+                media_type: d.media_type().clone(),
+                digest: d.digest().clone(),
+                data: self.layer(d).await?,
+            });
+        }
+        Ok(FromPlatform {
+            platform,
+            manifest_digest: Some(digest),
+            layers: layers(name, blobs, &config)?,
+            config,
+        })
+    }
+
+    /// The config `digest`, from the cache or the registry (checked).
+    async fn config(&mut self, digest: &str) -> Result<ImageConfiguration> {
+        let raw = match self.cache.small(digest) {
+            Some(bytes) => bytes,
+            None => {
+                let conn = self.lazy.get().await?;
+                let bytes = conn.pull_checked(self.target, digest, "config").await?;
+                self.cache.put_small(digest, &bytes);
+                bytes.to_vec()
+            }
+        };
+        parse(self.name, "config", &raw)
+    }
+
+    /// A layer: described only, or downloaded into the cache (unless it is there).
+    async fn layer(&mut self, d: &Descriptor) -> Result<Data> {
+        Ok(match self.layers {
+            Layers::Describe => Data::Remote(d.size()),
+            Layers::Download => match self.cache.layer(d.digest().as_ref(), d.size()) {
+                Some(data) => data,
+                None => {
+                    let conn = self.lazy.get().await?;
+                    download(conn, self.target, d, &self.cache).await?
+                }
+            },
+        })
+    }
 }
 
 /// Downloads a layer into the cache (a step at a time), checked against its size and
