@@ -62,7 +62,7 @@ pub fn pack(
     if let Some(Ok(target)) = push.as_ref().map(|p| p.target(&bin, "latest", 1)) {
         crate::registry::connection::start_early(&target.reference, &target.options, shell);
     }
-    let (project, made) = project_and_layers(request, &binaries, &bin, &cwd, guess, shell)?;
+    let (project, made, facts) = project_and_layers(request, &binaries, &bin, &cwd, guess, shell)?;
     let (cx, levels, default_dir) = context(project.as_ref(), &bin, &cwd)?;
     let settings::Resolved {
         mut spec,
@@ -91,7 +91,7 @@ pub fn pack(
         sbom: &sbom,
         contents: recorded_contents(&binaries, project.as_ref())?,
         provenance,
-        facts: packed_facts(&binaries)?,
+        facts,
         sign: request
             .sign
             .as_deref()
@@ -196,7 +196,8 @@ fn layer_guess(image: &ImageArgs) -> (u64, crate::layers::Codec) {
 }
 
 /// Reads the project (`cargo metadata`) and, at the same time, makes the app layers with
-/// the `guess`ed settings: neither depends on the other.
+/// the `guess`ed settings and hashes the binaries for the provenance: none depends on the
+/// others.
 fn project_and_layers(
     request: &PackRequest,
     binaries: &[PlatformBinary],
@@ -204,10 +205,15 @@ fn project_and_layers(
     cwd: &Path,
     guess: (u64, crate::layers::Codec),
     shell: &Shell,
-) -> Result<(Option<Plan>, Vec<crate::layers::Layer>)> {
+) -> Result<(
+    Option<Plan>,
+    Vec<crate::layers::Layer>,
+    Vec<crate::provenance::Facts>,
+)> {
     let bar = shell.progress("Packing", binaries.iter().map(|b| b.size).sum());
-    let (project, made) = std::thread::scope(|scope| {
+    let (project, made, facts) = std::thread::scope(|scope| {
         let project = scope.spawn(|| project_of(request.manifest_path.as_deref(), bin, cwd));
+        let facts = scope.spawn(|| packed_facts(binaries));
         let made: Result<Vec<_>> = binaries
             .iter()
             .map(|b| image::app_layer(bin, b, guess.0, guess.1, &|n| bar.inc(n)))
@@ -215,10 +221,13 @@ fn project_and_layers(
         let project = project
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (project, made)
+        let facts = facts
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (project, made, facts)
     });
     drop(bar);
-    Ok((project?, made?))
+    Ok((project?, made?, facts?))
 }
 
 /// The settings' context, levels and default output: the project's when `pack` runs in
