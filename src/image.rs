@@ -539,7 +539,15 @@ pub fn assemble_with(
     let base_layer = if base_entries.is_empty() {
         None
     } else {
-        Some(layers::write(base_entries, spec.source_date_epoch, codec)?)
+        let slot = format!("base-{}-{}", codec.compression, codec.level);
+        let cache = layers::cache::LayerCache::shared();
+        Some(layers::write_shared(
+            base_entries,
+            spec.source_date_epoch,
+            codec,
+            cache.as_ref(),
+            &slot,
+        )?)
     };
     let include_layer = if spec.include.is_empty() {
         None

@@ -7,7 +7,9 @@
 //! One slot per binary, platform and compression (the name of its files), so the cache
 //! holds at most one layer per image platform: a new binary replaces the old entry. It
 //! lives under cargo's target directory (`target/microimage/.layer-cache`), so
-//! `cargo clean` clears it.
+//! `cargo clean` clears it. The base layer, the same for every image with the same
+//! settings, is kept the same way in the user's cache directory ([`LayerCache::shared`]),
+//! one slot per level.
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +47,27 @@ impl LayerCache {
     pub fn key(binary: &Digest, bin_name: &str, mtime: u64, codec: Codec) -> String {
         let text = format!(
             "app-layer/{}/{}/{bin_name}/{mtime}/{}/{}/{}/{binary}",
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            codec.compression,
+            codec.level,
+            crate::layers::gzip::FORMAT,
+        );
+        blob::hex(&blob::sha256(text.as_bytes())).to_string()
+    }
+
+    /// The cache of layers many images share (the base layer), in the user's cache
+    /// directory: they are the same across projects.
+    pub fn shared() -> Option<LayerCache> {
+        Some(LayerCache {
+            dir: blob::cache_home()?.join("layer-cache"),
+        })
+    }
+
+    /// The key of a shared layer: its tar's digest (`diff_id`) and how it is compressed.
+    pub fn shared_key(diff_id: &Digest, codec: Codec) -> String {
+        let text = format!(
+            "shared-layer/{}/{}/{}/{}/{}/{diff_id}",
             env!("CARGO_PKG_NAME"),
             env!("CARGO_PKG_VERSION"),
             codec.compression,
