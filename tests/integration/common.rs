@@ -21,8 +21,8 @@ pub fn shared_target() -> PathBuf {
 }
 
 /// A target dir of its own inside the shared one, for a test whose build is long and
-/// shares no compiled crate with the others' (OpenSSL, jemalloc, snmalloc and C++, the tool
-/// itself for the release archives): in the shared dir, cargo's lock made every other test's build wait
+/// shares no compiled crate with the others' (OpenSSL, jemalloc, the tool itself for the
+/// release archives): in the shared dir, cargo's lock made every other test's build wait
 /// for it (OpenSSL's held it 410 s in CI, with one core mostly idle), as the platform
 /// tests' dir of their own showed before.
 pub fn own_target(name: &str) -> PathBuf {

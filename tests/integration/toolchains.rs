@@ -36,11 +36,8 @@ fn cxx_bridges_cmake_and_snmalloc_build_and_run_on_amd64_and_arm64() {
     let dir = fixture("cxx");
     let out = tmp();
     let layout = out.path().join("cxx");
-    // A target dir of its own: snmalloc's and the CMake builds take minutes.
-    let target = own_target("cxx");
     let build = run(tool()
         .current_dir(dir.path())
-        .env("CARGO_TARGET_DIR", &target)
         // Optimised less (C++ at -O1): what is checked (which compilers, that it links
         // statically and runs, thread teardown) does not depend on it, and snmalloc's
         // templates at -O3 for two targets cost the suite's budget.
@@ -73,7 +70,7 @@ fn cxx_bridges_cmake_and_snmalloc_build_and_run_on_amd64_and_arm64() {
     }
     let verify = run(tool()
         .args(["microimage", "verify"])
-        .arg(target.join("x86_64-unknown-linux-musl/release/cxx-app")))
+        .arg(shared_target().join("x86_64-unknown-linux-musl/release/cxx-app")))
     .ok();
     assert!(
         verify.stdout.contains("static") && verify.stdout.contains("snmalloc"),
