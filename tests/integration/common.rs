@@ -20,15 +20,6 @@ pub fn shared_target() -> PathBuf {
         .unwrap_or_else(|| repo().join("target").join("tests"))
 }
 
-/// A target dir of its own inside the shared one, for a test whose build is long and
-/// shares no compiled crate with the others' (OpenSSL, jemalloc, the tool itself for the
-/// release archives): in the shared dir, cargo's lock made every other test's build wait
-/// for it (OpenSSL's held it 410 s in CI, with one core mostly idle), as the platform
-/// tests' dir of their own showed before.
-pub fn own_target(name: &str) -> PathBuf {
-    shared_target().join("apart").join(name)
-}
-
 /// The tool, with a clean environment for assertions on stderr.
 pub fn tool() -> Command {
     tool_at(Path::new(env!("CARGO_BIN_EXE_cargo-microimage")))

@@ -47,7 +47,6 @@ fn vendored_openssl_makes_a_verified_tls_handshake_on_amd64_and_arm64() {
     // SSL_CERT_FILE, which the image sets.
     run(tool()
         .current_dir(c.path())
-        .env("CARGO_TARGET_DIR", own_target("openssl"))
         // OpenSSL's C unoptimised (later flags win over openssl-src's -O2), the Rust at
         // opt-level 1: a handshake is what is checked, and compiling OpenSSL twice at -O2
         // was 40 s of CPU per platform more.

@@ -388,11 +388,8 @@ fn the_tool_installed_elsewhere_builds_the_same_image() {
 fn a_crate_with_its_own_allocator_keeps_it() {
     let c = fixture("jemalloc");
     let t = tmp();
-    // A target dir of its own: jemalloc's configure and make take minutes.
-    let target = own_target("jemalloc");
     let out = run(tool()
         .current_dir(c.path())
-        .env("CARGO_TARGET_DIR", &target)
         .args(["microimage", "build", "--locked", "-o"])
         .arg(t.path().join("image")))
     .ok();
@@ -403,7 +400,7 @@ fn a_crate_with_its_own_allocator_keeps_it() {
         "{}",
         out.stderr
     );
-    let verified = verify_json(&target.join("x86_64-unknown-linux-musl/release/jemalloc-app"));
+    let verified = verify_json(&binary("jemalloc-app"));
     assert_eq!(verified["allocator"], "jemalloc", "{verified}");
     let podman = Podman::new();
     let ran = podman
@@ -413,7 +410,6 @@ fn a_crate_with_its_own_allocator_keeps_it() {
     // Asking for mimalloc as well is refused, before anything is written.
     run(tool()
         .current_dir(c.path())
-        .env("CARGO_TARGET_DIR", &target)
         .args([
             "microimage",
             "build",
