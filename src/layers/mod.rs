@@ -299,6 +299,17 @@ pub fn write_counted(
             (zst.finish().map_err(write_err)?, diff_id, size)
         }
     };
+    finished(sink, codec, diff_id, uncompressed_size, entries.len())
+}
+
+/// The layer whose compressed bytes `sink` took (and hashed) whole.
+fn finished(
+    sink: HashingWriter<SpillWriter>,
+    codec: Codec,
+    diff_id: Digest,
+    uncompressed_size: u64,
+    entries: usize,
+) -> Result<Layer> {
     let (data, digest, _) = sink.finish();
     Ok(Layer {
         blob: Blob {
@@ -308,7 +319,7 @@ pub fn write_counted(
         },
         diff_id,
         uncompressed_size,
-        entries: entries.len(),
+        entries,
     })
 }
 
@@ -341,17 +352,8 @@ pub fn write_shared(
     let sink = HashingWriter::new(SpillWriter::new());
     let mut gz = gzip::ParallelGzip::new(sink, codec.level).map_err(write_err)?;
     gz.write_all(&tar).map_err(write_err)?;
-    let (data, digest, _) = gz.finish().map_err(write_err)?.finish();
-    let layer = Layer {
-        blob: Blob {
-            media_type: codec.compression.media_type(),
-            digest,
-            data: data.finish().map_err(write_err)?,
-        },
-        diff_id,
-        uncompressed_size,
-        entries: entries.len(),
-    };
+    let sink = gz.finish().map_err(write_err)?;
+    let layer = finished(sink, codec, diff_id, uncompressed_size, entries.len())?;
     cache.put(slot, &key, &layer);
     Ok(layer)
 }
