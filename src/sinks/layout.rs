@@ -72,8 +72,10 @@ pub fn index_json(set: &ImageSet) -> Result<Vec<u8>> {
 /// but not waited for: [`Batch::finish`] syncs it and renames it to its name once every
 /// file of the batch is written. The disk writes of all of them then overlap, and each
 /// `fsync` finds its data on its way (on ext4, 12 small files and a layer took 3 ms so,
-/// 7 ms synced one after the other); what `fsync` guarantees is unchanged, and nothing is
-/// under its name before it is on disk.
+/// 7 ms synced one after the other); what `fsync` guarantees is unchanged, and no file
+/// written here is under its name before it is on disk (a blob linked in from the spill
+/// directory is, as before: it is synced with the batch, before `index.json` names it).
+/// A batch holds one descriptor per file until it finishes.
 struct Pending {
     tmp: tempfile::NamedTempFile,
     path: std::path::PathBuf,
