@@ -39,6 +39,13 @@ pub fn tool_at(program: &Path) -> Command {
     if std::env::var_os("ZIG_GLOBAL_CACHE_DIR").is_none() {
         cmd.env("ZIG_GLOBAL_CACHE_DIR", shared_target().join("zig-cache"));
     }
+    // cargo-zigbuild's wrappers (the C compiler and linker cargo is given for a zig target)
+    // live in the user's cache, and their path is in cargo's fingerprint of every unit
+    // (`-C linker`, `CC_<target>`): a test with its own XDG_CACHE_HOME would otherwise
+    // rebuild a zig target's whole dependency tree in the shared target dir.
+    if std::env::var_os("CARGO_ZIGBUILD_CACHE_DIR").is_none() {
+        cmd.env("CARGO_ZIGBUILD_CACHE_DIR", shared_target().join("zigbuild"));
+    }
     cmd
 }
 
