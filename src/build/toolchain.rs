@@ -272,6 +272,67 @@ fn zig_for(triple: &'static str) -> std::result::Result<ZigWrapper, ZigProblem> 
         .clone()
 }
 
+/// The variable that tells this tool's `zig cc` (run by cargo-zigbuild's wrapper scripts
+/// for every C compile, link and archive) where the zig executable is: see [`direct_zig`]
+/// and [`use_direct_zig`].
+pub const ZIG_EXE_VAR: &str = "MICROIMAGE_ZIG";
+
+/// The zig executable itself, when zig was found as Python's `ziglang` package (`python3
+/// -m ziglang`): asked once per process (`zig env` names its own executable). cargo-zigbuild
+/// writes the command it found into its wrapper scripts, so every C file then started a
+/// Python interpreter (through a pyenv shim, a shell script, where there is one) before
+/// zig: about 120 ms of CPU per compile here against zig's own 10 ms, which made a
+/// vendored OpenSSL's 700 files minutes slower. `None` when zig is a plain executable
+/// already, or cannot say where it is (the wrappers then go through Python as before).
+fn direct_zig() -> Option<std::path::PathBuf> {
+    static DIRECT: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    DIRECT
+        .get_or_init(|| {
+            let (program, args) = cargo_zigbuild::Zig::find_zig().ok()?;
+            if args.is_empty() {
+                return None;
+            }
+            let out = Command::new(program)
+                .args(args)
+                .arg("env")
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            zig_exe_in_env(&String::from_utf8_lossy(&out.stdout))
+                .map(std::path::PathBuf::from)
+                .filter(|p| p.is_absolute() && p.is_file())
+        })
+        .clone()
+}
+
+/// The executable `zig env` names: `.zig_exe = "…"` (ZON, zig 0.15 on) or `"zig_exe":
+/// "…"` (JSON, before). A path with an escape in it is not unescaped but refused.
+fn zig_exe_in_env(env: &str) -> Option<&str> {
+    let after = &env[env.find("zig_exe")? + "zig_exe".len()..];
+    // Past the `=` (ZON) or the key's closing quote and `:` (JSON).
+    let after = &after[after.find(['=', ':'])? + 1..];
+    let start = after.find('"')? + 1;
+    let value = &after[start..];
+    let value = &value[..value.find('"')?];
+    (!value.is_empty() && !value.contains('\\')).then_some(value)
+}
+
+/// In this tool's `zig` subcommand (run by cargo-zigbuild's wrapper scripts), points
+/// cargo-zigbuild at the zig executable the build found ([`direct_zig`], passed down in
+/// [`ZIG_EXE_VAR`]) instead of the `python3 -m ziglang` the script exports. Call it first
+/// thing in `main`, while the process has one thread: it sets environment variables.
+pub fn use_direct_zig() {
+    let Some(zig) = std::env::var_os(ZIG_EXE_VAR) else {
+        return;
+    };
+    if std::path::Path::new(&zig).is_file() {
+        std::env::set_var("CARGO_ZIGBUILD_ZIG_COMMAND", &zig);
+        std::env::set_var("CARGO_ZIGBUILD_ZIG_COMMAND_ARGS", "");
+    }
+}
+
 /// A C compiler for the target, for C code the tool compiles itself (mimalloc, see
 /// `super::runtime`): the one the build would use for the app's C code.
 #[derive(Debug, Clone)]
@@ -396,7 +457,11 @@ fn check(
     std::fs::write(&src, source).map_err(|e| format!("writing {} failed: {e}", src.display()))?;
     let mut words = command.split_whitespace();
     let program = words.next().ok_or("the command is empty")?;
-    let out = Command::new(program)
+    let mut compile = Command::new(program);
+    if let Some(zig) = direct_zig().filter(|_| identity.starts_with("zig ")) {
+        compile.env(ZIG_EXE_VAR, zig);
+    }
+    let out = compile
         .args(words)
         .arg("-c")
         .arg(&src)
@@ -649,7 +714,10 @@ fn zig_compiler(
             (format!("CXX_{}", under(triple)), wrapper.cxx.clone()),
             (format!("AR_{}", under(triple)), wrapper.ar.clone()),
             (format!("RANLIB_{}", under(triple)), wrapper.ranlib.clone()),
-        ],
+        ]
+        .into_iter()
+        .chain(direct_zig().map(|zig| (ZIG_EXE_VAR.to_string(), zig)))
+        .collect(),
         identity: format!("zig {version}"),
         name: format!("zig {version}"),
     };
@@ -945,6 +1013,9 @@ fn use_zig(
         cmd.env(&toolchain.linker_env, &wrapper.cc);
     }
     tell_zig_the_rustc_version(cmd, toolchain);
+    if let Some(zig) = direct_zig() {
+        cmd.env(ZIG_EXE_VAR, zig);
+    }
     libc
 }
 
@@ -1135,6 +1206,25 @@ impl ZigLibc {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zig_env_names_its_executable_in_zon_and_in_json() {
+        let zon =
+            ".{\n    .zig_exe = \"/opt/py/site-packages/ziglang/zig\",\n    .lib_dir = \"/x\",\n}";
+        assert_eq!(
+            super::zig_exe_in_env(zon),
+            Some("/opt/py/site-packages/ziglang/zig")
+        );
+        let json = "{\n \"zig_exe\": \"/usr/lib/zig/zig\",\n \"lib_dir\": \"/usr/lib/zig/lib\"\n}";
+        assert_eq!(super::zig_exe_in_env(json), Some("/usr/lib/zig/zig"));
+        // Escaped or missing: not guessed at.
+        assert_eq!(
+            super::zig_exe_in_env(".{ .zig_exe = \"C:\\\\zig.exe\" }"),
+            None
+        );
+        assert_eq!(super::zig_exe_in_env(".{ .lib_dir = \"/x\" }"), None);
+        assert_eq!(super::zig_exe_in_env(".{ .zig_exe = \"\" }"), None);
+    }
+
     #[test]
     fn underscores() {
         assert_eq!(

@@ -188,3 +188,69 @@ fn a_users_c_compiler_that_cannot_compile_and_a_missing_cmake_stop_before_compil
     );
     assert!(!t.path().join("out").exists());
 }
+
+#[test]
+fn zig_from_pythons_ziglang_compiles_each_c_file_without_starting_python() {
+    // zig installed as `pip install ziglang` is found as `python3 -m ziglang`, and
+    // cargo-zigbuild writes that command into the wrapper scripts cargo runs for every C
+    // compile, archive and link. Before, each of them started Python (behind a pyenv shim,
+    // a shell script, here): 120 ms of CPU against zig's 10 ms for a small file. A
+    // `python3` first on PATH logs how it is run: only the questions to zig before the
+    // build (its version, where its executable is) may start it, never a compile.
+    let real = run(Command::new("sh").args(["-c", "command -v python3"]))
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let t = tmp();
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = t.path().join("python.log");
+    let shim = bin.join("python3");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$*\" | cut -c1-60 >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let c = fixture("cfile");
+    let out = run(tool()
+        .current_dir(c.path())
+        .env("PATH", &path)
+        // Its own wrappers (they name this `python3`), caches and target dir: the C, the
+        // compile check and mimalloc are compiled here, by the wrappers.
+        .env("CARGO_ZIGBUILD_CACHE_DIR", t.path().join("zigbuild"))
+        .env("XDG_CACHE_HOME", t.path().join("cache"))
+        .env("CARGO_TARGET_DIR", t.path().join("target"))
+        .args([
+            "microimage",
+            "build",
+            "--locked",
+            "--platform",
+            "linux/arm64",
+            "-o",
+        ])
+        .arg(t.path().join("image")))
+    .ok();
+    assert!(
+        out.stderr.contains(
+            "as C/C++ compiler and linker for aarch64-unknown-linux-musl (C code in cfile"
+        ),
+        "{}",
+        out.stderr
+    );
+    let ran = std::fs::read_to_string(&log).unwrap();
+    let runs: Vec<&str> = ran.lines().collect();
+    assert!(
+        runs.iter()
+            .all(|r| *r == "-m ziglang version" || *r == "-m ziglang env"),
+        "python3 ran for more than the tool's questions:\n{ran}"
+    );
+    // zig's version (cargo-zigbuild asks it too) and `zig env`: a few, not one per file.
+    assert!(runs.len() <= 4, "{ran}");
+}

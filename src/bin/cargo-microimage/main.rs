@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         .file_stem()
         .is_some_and(|n| n == "ar")
     {
+        microimage::build::toolchain::use_direct_zig();
         let zig = cargo_zigbuild::Zig::Ar {
             args: args
                 .iter()
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         return run_zig(&zig);
     }
     if args.get(1).is_some_and(|a| a == "zig") {
+        microimage::build::toolchain::use_direct_zig();
         #[derive(Parser)]
         #[command(name = "cargo-microimage zig")]
         struct ZigCli {
