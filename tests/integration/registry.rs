@@ -186,6 +186,7 @@ fn wait_port(port: u16) {
 /// The tool with a private blob-location cache and docker/podman auth files of the test.
 pub fn pusher(home: &Path) -> Command {
     let mut cmd = tool();
+    share_compiled_runtime(&home.join("cache"));
     cmd.env("XDG_CACHE_HOME", home.join("cache"))
         .env("DOCKER_CONFIG", home.join("docker"))
         .env("REGISTRY_AUTH_FILE", home.join("auth.json"))
