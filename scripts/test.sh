@@ -90,60 +90,18 @@ integration_lanes() {
   return "$status"
 }
 
-# Clippy and the unit tests beside the integration tests. Those spend much of their time
-# waiting (podman, qemu, registries, cargo's lock on the fixtures' target dir), and clippy
-# checks every crate again (its own artifacts, shared with no build), so it fills those
-# waits instead of running before them. Everything is compiled before this starts (`tests`
-# phase), and cargo holds the lock of `target/` only while it compiles: clippy waits for
-# both lanes' `cargo test` to be past that (it prints `Running`), so that neither waits
-# for clippy. Their output follows the integration tests'; the time of each is reported.
-lanes_running() { # both lanes' cargo has let go of target/'s lock (or a minute went by)
-  local _
-  for _ in $(seq 120); do
-    if grep -q 'Running' target/slow-lane.log 2>/dev/null &&
-      grep -q 'Running tests/integration' "$log"; then
-      return
-    fi
-    sleep 0.5
-  done
-}
-beside() { # runs the unit tests, then clippy; output into target/beside.log
-  local start=$SECONDS status=0
-  {
-    cargo test --locked --lib --bins || status=$?
-    echo "test.sh: unit tests: $((SECONDS - start)) s (beside the integration tests)" >&2
-    lanes_running
-    start=$SECONDS
-    cargo clippy --all-targets --locked -- -D warnings || status=$?
-    echo "test.sh: clippy: $((SECONDS - start)) s (beside the integration tests)" >&2
-  } > target/beside.log 2>&1
-  return "$status"
-}
-everything_else() {
-  local status=0 pid
-  : > target/slow-lane.log
-  beside &
-  pid=$!
-  integration_lanes || status=$?
-  wait "$pid" || status=$?
-  echo "test.sh: unit tests and clippy (run beside the integration tests):"
-  cat target/beside.log
-  return "$status"
-}
-
 case "${1:-}" in
   "")
     phase fmt cargo fmt --all -- --check
+    phase clippy cargo clippy --all-targets --locked -- -D warnings
     # The crate as crates.io would ship it (what `cargo install cargo-microimage` builds,
     # with no workspace [patch]): `cargo package` builds the packaged copy. In this target
     # dir and profile, so the dependencies it compiles are the ones the tests use; the
     # packaged crate's own units have the same names as this checkout's (same sources),
-    # and cargo rebuilds them when a source changes. Before anything runs beside it: it
-    # writes target/debug/cargo-microimage, the binary the integration tests run.
+    # and cargo rebuilds them when a source changes.
     phase package cargo package --locked --allow-dirty --quiet
-    # Every test binary, so that nothing compiles into target/ once tests run.
-    phase tests cargo test --locked --lib --bins --test integration --no-run
-    phase run everything_else
+    phase unit cargo test --locked --lib --bins
+    phase integration integration_lanes
     ;;
   unit)
     phase unit cargo test --locked --lib --bins
