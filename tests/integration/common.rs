@@ -139,8 +139,9 @@ pub fn run(cmd: &mut Command) -> Run {
 /// With `MICROIMAGE_TEST_CPU_LOG=FILE` (scripts/test.sh's `--cpu`), `cmd` under GNU
 /// time, which appends a line to FILE: the test's name, then the wall, user and system
 /// seconds of the command and everything it waited for (cargo, rustc, zig, the C
-/// compilers), then the command. Tests run side by side, so per-test CPU cannot be read
-/// from the test process; this is how the suite's heaviest builds are found.
+/// compilers), then the command, then when it started (seconds since the epoch: what ran
+/// beside what). Tests run side by side, so per-test CPU cannot be read from the test
+/// process; this is how the suite's heaviest builds are found.
 fn cpu_logged(cmd: &Command) -> Option<Command> {
     let log = std::env::var_os("MICROIMAGE_TEST_CPU_LOG")?;
     let thread = std::thread::current();
@@ -158,8 +159,11 @@ fn cpu_logged(cmd: &Command) -> Option<Command> {
         .arg(log)
         .arg("-f")
         .arg(format!(
-            "{test}\t%e\t%U\t%S\t{}",
-            label.join(" ").replace('%', "%%")
+            "{test}\t%e\t%U\t%S\t{}\t{:.1}",
+            label.join(" ").replace('%', "%%"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
         ))
         .arg(program)
         .args(cmd.get_args());
