@@ -46,7 +46,9 @@ impl Blob {
 /// made, so it stays readable whatever happens to its name.
 #[derive(Debug, Clone)]
 pub enum Data {
-    Memory(Arc<[u8]>),
+    /// In memory: `bytes::Bytes`, which takes a `Vec` without copying it (an `Arc<[u8]>`
+    /// copied a layer's megabytes once more when it was finished).
+    Memory(bytes::Bytes),
     File(Arc<FileData>),
     /// `n` bytes that are only in a registry (a layer of an image `merge` pushes to the
     /// registry it came from): mounted or already there, never read. Reading it is an
@@ -87,7 +89,7 @@ impl Data {
     }
 
     /// The bytes, when they are in memory.
-    pub fn bytes(&self) -> Option<&Arc<[u8]>> {
+    pub fn bytes(&self) -> Option<&bytes::Bytes> {
         match self {
             Data::Memory(bytes) => Some(bytes),
             Data::File(_) | Data::Remote(_) => None,
@@ -144,7 +146,7 @@ impl Data {
     /// otherwise (for small blobs).
     pub fn to_bytes(&self) -> io::Result<bytes::Bytes> {
         match self {
-            Data::Memory(bytes) => Ok(bytes::Bytes::from_owner(bytes.clone())),
+            Data::Memory(bytes) => Ok(bytes.clone()),
             Data::File(_) | Data::Remote(_) => self.to_vec().map(bytes::Bytes::from),
         }
     }
@@ -246,8 +248,15 @@ pub struct SpillWriter {
 
 impl SpillWriter {
     pub fn new() -> SpillWriter {
+        SpillWriter::with_capacity(0)
+    }
+
+    /// A writer that expects about `bytes` (up to [`SPILL_AT`] of them are reserved, which
+    /// only costs the pages written): no copying as the memory grows.
+    pub fn with_capacity(bytes: u64) -> SpillWriter {
+        let reserve = usize::try_from(bytes).unwrap_or(SPILL_AT).min(SPILL_AT);
         SpillWriter {
-            memory: Vec::new(),
+            memory: Vec::with_capacity(reserve),
             file: None,
         }
     }

@@ -72,6 +72,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The bytes of its contents where they are known without asking the file system (0
+    /// for a directory, a link or a file read by path).
+    fn known_size(&self) -> u64 {
+        match &self.kind {
+            Kind::File(Content::Bytes(b)) => b.len() as u64,
+            Kind::File(Content::Blob(data)) => data.len(),
+            Kind::File(Content::Decompressed { size, .. } | Content::Open { size, .. }) => *size,
+            _ => 0,
+        }
+    }
+
     /// A directory owned by root.
     pub fn dir(path: &str, mode: u32) -> Entry {
         Entry::new(path, Kind::Dir, mode)
@@ -282,8 +293,11 @@ pub fn write_counted(
     progress: &dyn Fn(u64),
 ) -> Result<Layer> {
     sort_and_check(&mut entries)?;
-    // The compressed bytes go to memory, or to a file once they are many (blob::SPILL_AT).
-    let sink = HashingWriter::new(SpillWriter::new());
+    // The compressed bytes go to memory, or to a file once they are many (blob::SPILL_AT),
+    // with room reserved for as many as the contents have: compressed, they are fewer.
+    let sink = HashingWriter::new(SpillWriter::with_capacity(
+        entries.iter().map(Entry::known_size).sum(),
+    ));
     let (sink, diff_id, uncompressed_size) = match codec.compression {
         Compression::Gzip => {
             let gz = gzip::ParallelGzip::new(sink, codec.level).map_err(write_err)?;
