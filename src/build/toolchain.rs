@@ -292,15 +292,8 @@ fn direct_zig() -> Option<std::path::PathBuf> {
             if args.is_empty() {
                 return None;
             }
-            let out = Command::new(program)
-                .args(args)
-                .arg("env")
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .output()
-                .ok()
-                .filter(|o| o.status.success())?;
-            zig_exe_in_env(&String::from_utf8_lossy(&out.stdout))
+            let env = stdout_of(Command::new(program).args(args).arg("env"))?;
+            zig_exe_in_env(&env)
                 .map(std::path::PathBuf::from)
                 .filter(|p| p.is_absolute() && p.is_file())
         })
@@ -351,21 +344,19 @@ fn version_line(command: &str) -> String {
     let Some(program) = words.next() else {
         return String::new();
     };
-    Command::new(program)
-        .args(words)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
+    stdout_of(Command::new(program).args(words).arg("--version"))
+        .and_then(|out| out.lines().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// What `cmd` prints on stdout when it succeeds (no stdin, stderr dropped).
+fn stdout_of(cmd: &mut Command) -> Option<String> {
+    cmd.stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The zig version cargo-zigbuild wrote into its wrapper script (it exports it there so
