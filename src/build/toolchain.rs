@@ -449,8 +449,11 @@ fn check(
     let mut words = command.split_whitespace();
     let program = words.next().ok_or("the command is empty")?;
     let mut compile = Command::new(program);
-    if let Some(zig) = direct_zig().filter(|_| identity.starts_with("zig ")) {
-        compile.env(ZIG_EXE_VAR, zig);
+    // Only for zig's wrapper: asking zig where it is may start Python.
+    if identity.starts_with("zig ") {
+        if let Some(zig) = direct_zig() {
+            compile.env(ZIG_EXE_VAR, zig);
+        }
     }
     let out = compile
         .args(words)

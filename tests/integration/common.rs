@@ -52,11 +52,7 @@ pub fn tool_at(program: &Path) -> Command {
 /// The user's cache of the tool (`$XDG_CACHE_HOME/cargo-microimage`, else
 /// `~/.cache/cargo-microimage`), which the tests that do not set their own share.
 pub fn user_cache() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-        .join("cargo-microimage")
+    microimage::blob::cache_home().expect("HOME or XDG_CACHE_HOME is set")
 }
 
 /// Lets a test's own cache directory (its `XDG_CACHE_HOME`, kept apart for the registry's
