@@ -326,6 +326,18 @@ pub fn use_direct_zig() {
     }
 }
 
+/// Whether the arguments of a `zig cc`/`zig c++` run are cc-rs asking whether the compiler
+/// takes cl-style flags: `<cc> <flags> -?`, which cl and clang-cl answer with their help
+/// and every other compiler refuses. zig refuses it too, but not at once on arm targets:
+/// cargo-zigbuild adds a C file of its own (unaligned-access helpers) to every run that is
+/// not a compile, so zig makes an executable of the probe, building its C library,
+/// compiler-rt and UBSan runtime for the target in debug mode first (about 100 s of CPU,
+/// at the first build for each arm target, for nothing), and only then fails. The tool's
+/// `zig` subcommand answers such a probe itself, as zig does.
+pub fn is_cl_style_probe(args: &[String]) -> bool {
+    args.iter().any(|a| a == "-?")
+}
+
 /// A C compiler for the target, for C code the tool compiles itself (mimalloc, see
 /// `super::runtime`): the one the build would use for the app's C code.
 #[derive(Debug, Clone)]

@@ -254,3 +254,31 @@ fn zig_from_pythons_ziglang_compiles_each_c_file_without_starting_python() {
     // zig's version (cargo-zigbuild asks it too) and `zig env`: a few, not one per file.
     assert!(runs.len() <= 4, "{ran}");
 }
+
+#[test]
+fn cc_rs_asking_zig_for_cl_style_flags_on_arm_builds_nothing() {
+    // cc-rs asks every C compiler `<cc> <flags> -?` (cl and clang-cl take it). On arm
+    // targets cargo-zigbuild adds a C file of its own to each run that is not a compile, so
+    // zig made an executable of the question: its C library, compiler-rt and UBSan runtime
+    // in debug mode, about 100 s of CPU at the first build for arm/v7 and arm/v6, before
+    // failing. The tool's `zig cc` answers as zig does, building nothing.
+    let t = tmp();
+    let zig_cache = t.path().join("zig-cache");
+    run(tool()
+        .env("ZIG_GLOBAL_CACHE_DIR", &zig_cache)
+        .env("CARGO_ZIGBUILD_CACHE_DIR", t.path().join("zigbuild"))
+        .current_dir(t.path())
+        .args(["zig", "cc", "--", "-g", "-fno-sanitize=all"])
+        .args(["-mcpu=generic+v7a+vfp3-d32+thumb2-neon"])
+        .args(["-target", "arm-linux-musleabihf", "-?"]))
+    .fails_with(1, "unknown argument: '-?'");
+    let built: Vec<_> = match zig_cache.is_dir() {
+        true => walk(&zig_cache)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "a"))
+            .collect(),
+        false => Vec::new(),
+    };
+    assert!(built.is_empty(), "zig built {built:?}");
+    assert!(!t.path().join("a.out").exists());
+}

@@ -114,6 +114,13 @@ fn set_color(flag: Option<Color>) -> Result<()> {
 
 /// Runs zig for the build of a C dependency (called by cargo, through cc-rs or rustc).
 fn run_zig(zig: &cargo_zigbuild::Zig) -> ExitCode {
+    if let cargo_zigbuild::Zig::Cc { args } | cargo_zigbuild::Zig::Cxx { args } = zig {
+        if microimage::build::toolchain::is_cl_style_probe(args) {
+            // What zig says, without first building a C library for nothing.
+            eprintln!("zig: error: unknown argument: '-?'");
+            return ExitCode::FAILURE;
+        }
+    }
     match zig.execute() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
