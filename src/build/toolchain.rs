@@ -380,12 +380,8 @@ fn zig_version(wrapper: &ZigWrapper) -> String {
             .map(|v| v.trim().to_string())
     });
     written.unwrap_or_else(|| match cargo_zigbuild::Zig::find_zig() {
-        Ok((program, args)) => Command::new(program)
-            .args(args)
-            .arg("version")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        Ok((program, args)) => stdout_of(Command::new(program).args(args).arg("version"))
+            .map(|out| out.trim().to_string())
             .unwrap_or_default(),
         Err(_) => String::new(),
     })
